@@ -1,0 +1,108 @@
+// The execution context handed to every op and kernel: device, temporary-memory arena,
+// random stream and (opaque) CUDA state. No mutable globals elsewhere.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "skipganomaly/random.hpp"
+#include "skipganomaly/tensor.hpp"
+
+namespace sga {
+
+// Bump allocator for temporaries (activations, gradients, im2col scratch). Everything
+// allocated since the last reset() is released together by the next reset(). When a cycle
+// overflows the block, reset() replaces the chunks by one block large enough for the
+// whole cycle, so from the second identical cycle on the arena allocates nothing.
+class Arena {
+public:
+    explicit Arena(Device device) : device_(device) {}
+    ~Arena() { release_all(); }
+    Arena(const Arena&) = delete;
+    Arena& operator=(const Arena&) = delete;
+
+    Device device() const { return device_; }
+
+    // `count` floats, 64-byte aligned, valid until the next reset(). Contents are undefined.
+    float* allocate_floats(std::size_t count) {
+        const std::size_t bytes = round_up(count * sizeof(float));
+        cycle_bytes_ += bytes;
+        if (chunks_.empty() || chunks_.back().used + bytes > chunks_.back().bytes) {
+            const std::size_t grown = std::max<std::size_t>(bytes, capacity() + (1u << 20));
+            chunks_.push_back(Chunk{allocate(device_, grown), grown, 0});
+        }
+        Chunk& chunk = chunks_.back();
+        float* result = reinterpret_cast<float*>(static_cast<char*>(chunk.data) + chunk.used);
+        chunk.used += bytes;
+        return result;
+    }
+    TensorView tensor(Shape shape) {
+        return {allocate_floats(static_cast<std::size_t>(shape.numel())), shape, device_};
+    }
+
+    void reset() {
+        if (chunks_.size() > 1) {
+            const std::size_t needed = cycle_bytes_;
+            release_all();
+            chunks_.push_back(Chunk{allocate(device_, needed), needed, 0});
+        }
+        if (!chunks_.empty()) chunks_.back().used = 0;
+        cycle_bytes_ = 0;
+    }
+
+    std::size_t capacity() const {
+        std::size_t total = 0;
+        for (const Chunk& c : chunks_) total += c.bytes;
+        return total;
+    }
+
+private:
+    struct Chunk {
+        void* data;
+        std::size_t bytes;
+        std::size_t used;
+    };
+    static std::size_t round_up(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
+    void release_all() noexcept {
+        for (Chunk& c : chunks_) deallocate(device_, c.data);
+        chunks_.clear();
+    }
+
+    Device device_;
+    std::vector<Chunk> chunks_;
+    std::size_t cycle_bytes_ = 0;
+};
+
+// Stream, cuDNN handle, algorithm cache and workspace of a CUDA context; defined in
+// src/cuda so that public headers never include CUDA headers.
+struct CudaState;
+struct CudaStateDeleter {
+    void operator()(CudaState* state) const noexcept;
+};
+
+class Context {
+public:
+    // Device::Auto is resolved here (see resolve_device()).
+    explicit Context(Device device = Device::Cpu, std::uint64_t seed = 0);
+    ~Context();
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+    Device device() const { return device_; }
+    Arena& arena() { return arena_; }
+    RandomStream& random() { return random_; }
+    // Non-null only for CUDA contexts.
+    CudaState* cuda() const { return cuda_.get(); }
+    // Blocks until all work queued on this context has finished (no-op on the CPU).
+    void synchronize() const;
+
+private:
+    Device device_;
+    Arena arena_;
+    RandomStream random_;
+    std::unique_ptr<CudaState, CudaStateDeleter> cuda_;
+};
+
+}  // namespace sga

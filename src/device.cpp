@@ -1,0 +1,81 @@
+#include "skipganomaly/device.hpp"
+
+#include <omp.h>
+
+#include <cstdlib>
+
+#include "skipganomaly/context.hpp"
+#include "skipganomaly/error.hpp"
+#if SKIPGANOMALY_WITH_CUDA
+#include "cuda/runtime.hpp"
+#endif
+
+namespace sga {
+
+bool cuda_device_available() {
+#if SKIPGANOMALY_WITH_CUDA
+    return cuda::device_available();
+#else
+    return false;
+#endif
+}
+
+Device resolve_device(Device requested) {
+    if (requested != Device::Auto) return requested;
+    const char* force_cpu = std::getenv("SKIPGANOMALY_FORCE_CPU");
+    if (force_cpu && *force_cpu && std::string(force_cpu) != "0") return Device::Cpu;
+    return cuda_device_available() ? Device::Cuda : Device::Cpu;
+}
+
+std::string to_string(Device device) {
+    switch (device) {
+        case Device::Cpu: return "cpu";
+        case Device::Cuda: return "cuda";
+        case Device::Auto: return "auto";
+    }
+    return "unknown";
+}
+
+namespace {
+int default_threads() {
+    static const int threads = omp_get_max_threads();
+    return threads;
+}
+}  // namespace
+
+void set_cpu_threads(int threads) {
+    SGA_CHECK_ARGUMENT(threads >= 0, "thread count must not be negative");
+    omp_set_num_threads(threads == 0 ? default_threads() : threads);
+}
+
+int cpu_threads() { return omp_get_max_threads(); }
+
+void CudaStateDeleter::operator()(CudaState* state) const noexcept {
+#if SKIPGANOMALY_WITH_CUDA
+    cuda::destroy_state(state);
+#else
+    (void)state;
+#endif
+}
+
+Context::Context(Device device, std::uint64_t seed)
+    : device_(resolve_device(device)), arena_(device_), random_(seed) {
+    if (device_ == Device::Cuda) {
+#if SKIPGANOMALY_WITH_CUDA
+        if (!cuda::device_available()) throw DeviceError("a CUDA context was requested but no GPU is available");
+        cuda_.reset(cuda::create_state());
+#else
+        throw DeviceError("a CUDA context was requested but this build of skipganomaly has no CUDA backend");
+#endif
+    }
+}
+
+Context::~Context() = default;
+
+void Context::synchronize() const {
+#if SKIPGANOMALY_WITH_CUDA
+    if (cuda_) cuda::synchronize(cuda_.get());
+#endif
+}
+
+}  // namespace sga
