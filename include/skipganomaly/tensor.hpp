@@ -3,8 +3,8 @@
 
 #include <array>
 #include <cstdint>
-#include <initializer_list>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -19,12 +19,12 @@ public:
     static constexpr int max_rank = 4;
 
     Shape() = default;
-    Shape(std::initializer_list<std::int64_t> dims) {
-        SGA_CHECK_ARGUMENT(dims.size() <= max_rank, "a shape has at most 4 dimensions");
-        for (std::int64_t d : dims) {
-            SGA_CHECK_ARGUMENT(d >= 0, "shape dimensions must not be negative");
-            dims_[rank_++] = d;
-        }
+    // Shape{n, c, h, w}. A variadic constructor rather than an initializer_list one: GCC 12
+    // reports false dangling-pointer warnings for the latter.
+    template <typename... Dims>
+        requires(sizeof...(Dims) <= max_rank && (std::is_integral_v<Dims> && ...))
+    Shape(Dims... dims) : dims_{static_cast<std::int64_t>(dims)...}, rank_(static_cast<int>(sizeof...(Dims))) {
+        for (int i = 0; i < rank_; ++i) SGA_CHECK_ARGUMENT(dims_[i] >= 0, "shape dimensions must not be negative");
     }
     static Shape from(const std::vector<std::int64_t>& dims) {
         SGA_CHECK_ARGUMENT(dims.size() <= max_rank, "a shape has at most 4 dimensions");

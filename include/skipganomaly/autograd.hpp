@@ -1,0 +1,421 @@
+// Reverse-mode automatic differentiation on a tape.
+//
+// Ops run their forward kernels eagerly and append a node holding the output and a
+// backward rule written in terms of kernels (so every backend gets autodiff for free).
+// Values and intermediate gradients live in the context's arena: the owner of the tape
+// resets tape and arena together at step boundaries. Parameter gradients live in the
+// parameter blocks and accumulate across backward passes until zeroed explicitly.
+#pragma once
+
+#include <functional>
+#include <initializer_list>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "skipganomaly/kernels.hpp"
+
+namespace sga {
+
+class Tape;
+
+// A handle to a node of a tape.
+struct Var {
+    Tape* tape = nullptr;
+    int index = -1;
+
+    TensorView value() const;
+    Shape shape() const { return value().shape(); }
+};
+
+class Tape {
+public:
+    // Runs the backward rule of `node`: it reads tape.grad(node) and accumulates into the
+    // gradients of those inputs for which tape.requires_grad(input) holds.
+    using BackwardRule = std::function<void(Tape& tape, int node)>;
+
+    explicit Tape(Context& ctx) : ctx_(ctx) { nodes_.reserve(256); }
+    Tape(const Tape&) = delete;
+    Tape& operator=(const Tape&) = delete;
+
+    Context& context() const { return ctx_; }
+
+    // A value that receives no gradient.
+    Var constant(TensorView value) { return push(Node{value, {}, false, false, nullptr}); }
+    // A leaf whose gradient accumulates into `grad` (same shape and device), typically a
+    // slice of a ParameterBlock's gradient buffer.
+    Var parameter(TensorView value, TensorView grad) {
+        SGA_CHECK_ARGUMENT(value.shape() == grad.shape(), "parameter gradient shape must match its value");
+        return push(Node{value, grad, grad_enabled_, true, nullptr});
+    }
+    // The output of an op. It requires a gradient when any input does and gradients are on.
+    Var record(TensorView value, std::initializer_list<Var> inputs, BackwardRule rule) {
+        bool needs = false;
+        if (grad_enabled_)
+            for (Var input : inputs) needs = needs || requires_grad(input);
+        return push(Node{value, {}, needs, false, needs ? std::move(rule) : nullptr});
+    }
+
+    TensorView value(Var v) const { return node(v).value; }
+    bool requires_grad(Var v) const {
+        const Node& n = node(v);
+        return n.requires_grad && !n.blocked;
+    }
+    // The gradient buffer of `v`, allocated from the arena and zeroed on first use.
+    TensorView grad(Var v) {
+        Node& n = node(v);
+        if (n.grad.empty()) {
+            n.grad = ctx_.arena().tensor(n.value.shape());
+            kernels::fill(ctx_, n.grad.numel(), 0.0f, n.grad.data());
+        }
+        return n.grad;
+    }
+    TensorView grad(int index) { return grad(Var{this, index}); }
+    // Allocates an output for an op from the arena.
+    TensorView allocate(Shape shape) { return ctx_.arena().tensor(shape); }
+
+    // Back-propagates from the scalar `loss` (d loss/d loss = 1). Nodes in `stop_at` take
+    // no gradient and pass none on: the way to send a loss into one network only, as the
+    // official training does with its discriminator loss. Gradients of intermediate nodes
+    // from any earlier backward pass are discarded first.
+    void backward(Var loss, std::initializer_list<Var> stop_at = {}) {
+        SGA_CHECK_ARGUMENT(loss.tape == this, "backward: the loss belongs to another tape");
+        SGA_CHECK_ARGUMENT(loss.value().numel() == 1, "backward: the loss must be a scalar, found shape " +
+                                                          loss.value().shape().str());
+        for (Node& n : nodes_)
+            if (!n.is_parameter) n.grad = {};
+        for (Var v : stop_at) node(v).blocked = true;
+        if (requires_grad(loss)) {
+            kernels::fill(ctx_, 1, 1.0f, grad(loss).data());
+            for (int i = loss.index; i >= 0; --i) {
+                Node& n = nodes_[static_cast<std::size_t>(i)];
+                if (n.rule && !n.grad.empty() && !n.blocked) n.rule(*this, i);
+            }
+        }
+        for (Var v : stop_at) node(v).blocked = false;
+    }
+
+    // Forgets every node. Values stay valid until the owner resets the arena.
+    void clear() { nodes_.clear(); }
+    std::size_t size() const { return nodes_.size(); }
+
+    bool grad_enabled() const { return grad_enabled_; }
+    void set_grad_enabled(bool enabled) { grad_enabled_ = enabled; }
+
+private:
+    struct Node {
+        TensorView value;
+        TensorView grad;
+        bool requires_grad;
+        bool is_parameter;
+        BackwardRule rule;
+        bool blocked = false;
+    };
+    Var push(Node n) {
+        nodes_.push_back(std::move(n));
+        return Var{this, static_cast<int>(nodes_.size()) - 1};
+    }
+    Node& node(Var v) {
+        SGA_CHECK_ARGUMENT(v.tape == this && v.index >= 0 && v.index < static_cast<int>(nodes_.size()),
+                           "variable does not belong to this tape");
+        return nodes_[static_cast<std::size_t>(v.index)];
+    }
+    const Node& node(Var v) const { return const_cast<Tape*>(this)->node(v); }
+
+    Context& ctx_;
+    std::vector<Node> nodes_;
+    bool grad_enabled_ = true;
+};
+
+inline TensorView Var::value() const { return tape->value(*this); }
+
+// Turns gradient recording off for its lifetime (inference).
+class NoGradGuard {
+public:
+    explicit NoGradGuard(Tape& tape) : tape_(tape), previous_(tape.grad_enabled()) { tape.set_grad_enabled(false); }
+    ~NoGradGuard() { tape_.set_grad_enabled(previous_); }
+    NoGradGuard(const NoGradGuard&) = delete;
+    NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+private:
+    Tape& tape_;
+    bool previous_;
+};
+
+// Reads a scalar (1-element) value back to the host.
+inline float item(Var v) {
+    SGA_CHECK_ARGUMENT(v.value().numel() == 1, "item: expected a scalar, found shape " + v.value().shape().str());
+    float result = 0.0f;
+    copy_bytes(&result, Device::Cpu, v.value().data(), v.value().device(), sizeof(float));
+    return result;
+}
+
+// ---- ops --------------------------------------------------------------------------------
+namespace ops {
+
+namespace detail {
+inline void require_rank4(Var v, const char* op) {
+    SGA_CHECK_ARGUMENT(v.shape().rank() == 4, std::string(op) + ": expected an (N, C, H, W) tensor, found " + v.shape().str());
+}
+inline void require_same_shape(Var a, Var b, const char* op) {
+    SGA_CHECK_ARGUMENT(a.shape() == b.shape(), std::string(op) + ": shapes " + a.shape().str() + " and " +
+                                                   b.shape().str() + " differ");
+}
+}  // namespace detail
+
+// input (N, Cin, H, W), weight (Cout, Cin, K, K), bias (Cout) -> (N, Cout, OH, OW).
+inline Var conv2d(Var input, Var weight, std::optional<Var> bias, std::int64_t stride, std::int64_t padding) {
+    detail::require_rank4(input, "conv2d");
+    detail::require_rank4(weight, "conv2d weight");
+    const Shape x = input.shape();
+    const Shape w = weight.shape();
+    SGA_CHECK_ARGUMENT(w[1] == x[1], "conv2d: input has " + std::to_string(x[1]) + " channels, weight expects " +
+                                         std::to_string(w[1]));
+    ConvGeometry g;
+    g.batch = x[0];
+    g.in_channels = x[1], g.in_height = x[2], g.in_width = x[3];
+    g.out_channels = w[0], g.kernel_height = w[2], g.kernel_width = w[3];
+    g.stride = stride, g.padding = padding;
+    g.out_height = ConvGeometry::output_extent(x[2], w[2], stride, padding);
+    g.out_width = ConvGeometry::output_extent(x[3], w[3], stride, padding);
+    SGA_CHECK_ARGUMENT(g.out_height > 0 && g.out_width > 0, "conv2d: input " + x.str() + " is smaller than the kernel");
+    Tape& tape = *input.tape;
+    Context& ctx = tape.context();
+    TensorView out = tape.allocate({g.batch, g.out_channels, g.out_height, g.out_width});
+    kernels::conv2d_forward(ctx, g, input.value().data(), weight.value().data(), out.data(), 0.0f);
+    const std::int64_t spatial = g.out_height * g.out_width;
+    if (bias) kernels::add_channel_bias(ctx, g.batch, g.out_channels, spatial, bias->value().data(), out.data());
+    auto rule = [g, input, weight, bias, spatial](Tape& t, int self) {
+        Context& c = t.context();
+        const float* dy = t.grad(self).data();
+        if (t.requires_grad(input))
+            kernels::conv2d_backward_data(c, g, dy, weight.value().data(), t.grad(input).data(), 1.0f);
+        if (t.requires_grad(weight))
+            kernels::conv2d_backward_filter(c, g, input.value().data(), dy, t.grad(weight).data(), 1.0f);
+        if (bias && t.requires_grad(*bias))
+            kernels::add_channel_bias_backward(c, g.batch, g.out_channels, spatial, dy, t.grad(*bias).data());
+    };
+    if (bias) return tape.record(out, {input, weight, *bias}, rule);
+    return tape.record(out, {input, weight}, rule);
+}
+
+// Transposed convolution: input (N, Cin, H, W), weight (Cin, Cout, K, K) as in PyTorch,
+// bias (Cout) -> (N, Cout, (H-1)*stride - 2*padding + K, ...). Its forward is convolution's
+// backward-data, its input gradient convolution's forward, its weight gradient
+// convolution's backward-filter with the roles of input and output exchanged.
+inline Var conv_transpose2d(Var input, Var weight, std::optional<Var> bias, std::int64_t stride, std::int64_t padding) {
+    detail::require_rank4(input, "conv_transpose2d");
+    detail::require_rank4(weight, "conv_transpose2d weight");
+    const Shape x = input.shape();
+    const Shape w = weight.shape();
+    SGA_CHECK_ARGUMENT(w[0] == x[1], "conv_transpose2d: input has " + std::to_string(x[1]) +
+                                         " channels, weight expects " + std::to_string(w[0]));
+    // The geometry of the convolution this op transposes: its output is our input.
+    ConvGeometry g;
+    g.batch = x[0];
+    g.out_channels = x[1], g.out_height = x[2], g.out_width = x[3];
+    g.in_channels = w[1], g.kernel_height = w[2], g.kernel_width = w[3];
+    g.stride = stride, g.padding = padding;
+    g.in_height = (x[2] - 1) * stride - 2 * padding + w[2];
+    g.in_width = (x[3] - 1) * stride - 2 * padding + w[3];
+    SGA_CHECK_ARGUMENT(g.in_height > 0 && g.in_width > 0, "conv_transpose2d: output would be empty");
+    Tape& tape = *input.tape;
+    Context& ctx = tape.context();
+    TensorView out = tape.allocate({g.batch, g.in_channels, g.in_height, g.in_width});
+    kernels::conv2d_backward_data(ctx, g, input.value().data(), weight.value().data(), out.data(), 0.0f);
+    const std::int64_t spatial = g.in_height * g.in_width;
+    if (bias) kernels::add_channel_bias(ctx, g.batch, g.in_channels, spatial, bias->value().data(), out.data());
+    auto rule = [g, input, weight, bias, spatial](Tape& t, int self) {
+        Context& c = t.context();
+        const float* dy = t.grad(self).data();
+        if (t.requires_grad(input))
+            kernels::conv2d_forward(c, g, dy, weight.value().data(), t.grad(input).data(), 1.0f);
+        if (t.requires_grad(weight))
+            kernels::conv2d_backward_filter(c, g, dy, input.value().data(), t.grad(weight).data(), 1.0f);
+        if (bias && t.requires_grad(*bias))
+            kernels::add_channel_bias_backward(c, g.batch, g.in_channels, spatial, dy, t.grad(*bias).data());
+    };
+    if (bias) return tape.record(out, {input, weight, *bias}, rule);
+    return tape.record(out, {input, weight}, rule);
+}
+
+struct BatchNormState {
+    TensorView running_mean;  // (C); empty: batch statistics are used but not recorded
+    TensorView running_var;   // (C)
+    float momentum = 0.1f;
+    float epsilon = 1e-5f;
+};
+
+// Batch norm 2-D. With batch statistics (training) the running statistics in `state`, when
+// given, are updated in place; otherwise the running statistics normalise and no gradient
+// is recorded (inference).
+inline Var batch_norm(Var input, Var weight, Var bias, const BatchNormState& state, bool use_batch_statistics) {
+    detail::require_rank4(input, "batch_norm");
+    const Shape x = input.shape();
+    const std::int64_t n = x[0], c = x[1], spatial = x[2] * x[3];
+    const bool has_running = !state.running_mean.empty() && !state.running_var.empty();
+    SGA_CHECK_ARGUMENT(weight.value().numel() == c && bias.value().numel() == c &&
+                           (!has_running || (state.running_mean.numel() == c && state.running_var.numel() == c)),
+                       "batch_norm: parameters do not match the " + std::to_string(c) + " input channels");
+    Tape& tape = *input.tape;
+    Context& ctx = tape.context();
+    TensorView out = tape.allocate(x);
+    if (!use_batch_statistics) {
+        SGA_CHECK_ARGUMENT(has_running, "batch_norm: inference needs running statistics");
+        kernels::batch_norm_forward_inference(ctx, n, c, spatial, input.value().data(), weight.value().data(),
+                                              bias.value().data(), state.running_mean.data(),
+                                              state.running_var.data(), state.epsilon, out.data());
+        // Never differentiated: training always normalises with batch statistics.
+        return tape.constant(out);
+    }
+    SGA_CHECK_ARGUMENT(n * spatial > 1, "batch_norm: batch statistics need more than one value per channel, found input " + x.str());
+    TensorView saved_mean = tape.allocate({c});
+    TensorView saved_inv_std = tape.allocate({c});
+    kernels::batch_norm_forward_training(ctx, n, c, spatial, input.value().data(), weight.value().data(),
+                                         bias.value().data(), out.data(), saved_mean.data(), saved_inv_std.data(),
+                                         has_running ? state.running_mean.data() : nullptr,
+                                         has_running ? state.running_var.data() : nullptr, state.momentum,
+                                         state.epsilon);
+    return tape.record(out, {input, weight, bias},
+                       [=](Tape& t, int self) {
+                           float* dx = t.requires_grad(input) ? t.grad(input).data() : nullptr;
+                           float* dw = t.requires_grad(weight) ? t.grad(weight).data() : nullptr;
+                           float* db = t.requires_grad(bias) ? t.grad(bias).data() : nullptr;
+                           kernels::batch_norm_backward(t.context(), n, c, spatial, input.value().data(),
+                                                        t.grad(self).data(), weight.value().data(),
+                                                        saved_mean.data(), saved_inv_std.data(), dx, dw, db);
+                       });
+}
+
+inline Var leaky_relu(Var input, float negative_slope) {
+    Tape& tape = *input.tape;
+    TensorView out = tape.allocate(input.shape());
+    kernels::leaky_relu_forward(tape.context(), out.numel(), input.value().data(), out.data(), negative_slope);
+    return tape.record(out, {input}, [input, negative_slope](Tape& t, int self) {
+        kernels::leaky_relu_backward(t.context(), input.value().numel(), input.value().data(), t.grad(self).data(),
+                                     t.grad(input).data(), negative_slope);
+    });
+}
+
+inline Var relu(Var input) { return leaky_relu(input, 0.0f); }
+
+inline Var tanh(Var input) {
+    Tape& tape = *input.tape;
+    TensorView out = tape.allocate(input.shape());
+    kernels::tanh_forward(tape.context(), out.numel(), input.value().data(), out.data());
+    return tape.record(out, {input}, [input, out](Tape& t, int self) {
+        kernels::tanh_backward(t.context(), out.numel(), out.data(), t.grad(self).data(), t.grad(input).data());
+    });
+}
+
+inline Var sigmoid(Var input) {
+    Tape& tape = *input.tape;
+    TensorView out = tape.allocate(input.shape());
+    kernels::sigmoid_forward(tape.context(), out.numel(), input.value().data(), out.data());
+    return tape.record(out, {input}, [input, out](Tape& t, int self) {
+        kernels::sigmoid_backward(t.context(), out.numel(), out.data(), t.grad(self).data(), t.grad(input).data());
+    });
+}
+
+// [a, b] along channels: a (N, Ca, H, W), b (N, Cb, H, W) -> (N, Ca + Cb, H, W).
+inline Var concat_channels(Var a, Var b) {
+    detail::require_rank4(a, "concat_channels");
+    detail::require_rank4(b, "concat_channels");
+    const Shape sa = a.shape();
+    const Shape sb = b.shape();
+    SGA_CHECK_ARGUMENT(sa[0] == sb[0] && sa[2] == sb[2] && sa[3] == sb[3],
+                       "concat_channels: " + sa.str() + " and " + sb.str() + " differ outside the channel axis");
+    const std::int64_t n = sa[0], ca = sa[1], cb = sb[1], spatial = sa[2] * sa[3];
+    Tape& tape = *a.tape;
+    TensorView out = tape.allocate({n, ca + cb, sa[2], sa[3]});
+    kernels::concat_channels_forward(tape.context(), n, ca, cb, spatial, a.value().data(), b.value().data(), out.data());
+    return tape.record(out, {a, b}, [=](Tape& t, int self) {
+        float* da = t.requires_grad(a) ? t.grad(a).data() : nullptr;
+        float* db = t.requires_grad(b) ? t.grad(b).data() : nullptr;
+        kernels::concat_channels_backward(t.context(), n, ca, cb, spatial, t.grad(self).data(), da, db);
+    });
+}
+
+// alpha * a + beta * b, same shapes.
+inline Var add_scaled(Var a, float alpha, Var b, float beta) {
+    detail::require_same_shape(a, b, "add_scaled");
+    Tape& tape = *a.tape;
+    TensorView out = tape.allocate(a.shape());
+    kernels::add_scaled(tape.context(), out.numel(), alpha, a.value().data(), beta, b.value().data(), out.data());
+    return tape.record(out, {a, b}, [=](Tape& t, int self) {
+        const std::int64_t n = t.value(a).numel();
+        if (t.requires_grad(a)) kernels::accumulate_scaled(t.context(), n, alpha, t.grad(self).data(), t.grad(a).data());
+        if (t.requires_grad(b)) kernels::accumulate_scaled(t.context(), n, beta, t.grad(self).data(), t.grad(b).data());
+    });
+}
+inline Var add(Var a, Var b) { return add_scaled(a, 1.0f, b, 1.0f); }
+inline Var sub(Var a, Var b) { return add_scaled(a, 1.0f, b, -1.0f); }
+inline Var scale(Var a, float alpha) {
+    Tape& tape = *a.tape;
+    TensorView out = tape.allocate(a.shape());
+    kernels::add_scaled(tape.context(), out.numel(), alpha, a.value().data(), 0.0f, a.value().data(), out.data());
+    return tape.record(out, {a}, [=](Tape& t, int self) {
+        kernels::accumulate_scaled(t.context(), t.value(a).numel(), alpha, t.grad(self).data(), t.grad(a).data());
+    });
+}
+
+// Mean over all elements -> scalar.
+inline Var mean(Var input) {
+    Tape& tape = *input.tape;
+    TensorView out = tape.allocate({1});
+    const std::int64_t n = input.value().numel();
+    kernels::mean_forward(tape.context(), n, input.value().data(), out.data());
+    return tape.record(out, {input}, [=](Tape& t, int self) {
+        kernels::accumulate_broadcast(t.context(), n, 1.0f / static_cast<float>(n), t.grad(self).data(),
+                                      t.grad(input).data());
+    });
+}
+
+// A constant tensor of `value` shaped like `like` (targets of the adversarial loss).
+inline Var full_like(Var like, float value) {
+    Tape& tape = *like.tape;
+    TensorView out = tape.allocate(like.shape());
+    kernels::fill(tape.context(), out.numel(), value, out.data());
+    return tape.constant(out);
+}
+
+// nn.BCELoss (mean); the target takes no gradient.
+inline Var bce_loss(Var prediction, Var target) {
+    detail::require_same_shape(prediction, target, "bce_loss");
+    Tape& tape = *prediction.tape;
+    TensorView out = tape.allocate({1});
+    const std::int64_t n = prediction.value().numel();
+    kernels::bce_loss_forward(tape.context(), n, prediction.value().data(), target.value().data(), out.data());
+    return tape.record(out, {prediction}, [=](Tape& t, int self) {
+        kernels::bce_loss_backward(t.context(), n, prediction.value().data(), target.value().data(),
+                                   t.grad(self).data(), t.grad(prediction).data());
+    });
+}
+
+namespace detail {
+template <auto Forward, auto Backward>
+Var pairwise_loss(Var a, Var b, const char* name) {
+    require_same_shape(a, b, name);
+    Tape& tape = *a.tape;
+    TensorView out = tape.allocate({1});
+    const std::int64_t n = a.value().numel();
+    Forward(tape.context(), n, a.value().data(), b.value().data(), out.data());
+    return tape.record(out, {a, b}, [=](Tape& t, int self) {
+        float* da = t.requires_grad(a) ? t.grad(a).data() : nullptr;
+        float* db = t.requires_grad(b) ? t.grad(b).data() : nullptr;
+        Backward(t.context(), n, a.value().data(), b.value().data(), t.grad(self).data(), da, db);
+    });
+}
+}  // namespace detail
+
+// nn.L1Loss (mean |a - b|).
+inline Var l1_loss(Var a, Var b) {
+    return detail::pairwise_loss<kernels::l1_loss_forward, kernels::l1_loss_backward>(a, b, "l1_loss");
+}
+// Mean squared error (nn.MSELoss; the official l2_loss).
+inline Var mse_loss(Var a, Var b) {
+    return detail::pairwise_loss<kernels::mse_loss_forward, kernels::mse_loss_backward>(a, b, "mse_loss");
+}
+
+}  // namespace ops
+}  // namespace sga

@@ -1,0 +1,231 @@
+// The two Skip-GANomaly networks, layer for layer as the official PyTorch code builds them
+// (samet-akcay/skip-ganomaly, lib/models/networks.py), with the same state-dict names.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "skipganomaly/layers.hpp"
+
+namespace sga {
+
+struct Architecture {
+    int image_size = 32;             // isize: a power of two >= 32
+    int channels = 3;                // nc: 1 or 3
+    int generator_features = 64;     // ngf
+    int discriminator_features = 64; // ndf
+    int latent_size = 100;           // nz: length of the discriminator feature f(x)
+
+    void validate() const {
+        const bool power_of_two = image_size > 0 && (image_size & (image_size - 1)) == 0;
+        SGA_CHECK_ARGUMENT(power_of_two && image_size >= 32,
+                           "image_size must be a power of two >= 32, found " + std::to_string(image_size));
+        SGA_CHECK_ARGUMENT(image_size <= 1024, "image_size must be at most 1024, found " + std::to_string(image_size));
+        SGA_CHECK_ARGUMENT(channels == 1 || channels == 3, "channels must be 1 or 3, found " + std::to_string(channels));
+        SGA_CHECK_ARGUMENT(generator_features > 0 && generator_features <= 1024,
+                           "generator_features must lie in [1, 1024], found " + std::to_string(generator_features));
+        SGA_CHECK_ARGUMENT(discriminator_features > 0 && discriminator_features <= 1024,
+                           "discriminator_features must lie in [1, 1024], found " +
+                               std::to_string(discriminator_features));
+        SGA_CHECK_ARGUMENT(latent_size > 0 && latent_size <= 4096,
+                           "latent_size must lie in [1, 4096], found " + std::to_string(latent_size));
+    }
+    int downsamplings() const {
+        int n = 0;
+        for (int s = image_size; s > 1; s /= 2) ++n;
+        return n;
+    }
+};
+
+// DCGAN initialisation as the official weights_init / init_weights('normal'): every
+// convolution weight N(0, 0.02), batch-norm weight N(1, 0.02), biases 0; running mean 0 and
+// running variance 1 as a fresh nn.BatchNorm2d. Draws come from `random` in slice order.
+inline void initialize_dcgan(Context& ctx, RandomStream& random, ParameterBlock& params,
+                             const std::vector<BatchNorm2d>& norms, ParameterBlock* statistics) {
+    auto is_norm_weight = [&](int index) {
+        for (const BatchNorm2d& bn : norms)
+            if (bn.weight == index) return true;
+        return false;
+    };
+    for (int i = 0; i < static_cast<int>(params.entries().size()); ++i) {
+        const ParameterBlock::Entry& e = params.entry(i);
+        TensorView v = params.value(i);
+        const bool is_bias = e.name.size() >= 4 && e.name.compare(e.name.size() - 4, 4, "bias") == 0;
+        if (is_bias) {
+            kernels::fill(ctx, v.numel(), 0.0f, v.data());
+        } else {
+            const float mean = is_norm_weight(i) ? 1.0f : 0.0f;
+            kernels::fill_normal(ctx, v.numel(), mean, 0.02f, random.seed(), random.take(static_cast<std::uint64_t>(v.numel())),
+                                 v.data());
+        }
+    }
+    if (statistics) {
+        for (const BatchNorm2d& bn : norms) {
+            TensorView mean = statistics->value(bn.running_mean), var = statistics->value(bn.running_var);
+            kernels::fill(ctx, mean.numel(), 0.0f, mean.data());
+            kernels::fill(ctx, var.numel(), 1.0f, var.data());
+        }
+    }
+}
+
+// The official UnetGenerator (num_downs = log2(image_size)): a U-Net whose every level
+// concatenates its input (after the level's in-place LeakyReLU, as the official in-place
+// activation makes it) with the decoded output of the level below.
+class Generator {
+public:
+    explicit Generator(const Architecture& arch) : arch_(arch) {
+        arch.validate();
+        const int downs = arch.downsamplings();
+        const std::int64_t nc = arch.channels, ngf = arch.generator_features;
+        // (outer, inner) channels from the outermost level inwards, as UnetGenerator nests them.
+        std::vector<std::pair<std::int64_t, std::int64_t>> widths = {{nc, ngf}, {ngf, 2 * ngf}, {2 * ngf, 4 * ngf}, {4 * ngf, 8 * ngf}};
+        for (int i = 0; i < downs - 4; ++i) widths.push_back({8 * ngf, 8 * ngf});
+        std::string prefix = "model.model.";
+        for (int level = 0; level < downs; ++level) {
+            const bool outermost = level == 0, innermost = level == downs - 1;
+            const auto [outer, inner] = widths[static_cast<std::size_t>(level)];
+            Level l;
+            if (outermost) {
+                l.down = Conv2d::declare(parameters, prefix + "0.", outer, inner, 4, 2, 1, false);
+                l.up = ConvTranspose2d::declare(parameters, prefix + "3.", inner * 2, outer, 4, 2, 1, true);
+                prefix += "1.model.";
+            } else if (innermost) {
+                l.down = Conv2d::declare(parameters, prefix + "1.", outer, inner, 4, 2, 1, false);
+                l.up = ConvTranspose2d::declare(parameters, prefix + "3.", inner, outer, 4, 2, 1, false);
+                l.up_norm = add_norm(prefix + "4.", outer);
+            } else {
+                l.down = Conv2d::declare(parameters, prefix + "1.", outer, inner, 4, 2, 1, false);
+                l.down_norm = add_norm(prefix + "2.", inner);
+                l.up = ConvTranspose2d::declare(parameters, prefix + "5.", inner * 2, outer, 4, 2, 1, false);
+                l.up_norm = add_norm(prefix + "6.", outer);
+                prefix += "3.model.";
+            }
+            levels_.push_back(l);
+        }
+    }
+
+    const Architecture& architecture() const { return arch_; }
+
+    void materialize(Context& ctx) {
+        parameters.materialize(ctx);
+        statistics.materialize(ctx);
+    }
+    void initialize(Context& ctx, RandomStream& random) {
+        initialize_dcgan(ctx, random, parameters, norms_, &statistics);
+        training_passes = 0;
+    }
+
+    // x (N, nc, S, S) in [-1, 1] -> reconstruction (N, nc, S, S) in [-1, 1].
+    Var forward(Tape& tape, Var x, BatchNormMode mode) const { return level_forward(tape, 0, x, mode); }
+
+    std::vector<BatchNorm2d>& norms() { return norms_; }
+    const std::vector<BatchNorm2d>& norms() const { return norms_; }
+
+    ParameterBlock parameters{true};
+    ParameterBlock statistics{false};
+    // Forward passes in BatchNormMode::Training so far: PyTorch's num_batches_tracked of
+    // every batch-norm layer of this network.
+    std::int64_t training_passes = 0;
+
+private:
+    struct Level {
+        Conv2d down;
+        int down_norm = -1;  // index into norms_
+        ConvTranspose2d up;
+        int up_norm = -1;
+    };
+    int add_norm(const std::string& prefix, std::int64_t channels) {
+        norms_.push_back(BatchNorm2d::declare(parameters, statistics, prefix, channels));
+        return static_cast<int>(norms_.size()) - 1;
+    }
+    Var norm(Tape& tape, int index, Var x, BatchNormMode mode) const {
+        return norms_[static_cast<std::size_t>(index)](tape, parameters, statistics, x, mode);
+    }
+    Var level_forward(Tape& tape, std::size_t level, Var x, BatchNormMode mode) const {
+        const Level& l = levels_[level];
+        if (level == 0) {
+            Var inner = level_forward(tape, 1, l.down(tape, parameters, x), mode);
+            return ops::tanh(l.up(tape, parameters, ops::relu(inner)));
+        }
+        Var activated = ops::leaky_relu(x, 0.2f);
+        Var down = l.down(tape, parameters, activated);
+        Var inner = level + 1 == levels_.size() ? down
+                                                : level_forward(tape, level + 1, norm(tape, l.down_norm, down, mode), mode);
+        Var up = norm(tape, l.up_norm, l.up(tape, parameters, ops::relu(inner)), mode);
+        return ops::concat_channels(activated, up);
+    }
+
+    Architecture arch_;
+    std::vector<Level> levels_;
+    std::vector<BatchNorm2d> norms_;
+};
+
+// The official discriminator: a DCGAN encoder whose last convolution gives the nz-long
+// feature f(x) (the latent space), followed by a 3x3 classifier convolution and a sigmoid.
+class Discriminator {
+public:
+    struct Output {
+        Var prediction;  // (N, 1, 1, 1): probability that the input is real
+        Var features;    // (N, nz, 1, 1): f(x)
+    };
+
+    explicit Discriminator(const Architecture& arch) : arch_(arch) {
+        arch.validate();
+        const std::int64_t nc = arch.channels, ndf = arch.discriminator_features;
+        first_ = Conv2d::declare(parameters, "feat.initial-conv-" + std::to_string(nc) + "-" + std::to_string(ndf) + ".",
+                                 nc, ndf, 4, 2, 1, false);
+        std::int64_t size = arch.image_size / 2, width = ndf;
+        while (size > 4) {
+            const std::string in = std::to_string(width), out = std::to_string(width * 2);
+            pyramid_.push_back(Conv2d::declare(parameters, "feat.pyramid-" + in + "-" + out + "-conv.", width, width * 2, 4, 2, 1, false));
+            norms_.push_back(BatchNorm2d::declare(parameters, statistics, "feat.pyramid-" + out + "-batchnorm.", width * 2));
+            width *= 2;
+            size /= 2;
+        }
+        final_ = Conv2d::declare(parameters, "feat.final-" + std::to_string(width) + "-1-conv.", width, arch.latent_size, 4, 1, 0, false);
+        classifier_ = Conv2d::declare(parameters, "clas.classifier.", arch.latent_size, 1, 3, 1, 1, false);
+    }
+
+    const Architecture& architecture() const { return arch_; }
+
+    void materialize(Context& ctx) {
+        parameters.materialize(ctx);
+        statistics.materialize(ctx);
+    }
+    void initialize(Context& ctx, RandomStream& random) {
+        initialize_dcgan(ctx, random, parameters, norms_, &statistics);
+        training_passes = 0;
+    }
+    // The official reinit_d (weights_init): fresh convolution and batch-norm weights; the
+    // running statistics and the optimiser state are left as they are.
+    void reinitialize_weights(Context& ctx, RandomStream& random) {
+        initialize_dcgan(ctx, random, parameters, norms_, nullptr);
+    }
+
+    Output forward(Tape& tape, Var x, BatchNormMode mode) const {
+        Var h = ops::leaky_relu(first_(tape, parameters, x), 0.2f);
+        for (std::size_t i = 0; i < pyramid_.size(); ++i)
+            h = ops::leaky_relu(norms_[i](tape, parameters, statistics, pyramid_[i](tape, parameters, h), mode), 0.2f);
+        Var features = final_(tape, parameters, h);
+        Var prediction = ops::sigmoid(classifier_(tape, parameters, features));
+        return {prediction, features};
+    }
+
+    std::vector<BatchNorm2d>& norms() { return norms_; }
+    const std::vector<BatchNorm2d>& norms() const { return norms_; }
+
+    ParameterBlock parameters{true};
+    ParameterBlock statistics{false};
+    std::int64_t training_passes = 0;  // as Generator::training_passes
+
+private:
+    Architecture arch_;
+    Conv2d first_;
+    std::vector<Conv2d> pyramid_;
+    std::vector<BatchNorm2d> norms_;
+    Conv2d final_;
+    Conv2d classifier_;
+};
+
+}  // namespace sga
