@@ -1,0 +1,176 @@
+// The public API: train Skip-GANomaly on normal images, score images, ship the model.
+//
+//   sga::Detector detector({.architecture = {.image_size = 32, .channels = 1}});
+//   detector.fit(normal_images);
+//   sga::ScoreResult r = detector.score(image);   // r.is_anomaly, r.score, ...
+//   detector.save("model.safetensors");
+//   auto shipped = sga::Detector::load("model.safetensors");
+//
+// Thread safety: score(), threshold() and the statistics getters are const and may be
+// called from any number of threads at once. fit(), calibrate(), set_threshold() and
+// assignment take an exclusive lock: they wait for running score() calls and block new
+// ones until they finish (serialised, never undefined).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "skipganomaly/image.hpp"
+#include "skipganomaly/skip_ganomaly.hpp"
+
+namespace sga {
+
+// How batch norm behaves when scoring.
+enum class ScoringMode {
+    // Running statistics (model.eval() in PyTorch): an image's score does not depend on the
+    // other images of its batch. Our default.
+    RunningStatistics,
+    // Batch statistics, as the official test() computes scores (its networks stay in train
+    // mode): reproduces the paper's protocol; scores depend on the batch. The running
+    // statistics are not updated by scoring.
+    OfficialBatchStatistics,
+};
+
+struct DetectorOptions {
+    Architecture architecture;  // image_size, channels, ngf, ndf, nz
+    int epochs = 15;
+    int batch_size = 64;  // the last partial batch of an epoch is dropped, as the official loader does
+    AdamHyperparameters adam{2e-4f, 0.5f, 0.999f, 1e-8f};
+    LossWeights loss_weights;  // w_adv 1, w_con 50, w_lat 1
+    float discriminator_reinit_threshold = 1e-5f;
+    // Fraction of the normal images held out to compute score statistics and the default
+    // threshold; never trained on. At least one image is held out when this is > 0.
+    float validation_fraction = 0.1f;
+    // The default threshold is this quantile of the held-out normal scores.
+    float threshold_quantile = 0.99f;
+    std::uint64_t seed = 0;  // initialisation, shuffling and the validation split
+    Device device = Device::Auto;
+    ScoringMode scoring_mode = ScoringMode::RunningStatistics;
+    int score_batch_size = 64;  // images per forward pass in score(span)
+    // Checkpoints: written every `checkpoint_every_epochs` epochs (0: never) to
+    // `checkpoint_path`; `resume_from` continues training from such a file.
+    int checkpoint_every_epochs = 0;
+    std::string checkpoint_path;
+    std::string resume_from;
+
+    void validate() const;
+};
+
+struct TrainingProgress {
+    int epoch = 0, epochs = 0;    // epoch counts from 1
+    int batch = 0, batches = 0;   // batch counts from 1
+    StepLosses losses;
+    int discriminator_reinits = 0;  // so far in this fit
+    double elapsed_seconds = 0, estimated_remaining_seconds = 0;
+};
+
+struct EpochSummary {
+    int epoch = 0;
+    // Means over the epoch's batches.
+    float generator_loss = 0, discriminator_loss = 0, adversarial_loss = 0, contextual_loss = 0, latent_loss = 0;
+    int discriminator_reinits = 0;
+    double seconds = 0;
+};
+
+struct FitCallbacks {
+    std::function<void(const TrainingProgress&)> on_batch;
+    std::function<void(const EpochSummary&)> on_epoch;
+    // When it becomes true, fit() returns after the current batch with the weights of the
+    // last completed epoch.
+    const std::atomic<bool>* cancel = nullptr;
+};
+
+struct ScoreStatistics {
+    std::size_t count = 0;
+    double min = 0, max = 0, mean = 0, std = 0;
+    std::vector<double> quantile_levels;  // e.g. 0.5, 0.9, 0.95, 0.99
+    std::vector<double> quantile_values;
+};
+
+struct FitReport {
+    int epochs_completed = 0;
+    bool cancelled = false;
+    std::vector<EpochSummary> epochs;
+    int discriminator_reinits = 0;
+    std::size_t training_images = 0, validation_images = 0;
+    double seconds = 0;
+    ScoreStatistics validation_scores;
+    float threshold = 0;
+};
+
+struct ScoreOptions {
+    bool anomaly_map = false;  // fill ScoreResult::anomaly_map
+};
+
+struct ScoreResult {
+    float score = 0;                 // 0.9 x reconstruction_error + 0.1 x latent_error
+    float reconstruction_error = 0;  // mean over C,H,W of (x - G(x))^2
+    float latent_error = 0;          // mean over nz of (f(x) - f(G(x)))^2
+    // clamp((score - threshold) / (validation max - validation min) + 0.5, 0, 1): 0.5 at the
+    // threshold, so normalized_score >= 0.5 exactly when is_anomaly.
+    float normalized_score = 0;
+    bool is_anomaly = false;  // score >= threshold
+    float threshold = 0;
+    // Per-pixel channel-mean squared reconstruction error at the input's resolution
+    // (row-major, map_height x map_width), when ScoreOptions::anomaly_map is set.
+    std::vector<float> anomaly_map;
+    int map_width = 0, map_height = 0;
+};
+
+struct CalibrationResult {
+    float threshold = 0;  // maximises F1 on the given labelled images
+    double f1 = 0;
+    double auroc = 0;
+};
+
+class Detector {
+public:
+    explicit Detector(DetectorOptions options = {});
+    ~Detector();
+    Detector(Detector&&) noexcept;
+    Detector& operator=(Detector&&) noexcept;
+
+    // Trains on normal images only (8-bit buffers of any size and pixel format); holds out options.validation_fraction for score statistics
+    // and the default threshold.
+    FitReport fit(std::span<const ImageView> normal_images, const FitCallbacks& callbacks = {});
+    FitReport fit(const std::vector<Image>& normal_images, const FitCallbacks& callbacks = {});
+
+    ScoreResult score(const ImageView& image, const ScoreOptions& options = {}) const;
+    std::vector<ScoreResult> score(std::span<const ImageView> images, const ScoreOptions& options = {}) const;
+    std::vector<ScoreResult> score(const std::vector<Image>& images, const ScoreOptions& options = {}) const;
+    // A float CHW image (channels 1, 3 or 4) with values in [-1, 1].
+    ScoreResult score_chw(const float* chw, int channels, int height, int width, const ScoreOptions& options = {}) const;
+
+    // Picks the F1-maximising threshold from labelled normal and anomalous images.
+    CalibrationResult calibrate(std::span<const ImageView> normal, std::span<const ImageView> anomalous);
+
+    float threshold() const;
+    void set_threshold(float threshold);
+
+    bool is_trained() const;
+    const DetectorOptions& options() const;
+    const ScoreStatistics& validation_statistics() const;
+    Device device() const;
+
+    // One self-contained safetensors file (docs/model-format.md), written atomically: a
+    // temporary file in the same folder, flushed, then renamed over `path`.
+    void save(const std::string& path) const;
+    // Checks magic, version, architecture, every tensor's shape and the checksum; throws
+    // FormatError saying what was expected and what was found.
+    static Detector load(const std::string& path, Device device = Device::Auto);
+
+    // The underlying model, for advanced use (benchmarks, parity tests).
+    const SkipGanomaly& model() const;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sga

@@ -1,0 +1,158 @@
+// Skip-GANomaly: the two networks, their optimisers, one training step and batch scoring,
+// as the official implementation computes them (see docs/official-mapping.md).
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "skipganomaly/networks.hpp"
+
+namespace sga {
+
+struct LossWeights {
+    float adversarial = 1.0f;  // w_adv
+    float contextual = 50.0f;  // w_con (L1 reconstruction)
+    float latent = 1.0f;       // w_lat
+};
+
+struct StepLosses {
+    float generator = 0, generator_adversarial = 0, generator_contextual = 0, generator_latent = 0;  // weighted
+    float discriminator = 0, discriminator_real = 0, discriminator_fake = 0;
+    bool discriminator_reinitialized = false;
+};
+
+// Per-image anomaly score parts of one batch.
+struct BatchScores {
+    std::vector<float> reconstruction;  // (N): mean over C,H,W of (x - x_hat)^2
+    std::vector<float> latent;          // (N): mean over nz of (f(x) - f(x_hat))^2
+    std::vector<float> error_maps;      // (N, S, S) channel-mean (x - x_hat)^2, when asked for
+};
+
+// The official score weights: 0.9 x reconstruction + 0.1 x latent.
+inline float anomaly_score(float reconstruction, float latent) { return 0.9f * reconstruction + 0.1f * latent; }
+
+class SkipGanomaly {
+public:
+    SkipGanomaly(const Architecture& arch, const AdamHyperparameters& adam, const LossWeights& weights)
+        : generator(arch), discriminator(arch), generator_optimizer(adam), discriminator_optimizer(adam), weights(weights) {}
+
+    const Architecture& architecture() const { return generator.architecture(); }
+
+    void materialize(Context& ctx) {
+        generator.materialize(ctx);
+        discriminator.materialize(ctx);
+    }
+    // Generator first, then discriminator, from one stream: one seed fixes both.
+    void initialize(Context& ctx, RandomStream& random) {
+        generator.initialize(ctx, random);
+        discriminator.initialize(ctx, random);
+    }
+
+    // One optimisation step on `images` (N, nc, S, S) in [-1, 1] on ctx's device, as the
+    // official optimize_params under PyTorch 1.2:
+    //   x_hat = G(x); (p_real, f_real) = D(x); (p_fake, f_fake) = D(x_hat)
+    //   G loss = w_adv BCE(p_fake, 1) + w_con L1(x_hat, x) + w_lat MSE(f_fake, f_real); G step
+    //   D loss = BCE(p_real, 1) + BCE(D(x_hat detached), 0) + w_lat MSE(f_fake, f_real),
+    //   back-propagated into D only (values from before the G step); D step
+    //   D re-initialised when its loss falls below `reinit_threshold`.
+    // Resets the tape and ctx's arena first. Throws NumericalError, before touching any
+    // weight, when a loss is not finite.
+    StepLosses train_step(Context& ctx, Tape& tape, TensorView images, RandomStream& random) {
+        tape.clear();
+        ctx.arena().reset();
+        StepLosses out;
+        Var x = tape.constant(images);
+        Var x_hat = generator.forward(tape, x, BatchNormMode::Training);
+        ++generator.training_passes;
+        const Discriminator::Output real = discriminator.forward(tape, x, BatchNormMode::Training);
+        const Discriminator::Output fake = discriminator.forward(tape, x_hat, BatchNormMode::Training);
+        discriminator.training_passes += 2;
+
+        Var g_adv = ops::scale(ops::bce_loss(fake.prediction, ops::full_like(fake.prediction, 1.0f)), weights.adversarial);
+        Var g_con = ops::scale(ops::l1_loss(x_hat, x), weights.contextual);
+        Var g_lat = ops::scale(ops::mse_loss(fake.features, real.features), weights.latent);
+        Var g_loss = ops::add(ops::add(g_adv, g_con), g_lat);
+        out.generator = item(g_loss);
+        out.generator_adversarial = item(g_adv);
+        out.generator_contextual = item(g_con);
+        out.generator_latent = item(g_lat);
+        require_finite(out.generator, "generator");
+
+        generator.parameters.zero_grad(ctx);
+        tape.backward(g_loss);
+        generator_optimizer.step(ctx, generator.parameters);
+
+        // The detached re-run only updates D's running statistics a third time, as the
+        // official backward_d does; its values equal fake.prediction's.
+        const Discriminator::Output fake_detached = discriminator.forward(tape, tape.constant(x_hat.value()), BatchNormMode::Training);
+        ++discriminator.training_passes;
+        Var d_real = ops::bce_loss(real.prediction, ops::full_like(real.prediction, 1.0f));
+        Var d_fake = ops::bce_loss(fake_detached.prediction, ops::full_like(fake_detached.prediction, 0.0f));
+        Var d_loss = ops::add(ops::add(d_real, d_fake), g_lat);
+        out.discriminator = item(d_loss);
+        out.discriminator_real = item(d_real);
+        out.discriminator_fake = item(d_fake);
+        require_finite(out.discriminator, "discriminator");
+
+        discriminator.parameters.zero_grad(ctx);
+        tape.backward(d_loss, {x_hat});
+        discriminator_optimizer.step(ctx, discriminator.parameters);
+        if (out.discriminator < reinit_threshold) {
+            discriminator.reinitialize_weights(ctx, random);
+            out.discriminator_reinitialized = true;
+        }
+        return out;
+    }
+
+    // Score parts for `images` (N, nc, S, S) on ctx's device. Resets the tape and the arena.
+    // Reads the weights only, so concurrent calls with separate contexts are safe.
+    BatchScores score(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode, bool with_error_maps) const {
+        SGA_CHECK_ARGUMENT(mode != BatchNormMode::Training, "scoring never updates the running statistics");
+        tape.clear();
+        ctx.arena().reset();
+        NoGradGuard no_grad(tape);
+        const Shape& s = images.shape();
+        const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
+        Var x = tape.constant(images);
+        Var x_hat = generator.forward(tape, x, mode);
+        Var f_real = discriminator.forward(tape, x, mode).features;
+        Var f_fake = discriminator.forward(tape, x_hat, mode).features;
+        TensorView per_sample = tape.allocate({2, n});
+        kernels::per_sample_mse(ctx, n, sample, x.value().data(), x_hat.value().data(), per_sample.data());
+        kernels::per_sample_mse(ctx, n, f_real.value().numel() / n, f_real.value().data(), f_fake.value().data(),
+                                per_sample.data() + n);
+        const std::vector<float> parts = Tensor::host_values(per_sample);
+        BatchScores out;
+        out.reconstruction.assign(parts.begin(), parts.begin() + n);
+        out.latent.assign(parts.begin() + n, parts.end());
+        if (with_error_maps) {
+            const std::vector<float> input = Tensor::host_values(x.value()), output = Tensor::host_values(x_hat.value());
+            const std::int64_t channels = s[1], plane = s[2] * s[3];
+            out.error_maps.assign(static_cast<std::size_t>(n * plane), 0.0f);
+            for (std::int64_t i = 0; i < n; ++i)
+                for (std::int64_t c = 0; c < channels; ++c)
+                    for (std::int64_t p = 0; p < plane; ++p) {
+                        const std::size_t at = static_cast<std::size_t>((i * channels + c) * plane + p);
+                        const float d = input[at] - output[at];
+                        out.error_maps[static_cast<std::size_t>(i * plane + p)] += d * d / static_cast<float>(channels);
+                    }
+        }
+        return out;
+    }
+
+    Generator generator;
+    Discriminator discriminator;
+    Adam generator_optimizer;
+    Adam discriminator_optimizer;
+    LossWeights weights;
+    float reinit_threshold = 1e-5f;
+
+private:
+    static void require_finite(float loss, const char* which) {
+        if (!std::isfinite(loss))
+            throw NumericalError(std::string("training diverged: the ") + which +
+                                 " loss is not finite");
+    }
+};
+
+}  // namespace sga

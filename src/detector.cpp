@@ -1,0 +1,594 @@
+#include "skipganomaly/detector.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <numeric>
+#include <shared_mutex>
+
+#include "model_file.hpp"
+#include "skipganomaly/metrics.hpp"
+
+namespace sga {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Linear interpolation between order statistics (numpy's default).
+double quantile(std::vector<float> sorted_values, double level) {
+    std::sort(sorted_values.begin(), sorted_values.end());
+    const double position = level * static_cast<double>(sorted_values.size() - 1);
+    const std::size_t below = static_cast<std::size_t>(std::floor(position));
+    const std::size_t above = std::min(below + 1, sorted_values.size() - 1);
+    const double fraction = position - static_cast<double>(below);
+    return sorted_values[below] + fraction * (sorted_values[above] - sorted_values[below]);
+}
+
+ScoreStatistics describe(const std::vector<float>& scores, double threshold_quantile) {
+    ScoreStatistics s;
+    s.count = scores.size();
+    if (scores.empty()) return s;
+    s.min = *std::min_element(scores.begin(), scores.end());
+    s.max = *std::max_element(scores.begin(), scores.end());
+    double sum = 0, sum_squares = 0;
+    for (float v : scores) sum += v;
+    s.mean = sum / static_cast<double>(scores.size());
+    for (float v : scores) sum_squares += (v - s.mean) * (v - s.mean);
+    s.std = std::sqrt(sum_squares / static_cast<double>(scores.size()));
+    s.quantile_levels = {0.5, 0.9, 0.95, 0.99};
+    if (std::find(s.quantile_levels.begin(), s.quantile_levels.end(), threshold_quantile) == s.quantile_levels.end())
+        s.quantile_levels.push_back(threshold_quantile);
+    std::sort(s.quantile_levels.begin(), s.quantile_levels.end());
+    for (double level : s.quantile_levels) s.quantile_values.push_back(quantile(scores, level));
+    return s;
+}
+
+nlohmann::json statistics_json(const ScoreStatistics& s) {
+    return {{"count", s.count}, {"min", s.min}, {"max", s.max}, {"mean", s.mean}, {"std", s.std},
+            {"quantile_levels", s.quantile_levels}, {"quantile_values", s.quantile_values}};
+}
+
+ScoreStatistics statistics_from_json(const nlohmann::json& j) {
+    ScoreStatistics s;
+    s.count = j.at("count").get<std::size_t>();
+    s.min = j.at("min").get<double>();
+    s.max = j.at("max").get<double>();
+    s.mean = j.at("mean").get<double>();
+    s.std = j.at("std").get<double>();
+    s.quantile_levels = j.at("quantile_levels").get<std::vector<double>>();
+    s.quantile_values = j.at("quantile_values").get<std::vector<double>>();
+    return s;
+}
+
+const char* scoring_mode_name(ScoringMode mode) {
+    return mode == ScoringMode::RunningStatistics ? "running_statistics" : "official_batch_statistics";
+}
+
+// Every tensor that defines where training stands, copied so that a diverged or
+// cancelled run can return to the end of its last completed epoch.
+struct TrainingSnapshot {
+    std::vector<Tensor> tensors;
+    std::int64_t generator_passes = 0, discriminator_passes = 0, generator_steps = 0, discriminator_steps = 0;
+    std::uint64_t random_offset = 0;
+
+    static std::vector<TensorView> views(SkipGanomaly& m) {
+        return {m.generator.parameters.values(), m.generator.parameters.first_moments(),
+                m.generator.parameters.second_moments(), m.generator.statistics.values(),
+                m.discriminator.parameters.values(), m.discriminator.parameters.first_moments(),
+                m.discriminator.parameters.second_moments(), m.discriminator.statistics.values()};
+    }
+    void capture(SkipGanomaly& m, const RandomStream& random) {
+        const std::vector<TensorView> sources = views(m);
+        if (tensors.empty())
+            for (TensorView v : sources) tensors.emplace_back(v.shape(), v.device());
+        for (std::size_t i = 0; i < sources.size(); ++i)
+            copy_bytes(tensors[i].data(), tensors[i].device(), sources[i].data(), sources[i].device(),
+                       static_cast<std::size_t>(sources[i].numel()) * sizeof(float));
+        generator_passes = m.generator.training_passes;
+        discriminator_passes = m.discriminator.training_passes;
+        generator_steps = m.generator_optimizer.steps();
+        discriminator_steps = m.discriminator_optimizer.steps();
+        random_offset = random.offset();
+    }
+    void restore(SkipGanomaly& m, RandomStream& random) const {
+        const std::vector<TensorView> targets = views(m);
+        for (std::size_t i = 0; i < targets.size(); ++i)
+            copy_bytes(targets[i].data(), targets[i].device(), tensors[i].data(), tensors[i].device(),
+                       static_cast<std::size_t>(targets[i].numel()) * sizeof(float));
+        m.generator.training_passes = generator_passes;
+        m.discriminator.training_passes = discriminator_passes;
+        m.generator_optimizer.set_steps(generator_steps);
+        m.discriminator_optimizer.set_steps(discriminator_steps);
+        random = RandomStream(random.seed(), random_offset);
+    }
+};
+
+}  // namespace
+
+void DetectorOptions::validate() const {
+    architecture.validate();
+    SGA_CHECK_ARGUMENT(epochs >= 1, "epochs must be at least 1, found " + std::to_string(epochs));
+    SGA_CHECK_ARGUMENT(batch_size >= 2, "batch_size must be at least 2 (batch norm needs two samples), found " +
+                                            std::to_string(batch_size));
+    SGA_CHECK_ARGUMENT(std::isfinite(adam.learning_rate) && adam.learning_rate > 0,
+                       "the learning rate must be positive, found " + std::to_string(adam.learning_rate));
+    SGA_CHECK_ARGUMENT(adam.beta1 >= 0 && adam.beta1 < 1 && adam.beta2 >= 0 && adam.beta2 < 1,
+                       "Adam betas must lie in [0, 1)");
+    SGA_CHECK_ARGUMENT(adam.epsilon > 0, "Adam epsilon must be positive");
+    SGA_CHECK_ARGUMENT(std::isfinite(loss_weights.adversarial) && std::isfinite(loss_weights.contextual) &&
+                           std::isfinite(loss_weights.latent) && loss_weights.adversarial >= 0 &&
+                           loss_weights.contextual >= 0 && loss_weights.latent >= 0,
+                       "loss weights must be finite and non-negative");
+    SGA_CHECK_ARGUMENT(validation_fraction >= 0 && validation_fraction < 1,
+                       "validation_fraction must lie in [0, 1), found " + std::to_string(validation_fraction));
+    SGA_CHECK_ARGUMENT(threshold_quantile > 0 && threshold_quantile <= 1,
+                       "threshold_quantile must lie in (0, 1], found " + std::to_string(threshold_quantile));
+    SGA_CHECK_ARGUMENT(score_batch_size >= 1, "score_batch_size must be at least 1");
+    SGA_CHECK_ARGUMENT(checkpoint_every_epochs >= 0, "checkpoint_every_epochs must not be negative");
+    SGA_CHECK_ARGUMENT(checkpoint_every_epochs == 0 || !checkpoint_path.empty(),
+                       "checkpoint_every_epochs is set but checkpoint_path is empty");
+}
+
+// A context, tape and input buffer for one scoring call; pooled so that concurrent
+// score() calls each get their own and steady-state scoring allocates nothing.
+struct ScoringSlot {
+    explicit ScoringSlot(Device device) : ctx(device), tape(ctx) {}
+    Context ctx;
+    Tape tape;
+    Tensor input;  // (score_batch_size, nc, S, S)
+};
+
+struct Detector::Impl {
+    DetectorOptions options;
+    std::unique_ptr<Context> context;  // owns nothing but the device choice and training temporaries
+    std::unique_ptr<SkipGanomaly> model;
+    bool trained = false;
+    ScoreStatistics statistics;
+    std::atomic<float> threshold{0.0f};
+    std::string threshold_source = "none";
+
+    mutable std::shared_mutex model_mutex;  // score: shared; fit, calibrate, threshold changes: exclusive
+    mutable std::mutex pool_mutex;
+    mutable std::vector<std::unique_ptr<ScoringSlot>> pool;
+
+    explicit Impl(DetectorOptions o) : options(std::move(o)) {
+        options.validate();
+        context = std::make_unique<Context>(options.device, options.seed);
+        model = std::make_unique<SkipGanomaly>(options.architecture, options.adam, options.loss_weights);
+        model->reinit_threshold = options.discriminator_reinit_threshold;
+        model->materialize(*context);
+    }
+
+    Device device() const { return context->device(); }
+    std::int64_t sample_floats() const {
+        const Architecture& a = options.architecture;
+        return static_cast<std::int64_t>(a.channels) * a.image_size * a.image_size;
+    }
+
+    std::vector<float> preprocess_all(std::span<const ImageView> images) const {
+        const Architecture& a = options.architecture;
+        std::vector<float> out(images.size() * static_cast<std::size_t>(sample_floats()));
+        for (std::size_t i = 0; i < images.size(); ++i) {
+            try {
+                preprocess(images[i], a.image_size, a.channels, out.data() + i * static_cast<std::size_t>(sample_floats()));
+            } catch (const InvalidArgument& e) {
+                throw InvalidArgument("image " + std::to_string(i) + ": " + e.what());
+            }
+        }
+        return out;
+    }
+
+    std::unique_ptr<ScoringSlot> acquire_slot() const {
+        {
+            std::lock_guard lock(pool_mutex);
+            if (!pool.empty()) {
+                std::unique_ptr<ScoringSlot> slot = std::move(pool.back());
+                pool.pop_back();
+                return slot;
+            }
+        }
+        auto slot = std::make_unique<ScoringSlot>(device());
+        const Architecture& a = options.architecture;
+        slot->input = Tensor({options.score_batch_size, a.channels, a.image_size, a.image_size}, device());
+        return slot;
+    }
+    void release_slot(std::unique_ptr<ScoringSlot> slot) const {
+        std::lock_guard lock(pool_mutex);
+        pool.push_back(std::move(slot));
+    }
+
+    // Scores preprocessed samples (count x sample_floats) in chunks of score_batch_size.
+    BatchScores score_samples(const std::vector<float>& samples, std::size_t count, bool maps) const {
+        std::unique_ptr<ScoringSlot> slot = acquire_slot();
+        struct Return {
+            const Impl* impl;
+            std::unique_ptr<ScoringSlot>& slot;
+            ~Return() { impl->release_slot(std::move(slot)); }
+        } give_back{this, slot};
+        const BatchNormMode mode = options.scoring_mode == ScoringMode::RunningStatistics ? BatchNormMode::RunningStatistics
+                                                                                         : BatchNormMode::BatchStatistics;
+        BatchScores all;
+        const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size);
+        for (std::size_t first = 0; first < count; first += chunk) {
+            const std::size_t n = std::min(chunk, count - first);
+            TensorView batch = slot->input.view().slice_batch(0, static_cast<std::int64_t>(n));
+            copy_bytes(batch.data(), batch.device(), samples.data() + first * static_cast<std::size_t>(sample_floats()),
+                       Device::Cpu, n * static_cast<std::size_t>(sample_floats()) * sizeof(float));
+            BatchScores part = model->score(slot->ctx, slot->tape, batch, mode, maps);
+            all.reconstruction.insert(all.reconstruction.end(), part.reconstruction.begin(), part.reconstruction.end());
+            all.latent.insert(all.latent.end(), part.latent.begin(), part.latent.end());
+            all.error_maps.insert(all.error_maps.end(), part.error_maps.begin(), part.error_maps.end());
+        }
+        return all;
+    }
+
+    ScoreResult make_result(const BatchScores& parts, std::size_t i) const {
+        ScoreResult r;
+        r.reconstruction_error = parts.reconstruction[i];
+        r.latent_error = parts.latent[i];
+        r.score = anomaly_score(r.reconstruction_error, r.latent_error);
+        if (!std::isfinite(r.score))
+            throw NumericalError("the model produced a non-finite score; its weights are damaged");
+        r.threshold = threshold.load();
+        r.is_anomaly = r.score >= r.threshold;
+        const double range = statistics.max - statistics.min;
+        const double normalized = (r.score - r.threshold) / (range > 0 ? range : 1.0) + 0.5;
+        r.normalized_score = static_cast<float>(std::clamp(normalized, 0.0, 1.0));
+        return r;
+    }
+
+    void require_trained() const {
+        if (!trained) throw InvalidArgument("the detector is not trained: call fit() or Detector::load() first");
+    }
+
+    std::vector<ScoreResult> score_views(std::span<const ImageView> images, const ScoreOptions& so) const {
+        std::shared_lock lock(model_mutex);
+        require_trained();
+        const std::vector<float> samples = preprocess_all(images);
+        const BatchScores parts = score_samples(samples, images.size(), so.anomaly_map);
+        std::vector<ScoreResult> results;
+        results.reserve(images.size());
+        const int size = options.architecture.image_size;
+        for (std::size_t i = 0; i < images.size(); ++i) {
+            ScoreResult r = make_result(parts, i);
+            if (so.anomaly_map) {
+                r.map_width = images[i].width;
+                r.map_height = images[i].height;
+                r.anomaly_map = resize_plane(parts.error_maps.data() + i * static_cast<std::size_t>(size * size), size,
+                                             size, images[i].height, images[i].width);
+            }
+            results.push_back(std::move(r));
+        }
+        return results;
+    }
+
+    nlohmann::json detector_metadata() const {
+        const DetectorOptions& o = options;
+        return {{"trained", trained},
+                {"threshold", threshold.load()},
+                {"threshold_source", threshold_source},
+                {"validation_statistics", statistics_json(statistics)},
+                {"score_weights", {{"reconstruction", 0.9}, {"latent", 0.1}}},
+                {"scoring_mode", scoring_mode_name(o.scoring_mode)},
+                {"preprocessing",
+                 {{"image_size", o.architecture.image_size},
+                  {"channels", o.architecture.channels},
+                  {"resize", "pil_bilinear"},
+                  {"gray_conversion", "itu_r_601_2"},
+                  {"scale", "x / 127.5 - 1"}}},
+                {"training",
+                 {{"epochs", o.epochs},
+                  {"batch_size", o.batch_size},
+                  {"learning_rate", o.adam.learning_rate},
+                  {"beta1", o.adam.beta1},
+                  {"beta2", o.adam.beta2},
+                  {"adam_epsilon", o.adam.epsilon},
+                  {"w_adv", o.loss_weights.adversarial},
+                  {"w_con", o.loss_weights.contextual},
+                  {"w_lat", o.loss_weights.latent},
+                  {"discriminator_reinit_threshold", o.discriminator_reinit_threshold},
+                  {"validation_fraction", o.validation_fraction},
+                  {"threshold_quantile", o.threshold_quantile},
+                  {"seed", o.seed}}}};
+    }
+
+    FitReport fit(std::span<const ImageView> images, const FitCallbacks& callbacks);
+};
+
+FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallbacks& callbacks) {
+    const Clock::time_point start = Clock::now();
+    SGA_CHECK_ARGUMENT(!images.empty(), "fit: the training set is empty");
+    const std::vector<float> samples = preprocess_all(images);
+    const std::size_t sample = static_cast<std::size_t>(sample_floats());
+
+    // One stream fixes initialisation, the split, every shuffle and re-initialisation.
+    RandomStream random(options.seed);
+    Context& ctx = *context;
+    model->generator_optimizer.set_steps(0);
+    model->discriminator_optimizer.set_steps(0);
+    model->generator.parameters.zero_moments(ctx);
+    model->discriminator.parameters.zero_moments(ctx);
+    model->initialize(ctx, random);
+
+    // Validation split: a seeded shuffle, the first images held out.
+    std::vector<std::size_t> order(images.size());
+    std::iota(order.begin(), order.end(), 0);
+    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[random.uniform_index(i)]);
+    std::size_t held_out = static_cast<std::size_t>(std::floor(options.validation_fraction * static_cast<double>(images.size())));
+    if (options.validation_fraction > 0 && held_out == 0) held_out = 1;
+    std::vector<std::size_t> validation(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(held_out));
+    std::vector<std::size_t> training(order.begin() + static_cast<std::ptrdiff_t>(held_out), order.end());
+    const std::size_t batch = static_cast<std::size_t>(options.batch_size);
+    SGA_CHECK_ARGUMENT(training.size() >= batch,
+                       "fit: " + std::to_string(training.size()) + " training images (after holding out " +
+                           std::to_string(held_out) + " for validation) are fewer than one batch of " +
+                           std::to_string(batch) + "; add images or lower batch_size");
+
+    int first_epoch = 0;
+    if (!options.resume_from.empty()) {
+        const model_file::Reader reader = model_file::Reader::open(options.resume_from);
+        const Architecture a = reader.architecture();
+        const Architecture& b = options.architecture;
+        if (a.image_size != b.image_size || a.channels != b.channels || a.generator_features != b.generator_features ||
+            a.discriminator_features != b.discriminator_features || a.latent_size != b.latent_size)
+            throw InvalidArgument("resume_from: the checkpoint's architecture differs from the options'");
+        const std::optional<model_file::TrainingState> state = reader.training_state();
+        if (!state) throw InvalidArgument("resume_from: '" + options.resume_from + "' is a model, not a checkpoint");
+        reader.load_into(*model);
+        random = RandomStream(options.seed, state->random_offset);
+        first_epoch = state->epochs_completed;
+    }
+
+    const Architecture& a = options.architecture;
+    Tensor batch_tensor({options.batch_size, a.channels, a.image_size, a.image_size}, ctx.device());
+    std::vector<float> staging(batch * sample);
+    Tape tape(ctx);
+    TrainingSnapshot snapshot;
+    snapshot.capture(*model, random);
+
+    FitReport report;
+    report.training_images = training.size();
+    report.validation_images = validation.size();
+    report.epochs_completed = first_epoch;
+    const std::size_t batches = training.size() / batch;  // the last partial batch is dropped
+    const std::size_t total_batches = batches * static_cast<std::size_t>(options.epochs - first_epoch);
+    std::size_t batches_done = 0;
+    const Clock::time_point training_start = Clock::now();
+
+    for (int epoch = first_epoch; epoch < options.epochs && !report.cancelled; ++epoch) {
+        const Clock::time_point epoch_start = Clock::now();
+        for (std::size_t i = training.size(); i > 1; --i) std::swap(training[i - 1], training[random.uniform_index(i)]);
+        EpochSummary summary;
+        summary.epoch = epoch + 1;
+        for (std::size_t b = 0; b < batches; ++b) {
+            for (std::size_t j = 0; j < batch; ++j)
+                std::copy_n(samples.data() + training[b * batch + j] * sample, sample, staging.data() + j * sample);
+            copy_bytes(batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
+            StepLosses losses;
+            try {
+                losses = model->train_step(ctx, tape, batch_tensor.view(), random);
+            } catch (const NumericalError& e) {
+                snapshot.restore(*model, random);
+                throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch + 1) + ", batch " +
+                                     std::to_string(b + 1) + "; the model was returned to the end of epoch " +
+                                     std::to_string(report.epochs_completed));
+            }
+            summary.generator_loss += losses.generator;
+            summary.discriminator_loss += losses.discriminator;
+            summary.adversarial_loss += losses.generator_adversarial;
+            summary.contextual_loss += losses.generator_contextual;
+            summary.latent_loss += losses.generator_latent;
+            if (losses.discriminator_reinitialized) {
+                ++summary.discriminator_reinits;
+                ++report.discriminator_reinits;
+            }
+            ++batches_done;
+            if (callbacks.on_batch) {
+                TrainingProgress p;
+                p.epoch = epoch + 1;
+                p.epochs = options.epochs;
+                p.batch = static_cast<int>(b + 1);
+                p.batches = static_cast<int>(batches);
+                p.losses = losses;
+                p.discriminator_reinits = report.discriminator_reinits;
+                p.elapsed_seconds = seconds_since(start);
+                p.estimated_remaining_seconds = seconds_since(training_start) / static_cast<double>(batches_done) *
+                                                static_cast<double>(total_batches - batches_done);
+                callbacks.on_batch(p);
+            }
+            if (callbacks.cancel && callbacks.cancel->load()) {
+                report.cancelled = true;
+                break;
+            }
+        }
+        if (report.cancelled) {
+            snapshot.restore(*model, random);
+            break;
+        }
+        const float count = static_cast<float>(batches);
+        summary.generator_loss /= count;
+        summary.discriminator_loss /= count;
+        summary.adversarial_loss /= count;
+        summary.contextual_loss /= count;
+        summary.latent_loss /= count;
+        summary.seconds = seconds_since(epoch_start);
+        report.epochs.push_back(summary);
+        report.epochs_completed = epoch + 1;
+        snapshot.capture(*model, random);
+        if (callbacks.on_epoch) callbacks.on_epoch(summary);
+        if (options.checkpoint_every_epochs > 0 && report.epochs_completed % options.checkpoint_every_epochs == 0) {
+            const model_file::TrainingState state{report.epochs_completed, random.offset(),
+                                                  model->generator_optimizer.steps(),
+                                                  model->discriminator_optimizer.steps()};
+            model_file::save(options.checkpoint_path, *model, {{"detector", detector_metadata()}}, &state);
+        }
+    }
+
+    // Score statistics on the held-out normal images (the training images when none are
+    // held out), and the default threshold from them.
+    const std::vector<std::size_t>& reference = validation.empty() ? training : validation;
+    std::vector<float> reference_samples(reference.size() * sample);
+    for (std::size_t i = 0; i < reference.size(); ++i)
+        std::copy_n(samples.data() + reference[i] * sample, sample, reference_samples.data() + i * sample);
+    const BatchScores parts = score_samples(reference_samples, reference.size(), false);
+    std::vector<float> scores(reference.size());
+    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
+    statistics = describe(scores, options.threshold_quantile);
+    threshold = static_cast<float>(quantile(scores, options.threshold_quantile));
+    threshold_source = "validation_quantile";
+    trained = true;
+
+    report.validation_scores = statistics;
+    report.threshold = threshold.load();
+    report.seconds = seconds_since(start);
+    return report;
+}
+
+Detector::Detector(DetectorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Detector::~Detector() = default;
+Detector::Detector(Detector&&) noexcept = default;
+Detector& Detector::operator=(Detector&&) noexcept = default;
+
+FitReport Detector::fit(std::span<const ImageView> normal_images, const FitCallbacks& callbacks) {
+    std::unique_lock lock(impl_->model_mutex);
+    return impl_->fit(normal_images, callbacks);
+}
+
+FitReport Detector::fit(const std::vector<Image>& normal_images, const FitCallbacks& callbacks) {
+    std::vector<ImageView> views;
+    views.reserve(normal_images.size());
+    for (const Image& image : normal_images) views.push_back(image.view());
+    return fit(std::span<const ImageView>(views), callbacks);
+}
+
+ScoreResult Detector::score(const ImageView& image, const ScoreOptions& options) const {
+    return impl_->score_views(std::span<const ImageView>(&image, 1), options).front();
+}
+
+std::vector<ScoreResult> Detector::score(std::span<const ImageView> images, const ScoreOptions& options) const {
+    return impl_->score_views(images, options);
+}
+
+std::vector<ScoreResult> Detector::score(const std::vector<Image>& images, const ScoreOptions& options) const {
+    std::vector<ImageView> views;
+    views.reserve(images.size());
+    for (const Image& image : images) views.push_back(image.view());
+    return score(std::span<const ImageView>(views), options);
+}
+
+ScoreResult Detector::score_chw(const float* chw, int channels, int height, int width, const ScoreOptions& options) const {
+    std::shared_lock lock(impl_->model_mutex);
+    impl_->require_trained();
+    const Architecture& a = impl_->options.architecture;
+    std::vector<float> sample(static_cast<std::size_t>(impl_->sample_floats()));
+    preprocess_float_chw(chw, channels, height, width, a.image_size, a.channels, sample.data());
+    const BatchScores parts = impl_->score_samples(sample, 1, options.anomaly_map);
+    ScoreResult r = impl_->make_result(parts, 0);
+    if (options.anomaly_map) {
+        r.map_width = width;
+        r.map_height = height;
+        r.anomaly_map = resize_plane(parts.error_maps.data(), a.image_size, a.image_size, height, width);
+    }
+    return r;
+}
+
+CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::span<const ImageView> anomalous) {
+    SGA_CHECK_ARGUMENT(!normal.empty() && !anomalous.empty(),
+                       "calibrate needs at least one normal and one anomalous image");
+    std::vector<ImageView> all(normal.begin(), normal.end());
+    all.insert(all.end(), anomalous.begin(), anomalous.end());
+    const std::vector<ScoreResult> results = score(std::span<const ImageView>(all));
+    std::vector<float> scores;
+    std::vector<int> labels;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        scores.push_back(results[i].score);
+        labels.push_back(i < normal.size() ? 0 : 1);
+    }
+    const F1Max best = f1_max(scores, labels);
+    CalibrationResult c{best.threshold, best.f1, roc_auc(scores, labels)};
+    std::unique_lock lock(impl_->model_mutex);
+    impl_->threshold = c.threshold;
+    impl_->threshold_source = "calibrated_f1_max";
+    return c;
+}
+
+float Detector::threshold() const { return impl_->threshold.load(); }
+
+void Detector::set_threshold(float threshold) {
+    SGA_CHECK_ARGUMENT(std::isfinite(threshold), "the threshold must be finite");
+    std::unique_lock lock(impl_->model_mutex);
+    impl_->threshold = threshold;
+    impl_->threshold_source = "manual";
+}
+
+bool Detector::is_trained() const {
+    std::shared_lock lock(impl_->model_mutex);
+    return impl_->trained;
+}
+const DetectorOptions& Detector::options() const { return impl_->options; }
+const ScoreStatistics& Detector::validation_statistics() const { return impl_->statistics; }
+Device Detector::device() const { return impl_->device(); }
+const SkipGanomaly& Detector::model() const { return *impl_->model; }
+
+void Detector::save(const std::string& path) const {
+    std::shared_lock lock(impl_->model_mutex);
+    impl_->require_trained();
+    model_file::save(path, *impl_->model, {{"detector", impl_->detector_metadata()}}, nullptr);
+}
+
+Detector Detector::load(const std::string& path, Device device) {
+    const model_file::Reader reader = model_file::Reader::open(path);
+    DetectorOptions options;
+    options.architecture = reader.architecture();
+    options.device = device;
+    const nlohmann::json& meta = reader.metadata();
+    if (!meta.contains("detector") || !meta["detector"].is_object())
+        throw FormatError("model file '" + path + "': expected detector metadata, found none");
+    const nlohmann::json& d = meta["detector"];
+    ScoreStatistics statistics;
+    float threshold = 0;
+    std::string threshold_source;
+    try {
+        const nlohmann::json& t = d.at("training");
+        options.epochs = t.at("epochs").get<int>();
+        options.batch_size = t.at("batch_size").get<int>();
+        options.adam = {t.at("learning_rate").get<float>(), t.at("beta1").get<float>(), t.at("beta2").get<float>(),
+                        t.at("adam_epsilon").get<float>()};
+        options.loss_weights = {t.at("w_adv").get<float>(), t.at("w_con").get<float>(), t.at("w_lat").get<float>()};
+        options.discriminator_reinit_threshold = t.at("discriminator_reinit_threshold").get<float>();
+        options.validation_fraction = t.at("validation_fraction").get<float>();
+        options.threshold_quantile = t.at("threshold_quantile").get<float>();
+        options.seed = t.at("seed").get<std::uint64_t>();
+        const std::string mode = d.at("scoring_mode").get<std::string>();
+        if (mode != scoring_mode_name(ScoringMode::RunningStatistics) &&
+            mode != scoring_mode_name(ScoringMode::OfficialBatchStatistics))
+            throw FormatError("model file '" + path + "': unknown scoring_mode '" + mode + "'");
+        options.scoring_mode = mode == scoring_mode_name(ScoringMode::RunningStatistics)
+                                   ? ScoringMode::RunningStatistics
+                                   : ScoringMode::OfficialBatchStatistics;
+        if (!d.at("trained").get<bool>()) throw FormatError("model file '" + path + "' holds an untrained model");
+        statistics = statistics_from_json(d.at("validation_statistics"));
+        threshold = d.at("threshold").get<float>();
+        threshold_source = d.at("threshold_source").get<std::string>();
+        options.validate();
+    } catch (const nlohmann::json::exception& e) {
+        throw FormatError("model file '" + path + "': malformed detector metadata: " + e.what());
+    } catch (const InvalidArgument& e) {
+        throw FormatError("model file '" + path + "': invalid options: " + e.what());
+    }
+    if (!std::isfinite(threshold)) throw FormatError("model file '" + path + "': the threshold is not finite");
+    Detector detector(options);
+    reader.load_into(*detector.impl_->model);
+    detector.impl_->statistics = statistics;
+    detector.impl_->threshold = threshold;
+    detector.impl_->threshold_source = threshold_source;
+    detector.impl_->trained = true;
+    return detector;
+}
+
+}  // namespace sga

@@ -1,0 +1,400 @@
+#include "model_file.hpp"
+
+#include <zlib.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <unistd.h>
+
+#include "skipganomaly/config.hpp"
+#include "skipganomaly/error.hpp"
+
+namespace sga::model_file {
+namespace {
+
+using ordered_json = nlohmann::ordered_json;
+
+constexpr const char* checksum_prefix = "crc32:";
+constexpr std::size_t checksum_digits = 8;
+
+std::string shape_string(const std::vector<std::int64_t>& shape) {
+    std::string s = "(";
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + ")";
+}
+
+// The tensors a model is made of, in file order: name, shape, where the floats live.
+struct Planned {
+    std::string name;
+    std::string dtype;
+    std::vector<std::int64_t> shape;
+    std::vector<char> bytes;
+};
+
+void plan_block(std::vector<Planned>& out, const std::string& prefix, const ParameterBlock& block) {
+    const std::vector<float> values = Tensor::host_values(block.values());
+    for (const ParameterBlock::Entry& e : block.entries()) {
+        Planned p{prefix + e.name, "F32", e.shape.dims(), {}};
+        const char* begin = reinterpret_cast<const char*>(values.data() + e.offset);
+        p.bytes.assign(begin, begin + e.shape.numel() * static_cast<std::int64_t>(sizeof(float)));
+        out.push_back(std::move(p));
+    }
+}
+
+void plan_batches_tracked(std::vector<Planned>& out, const std::string& prefix, const ParameterBlock& statistics,
+                          std::int64_t passes) {
+    for (const ParameterBlock::Entry& e : statistics.entries()) {
+        const std::string suffix = "running_mean";
+        if (e.name.size() < suffix.size() || e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+            continue;
+        Planned p{prefix + e.name.substr(0, e.name.size() - suffix.size()) + "num_batches_tracked", "I64", {}, {}};
+        p.bytes.resize(sizeof(std::int64_t));
+        std::memcpy(p.bytes.data(), &passes, sizeof passes);
+        out.push_back(std::move(p));
+    }
+}
+
+void plan_flat(std::vector<Planned>& out, const std::string& name, TensorView flat) {
+    const std::vector<float> values = Tensor::host_values(flat);
+    Planned p{name, "F32", {flat.numel()}, {}};
+    const char* begin = reinterpret_cast<const char*>(values.data());
+    p.bytes.assign(begin, begin + values.size() * sizeof(float));
+    out.push_back(std::move(p));
+}
+
+std::vector<Planned> plan_model(const SkipGanomaly& model, const TrainingState* training) {
+    std::vector<Planned> planned;
+    plan_block(planned, "netg.", model.generator.parameters);
+    plan_block(planned, "netg.", model.generator.statistics);
+    plan_batches_tracked(planned, "netg.", model.generator.statistics, model.generator.training_passes);
+    plan_block(planned, "netd.", model.discriminator.parameters);
+    plan_block(planned, "netd.", model.discriminator.statistics);
+    plan_batches_tracked(planned, "netd.", model.discriminator.statistics, model.discriminator.training_passes);
+    if (training) {
+        plan_flat(planned, "training.netg.exp_avg", model.generator.parameters.first_moments());
+        plan_flat(planned, "training.netg.exp_avg_sq", model.generator.parameters.second_moments());
+        plan_flat(planned, "training.netd.exp_avg", model.discriminator.parameters.first_moments());
+        plan_flat(planned, "training.netd.exp_avg_sq", model.discriminator.parameters.second_moments());
+    }
+    return planned;
+}
+
+std::string architecture_json(const Architecture& a) {
+    return ordered_json{{"image_size", a.image_size},
+                        {"channels", a.channels},
+                        {"generator_features", a.generator_features},
+                        {"discriminator_features", a.discriminator_features},
+                        {"latent_size", a.latent_size}}
+        .dump();
+}
+
+void write_all(const std::string& path, const std::vector<char>& bytes) {
+    namespace fs = std::filesystem;
+    const fs::path target(path);
+    // A hidden sibling, so the rename stays within one file system.
+    std::string name = target.filename().string();
+    name.insert(name.begin(), '.');
+    name.append(".tmp-").append(std::to_string(::getpid()));
+    const fs::path temporary = target.parent_path() / name;
+    std::FILE* file = std::fopen(temporary.c_str(), "wb");
+    if (!file) throw IoError("cannot create '" + temporary.string() + "': " + std::strerror(errno));
+    const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
+    const bool flushed = std::fflush(file) == 0 && ::fsync(fileno(file)) == 0;
+    const int saved_errno = errno;
+    const bool closed = std::fclose(file) == 0;
+    if (!written || !flushed || !closed) {
+        std::error_code ignored;
+        fs::remove(temporary, ignored);
+        throw IoError("writing '" + path + "' failed (" + std::strerror(saved_errno) +
+                      "); the previous file, if any, is unchanged");
+    }
+    std::error_code error;
+    fs::rename(temporary, target, error);
+    if (error) {
+        std::error_code ignored;
+        fs::remove(temporary, ignored);
+        throw IoError("cannot rename '" + temporary.string() + "' to '" + path + "': " + error.message());
+    }
+}
+
+std::size_t find_checksum(const char* header, std::size_t size) {
+    const std::string needle = std::string("\"") + checksum_prefix;
+    const std::string_view text(header, size);
+    const std::size_t at = text.find(needle);
+    if (at == std::string_view::npos || at + needle.size() + checksum_digits > size)
+        throw FormatError("the model file header has no checksum; the file is damaged or not a skipganomaly model");
+    return at + needle.size();
+}
+
+}  // namespace
+
+std::uint32_t crc32(const char* bytes, std::size_t size) {
+    uLong crc = ::crc32(0L, Z_NULL, 0);
+    while (size > 0) {
+        const uInt chunk = static_cast<uInt>(std::min<std::size_t>(size, std::numeric_limits<uInt>::max()));
+        crc = ::crc32(crc, reinterpret_cast<const Bytef*>(bytes), chunk);
+        bytes += chunk;
+        size -= chunk;
+    }
+    return static_cast<std::uint32_t>(crc);
+}
+
+void save(const std::string& path, const SkipGanomaly& model, const nlohmann::json& metadata,
+          const TrainingState* training) {
+    SGA_CHECK_ARGUMENT(!path.empty(), "save: the path is empty");
+    std::vector<Planned> planned = plan_model(model, training);
+
+    ordered_json meta;
+    meta["format"] = format_name;
+    meta["format_version"] = std::to_string(format_version);
+    meta["library_version"] = SKIPGANOMALY_VERSION_STRING;
+    meta["architecture"] = architecture_json(model.architecture());
+    for (auto it = metadata.begin(); it != metadata.end(); ++it)
+        meta[it.key()] = it->is_string() ? it->get<std::string>() : it->dump();
+    if (training) {
+        meta["training_state"] = ordered_json{{"epochs_completed", training->epochs_completed},
+                                              {"random_offset", training->random_offset},
+                                              {"generator_adam_steps", training->generator_adam_steps},
+                                              {"discriminator_adam_steps", training->discriminator_adam_steps}}
+                                     .dump();
+    }
+    meta["checksum"] = std::string(checksum_prefix) + std::string(checksum_digits, '0');
+
+    ordered_json header;
+    header["__metadata__"] = meta;
+    std::uint64_t offset = 0;
+    for (const Planned& p : planned) {
+        header[p.name] = ordered_json{{"dtype", p.dtype}, {"shape", p.shape}, {"data_offsets", {offset, offset + p.bytes.size()}}};
+        offset += p.bytes.size();
+    }
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');  // keep the data 8-byte aligned
+
+    std::vector<char> bytes(8 + text.size() + offset);
+    const std::uint64_t header_size = text.size();
+    for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<char>((header_size >> (8 * i)) & 0xFF);
+    std::memcpy(bytes.data() + 8, text.data(), text.size());
+    char* data = bytes.data() + 8 + text.size();
+    for (const Planned& p : planned) {
+        std::memcpy(data, p.bytes.data(), p.bytes.size());
+        data += p.bytes.size();
+    }
+    // The checksum covers every byte of the file with its own digits read as zeros.
+    const std::size_t digits_at = 8 + find_checksum(bytes.data() + 8, text.size());
+    char hex[checksum_digits + 1];
+    std::snprintf(hex, sizeof hex, "%08x", crc32(bytes.data(), bytes.size()));
+    std::memcpy(bytes.data() + digits_at, hex, checksum_digits);
+    write_all(path, bytes);
+}
+
+Reader Reader::open(const std::string& path) {
+    Reader r;
+    r.path_ = path;
+    std::error_code error;
+    if (!std::filesystem::exists(path, error)) throw IoError("model file '" + path + "' does not exist");
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw IoError("cannot open model file '" + path + "'");
+    in.seekg(0, std::ios::end);
+    const std::streamoff size = in.tellg();
+    in.seekg(0);
+    if (size < 8)
+        throw FormatError("model file '" + path + "' is " + std::to_string(size) +
+                          " bytes; expected at least 8 (the header length)");
+    r.bytes_.resize(static_cast<std::size_t>(size));
+    if (!in.read(r.bytes_.data(), size)) throw IoError("cannot read model file '" + path + "'");
+
+    std::uint64_t header_size = 0;
+    for (int i = 0; i < 8; ++i)
+        header_size |= static_cast<std::uint64_t>(static_cast<unsigned char>(r.bytes_[static_cast<std::size_t>(i)])) << (8 * i);
+    const std::uint64_t available = static_cast<std::uint64_t>(size) - 8;
+    if (header_size > max_header_bytes)
+        throw FormatError("model file '" + path + "' declares a " + std::to_string(header_size) +
+                          "-byte header; expected at most " + std::to_string(max_header_bytes));
+    if (header_size > available)
+        throw FormatError("model file '" + path + "' is truncated: the header needs " + std::to_string(header_size) +
+                          " bytes, found " + std::to_string(available));
+
+    // Checksum before parsing: any damaged byte is reported as such.
+    const std::size_t digits_at = 8 + find_checksum(r.bytes_.data() + 8, static_cast<std::size_t>(header_size));
+    const std::string stored(r.bytes_.data() + digits_at, checksum_digits);
+    std::vector<char> zeroed(r.bytes_.data() + digits_at, r.bytes_.data() + digits_at + checksum_digits);
+    std::memset(r.bytes_.data() + digits_at, '0', checksum_digits);
+    char computed[checksum_digits + 1];
+    std::snprintf(computed, sizeof computed, "%08x", crc32(r.bytes_.data(), r.bytes_.size()));
+    std::memcpy(r.bytes_.data() + digits_at, zeroed.data(), checksum_digits);
+    if (stored != computed)
+        throw FormatError("model file '" + path + "' is damaged: checksum expected crc32:" + stored + ", found crc32:" +
+                          computed);
+
+    nlohmann::json header;
+    try {
+        header = nlohmann::json::parse(r.bytes_.begin() + 8, r.bytes_.begin() + 8 + static_cast<std::ptrdiff_t>(header_size));
+    } catch (const nlohmann::json::exception& e) {
+        throw FormatError("model file '" + path + "' has a header that is not valid JSON: " + e.what());
+    }
+    if (!header.is_object() || !header.contains("__metadata__") || !header["__metadata__"].is_object())
+        throw FormatError("model file '" + path + "': expected a safetensors header with __metadata__, found none");
+    for (auto it = header["__metadata__"].begin(); it != header["__metadata__"].end(); ++it) {
+        if (!it->is_string()) throw FormatError("model file '" + path + "': metadata '" + it.key() + "' is not a string");
+        const std::string& value = it->get_ref<const std::string&>();
+        nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
+        r.metadata_[it.key()] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
+    }
+    const nlohmann::json& meta = r.metadata_;
+    if (!meta.contains("format") || meta["format"] != format_name)
+        throw FormatError("model file '" + path + "': expected format '" + format_name + "', found " +
+                          (meta.contains("format") ? meta["format"].dump() : std::string("none")));
+    if (!meta.contains("format_version") || meta["format_version"] != format_version)
+        throw FormatError("model file '" + path + "': expected format version " + std::to_string(format_version) +
+                          ", found " + (meta.contains("format_version") ? meta["format_version"].dump() : std::string("none")));
+
+    r.data_start_ = 8 + header_size;
+    const std::uint64_t data_size = static_cast<std::uint64_t>(size) - r.data_start_;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+        if (it.key() == "__metadata__") continue;
+        const nlohmann::json& t = *it;
+        const std::string where = "model file '" + path + "', tensor '" + it.key() + "'";
+        if (!t.is_object() || !t.contains("dtype") || !t["dtype"].is_string() || !t.contains("shape") ||
+            !t["shape"].is_array() || !t.contains("data_offsets") || !t["data_offsets"].is_array() ||
+            t["data_offsets"].size() != 2)
+            throw FormatError(where + ": expected dtype, shape and data_offsets");
+        TensorRecord rec;
+        rec.dtype = t["dtype"].get<std::string>();
+        if (rec.dtype != "F32" && rec.dtype != "I64")
+            throw FormatError(where + ": expected dtype F32 or I64, found " + rec.dtype);
+        std::uint64_t elements = 1;
+        for (const nlohmann::json& d : t["shape"]) {
+            if (!d.is_number_unsigned() || d.get<std::uint64_t>() > (std::uint64_t{1} << 32))
+                throw FormatError(where + ": shape entries must be non-negative integers below 2^32");
+            elements *= d.get<std::uint64_t>();
+            if (elements > (std::uint64_t{1} << 40)) throw FormatError(where + ": absurd element count");
+            rec.shape.push_back(d.get<std::int64_t>());
+        }
+        for (const nlohmann::json& o : t["data_offsets"])
+            if (!o.is_number_unsigned()) throw FormatError(where + ": data offsets must be non-negative integers");
+        rec.begin = t["data_offsets"][0].get<std::uint64_t>();
+        rec.end = t["data_offsets"][1].get<std::uint64_t>();
+        const std::uint64_t element_size = rec.dtype == "F32" ? 4 : 8;
+        if (rec.begin > rec.end || rec.end > data_size)
+            throw FormatError(where + ": data offsets [" + std::to_string(rec.begin) + ", " + std::to_string(rec.end) +
+                              ") lie outside the " + std::to_string(data_size) + " data bytes (file truncated?)");
+        if (rec.end - rec.begin != elements * element_size)
+            throw FormatError(where + ": shape " + shape_string(rec.shape) + " needs " +
+                              std::to_string(elements * element_size) + " bytes, found " +
+                              std::to_string(rec.end - rec.begin));
+        r.tensors_.emplace_back(it.key(), std::move(rec));
+    }
+    return r;
+}
+
+Architecture Reader::architecture() const {
+    const nlohmann::json& meta = metadata_;
+    if (!meta.contains("architecture") || !meta["architecture"].is_object())
+        throw FormatError("model file '" + path_ + "': expected an architecture in the metadata, found none");
+    const nlohmann::json& a = meta["architecture"];
+    Architecture arch;
+    try {
+        arch.image_size = a.at("image_size").get<int>();
+        arch.channels = a.at("channels").get<int>();
+        arch.generator_features = a.at("generator_features").get<int>();
+        arch.discriminator_features = a.at("discriminator_features").get<int>();
+        arch.latent_size = a.at("latent_size").get<int>();
+        arch.validate();
+    } catch (const nlohmann::json::exception& e) {
+        throw FormatError("model file '" + path_ + "': malformed architecture " + a.dump() + ": " + e.what());
+    } catch (const InvalidArgument& e) {
+        throw FormatError("model file '" + path_ + "': unsupported architecture: " + e.what());
+    }
+    return arch;
+}
+
+std::optional<TrainingState> Reader::training_state() const {
+    if (!metadata_.contains("training_state")) return std::nullopt;
+    const nlohmann::json& t = metadata_["training_state"];
+    try {
+        TrainingState s;
+        s.epochs_completed = t.at("epochs_completed").get<int>();
+        s.random_offset = t.at("random_offset").get<std::uint64_t>();
+        s.generator_adam_steps = t.at("generator_adam_steps").get<std::int64_t>();
+        s.discriminator_adam_steps = t.at("discriminator_adam_steps").get<std::int64_t>();
+        return s;
+    } catch (const nlohmann::json::exception& e) {
+        throw FormatError("model file '" + path_ + "': malformed training_state: " + e.what());
+    }
+}
+
+const Reader::TensorRecord& Reader::record(const std::string& name) const {
+    for (const auto& [key, rec] : tensors_)
+        if (key == name) return rec;
+    throw FormatError("model file '" + path_ + "': expected tensor '" + name + "', found none");
+}
+
+void Reader::copy_flat(const std::string& name, TensorView destination) const {
+    const TensorRecord& rec = record(name);
+    const std::vector<std::int64_t> expected = destination.shape().dims();
+    if (rec.dtype != "F32" || rec.shape != expected)
+        throw FormatError("model file '" + path_ + "', tensor '" + name + "': expected F32 " + shape_string(expected) +
+                          ", found " + rec.dtype + " " + shape_string(rec.shape));
+    copy_bytes(destination.data(), destination.device(), bytes_.data() + data_start_ + rec.begin, Device::Cpu,
+               rec.end - rec.begin);
+}
+
+void Reader::copy_block(const std::string& prefix, ParameterBlock& block) const {
+    for (int i = 0; i < static_cast<int>(block.entries().size()); ++i) copy_flat(prefix + block.entry(i).name, block.value(i));
+}
+
+void Reader::load_into(SkipGanomaly& model) const {
+    // The file must hold exactly the tensors this architecture has.
+    const std::optional<TrainingState> training = training_state();
+    std::vector<Planned> expected = plan_model(model, training ? &*training : nullptr);
+    for (const auto& [name, rec] : tensors_) {
+        bool known = false;
+        for (const Planned& p : expected) known = known || p.name == name;
+        if (!known)
+            throw FormatError("model file '" + path_ + "': unexpected tensor '" + name + "' for architecture " +
+                              architecture_json(model.architecture()));
+    }
+    for (const Planned& p : expected) {
+        const TensorRecord& rec = record(p.name);
+        if (rec.dtype != p.dtype || rec.shape != p.shape)
+            throw FormatError("model file '" + path_ + "', tensor '" + p.name + "': expected " + p.dtype + " " +
+                              shape_string(p.shape) + ", found " + rec.dtype + " " + shape_string(rec.shape));
+    }
+    copy_block("netg.", model.generator.parameters);
+    copy_block("netg.", model.generator.statistics);
+    copy_block("netd.", model.discriminator.parameters);
+    copy_block("netd.", model.discriminator.statistics);
+    auto passes = [&](const std::string& prefix, const ParameterBlock& statistics) -> std::int64_t {
+        for (const ParameterBlock::Entry& e : statistics.entries()) {
+            const std::string suffix = "running_mean";
+            if (e.name.size() < suffix.size() || e.name.compare(e.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+                continue;
+            const TensorRecord& rec = record(prefix + e.name.substr(0, e.name.size() - suffix.size()) + "num_batches_tracked");
+            std::int64_t value = 0;
+            std::memcpy(&value, bytes_.data() + data_start_ + rec.begin, sizeof value);
+            return value;  // every layer of a network counts the same passes
+        }
+        return 0;
+    };
+    model.generator.training_passes = passes("netg.", model.generator.statistics);
+    model.discriminator.training_passes = passes("netd.", model.discriminator.statistics);
+    if (training) {
+        copy_flat("training.netg.exp_avg", model.generator.parameters.first_moments());
+        copy_flat("training.netg.exp_avg_sq", model.generator.parameters.second_moments());
+        copy_flat("training.netd.exp_avg", model.discriminator.parameters.first_moments());
+        copy_flat("training.netd.exp_avg_sq", model.discriminator.parameters.second_moments());
+        model.generator_optimizer.set_steps(training->generator_adam_steps);
+        model.discriminator_optimizer.set_steps(training->discriminator_adam_steps);
+    }
+    // A finite-looking file can still carry NaN weights; refuse them rather than score with them.
+    for (ParameterBlock* block : {&model.generator.parameters, &model.discriminator.parameters,
+                                  &model.generator.statistics, &model.discriminator.statistics}) {
+        for (float v : Tensor::host_values(block->values()))
+            if (!std::isfinite(v)) throw FormatError("model file '" + path_ + "' holds non-finite weights");
+    }
+}
+
+}  // namespace sga::model_file

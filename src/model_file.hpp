@@ -1,0 +1,69 @@
+// Internal: the model file, a safetensors file (8-byte little-endian header length, a JSON
+// header, raw little-endian tensor data) whose tensor names are the official PyTorch
+// state-dict keys prefixed "netg." and "netd.", and whose "__metadata__" carries everything
+// else as JSON strings. Layout in docs/model-format.md.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "skipganomaly/skip_ganomaly.hpp"
+
+namespace sga::model_file {
+
+inline constexpr const char* format_name = "skipganomaly";
+inline constexpr int format_version = 1;
+// Headers beyond this are refused before any allocation: ours are a few tens of kB.
+inline constexpr std::uint64_t max_header_bytes = 16u << 20;
+
+// What a checkpoint adds to a model: both optimisers' state and where training stood.
+struct TrainingState {
+    int epochs_completed = 0;
+    std::uint64_t random_offset = 0;  // position of the training RandomStream
+    std::int64_t generator_adam_steps = 0, discriminator_adam_steps = 0;
+};
+
+// Writes `model` (weights, batch-norm statistics) and `metadata` (merged into the
+// "__metadata__" map, each value serialised as a JSON string), plus optimiser moments when
+// `training` is given. Atomic: temporary file, flush, rename.
+void save(const std::string& path, const SkipGanomaly& model, const nlohmann::json& metadata,
+          const TrainingState* training);
+
+// A validated file in memory.
+class Reader {
+public:
+    // Reads and checks structure and checksum; throws IoError / FormatError.
+    static Reader open(const std::string& path);
+
+    const nlohmann::json& metadata() const { return metadata_; }  // values parsed back from JSON
+    Architecture architecture() const;
+    std::optional<TrainingState> training_state() const;
+    // Copies every tensor into `model` (built from architecture()), checking that the file
+    // holds exactly the expected names and shapes. Loads optimiser moments when present.
+    void load_into(SkipGanomaly& model) const;
+
+private:
+    struct TensorRecord {
+        std::string dtype;
+        std::vector<std::int64_t> shape;
+        std::uint64_t begin = 0, end = 0;
+    };
+    const TensorRecord& record(const std::string& name) const;
+    void copy_block(const std::string& prefix, ParameterBlock& block) const;
+    void copy_flat(const std::string& name, TensorView destination) const;
+
+    std::string path_;
+    std::vector<char> bytes_;
+    std::uint64_t data_start_ = 0;
+    nlohmann::json metadata_;
+    std::vector<std::pair<std::string, TensorRecord>> tensors_;
+};
+
+// CRC-32 (zlib) of `bytes`.
+std::uint32_t crc32(const char* bytes, std::size_t size);
+
+}  // namespace sga::model_file
