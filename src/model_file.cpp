@@ -191,25 +191,32 @@ void save(const std::string& path, const SkipGanomaly& model, const nlohmann::js
 }
 
 Reader Reader::open(const std::string& path) {
-    Reader r;
-    r.path_ = path;
     std::error_code error;
     if (!std::filesystem::exists(path, error)) throw IoError("model file '" + path + "' does not exist");
+    if (std::filesystem::is_directory(path, error)) throw IoError("model file '" + path + "' is a directory");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw IoError("cannot open model file '" + path + "'");
     in.seekg(0, std::ios::end);
     const std::streamoff size = in.tellg();
     in.seekg(0);
+    if (size < 0) throw IoError("cannot read model file '" + path + "'");
+    std::vector<char> bytes(static_cast<std::size_t>(size));
+    if (size > 0 && !in.read(bytes.data(), size)) throw IoError("cannot read model file '" + path + "'");
+    return from_bytes(std::move(bytes), path);
+}
+
+Reader Reader::from_bytes(std::vector<char> bytes, const std::string& path) {
+    Reader r;
+    r.path_ = path;
+    r.bytes_ = std::move(bytes);
+    const std::uint64_t size = r.bytes_.size();
     if (size < 8)
         throw FormatError("model file '" + path + "' is " + std::to_string(size) +
                           " bytes; expected at least 8 (the header length)");
-    r.bytes_.resize(static_cast<std::size_t>(size));
-    if (!in.read(r.bytes_.data(), size)) throw IoError("cannot read model file '" + path + "'");
-
     std::uint64_t header_size = 0;
     for (int i = 0; i < 8; ++i)
         header_size |= static_cast<std::uint64_t>(static_cast<unsigned char>(r.bytes_[static_cast<std::size_t>(i)])) << (8 * i);
-    const std::uint64_t available = static_cast<std::uint64_t>(size) - 8;
+    const std::uint64_t available = size - 8;
     if (header_size > max_header_bytes)
         throw FormatError("model file '" + path + "' declares a " + std::to_string(header_size) +
                           "-byte header; expected at most " + std::to_string(max_header_bytes));
@@ -252,7 +259,7 @@ Reader Reader::open(const std::string& path) {
                           ", found " + (meta.contains("format_version") ? meta["format_version"].dump() : std::string("none")));
 
     r.data_start_ = 8 + header_size;
-    const std::uint64_t data_size = static_cast<std::uint64_t>(size) - r.data_start_;
+    const std::uint64_t data_size = size - r.data_start_;
     for (auto it = header.begin(); it != header.end(); ++it) {
         if (it.key() == "__metadata__") continue;
         const nlohmann::json& t = *it;

@@ -38,6 +38,8 @@ class Reader {
 public:
     // Reads and checks structure and checksum; throws IoError / FormatError.
     static Reader open(const std::string& path);
+    // The same checks on a file's bytes already in memory; `path` only names it in errors.
+    static Reader from_bytes(std::vector<char> bytes, const std::string& path);
 
     const nlohmann::json& metadata() const { return metadata_; }  // values parsed back from JSON
     Architecture architecture() const;

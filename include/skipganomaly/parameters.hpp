@@ -23,7 +23,7 @@ public:
 
     // Declares a slice; only before materialize(). Returns its index.
     int add(std::string name, Shape shape) {
-        SGA_CHECK_ARGUMENT(values_.numel() == 0, "ParameterBlock::add after materialize");
+        SGA_CHECK_ARGUMENT(values_.data() == nullptr, "ParameterBlock::add after materialize");
         // Keep every slice 64-byte aligned for vectorised kernels.
         entries_.push_back(Entry{std::move(name), shape, size_});
         size_ += (shape.numel() + 15) / 16 * 16;
@@ -84,7 +84,7 @@ public:
 private:
     TensorView slice(const Tensor& flat, int index) const {
         const Entry& e = entry(index);
-        SGA_CHECK_ARGUMENT(flat.numel() > 0, "ParameterBlock used before materialize (or has no such buffer)");
+        SGA_CHECK_ARGUMENT(flat.data() != nullptr, "ParameterBlock used before materialize (or has no such buffer)");
         return {flat.data() + e.offset, e.shape, flat.device()};
     }
 
