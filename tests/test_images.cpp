@@ -1,0 +1,482 @@
+// Image I/O, its error reporting, and pre-processing against Pillow (tests/fixtures/resize.json,
+// written by scripts/make_image_fixtures.py).
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "skipganomaly/error.hpp"
+#include "skipganomaly/image.hpp"
+
+// The test writes JPEG and BMP files with its own private copy of stb_image_write.
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wpedantic"
+#endif
+#include <stb_image_write.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// A fresh folder under the system temp directory, removed with everything in it.
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        std::random_device device;
+        path = fs::temp_directory_path() / ("sga_test_images_" + std::to_string(device()));
+        fs::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ignored;
+        fs::remove_all(path, ignored);
+    }
+    std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+sga::Image random_image(int width, int height, int channels, unsigned seed) {
+    std::mt19937 rng(seed);
+    sga::Image image;
+    image.width = width;
+    image.height = height;
+    image.channels = channels;
+    image.pixels.resize(static_cast<std::size_t>(width) * height * channels);
+    for (auto& p : image.pixels) p = static_cast<std::uint8_t>(rng() & 0xff);
+    return image;
+}
+
+void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes) {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<std::uint8_t> read_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+json load_fixture(const std::string& name) {
+    std::ifstream in(std::string(SKIPGANOMALY_FIXTURE_DIR) + "/" + name);
+    REQUIRE(in.good());
+    return json::parse(in);
+}
+
+sga::PixelFormat format_of(const std::string& mode) {
+    if (mode == "L") return sga::PixelFormat::Gray;
+    if (mode == "RGB") return sga::PixelFormat::Rgb;
+    return sga::PixelFormat::Rgba;
+}
+
+float unit(int level) { return static_cast<float>(level) / 255.0f * 2.0f - 1.0f; }
+
+// The error message of a call expected to throw E.
+template <typename E, typename F>
+std::string message_of(F&& call) {
+    try {
+        call();
+    } catch (const E& e) {
+        return e.what();
+    }
+    FAIL("expected an exception");
+    return {};
+}
+
+}  // namespace
+
+TEST_CASE("save_png and load_image round-trip 1, 3 and 4 channels", "[images]") {
+    TempDir dir;
+    for (int channels : {1, 3, 4}) {
+        const sga::Image image = random_image(13, 7, channels, 10u + channels);
+        const std::string path = dir.file("round_trip_" + std::to_string(channels) + ".png");
+        sga::save_png(path, image);
+        const sga::Image loaded = sga::load_image(path);
+        CHECK(loaded.width == 13);
+        CHECK(loaded.height == 7);
+        CHECK(loaded.channels == channels);
+        CHECK(loaded.pixels == image.pixels);
+        // Overwriting goes through the temporary file too.
+        sga::save_png(path, random_image(13, 7, channels, 99));
+        CHECK(sga::load_image(path).pixels != image.pixels);
+    }
+    // Only the three PNGs remain: no temporary files are left behind.
+    CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()) == 3);
+}
+
+TEST_CASE("load_image reads BMP, JPEG and grey+alpha PNG", "[images]") {
+    TempDir dir;
+    const sga::Image rgb = random_image(16, 8, 3, 3);
+    REQUIRE(stbi_write_bmp(dir.file("a.bmp").c_str(), 16, 8, 3, rgb.pixels.data()));
+    const sga::Image bmp = sga::load_image(dir.file("a.bmp"));
+    CHECK(bmp.channels == 3);
+    CHECK(bmp.pixels == rgb.pixels);
+
+    // A smooth picture survives JPEG compression closely.
+    sga::Image smooth;
+    smooth.width = 32;
+    smooth.height = 24;
+    smooth.channels = 3;
+    for (int y = 0; y < 24; ++y)
+        for (int x = 0; x < 32; ++x)
+            for (int c = 0; c < 3; ++c)
+                smooth.pixels.push_back(static_cast<std::uint8_t>(40 + 4 * x + 3 * y + 20 * c));
+    REQUIRE(stbi_write_jpg(dir.file("b.jpg").c_str(), 32, 24, 3, smooth.pixels.data(), 100));
+    const sga::Image jpeg = sga::load_image(dir.file("b.jpg"));
+    REQUIRE(jpeg.width == 32);
+    REQUIRE(jpeg.height == 24);
+    REQUIRE(jpeg.channels == 3);
+    double error = 0;
+    for (std::size_t i = 0; i < jpeg.pixels.size(); ++i)
+        error += std::abs(int(jpeg.pixels[i]) - int(smooth.pixels[i]));
+    CHECK(error / jpeg.pixels.size() < 3.0);
+
+    const sga::Image grey_alpha = random_image(5, 4, 2, 4);
+    REQUIRE(stbi_write_png(dir.file("c.png").c_str(), 5, 4, 2, grey_alpha.pixels.data(), 10));
+    const sga::Image grey = sga::load_image(dir.file("c.png"));
+    REQUIRE(grey.channels == 1);
+    for (std::size_t i = 0; i < grey.pixels.size(); ++i) CHECK(grey.pixels[i] == grey_alpha.pixels[2 * i]);
+}
+
+TEST_CASE("load_image reports missing, unreadable and malformed files", "[images][errors]") {
+    TempDir dir;
+    CHECK_THROWS_AS(sga::load_image(dir.file("missing.png")), sga::IoError);
+    CHECK_THROWS_AS(sga::load_image(dir.path.string()), sga::IoError);
+
+    write_bytes(dir.file("empty.png"), {});
+    CHECK_THROWS_AS(sga::load_image(dir.file("empty.png")), sga::FormatError);
+
+    write_bytes(dir.file("text.png"), {'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd', '\n'});
+    const std::string not_image = message_of<sga::FormatError>([&] { sga::load_image(dir.file("text.png")); });
+    CHECK_THAT(not_image, Catch::Contains("text.png") && Catch::Contains("not a readable"));
+
+    // A PNG cut off in the middle of its data.
+    sga::save_png(dir.file("whole.png"), random_image(64, 64, 3, 5));
+    std::vector<std::uint8_t> png = read_bytes(dir.file("whole.png"));
+    REQUIRE(png.size() > 200);
+    write_bytes(dir.file("truncated.png"), std::vector<std::uint8_t>(png.begin(), png.begin() + png.size() / 2));
+    const std::string truncated = message_of<sga::FormatError>([&] { sga::load_image(dir.file("truncated.png")); });
+    CHECK_THAT(truncated, Catch::Contains("cannot decode"));
+
+    // stb would fill a cut-off BMP with zeros; the length its header implies is checked.
+    const sga::Image bmp_source = random_image(16, 8, 3, 7);
+    REQUIRE(stbi_write_bmp(dir.file("whole.bmp").c_str(), 16, 8, 3, bmp_source.pixels.data()));
+    const std::vector<std::uint8_t> whole_bmp = read_bytes(dir.file("whole.bmp"));
+    write_bytes(dir.file("truncated.bmp"),
+                std::vector<std::uint8_t>(whole_bmp.begin(), whole_bmp.end() - 20));
+    CHECK_THAT(message_of<sga::FormatError>([&] { sga::load_image(dir.file("truncated.bmp")); }),
+               Catch::Contains("truncated BMP"));
+
+    // A decompression bomb: a tiny file whose header declares 20000 x 30000 pixels. The
+    // bytes after the IHDR chunk are never decoded; the declared size is refused first.
+    std::vector<std::uint8_t> bomb = png;
+    auto put32 = [&](std::size_t at, std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) bomb[at + i] = static_cast<std::uint8_t>(v >> (24 - 8 * i));
+    };
+    put32(16, 20000);  // IHDR width
+    put32(20, 30000);  // IHDR height
+    write_bytes(dir.file("bomb.png"), bomb);
+    const std::string bomb_message = message_of<sga::FormatError>([&] { sga::load_image(dir.file("bomb.png")); });
+    CHECK_THAT(bomb_message, Catch::Contains("20000 x 30000") && Catch::Contains("16384"));
+    put32(16, 16385);
+    put32(20, 1);
+    write_bytes(dir.file("wide.png"), bomb);
+    CHECK_THAT(message_of<sga::FormatError>([&] { sga::load_image(dir.file("wide.png")); }),
+               Catch::Contains("16385 x 1"));
+
+    // The same for a BMP header (width at byte 18, little-endian).
+    const sga::Image small = random_image(4, 4, 3, 6);
+    REQUIRE(stbi_write_bmp(dir.file("small.bmp").c_str(), 4, 4, 3, small.pixels.data()));
+    std::vector<std::uint8_t> bmp = read_bytes(dir.file("small.bmp"));
+    bmp[18] = 0xA0;  // 100000 = 0x186A0
+    bmp[19] = 0x86;
+    bmp[20] = 0x01;
+    write_bytes(dir.file("bomb.bmp"), bmp);
+    CHECK_THAT(message_of<sga::FormatError>([&] { sga::load_image(dir.file("bomb.bmp")); }),
+               Catch::Contains("100000 x 4"));
+}
+
+TEST_CASE("save_png rejects bad images and unwritable paths", "[images][errors]") {
+    TempDir dir;
+    sga::Image image = random_image(4, 4, 3, 1);
+    CHECK_THROWS_AS(sga::save_png(dir.file("no_such_folder/x.png"), image), sga::IoError);
+    sga::Image wrong_channels = image;
+    wrong_channels.channels = 2;
+    CHECK_THROWS_AS(sga::save_png(dir.file("x.png"), wrong_channels), sga::InvalidArgument);
+    sga::Image short_pixels = image;
+    short_pixels.pixels.pop_back();
+    CHECK_THROWS_AS(sga::save_png(dir.file("x.png"), short_pixels), sga::InvalidArgument);
+    sga::Image empty;
+    CHECK_THROWS_AS(sga::save_png(dir.file("x.png"), empty), sga::InvalidArgument);
+    CHECK_THROWS_AS(empty.view(), sga::InvalidArgument);
+    CHECK_FALSE(fs::exists(dir.file("x.png")));
+}
+
+TEST_CASE("preprocess rejects bad views and sizes", "[images][errors]") {
+    const sga::Image image = random_image(6, 5, 3, 2);
+    std::vector<float> out(3 * 8 * 8);
+    const sga::ImageView good = image.view();
+    REQUIRE_NOTHROW(sga::preprocess(good, 8, 3, out.data()));
+
+    sga::ImageView bad = good;
+    bad.data = nullptr;
+    CHECK_THROWS_AS(sga::preprocess(bad, 8, 3, out.data()), sga::InvalidArgument);
+    bad = good;
+    bad.width = 0;
+    CHECK_THROWS_AS(sga::preprocess(bad, 8, 3, out.data()), sga::InvalidArgument);
+    bad = good;
+    bad.height = -3;
+    CHECK_THROWS_AS(sga::preprocess(bad, 8, 3, out.data()), sga::InvalidArgument);
+    bad = good;
+    bad.row_stride_bytes = 6 * 3 - 1;
+    CHECK_THROWS_AS(sga::preprocess(bad, 8, 3, out.data()), sga::InvalidArgument);
+    bad = good;
+    bad.format = sga::PixelFormat::Rgba;  // rows of 24 bytes do not fit an 18-byte stride
+    CHECK_THROWS_AS(sga::preprocess(bad, 8, 3, out.data()), sga::InvalidArgument);
+    // Sizes whose byte count overflows are refused before anything is read.
+    bad = good;
+    bad.width = INT_MAX;
+    bad.height = INT_MAX;
+    bad.row_stride_bytes = static_cast<std::ptrdiff_t>(INT_MAX) * 4;
+    CHECK_THROWS_AS(sga::preprocess(bad, 8, 3, out.data()), sga::InvalidArgument);
+
+    CHECK_THROWS_AS(sga::preprocess(good, 0, 3, out.data()), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::preprocess(good, 8, 2, out.data()), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::preprocess(good, 8, 3, nullptr), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::preprocess(good, INT_MAX, 3, out.data()), sga::InvalidArgument);
+}
+
+TEST_CASE("preprocess matches Pillow's convert and BILINEAR resize bit for bit", "[images][pil]") {
+    const json fixture = load_fixture("resize.json");
+    REQUIRE(fixture["uint8"].size() >= 10);
+    for (const json& c : fixture["uint8"]) {
+        const std::string name = c["name"];
+        INFO("case " << name);
+        const int height = c["height"], width = c["width"], size = c["size"];
+        const sga::PixelFormat format = format_of(c["source_mode"]);
+        const int channels = c["target_mode"] == "L" ? 1 : 3;
+        const std::vector<std::uint8_t> input = c["input"].get<std::vector<std::uint8_t>>();
+        const std::vector<int> expected = c["output"].get<std::vector<int>>();
+        REQUIRE(expected.size() == static_cast<std::size_t>(size) * size * channels);
+
+        // Also through a padded stride, with garbage in the padding.
+        const int row = width * sga::bytes_per_pixel(format);
+        std::vector<std::uint8_t> padded(static_cast<std::size_t>(row + 7) * height, 0xAB);
+        for (int y = 0; y < height; ++y)
+            std::copy_n(input.begin() + y * row, row, padded.begin() + y * (row + 7));
+        for (const auto& [data, stride] : {std::pair{input.data(), row}, std::pair{static_cast<const std::uint8_t*>(padded.data()), row + 7}}) {
+            const sga::ImageView view{data, width, height, stride, format};
+            std::vector<float> out(static_cast<std::size_t>(size) * size * channels);
+            sga::preprocess(view, size, channels, out.data());
+            int mismatches = 0;
+            for (int ch = 0; ch < channels; ++ch)
+                for (int i = 0; i < size * size; ++i) {
+                    const int level = expected[static_cast<std::size_t>(i) * channels + ch];
+                    const float got = out[static_cast<std::size_t>(ch) * size * size + i];
+                    if (got != unit(level) && mismatches++ < 5)
+                        UNSCOPED_INFO("channel " << ch << " pixel " << i << ": expected level " << level
+                                                 << " (" << unit(level) << "), got " << got);
+                }
+            CHECK(mismatches == 0);
+        }
+    }
+}
+
+TEST_CASE("preprocess scales like ToTensor + Normalize(0.5, 0.5)", "[images]") {
+    // A single row stretched to 4 rows keeps its values: levels 0 and 255 map to -1 and 1.
+    std::vector<std::uint8_t> levels = {0, 255, 128, 1};
+    const sga::ImageView view{levels.data(), 4, 1, 4, sga::PixelFormat::Gray};
+    std::vector<float> out(16);
+    sga::preprocess(view, 4, 1, out.data());
+    for (int y = 0; y < 4; ++y) {
+        CHECK(out[y * 4 + 0] == -1.0f);
+        CHECK(out[y * 4 + 1] == 1.0f);
+        CHECK(out[y * 4 + 2] == (128.0f / 255.0f - 0.5f) / 0.5f);
+        CHECK(out[y * 4 + 3] == (1.0f / 255.0f - 0.5f) / 0.5f);
+    }
+}
+
+TEST_CASE("preprocess gives one tensor for Gray, RGB, BGR and RGBA of the same content", "[images]") {
+    const int width = 11, height = 9;
+    std::mt19937 rng(17);
+    std::vector<std::uint8_t> grey(width * height), grey_rgb, grey_bgr, grey_rgba;
+    std::vector<std::uint8_t> rgb(width * height * 3), bgr, rgba;
+    for (auto& v : grey) v = static_cast<std::uint8_t>(rng());
+    for (auto& v : rgb) v = static_cast<std::uint8_t>(rng());
+    for (int i = 0; i < width * height; ++i) {
+        const std::uint8_t alpha = static_cast<std::uint8_t>(rng());
+        for (int c = 0; c < 3; ++c) grey_rgb.push_back(grey[i]);
+        for (int c = 0; c < 3; ++c) grey_bgr.push_back(grey[i]);
+        for (int c = 0; c < 3; ++c) grey_rgba.push_back(grey[i]);
+        grey_rgba.push_back(alpha);
+        for (int c = 2; c >= 0; --c) bgr.push_back(rgb[i * 3 + c]);
+        for (int c = 0; c < 3; ++c) rgba.push_back(rgb[i * 3 + c]);
+        rgba.push_back(alpha);
+    }
+    for (int size : {5, 11, 16}) {
+        for (int channels : {1, 3}) {
+            INFO("size " << size << ", channels " << channels);
+            auto run = [&](const std::vector<std::uint8_t>& data, sga::PixelFormat format) {
+                std::vector<float> out(static_cast<std::size_t>(size) * size * channels);
+                const sga::ImageView view{data.data(), width, height,
+                                          width * sga::bytes_per_pixel(format), format};
+                sga::preprocess(view, size, channels, out.data());
+                return out;
+            };
+            const std::vector<float> from_grey = run(grey, sga::PixelFormat::Gray);
+            CHECK(run(grey_rgb, sga::PixelFormat::Rgb) == from_grey);
+            CHECK(run(grey_bgr, sga::PixelFormat::Bgr) == from_grey);
+            CHECK(run(grey_rgba, sga::PixelFormat::Rgba) == from_grey);
+            const std::vector<float> from_rgb = run(rgb, sga::PixelFormat::Rgb);
+            CHECK(run(bgr, sga::PixelFormat::Bgr) == from_rgb);
+            CHECK(run(rgba, sga::PixelFormat::Rgba) == from_rgb);
+            if (channels == 3) {  // grey replicated into three identical planes
+                const std::size_t plane = static_cast<std::size_t>(size) * size;
+                CHECK(std::equal(from_grey.begin(), from_grey.begin() + plane, from_grey.begin() + plane));
+                CHECK(std::equal(from_grey.begin(), from_grey.begin() + plane, from_grey.begin() + 2 * plane));
+            }
+        }
+    }
+}
+
+TEST_CASE("preprocess_float_chw agrees with the 8-bit path", "[images]") {
+    const int width = 13, height = 10;
+    std::mt19937 rng(23);
+    std::vector<std::uint8_t> rgb(width * height * 3);
+    for (auto& v : rgb) v = static_cast<std::uint8_t>(rng());
+    const std::size_t plane = static_cast<std::size_t>(width) * height;
+    std::vector<float> chw(3 * plane);
+    for (std::size_t i = 0; i < plane; ++i)
+        for (int c = 0; c < 3; ++c) chw[c * plane + i] = unit(rgb[i * 3 + c]);
+    const sga::ImageView view{rgb.data(), width, height, width * 3, sga::PixelFormat::Rgb};
+
+    // Same size, same channels: nothing is resampled or rounded, so the tensors are identical.
+    {
+        std::vector<std::uint8_t> square(static_cast<std::size_t>(width) * width * 3);
+        std::vector<float> square_chw(static_cast<std::size_t>(width) * width * 3);
+        for (std::size_t i = 0; i < square.size(); ++i) square[i] = static_cast<std::uint8_t>(rng());
+        const std::size_t square_plane = static_cast<std::size_t>(width) * width;
+        for (std::size_t i = 0; i < square_plane; ++i)
+            for (int c = 0; c < 3; ++c) square_chw[c * square_plane + i] = unit(square[i * 3 + c]);
+        std::vector<float> a(3 * square_plane), b(3 * square_plane);
+        sga::preprocess(sga::ImageView{square.data(), width, width, width * 3, sga::PixelFormat::Rgb}, width, 3,
+                        a.data());
+        sga::preprocess_float_chw(square_chw.data(), 3, width, width, width, 3, b.data());
+        CHECK(a == b);
+    }
+
+    // Resizing (and luma) round to 8 bits in the 8-bit path only: at most 1.5 levels apart,
+    // plus a hair for the 22-bit fixed-point weights.
+    const float tolerance = 1.5f * 2.0f / 255.0f + 1e-4f;
+    for (int size : {4, 7, 20}) {
+        for (int channels : {1, 3}) {
+            INFO("size " << size << ", channels " << channels);
+            std::vector<float> a(static_cast<std::size_t>(size) * size * channels), b(a.size());
+            sga::preprocess(view, size, channels, a.data());
+            sga::preprocess_float_chw(chw.data(), 3, height, width, size, channels, b.data());
+            float worst = 0;
+            for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]));
+            CHECK(worst <= tolerance);
+        }
+    }
+}
+
+TEST_CASE("resize_plane and preprocess_float_chw match Pillow's mode F resize", "[images][pil]") {
+    const json fixture = load_fixture("resize.json");
+    REQUIRE(fixture["float"].size() >= 3);
+    for (const json& c : fixture["float"]) {
+        const std::string name = c["name"];
+        INFO("case " << name);
+        const int height = c["height"], width = c["width"], size = c["size"];
+        const std::vector<float> input = c["input"].get<std::vector<float>>();
+        const std::vector<float> expected = c["output"].get<std::vector<float>>();
+        const std::vector<float> resized = sga::resize_plane(input.data(), height, width, size, size);
+        std::vector<float> chw(static_cast<std::size_t>(size) * size);
+        sga::preprocess_float_chw(input.data(), 1, height, width, size, 1, chw.data());
+        REQUIRE(resized.size() == expected.size());
+        float worst = 0;
+        for (std::size_t i = 0; i < expected.size(); ++i) {
+            worst = std::max(worst, std::fabs(resized[i] - expected[i]));
+            REQUIRE(chw[i] == resized[i]);
+        }
+        // Same double arithmetic as Pillow; allow a float rounding of the stored intermediate.
+        CHECK(worst <= 1e-6f);
+    }
+}
+
+TEST_CASE("preprocess_float_chw and resize_plane reject bad input", "[images][errors]") {
+    std::vector<float> chw(3 * 4 * 4, 0.25f), out(3 * 8 * 8);
+    REQUIRE_NOTHROW(sga::preprocess_float_chw(chw.data(), 3, 4, 4, 8, 3, out.data()));
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+        std::vector<float> poisoned = chw;
+        poisoned[37] = bad;
+        CHECK_THROWS_AS(sga::preprocess_float_chw(poisoned.data(), 3, 4, 4, 8, 3, out.data()),
+                        sga::InvalidArgument);
+        CHECK_THROWS_AS(sga::resize_plane(poisoned.data() + 32, 4, 4, 2, 2), sga::InvalidArgument);
+    }
+    CHECK_THROWS_AS(sga::preprocess_float_chw(nullptr, 3, 4, 4, 8, 3, out.data()), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::preprocess_float_chw(chw.data(), 2, 4, 4, 8, 3, out.data()), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::preprocess_float_chw(chw.data(), 3, 0, 4, 8, 3, out.data()), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::preprocess_float_chw(chw.data(), 3, 4, 4, -8, 3, out.data()), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::preprocess_float_chw(chw.data(), 3, 4, 4, 8, 3, nullptr), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::resize_plane(nullptr, 4, 4, 2, 2), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::resize_plane(chw.data(), 4, 4, 0, 2), sga::InvalidArgument);
+}
+
+TEST_CASE("resize_plane keeps constants and is the identity at the same size", "[images]") {
+    std::vector<float> constant(6 * 9, 0.375f);
+    for (auto [h, w] : {std::pair{3, 4}, std::pair{12, 18}, std::pair{1, 1}, std::pair{25, 7}}) {
+        const std::vector<float> out = sga::resize_plane(constant.data(), 6, 9, h, w);
+        REQUIRE(out.size() == static_cast<std::size_t>(h) * w);
+        for (float v : out) CHECK(v == Approx(0.375f).margin(1e-6));
+    }
+    std::vector<float> ramp(6 * 9);
+    for (std::size_t i = 0; i < ramp.size(); ++i) ramp[i] = static_cast<float>(i) * 0.1f;
+    CHECK(sga::resize_plane(ramp.data(), 6, 9, 6, 9) == ramp);
+}
+
+TEST_CASE("anomaly_overlay blends a jet colour map over the image", "[images]") {
+    const sga::Image grey = random_image(8, 6, 1, 8);
+    std::vector<float> map(8 * 6, 0.0f);
+    for (int x = 4; x < 8; ++x)
+        for (int y = 0; y < 6; ++y) map[y * 8 + x] = 1.0f;
+    const sga::Image overlay = sga::anomaly_overlay(grey.view(), map, 0.0f, 1.0f);
+    REQUIRE(overlay.width == 8);
+    REQUIRE(overlay.height == 6);
+    REQUIRE(overlay.channels == 3);
+    for (int y = 0; y < 6; ++y) {
+        const std::uint8_t g_low = grey.pixels[y * 8 + 0];
+        const std::uint8_t* low = &overlay.pixels[(y * 8 + 0) * 3];   // t = 0: dark blue (0, 0, 0.5)
+        CHECK(int(low[0]) == std::lround(0.5f * g_low));
+        CHECK(int(low[2]) == std::lround(0.5f * g_low + 0.5f * 127.5f));
+        const std::uint8_t g_high = grey.pixels[y * 8 + 7];
+        const std::uint8_t* high = &overlay.pixels[(y * 8 + 7) * 3];  // t = 1: dark red (0.5, 0, 0)
+        CHECK(int(high[0]) == std::lround(0.5f * g_high + 0.5f * 127.5f));
+        CHECK(int(high[2]) == std::lround(0.5f * g_high));
+    }
+    const sga::Image colour = random_image(8, 6, 4, 9);
+    CHECK_NOTHROW(sga::anomaly_overlay(colour.view(), map, -1.0f, 2.0f));
+    CHECK_THROWS_AS(sga::anomaly_overlay(grey.view(), std::vector<float>(47), 0.0f, 1.0f), sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::anomaly_overlay(grey.view(), map, 1.0f, 1.0f), sga::InvalidArgument);
+    map[3] = std::numeric_limits<float>::quiet_NaN();
+    CHECK_THROWS_AS(sga::anomaly_overlay(grey.view(), map, 0.0f, 1.0f), sga::InvalidArgument);
+}
