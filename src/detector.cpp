@@ -362,12 +362,15 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
 
     for (int epoch = first_epoch; epoch < options.epochs && !report.cancelled; ++epoch) {
         const Clock::time_point epoch_start = Clock::now();
-        for (std::size_t i = training.size(); i > 1; --i) std::swap(training[i - 1], training[random.uniform_index(i)]);
+        // Each epoch shuffles the same base order, so an epoch's batches depend only on the
+        // stream position (which a checkpoint stores), not on earlier epochs' permutations.
+        std::vector<std::size_t> epoch_order = training;
+        for (std::size_t i = epoch_order.size(); i > 1; --i) std::swap(epoch_order[i - 1], epoch_order[random.uniform_index(i)]);
         EpochSummary summary;
         summary.epoch = epoch + 1;
         for (std::size_t b = 0; b < batches; ++b) {
             for (std::size_t j = 0; j < batch; ++j)
-                std::copy_n(samples.data() + training[b * batch + j] * sample, sample, staging.data() + j * sample);
+                std::copy_n(samples.data() + epoch_order[b * batch + j] * sample, sample, staging.data() + j * sample);
             copy_bytes(batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
             StepLosses losses;
             try {
