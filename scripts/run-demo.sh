@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main job: installs what is missing, builds, then trains Skip-GANomaly on the bundled
+# MNIST subset, scores the held-out test images and prints the results.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+"${BUILD_DIR:-build}/examples/skipganomaly" demo --out "${DEMO_OUT:-demo-output}" "$@"

@@ -1,0 +1,239 @@
+// The model file under damage: every truncation, every flipped bit, forged headers, shapes
+// that disagree with the architecture. Each must be a FormatError/IoError, never a crash.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "model_file.hpp"
+#include "skipganomaly/detector.hpp"
+
+namespace {
+
+using namespace sga;
+namespace fs = std::filesystem;
+
+Architecture tiny_architecture() {
+    Architecture a;
+    a.image_size = 32;
+    a.channels = 1;
+    a.generator_features = 2;
+    a.discriminator_features = 2;
+    a.latent_size = 4;
+    return a;
+}
+
+struct Saved {
+    fs::path dir;
+    std::string path;
+    std::vector<char> bytes;
+    std::vector<float> generator_values;
+
+    Saved() {
+        dir = fs::temp_directory_path() / ("sga_model_file_" + std::to_string(std::random_device{}()));
+        fs::create_directories(dir);
+        path = (dir / "tiny.safetensors").string();
+        Context ctx(Device::Cpu);
+        SkipGanomaly model(tiny_architecture(), {}, {});
+        model.materialize(ctx);
+        RandomStream random(17);
+        model.initialize(ctx, random);
+        model.generator.training_passes = 12;
+        model_file::save(path, model, {{"note", "test"}}, nullptr);
+        generator_values = Tensor::host_values(model.generator.parameters.values());
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    ~Saved() {
+        std::error_code ignored;
+        fs::remove_all(dir, ignored);
+    }
+};
+
+const Saved& saved() {
+    static const Saved s;
+    return s;
+}
+
+std::uint64_t header_size(const std::vector<char>& bytes) {
+    std::uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) n |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)])) << (8 * i);
+    return n;
+}
+
+// Rewrites the JSON header with `edit` and re-seals the checksum, as a forger would.
+std::vector<char> forge(const std::vector<char>& bytes, const std::function<void(nlohmann::json&)>& edit) {
+    const std::uint64_t n = header_size(bytes);
+    nlohmann::json header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));
+    edit(header);
+    header["__metadata__"]["checksum"] = "crc32:00000000";
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    std::vector<char> out(8 + text.size());
+    for (int i = 0; i < 8; ++i) out[static_cast<std::size_t>(i)] = static_cast<char>((text.size() >> (8 * i)) & 0xFF);
+    std::memcpy(out.data() + 8, text.data(), text.size());
+    out.insert(out.end(), bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n), bytes.end());
+    const std::size_t at = std::string_view(out.data(), out.size()).find("crc32:") + 6;
+    char hex[9];
+    std::snprintf(hex, sizeof hex, "%08x", model_file::crc32(out.data(), out.size()));
+    std::memcpy(out.data() + at, hex, 8);
+    return out;
+}
+
+void load_into_fresh(const model_file::Reader& reader) {
+    Context ctx(Device::Cpu);
+    SkipGanomaly model(reader.architecture(), {}, {});
+    model.materialize(ctx);
+    reader.load_into(model);
+}
+
+}  // namespace
+
+TEST_CASE("a saved model reads back exactly", "[model_file]") {
+    const model_file::Reader reader = model_file::Reader::from_bytes(saved().bytes, "tiny");
+    Context ctx(Device::Cpu);
+    SkipGanomaly model(reader.architecture(), {}, {});
+    model.materialize(ctx);
+    reader.load_into(model);
+    CHECK(Tensor::host_values(model.generator.parameters.values()) == saved().generator_values);
+    CHECK(model.generator.training_passes == 12);
+    CHECK(reader.metadata()["note"] == "test");
+    CHECK(reader.metadata()["format"] == "skipganomaly");
+    // safetensors layout: the data area starts 8-byte aligned.
+    CHECK(header_size(saved().bytes) % 8 == 0);
+}
+
+TEST_CASE("every truncation of a model file is refused", "[model_file][reliability]") {
+    const std::vector<char>& bytes = saved().bytes;
+    std::size_t refused = 0;
+    for (std::size_t length = 0; length < bytes.size(); ++length) {
+        try {
+            model_file::Reader::from_bytes(std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(length)), "cut");
+        } catch (const FormatError&) {
+            ++refused;
+        }
+    }
+    CHECK(refused == bytes.size());
+}
+
+TEST_CASE("a flipped bit anywhere in a model file is refused", "[model_file][reliability]") {
+    std::vector<char> bytes = saved().bytes;
+    std::size_t refused = 0;
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+        const char original = bytes[i];
+        bytes[i] = static_cast<char>(original ^ (1 << (i % 8)));
+        try {
+            const model_file::Reader reader = model_file::Reader::from_bytes(bytes, "flipped");
+            load_into_fresh(reader);
+        } catch (const FormatError&) {
+            ++refused;
+        }
+        bytes[i] = original;
+    }
+    CHECK(refused == bytes.size());
+}
+
+TEST_CASE("forged or foreign headers name what was expected and what was found", "[model_file][reliability]") {
+    const std::vector<char>& bytes = saved().bytes;
+    auto message_of = [](const std::vector<char>& b) -> std::string {
+        try {
+            load_into_fresh(model_file::Reader::from_bytes(b, "forged"));
+        } catch (const FormatError& e) {
+            return e.what();
+        }
+        return "no error";
+    };
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) { h["__metadata__"]["format"] = "other"; })),
+               Catch::Contains("expected format 'skipganomaly'") && Catch::Contains("other"));
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) { h["__metadata__"]["format_version"] = "2"; })),
+               Catch::Contains("expected format version 1") && Catch::Contains("2"));
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) {
+                   h["__metadata__"]["architecture"] = R"({"image_size":32,"channels":1,"generator_features":4,"discriminator_features":2,"latent_size":4})";
+               })),
+               Catch::Contains("expected F32"));
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) {
+                   h["__metadata__"]["architecture"] = R"({"image_size":48,"channels":1,"generator_features":2,"discriminator_features":2,"latent_size":4})";
+               })),
+               Catch::Contains("power of two"));
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) {
+                   auto& t = h["netg.model.model.0.weight"];
+                   t["shape"] = {4, 1, 2, 4};  // same byte count, wrong shape
+               })),
+               Catch::Contains("netg.model.model.0.weight") && Catch::Contains("expected F32 (2, 1, 4, 4)"));
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) { h.erase("netd.clas.classifier.weight"); })),
+               Catch::Contains("expected tensor 'netd.clas.classifier.weight'"));
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) {
+                   h["netd.extra"] = {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {0, 4}}};
+               })),
+               Catch::Contains("unexpected tensor 'netd.extra'"));
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) {
+                   h["netd.clas.classifier.weight"]["data_offsets"] = {0, 1u << 30};
+               })),
+               Catch::Contains("outside"));
+    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) { h["netd.clas.classifier.weight"]["dtype"] = "F16"; })),
+               Catch::Contains("expected dtype F32 or I64"));
+}
+
+TEST_CASE("absurd header sizes, empty and missing files are refused before any large allocation", "[model_file][reliability]") {
+    std::vector<char> bytes = saved().bytes;
+    for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = i == 5 ? 1 : 0;  // 2^40
+    CHECK_THROWS_WITH(model_file::Reader::from_bytes(bytes, "huge"), Catch::Contains("declares a 1099511627776-byte header"));
+    CHECK_THROWS_WITH(model_file::Reader::from_bytes({}, "empty"), Catch::Contains("expected at least 8"));
+    CHECK_THROWS_AS(model_file::Reader::open((saved().dir / "missing.safetensors").string()), IoError);
+    CHECK_THROWS_AS(model_file::Reader::open(saved().dir.string()), IoError);
+    const std::string empty = (saved().dir / "empty.safetensors").string();
+    std::ofstream(empty).close();
+    CHECK_THROWS_AS(Detector::load(empty, Device::Cpu), FormatError);
+}
+
+TEST_CASE("a save that fails part-way leaves the previous file intact", "[model_file][reliability]") {
+    const fs::path dir = saved().dir / "atomic";
+    fs::create_directories(dir);
+    const std::string target = (dir / "model.safetensors").string();
+    { std::ofstream(target, std::ios::binary).write(saved().bytes.data(), static_cast<std::streamsize>(saved().bytes.size())); }
+    Context ctx(Device::Cpu);
+    SkipGanomaly other(tiny_architecture(), {}, {});
+    other.materialize(ctx);  // all zeros: different bytes from the file on disk
+    auto unchanged = [&] {
+        std::ifstream in(target, std::ios::binary);
+        const std::vector<char> now((std::istreambuf_iterator<char>(in)), {});
+        return now == saved().bytes;
+    };
+    auto no_leftovers = [&] {
+        int entries = 0;
+        for (const auto& e : fs::directory_iterator(dir)) entries += e.path().filename() != "model.safetensors";
+        return entries == 0;
+    };
+
+    SECTION("the disk fills up in the middle of the data") {
+        // RLIMIT_FSIZE makes write() fail with EFBIG after 4 kB, as a full disk would.
+        struct rlimit previous {};
+        REQUIRE(getrlimit(RLIMIT_FSIZE, &previous) == 0);
+        const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+        struct rlimit small = previous;
+        small.rlim_cur = 4096;
+        REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+        CHECK_THROWS_WITH(model_file::save(target, other, {}, nullptr), Catch::Contains("previous file"));
+        setrlimit(RLIMIT_FSIZE, &previous);
+        std::signal(SIGXFSZ, old_handler);
+        CHECK(unchanged());
+        CHECK(no_leftovers());
+    }
+    SECTION("the temporary file cannot be created") {
+        const fs::path blocker = dir / (".model.safetensors.tmp-" + std::to_string(::getpid()));
+        fs::create_directories(blocker);
+        CHECK_THROWS_AS(model_file::save(target, other, {}, nullptr), IoError);
+        fs::remove(blocker);
+        CHECK(unchanged());
+    }
+    SECTION("the folder does not exist") {
+        CHECK_THROWS_AS(model_file::save((dir / "missing" / "m.safetensors").string(), other, {}, nullptr), IoError);
+        CHECK(unchanged());
+    }
+}
