@@ -424,6 +424,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         report.epochs_completed = epoch + 1;
         snapshot.capture(*model, random);
         if (callbacks.on_epoch) callbacks.on_epoch(summary);
+        if (callbacks.on_epoch_model) callbacks.on_epoch_model(summary, *model);
         if (options.checkpoint_every_epochs > 0 && report.epochs_completed % options.checkpoint_every_epochs == 0) {
             const model_file::TrainingState state{report.epochs_completed, random.offset(),
                                                   model->generator_optimizer.steps(),

@@ -12,10 +12,11 @@
 
 namespace sga {
 
-// Bump allocator for temporaries (activations, gradients, im2col scratch). Everything
-// allocated since the last reset() is released together by the next reset(). When a cycle
-// overflows the block, reset() replaces the chunks by one block large enough for the
-// whole cycle, so from the second identical cycle on the arena allocates nothing.
+// Bump allocator for temporaries (activations, gradients, kernel scratch). Everything
+// allocated since the last reset() is released together by the next reset(); a Scope
+// releases what was allocated inside it (kernel scratch) as soon as it closes. When a cycle
+// overflows the block, reset() replaces the chunks by one block as large as the cycle's
+// peak, so from the second identical cycle on the arena allocates nothing.
 class Arena {
 public:
     explicit Arena(Device device) : device_(device) {}
@@ -25,10 +26,12 @@ public:
 
     Device device() const { return device_; }
 
-    // `count` floats, 64-byte aligned, valid until the next reset(). Contents are undefined.
+    // `count` floats, 64-byte aligned, valid until the next reset() (or the end of the
+    // enclosing Scope). Contents are undefined.
     float* allocate_floats(std::size_t count) {
         const std::size_t bytes = round_up(count * sizeof(float));
-        cycle_bytes_ += bytes;
+        live_bytes_ += bytes;
+        peak_bytes_ = std::max(peak_bytes_, live_bytes_);
         if (chunks_.empty() || chunks_.back().used + bytes > chunks_.back().bytes) {
             const std::size_t grown = std::max<std::size_t>(bytes, capacity() + (1u << 20));
             chunks_.push_back(Chunk{allocate(device_, grown), grown, 0});
@@ -44,19 +47,44 @@ public:
 
     void reset() {
         if (chunks_.size() > 1) {
-            const std::size_t needed = cycle_bytes_;
+            const std::size_t needed = peak_bytes_;
             release_all();
             chunks_.push_back(Chunk{allocate(device_, needed), needed, 0});
         }
         if (!chunks_.empty()) chunks_.back().used = 0;
-        cycle_bytes_ = 0;
+        live_bytes_ = peak_bytes_ = 0;
     }
+
+    // Releases, when it closes, everything allocated since it opened. Kernel dispatch opens
+    // one around every kernel, so scratch never outlives the kernel that asked for it. (On
+    // a CUDA stream, work is ordered, so reusing the memory for the next kernel is safe.)
+    class Scope {
+    public:
+        explicit Scope(Arena& arena)
+            : arena_(arena), chunks_(arena.chunks_.size()),
+              used_(arena.chunks_.empty() ? 0 : arena.chunks_.back().used), live_(arena.live_bytes_) {}
+        ~Scope() {
+            // After growth inside the scope the old chunk is no longer last: keep everything
+            // (the peak then over-estimates, which only makes the merged block larger).
+            if (arena_.chunks_.size() != chunks_) return;
+            if (!arena_.chunks_.empty()) arena_.chunks_.back().used = used_;
+            arena_.live_bytes_ = live_;
+        }
+        Scope(const Scope&) = delete;
+        Scope& operator=(const Scope&) = delete;
+
+    private:
+        Arena& arena_;
+        std::size_t chunks_, used_, live_;
+    };
 
     std::size_t capacity() const {
         std::size_t total = 0;
         for (const Chunk& c : chunks_) total += c.bytes;
         return total;
     }
+    // The most bytes live at once since the last reset().
+    std::size_t peak_bytes() const { return peak_bytes_; }
 
 private:
     struct Chunk {
@@ -72,7 +100,7 @@ private:
 
     Device device_;
     std::vector<Chunk> chunks_;
-    std::size_t cycle_bytes_ = 0;
+    std::size_t live_bytes_ = 0, peak_bytes_ = 0;
 };
 
 // Stream, cuDNN handle, algorithm cache and workspace of a CUDA context; defined in

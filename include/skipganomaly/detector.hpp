@@ -80,6 +80,9 @@ struct EpochSummary {
 struct FitCallbacks {
     std::function<void(const TrainingProgress&)> on_batch;
     std::function<void(const EpochSummary&)> on_epoch;
+    // Sees the model as it stands after each epoch, for per-epoch evaluation (score it with
+    // SkipGanomaly::score on a context of your own; keep no reference past the call).
+    std::function<void(const EpochSummary&, const SkipGanomaly&)> on_epoch_model;
     // When it becomes true, fit() returns after the current batch with the weights of the
     // last completed epoch.
     const std::atomic<bool>* cancel = nullptr;

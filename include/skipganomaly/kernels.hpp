@@ -64,6 +64,7 @@ namespace kernels {
 #endif
 #define SGA_KERNEL(name, parameters, arguments)                                  \
     inline void name parameters {                                                \
+        Arena::Scope scratch(ctx.arena());                                       \
         switch (ctx.device()) {                                                  \
             case Device::Cpu:                                                    \
                 return ::sga::cpu::name arguments;                               \
