@@ -69,10 +69,34 @@ inline void initialize_dcgan(Context& ctx, RandomStream& random, ParameterBlock&
     }
 }
 
+// What both networks share: their parameter and statistics blocks, their batch-norm layers
+// and how often they ran a training forward.
+class Network {
+public:
+    void materialize(Context& ctx) {
+        parameters.materialize(ctx);
+        statistics.materialize(ctx);
+    }
+    void initialize(Context& ctx, RandomStream& random) {
+        initialize_dcgan(ctx, random, parameters, norms_, &statistics);
+        training_passes = 0;
+    }
+    const std::vector<BatchNorm2d>& norms() const { return norms_; }
+
+    ParameterBlock parameters{true};
+    ParameterBlock statistics{false};
+    // Forward passes in BatchNormMode::Training so far: PyTorch's num_batches_tracked of
+    // every batch-norm layer of this network.
+    std::int64_t training_passes = 0;
+
+protected:
+    std::vector<BatchNorm2d> norms_;
+};
+
 // The official UnetGenerator (num_downs = log2(image_size)): a U-Net whose every level
 // concatenates its input (after the level's in-place LeakyReLU, as the official in-place
 // activation makes it) with the decoded output of the level below.
-class Generator {
+class Generator : public Network {
 public:
     explicit Generator(const Architecture& arch) : arch_(arch) {
         arch.validate();
@@ -107,26 +131,8 @@ public:
 
     const Architecture& architecture() const { return arch_; }
 
-    void materialize(Context& ctx) {
-        parameters.materialize(ctx);
-        statistics.materialize(ctx);
-    }
-    void initialize(Context& ctx, RandomStream& random) {
-        initialize_dcgan(ctx, random, parameters, norms_, &statistics);
-        training_passes = 0;
-    }
-
     // x (N, nc, S, S) in [-1, 1] -> reconstruction (N, nc, S, S) in [-1, 1].
     Var forward(Tape& tape, Var x, BatchNormMode mode) const { return level_forward(tape, 0, x, mode); }
-
-    std::vector<BatchNorm2d>& norms() { return norms_; }
-    const std::vector<BatchNorm2d>& norms() const { return norms_; }
-
-    ParameterBlock parameters{true};
-    ParameterBlock statistics{false};
-    // Forward passes in BatchNormMode::Training so far: PyTorch's num_batches_tracked of
-    // every batch-norm layer of this network.
-    std::int64_t training_passes = 0;
 
 private:
     struct Level {
@@ -158,12 +164,11 @@ private:
 
     Architecture arch_;
     std::vector<Level> levels_;
-    std::vector<BatchNorm2d> norms_;
 };
 
 // The official discriminator: a DCGAN encoder whose last convolution gives the nz-long
 // feature f(x) (the latent space), followed by a 3x3 classifier convolution and a sigmoid.
-class Discriminator {
+class Discriminator : public Network {
 public:
     struct Output {
         Var prediction;  // (N, 1, 1, 1): probability that the input is real
@@ -189,14 +194,6 @@ public:
 
     const Architecture& architecture() const { return arch_; }
 
-    void materialize(Context& ctx) {
-        parameters.materialize(ctx);
-        statistics.materialize(ctx);
-    }
-    void initialize(Context& ctx, RandomStream& random) {
-        initialize_dcgan(ctx, random, parameters, norms_, &statistics);
-        training_passes = 0;
-    }
     // The official reinit_d (weights_init): fresh convolution and batch-norm weights; the
     // running statistics and the optimiser state are left as they are.
     void reinitialize_weights(Context& ctx, RandomStream& random) {
@@ -212,18 +209,10 @@ public:
         return {prediction, features};
     }
 
-    std::vector<BatchNorm2d>& norms() { return norms_; }
-    const std::vector<BatchNorm2d>& norms() const { return norms_; }
-
-    ParameterBlock parameters{true};
-    ParameterBlock statistics{false};
-    std::int64_t training_passes = 0;  // as Generator::training_passes
-
 private:
     Architecture arch_;
     Conv2d first_;
     std::vector<Conv2d> pyramid_;
-    std::vector<BatchNorm2d> norms_;
     Conv2d final_;
     Conv2d classifier_;
 };
