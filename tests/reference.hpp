@@ -41,10 +41,10 @@ std::vector<double> to_double(const std::vector<T>& values) {
 // mismatches, the largest error and the normalised error ||actual - expected|| / ||expected||.
 // `actual` is float for kernel outputs; double is allowed for checks run in double.
 template <typename Actual, typename Expected>
-void require_close(const std::vector<Actual>& actual, const std::vector<Expected>& expected, double rtol,
-                   double atol, const std::string& what) {
-    INFO(what);
-    REQUIRE(actual.size() == expected.size());
+void require_close(const std::vector<Actual>& actual, const std::vector<Expected>& expected, double rtol, double atol,
+                   const std::string& what) {
+    if (actual.size() != expected.size())
+        FAIL(what << ": " << actual.size() << " elements, expected " << expected.size());
     std::size_t mismatches = 0, worst = 0;
     double worst_error = -1.0, error_norm = 0.0, expected_norm = 0.0;
     std::ostringstream first;
@@ -73,7 +73,8 @@ void require_close(const std::vector<Actual>& actual, const std::vector<Expected
     message.precision(6);
     message << what << ": " << mismatches << " of " << actual.size() << " elements out of tolerance (rtol " << rtol
             << ", atol " << atol << ")" << first.str() << "\n  largest error " << worst_error << " at [" << worst
-            << "] (actual " << static_cast<double>(actual[worst]) << ", expected " << static_cast<double>(expected[worst]) << ")"
+            << "] (actual " << static_cast<double>(actual[worst]) << ", expected "
+            << static_cast<double>(expected[worst]) << ")"
             << "\n  normalised error " << std::sqrt(error_norm / std::max(expected_norm, 1e-300));
     FAIL(message.str());
 }
@@ -226,8 +227,7 @@ void batch_norm_forward_training(std::int64_t batch, std::int64_t channels, std:
         saved_inv_std[c] = T(inv_std);
         if (running_mean) running_mean[c] = T((A(1) - A(momentum)) * A(running_mean[c]) + A(momentum) * mean);
         if (running_var)
-            running_var[c] =
-                T((A(1) - A(momentum)) * A(running_var[c]) + A(momentum) * squares / A(count - 1));
+            running_var[c] = T((A(1) - A(momentum)) * A(running_var[c]) + A(momentum) * squares / A(count - 1));
     }
 }
 
@@ -240,9 +240,9 @@ void batch_norm_forward_inference(std::int64_t batch, std::int64_t channels, std
         for (std::int64_t c = 0; c < channels; ++c)
             for (std::int64_t s = 0; s < spatial; ++s) {
                 const std::int64_t i = (n * channels + c) * spatial + s;
-                output[i] = T((A(input[i]) - A(running_mean[c])) / std::sqrt(A(running_var[c]) + A(epsilon)) *
-                                  A(weight[c]) +
-                              A(bias[c]));
+                output[i] =
+                    T((A(input[i]) - A(running_mean[c])) / std::sqrt(A(running_var[c]) + A(epsilon)) * A(weight[c]) +
+                      A(bias[c]));
             }
 }
 
@@ -354,8 +354,8 @@ void fill_normal(std::int64_t n, T mean, T stddev, std::uint64_t seed, std::uint
 template <typename T>
 void fill_uniform(std::int64_t n, T low, T high, std::uint64_t seed, std::uint64_t offset, T* output) {
     for (std::int64_t i = 0; i < n; ++i)
-        output[i] = T(std::fma(double(high) - double(low), random_uniform_at(seed, offset, std::uint64_t(i)),
-                               double(low)));
+        output[i] =
+            T(std::fma(double(high) - double(low), random_uniform_at(seed, offset, std::uint64_t(i)), double(low)));
 }
 template <typename T>
 void add_scaled(std::int64_t n, T alpha, const T* a, T beta, const T* b, T* output) {
@@ -446,8 +446,8 @@ void per_sample_mse(std::int64_t batch, std::int64_t sample_size, const T* a, co
 
 // PyTorch's Adam (no weight decay, no amsgrad), step counting from 1.
 template <typename T>
-void adam_step(std::int64_t n, const AdamHyperparameters& hyper, std::int64_t step, T* parameters,
-               const T* gradients, T* first_moment, T* second_moment) {
+void adam_step(std::int64_t n, const AdamHyperparameters& hyper, std::int64_t step, T* parameters, const T* gradients,
+               T* first_moment, T* second_moment) {
     const T lr = hyper.learning_rate, beta1 = hyper.beta1, beta2 = hyper.beta2, epsilon = hyper.epsilon;
     const T bias_correction1 = T(1) - std::pow(beta1, T(step));
     const T bias_correction2 = T(1) - std::pow(beta2, T(step));

@@ -1,0 +1,239 @@
+// CPU convolution primitives (src/cpu/conv2d.cpp) at every convolution of the Skip-GANomaly
+// model (batch 64, 32x32 images, nc = 3, ngf = ndf = 64), and a large square Eigen GEMM on
+// the same threads as the machine's practical peak to read them against.
+//
+// Names: BM_<Op><Direction>_Cpu/<net>_<layer>_<input CxHxW>_to_<output CxHxW>, in the layer's
+// own terms (a ConvTranspose2d's input is its small side). Each transposed-convolution entry
+// times the primitive it is built from (see kernels.def):
+//   ConvTranspose2d forward         = conv2d_backward_data   of the mirrored convolution
+//   ConvTranspose2d backward-data   = conv2d_forward         of the mirrored convolution
+//   ConvTranspose2d backward-filter = conv2d_backward_filter with input = the gradient of the
+//                                     transposed output and grad_output = its input
+// The counter FLOP is 2 * multiply-adds of the dense convolution (taps over padding included,
+// the usual convention) per second of wall time; every direction costs the same FLOPs.
+//
+// Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "skipganomaly/context.hpp"
+#include "skipganomaly/device.hpp"
+#include "skipganomaly/kernels.hpp"
+
+namespace {
+
+using sga::ConvGeometry;
+
+constexpr std::int64_t batch = 64;
+
+ConvGeometry convolution(std::int64_t in_channels, std::int64_t in_size, std::int64_t out_channels, std::int64_t kernel,
+                         std::int64_t stride, std::int64_t padding) {
+    ConvGeometry g;
+    g.batch = batch;
+    g.in_channels = in_channels;
+    g.in_height = g.in_width = in_size;
+    g.out_channels = out_channels;
+    g.kernel_height = g.kernel_width = kernel;
+    g.stride = stride;
+    g.padding = padding;
+    g.out_height = g.out_width = ConvGeometry::output_extent(in_size, kernel, stride, padding);
+    return g;
+}
+
+// The convolution whose backward-data is ConvTranspose2d(in_channels -> out_channels,
+// in_size -> out_size)'s forward: its input is the transposed layer's output and vice versa.
+ConvGeometry mirrored_convolution(std::int64_t in_channels, std::int64_t in_size, std::int64_t out_channels,
+                                  std::int64_t out_size, std::int64_t kernel, std::int64_t stride,
+                                  std::int64_t padding) {
+    ConvGeometry g = convolution(out_channels, out_size, in_channels, kernel, stride, padding);
+    if (g.out_height != in_size) throw std::logic_error("transposed layer sizes do not mirror a convolution");
+    return g;
+}
+
+std::string extent(std::int64_t channels, std::int64_t height, std::int64_t width) {
+    return std::to_string(channels) + "x" + std::to_string(height) + "x" + std::to_string(width);
+}
+
+struct Layer {
+    std::string name;       // shape-named benchmark argument
+    ConvGeometry geometry;  // of the convolution (mirrored for a transposed layer)
+};
+
+std::vector<Layer> convolution_layers() {
+    struct Spec {
+        const char* name;
+        std::int64_t in_channels, in_size, out_channels, kernel, stride, padding;
+    };
+    // The discriminator's first three convolutions have the generator encoder's shapes: one
+    // entry each, named after both.
+    const Spec specs[] = {
+        {"G.encoder1_D.conv1", 3, 32, 64, 4, 2, 1},   {"G.encoder2_D.conv2", 64, 16, 128, 4, 2, 1},
+        {"G.encoder3_D.conv3", 128, 8, 256, 4, 2, 1}, {"G.encoder4", 256, 4, 512, 4, 2, 1},
+        {"G.encoder5", 512, 2, 512, 4, 2, 1},         {"D.features", 256, 4, 100, 4, 1, 0},
+        {"D.classifier", 100, 1, 1, 3, 1, 1},
+    };
+    std::vector<Layer> layers;
+    for (const Spec& s : specs) {
+        const ConvGeometry g = convolution(s.in_channels, s.in_size, s.out_channels, s.kernel, s.stride, s.padding);
+        layers.push_back({std::string(s.name) + "_" + extent(g.in_channels, g.in_height, g.in_width) + "_to_" +
+                              extent(g.out_channels, g.out_height, g.out_width),
+                          g});
+    }
+    return layers;
+}
+
+std::vector<Layer> transposed_layers() {
+    struct Spec {
+        const char* name;
+        std::int64_t in_channels, in_size, out_channels, out_size;
+    };
+    // The decoder's input channels include the skip connections (concatenated encoder maps).
+    const Spec specs[] = {
+        {"G.decoder1", 512, 1, 512, 2}, {"G.decoder2", 1024, 2, 256, 4}, {"G.decoder3", 512, 4, 128, 8},
+        {"G.decoder4", 256, 8, 64, 16}, {"G.decoder5", 128, 16, 3, 32},
+    };
+    std::vector<Layer> layers;
+    for (const Spec& s : specs)
+        layers.push_back({std::string(s.name) + "_" + extent(s.in_channels, s.in_size, s.in_size) + "_to_" +
+                              extent(s.out_channels, s.out_size, s.out_size),
+                          mirrored_convolution(s.in_channels, s.in_size, s.out_channels, s.out_size, 4, 2, 1)});
+    return layers;
+}
+
+enum class Primitive { forward, backward_data, backward_filter };
+
+std::vector<float> random_values(std::int64_t n, std::uint64_t seed) {
+    std::mt19937_64 engine(seed);
+    std::uniform_real_distribution<float> distribution(-1.0f, 1.0f);
+    std::vector<float> values(static_cast<std::size_t>(n));
+    for (float& v : values) v = distribution(engine);
+    return values;
+}
+
+// `beta` as in training: 0 where the primitive produces a layer's output, 1 where it
+// accumulates a gradient.
+void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g, float beta) {
+    // One persistent context: its arena is reset each iteration and reused, as in training.
+    sga::Context ctx(sga::Device::Cpu);
+    std::vector<float> input = random_values(g.input_size(), 1);
+    std::vector<float> weight = random_values(g.weight_size(), 2);
+    std::vector<float> output = random_values(g.output_size(), 3);
+    auto call = [&] {
+        switch (primitive) {
+            case Primitive::forward:
+                sga::cpu::conv2d_forward(ctx, g, input.data(), weight.data(), output.data(), beta);
+                break;
+            case Primitive::backward_data:
+                sga::cpu::conv2d_backward_data(ctx, g, output.data(), weight.data(), input.data(), beta);
+                break;
+            case Primitive::backward_filter:
+                sga::cpu::conv2d_backward_filter(ctx, g, input.data(), output.data(), weight.data(), beta);
+                break;
+        }
+        ctx.arena().reset();
+    };
+    // Warm-up: grows the arena to its steady size, starts the OpenMP threads, fills caches.
+    for (int i = 0; i < 3; ++i) call();
+    for (auto _ : state) {
+        call();
+        benchmark::ClobberMemory();
+    }
+    state.counters["FLOP"] = benchmark::Counter(2.0 * g.multiply_adds() * static_cast<double>(state.iterations()),
+                                                benchmark::Counter::kIsRate);
+}
+
+void run_eigen_gemm(benchmark::State& state) {
+    const auto n = static_cast<Eigen::Index>(state.range(0));
+    const Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n), b = Eigen::MatrixXf::Random(n, n);
+    Eigen::MatrixXf c(n, n);
+    for (int i = 0; i < 2; ++i) c.noalias() = a * b;  // warm-up
+    for (auto _ : state) {
+        c.noalias() = a * b;
+        benchmark::DoNotOptimize(c.data());
+        benchmark::ClobberMemory();
+    }
+    state.counters["FLOP"] = benchmark::Counter(2.0 * static_cast<double>(n) * static_cast<double>(n) *
+                                                    static_cast<double>(n) * static_cast<double>(state.iterations()),
+                                                benchmark::Counter::kIsRate);
+}
+
+// The bias of the last decoder layer (the model's only biased convolution): memory-bound, so
+// its counter is bytes moved per second.
+void run_channel_bias(benchmark::State& state, bool backward) {
+    sga::Context ctx(sga::Device::Cpu);
+    const std::int64_t channels = 3, spatial = 32 * 32;
+    std::vector<float> bias = random_values(channels, 4);
+    std::vector<float> tensor = random_values(batch * channels * spatial, 5);
+    auto call = [&] {
+        if (backward)
+            sga::cpu::add_channel_bias_backward(ctx, batch, channels, spatial, tensor.data(), bias.data());
+        else
+            sga::cpu::add_channel_bias(ctx, batch, channels, spatial, bias.data(), tensor.data());
+    };
+    for (int i = 0; i < 3; ++i) call();
+    for (auto _ : state) {
+        call();
+        benchmark::ClobberMemory();
+    }
+    // Forward reads and writes the tensor; backward only reads it.
+    const double bytes = (backward ? 1.0 : 2.0) * static_cast<double>(tensor.size()) * sizeof(float);
+    state.counters["bytes"] = benchmark::Counter(bytes * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
+}
+
+void register_benchmarks() {
+    // Wall time: the work runs on all OpenMP threads, so the main thread's CPU time would
+    // understate it. The rate counters divide by the same wall time.
+    auto configure = [](benchmark::internal::Benchmark* b) { b->UseRealTime()->Unit(benchmark::kMillisecond); };
+
+    configure(benchmark::RegisterBenchmark("BM_EigenGemm_Cpu", run_eigen_gemm)->Arg(1024)->Arg(2048));
+
+    struct Direction {
+        const char* name;
+        Primitive primitive;
+        float beta;
+    };
+    const Direction convolution_directions[] = {
+        {"BM_Conv2dForward_Cpu/", Primitive::forward, 0.0f},
+        {"BM_Conv2dBackwardData_Cpu/", Primitive::backward_data, 1.0f},
+        {"BM_Conv2dBackwardFilter_Cpu/", Primitive::backward_filter, 1.0f},
+    };
+    const Direction transposed_directions[] = {
+        {"BM_ConvTranspose2dForward_Cpu/", Primitive::backward_data, 0.0f},
+        {"BM_ConvTranspose2dBackwardData_Cpu/", Primitive::forward, 1.0f},
+        {"BM_ConvTranspose2dBackwardFilter_Cpu/", Primitive::backward_filter, 1.0f},
+    };
+    for (const Direction& d : convolution_directions)
+        for (const Layer& layer : convolution_layers())
+            configure(benchmark::RegisterBenchmark((d.name + layer.name).c_str(), run_primitive, d.primitive,
+                                                   layer.geometry, d.beta));
+    for (const Direction& d : transposed_directions)
+        for (const Layer& layer : transposed_layers())
+            configure(benchmark::RegisterBenchmark((d.name + layer.name).c_str(), run_primitive, d.primitive,
+                                                   layer.geometry, d.beta));
+    const std::string bias_shape = "G.decoder5_bias_64x3x32x32";
+    configure(
+        benchmark::RegisterBenchmark(("BM_AddChannelBiasForward_Cpu/" + bias_shape).c_str(), run_channel_bias, false));
+    configure(
+        benchmark::RegisterBenchmark(("BM_AddChannelBiasBackward_Cpu/" + bias_shape).c_str(), run_channel_bias, true));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    register_benchmarks();
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+    benchmark::AddCustomContext("cpu_threads", std::to_string(sga::cpu_threads()));
+    benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

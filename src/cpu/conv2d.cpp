@@ -1,0 +1,604 @@
+// CPU convolution kernels: the three convolution primitives and the channel bias, with Eigen.
+//
+// Each primitive is one Eigen GEMM between im2col "columns" and the weight, wrapped in cheap
+// O(input + output) reorders. Matrices below are column-major (Eigen's default); with
+// P = OH * OW output positions per image and D = Cin * KH * KW (the GEMM depth):
+//   columns   (images * P, D): element (n * P + p, k) at k * rows + n * P + p
+//   weight    (D, Cout)      : the (Cout, Cin, KH, KW) array as it lies in memory
+//   forward         result (images * P, Cout) = columns * weight
+//   backward-data   columns = grad_output' * weight^T, then col2im scatters into grad_input
+//   backward-filter grad_weight (D, Cout) += columns^T * grad_output'
+// where grad_output' is grad_output reordered from (N, Cout, P) to (Cout, N, P).
+//
+// Design choices, and why:
+// - All images of the batch go side by side in one GEMM instead of one GEMM per image. At the
+//   model's deep layers an image has P = 16, 4 or 1 output positions, and a per-image GEMM of
+//   16 x 512 x 8192 never reaches Eigen's steady state (packing and threading overheads are
+//   paid 64 times over). The price is one reorder of the output (or grad_output), which costs
+//   a copy of that tensor: small next to a GEMM with a depth in the thousands.
+// - The reorder is skipped where the layouts already agree: with one image (N, Cout, P) is the
+//   (P, Cout) column-major result itself, and with P = 1 it is the (N, Cout) row-major result.
+// - Kernel taps that only ever read zero padding are dropped from the GEMM (the 2x2 -> 1x1
+//   layers with k4 p1 use 4 of 16 taps; the 1x1 classifier with k3 p1 uses 1 of 9). That cuts
+//   their GEMM depth by 4x and 9x. The weight is then gathered into a compact copy, one pass
+//   over the weight (memory-bound, but far cheaper than the 3/4 of the GEMM it saves), and the
+//   filter gradient of the dropped taps is exactly zero.
+// - When the convolution window is the whole unpadded input (P = 1, e.g. the discriminator's
+//   4x4 -> 1x1 layer), the input already is the columns matrix (row-major): no im2col.
+// - im2col and col2im go through a thread-local, zero-padded, stride-phase-split copy of one
+//   input plane (see PhasePlane), so their inner loops are branch-free contiguous copies of
+//   OW floats with compile-time lengths; a bounds test and strided gather per element made
+//   im2col cost half of the GEMM at 16x16 -> 8x8. With a single output position per image
+//   (P = 1) a plane holds almost nothing to copy, so those layers gather per column instead.
+// - im2col, col2im and the reorders are parallelised with OpenMP over independent planes or
+//   columns, so that no two threads write the same element and no atomics are needed; the
+//   GEMMs use Eigen's own OpenMP threading (called outside any parallel region, so Eigen sees
+//   all cpu_threads()).
+// - Scratch (columns, results, reordered gradients, compact weights, per-thread planes) comes
+//   from ctx.arena(), so a steady-state training step allocates no tensor memory here. Eigen's
+//   GEMM still mallocs its own packing buffers for large products; it has no interface for
+//   handing it ours.
+// - Large batches are cut into chunks of images so that the columns of one chunk stay under
+//   max_column_floats: bounded scratch at inference with big batches, while every layer of the
+//   model at batch 64 still runs as a single chunk.
+//
+// GCC 12 reports a false -Wmaybe-uninitialized inside its own avx512fintrin.h when Eigen's
+// AVX-512 GEMM packs a row-major operand (the `__m512 __Y = __Y;` idiom behind
+// _mm512_undefined_ps; see pytorch/pytorch#77939, google/highway#710). It is placed before
+// the include so that it covers the intrinsic headers, and left on for the whole file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <Eigen/Core>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "skipganomaly/kernels.hpp"
+
+namespace sga::cpu {
+namespace {
+
+using Index = std::int64_t;
+using ColumnMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+// Unaligned maps: callers may hand us any float pointer (tests put guard bands around outputs).
+using MatrixMap = Eigen::Map<ColumnMajor>;
+using ConstMatrixMap = Eigen::Map<const ColumnMajor>;
+using RowMatrixMap = Eigen::Map<RowMajor>;
+using ConstRowMatrixMap = Eigen::Map<const RowMajor>;
+
+// 16 MiB of columns per chunk: the largest im2col of the model at batch 64 (64 -> 128 channels,
+// 16x16 -> 8x8, k4: D = 1024, 64 * 64 rows) is exactly this, so the model runs unchunked.
+constexpr Index max_column_floats = Index{1} << 22;
+// Below this many elements touched, an OpenMP fork costs more than it saves.
+constexpr Index parallel_threshold = Index{1} << 15;
+
+Index ceil_div(Index a, Index b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+Index floor_div(Index a, Index b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+// Output positions o in [begin, end) whose input coordinate o * stride - padding + tap lies in
+// [0, in): the positions where kernel tap `tap` reads real input rather than padding.
+struct Span {
+    Index begin, end;
+};
+Span valid_outputs(Index tap, Index in, Index out, Index stride, Index padding) {
+    const Index begin = std::max<Index>(0, ceil_div(padding - tap, stride));
+    const Index end = std::min<Index>(out, floor_div(in - 1 + padding - tap, stride) + 1);
+    return {begin, std::max(begin, end)};
+}
+
+// The smallest window of kernel taps [first, first + count) holding every tap that reads real
+// input somewhere; taps outside it only ever multiply padding zeros.
+struct TapWindow {
+    Index first = 0, count = 0;
+};
+TapWindow active_taps(Index kernel, Index in, Index out, Index stride, Index padding) {
+    Index first = kernel, last = -1;
+    for (Index tap = 0; tap < kernel; ++tap) {
+        const Span span = valid_outputs(tap, in, out, stride, padding);
+        if (span.end > span.begin) {
+            first = std::min(first, tap);
+            last = tap;
+        }
+    }
+    return last < first ? TapWindow{} : TapWindow{first, last - first + 1};
+}
+
+struct Plan {
+    TapWindow rows, cols;           // active kernel taps along KH and KW
+    Index depth = 0;                // GEMM depth D = Cin * rows.count * cols.count
+    bool full_window = false;       // every tap is active: the weight is used in place
+    bool input_is_columns = false;  // P = 1 and the window is the whole unpadded input
+    Index spatial = 0;              // P = OH * OW
+    Index images_per_chunk = 1;
+};
+
+void check_geometry(const ConvGeometry& g, const char* kernel) {
+    const std::string where = std::string(kernel) + ": ";
+    SGA_CHECK_ARGUMENT(g.batch >= 0 && g.in_channels > 0 && g.out_channels > 0 && g.in_height > 0 && g.in_width > 0 &&
+                           g.kernel_height > 0 && g.kernel_width > 0,
+                       where + "convolution sizes must be positive");
+    SGA_CHECK_ARGUMENT(g.stride >= 1 && g.padding >= 0, where + "stride must be >= 1 and padding >= 0");
+    SGA_CHECK_ARGUMENT(
+        g.out_height >= 1 && g.out_width >= 1 &&
+            g.out_height == ConvGeometry::output_extent(g.in_height, g.kernel_height, g.stride, g.padding) &&
+            g.out_width == ConvGeometry::output_extent(g.in_width, g.kernel_width, g.stride, g.padding),
+        where + "output extent " + std::to_string(g.out_height) + "x" + std::to_string(g.out_width) +
+            " does not follow from the input, kernel, stride and padding");
+}
+
+void check_beta(float beta, const char* kernel) {
+    SGA_CHECK_ARGUMENT(beta == 0.0f || beta == 1.0f, std::string(kernel) + ": beta must be 0 or 1");
+}
+
+Plan make_plan(const ConvGeometry& g) {
+    Plan plan;
+    plan.rows = active_taps(g.kernel_height, g.in_height, g.out_height, g.stride, g.padding);
+    plan.cols = active_taps(g.kernel_width, g.in_width, g.out_width, g.stride, g.padding);
+    plan.depth = g.in_channels * plan.rows.count * plan.cols.count;
+    plan.full_window = plan.rows.count == g.kernel_height && plan.cols.count == g.kernel_width;
+    plan.spatial = g.out_height * g.out_width;
+    plan.input_is_columns =
+        plan.spatial == 1 && g.padding == 0 && g.kernel_height == g.in_height && g.kernel_width == g.in_width;
+    const Index per_image = std::max<Index>(1, plan.spatial * plan.depth);
+    plan.images_per_chunk = std::clamp<Index>(max_column_floats / per_image, 1, std::max<Index>(1, g.batch));
+    return plan;
+}
+
+// The weight as a (D, Cout) column-major matrix: the caller's array when every tap is active,
+// otherwise a compact copy of the active taps.
+const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* weight) {
+    if (plan.full_window) return weight;
+    float* compact = ctx.arena().allocate_floats(static_cast<std::size_t>(plan.depth * g.out_channels));
+    const Index taps = plan.rows.count * plan.cols.count;
+    const Index kernel_area = g.kernel_height * g.kernel_width;
+    // Memory-bound (the whole weight is read): spread over the threads like the reorders.
+#pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
+    for (Index co = 0; co < g.out_channels; ++co)
+        for (Index ci = 0; ci < g.in_channels; ++ci)
+            for (Index r = 0; r < plan.rows.count; ++r)
+                for (Index c = 0; c < plan.cols.count; ++c)
+                    compact[co * plan.depth + ci * taps + r * plan.cols.count + c] =
+                        weight[(co * g.in_channels + ci) * kernel_area + (plan.rows.first + r) * g.kernel_width +
+                               plan.cols.first + c];
+    return compact;
+}
+
+// im2col and col2im work on one (image, channel) plane at a time, through a thread-local copy
+// of the plane that is zero-padded and split into `stride` column phases:
+//   local[q][r][j] = padded(r, stride * j + q),  padded(r, c) = plane[r - padding][c - padding] or 0.
+// Tap (kh, kw) at output (oh, ow) reads padded(oh * stride + kh, ow * stride + kw), which is
+// local[kw % stride][oh * stride + kh][ow + kw / stride]: for every tap and output row, OW
+// consecutive floats. So the inner loops are branch-free contiguous copies (or adds) that the
+// compiler vectorises, instead of a bounds test and a strided gather per element; the copy
+// itself costs one pass over the plane and stays in L1.
+struct PhasePlane {
+    Index phases = 1, height = 0, width = 0;
+    Index size() const { return phases * height * width; }
+};
+PhasePlane phase_plane(const ConvGeometry& g) {
+    PhasePlane plane;
+    plane.phases = g.stride;
+    plane.height = g.in_height + 2 * g.padding;
+    plane.width = ceil_div(g.in_width + 2 * g.padding, g.stride);
+    return plane;
+}
+
+// Columns j of phase q that hold real input (the rest is padding): [begin, end).
+Span phase_columns(const ConvGeometry& g, const PhasePlane& layout, Index q) {
+    const Index begin = std::max<Index>(0, ceil_div(g.padding - q, g.stride));
+    const Index end = std::min<Index>(layout.width, floor_div(g.in_width - 1 + g.padding - q, g.stride) + 1);
+    return {begin, std::max(begin, end)};
+}
+
+// Per-thread scratch for one phase plane each, 64-byte apart so threads never share a line.
+struct ThreadScratch {
+    float* data;
+    Index stride;
+    float* for_this_thread() const { return data + omp_get_thread_num() * stride; }
+};
+ThreadScratch thread_scratch(Context& ctx, Index floats) {
+    const Index stride = (floats + 15) / 16 * 16;
+    const Index threads = std::max(1, omp_get_max_threads());
+    return {ctx.arena().allocate_floats(static_cast<std::size_t>(threads * stride)), stride};
+}
+
+void split_plane(const ConvGeometry& g, const PhasePlane& layout, const float* plane, float* local) {
+    const Index stride = g.stride;
+    for (Index q = 0; q < layout.phases; ++q) {
+        const Span valid = phase_columns(g, layout, q);
+        const Index offset = q - g.padding;  // input column of phase column j: stride * j + offset
+        for (Index r = 0; r < layout.height; ++r) {
+            float* out = local + (q * layout.height + r) * layout.width;
+            const Index ih = r - g.padding;
+            if (ih < 0 || ih >= g.in_height) {
+                std::fill(out, out + layout.width, 0.0f);
+                continue;
+            }
+            const float* in_row = plane + ih * g.in_width;
+            std::fill(out, out + valid.begin, 0.0f);
+            if (stride == 1) {
+                std::memcpy(out + valid.begin, in_row + valid.begin + offset,
+                            static_cast<std::size_t>(valid.end - valid.begin) * sizeof(float));
+            } else {
+                for (Index j = valid.begin; j < valid.end; ++j) out[j] = in_row[stride * j + offset];
+            }
+            std::fill(out + valid.end, out + layout.width, 0.0f);
+        }
+    }
+}
+
+// grad_plane (H, W) = local's real columns (+ grad_plane when beta = 1). Every input element
+// is exactly one (phase, row, column) of local, so beta = 0 overwrites the whole plane.
+void merge_plane(const ConvGeometry& g, const PhasePlane& layout, const float* local, float* grad_plane, float beta) {
+    const Index stride = g.stride;
+    for (Index q = 0; q < layout.phases; ++q) {
+        const Span valid = phase_columns(g, layout, q);
+        const Index offset = q - g.padding;
+        for (Index ih = 0; ih < g.in_height; ++ih) {
+            const float* in = local + (q * layout.height + ih + g.padding) * layout.width;
+            float* out_row = grad_plane + ih * g.in_width;
+            if (beta == 0.0f) {
+                for (Index j = valid.begin; j < valid.end; ++j) out_row[stride * j + offset] = in[j];
+            } else {
+                for (Index j = valid.begin; j < valid.end; ++j) out_row[stride * j + offset] += in[j];
+            }
+        }
+    }
+}
+
+// target[r][i] = (or +=) source[r][i] for `rows` rows of `width` floats, each side with its
+// own row pitch. The widths of the model's layers (1, 2, 4, 8, 16, 32) get compile-time
+// lengths: with a runtime trip count of 8 or less the vectoriser's main loop never runs.
+template <bool Accumulate, Index Width>
+void transfer_rows_fixed(const float* __restrict source, Index source_pitch, float* __restrict target,
+                         Index target_pitch, Index rows, Index width) {
+    const Index w = Width > 0 ? Width : width;
+    for (Index r = 0; r < rows; ++r) {
+        const float* __restrict from = source + r * source_pitch;
+        float* __restrict to = target + r * target_pitch;
+        for (Index i = 0; i < w; ++i) {
+            if constexpr (Accumulate)
+                to[i] += from[i];
+            else
+                to[i] = from[i];
+        }
+    }
+}
+template <bool Accumulate>
+void transfer_rows(const float* source, Index source_pitch, float* target, Index target_pitch, Index rows,
+                   Index width) {
+    switch (width) {
+        case 1: return transfer_rows_fixed<Accumulate, 1>(source, source_pitch, target, target_pitch, rows, width);
+        case 2: return transfer_rows_fixed<Accumulate, 2>(source, source_pitch, target, target_pitch, rows, width);
+        case 4: return transfer_rows_fixed<Accumulate, 4>(source, source_pitch, target, target_pitch, rows, width);
+        case 8: return transfer_rows_fixed<Accumulate, 8>(source, source_pitch, target, target_pitch, rows, width);
+        case 16: return transfer_rows_fixed<Accumulate, 16>(source, source_pitch, target, target_pitch, rows, width);
+        case 32: return transfer_rows_fixed<Accumulate, 32>(source, source_pitch, target, target_pitch, rows, width);
+        default: return transfer_rows_fixed<Accumulate, 0>(source, source_pitch, target, target_pitch, rows, width);
+    }
+}
+
+// A single output position (the model's 2x2 -> 1x1 and 1x1 -> 1x1 layers): each column is
+// one input element per image, or padding, so a plane at a time would be all set-up and no
+// copying. One task per column instead, gathering that element across the images.
+void im2col_single_position(const ConvGeometry& g, const Plan& plan, const float* input, Index images, float* columns) {
+    const Index taps = plan.rows.count * plan.cols.count;
+    const Index image_size = g.in_channels * g.in_height * g.in_width;
+#pragma omp parallel for schedule(static) if (plan.depth * images > parallel_threshold)
+    for (Index k = 0; k < plan.depth; ++k) {
+        const Index ci = k / taps, tap = k % taps;
+        const Index ih = plan.rows.first + tap / plan.cols.count - g.padding;
+        const Index iw = plan.cols.first + tap % plan.cols.count - g.padding;
+        float* out = columns + k * images;
+        if (ih < 0 || ih >= g.in_height || iw < 0 || iw >= g.in_width) {
+            std::fill(out, out + images, 0.0f);
+            continue;
+        }
+        const float* source = input + (ci * g.in_height + ih) * g.in_width + iw;
+        for (Index n = 0; n < images; ++n) out[n] = source[n * image_size];
+    }
+}
+
+// The inverse: with one output position, input element (ih, iw) is read by at most one tap,
+// (ih + padding, iw + padding), so every grad_input element is one column entry or 0. One task
+// per image writes its plane contiguously; walking the images in the inner loop instead would
+// write with a power-of-two stride that maps every store to the same cache set.
+void col2im_single_position(const ConvGeometry& g, const Plan& plan, const float* columns, Index images,
+                            float* grad_input, float beta) {
+    const Index taps = plan.rows.count * plan.cols.count;
+    const Index image_size = g.in_channels * g.in_height * g.in_width;
+#pragma omp parallel for schedule(static) if (images * image_size > parallel_threshold)
+    for (Index n = 0; n < images; ++n) {
+        float* out = grad_input + n * image_size;
+        for (Index ci = 0; ci < g.in_channels; ++ci)
+            for (Index ih = 0; ih < g.in_height; ++ih) {
+                const Index r = ih + g.padding - plan.rows.first;
+                const bool row_read = r >= 0 && r < plan.rows.count;
+                for (Index iw = 0; iw < g.in_width; ++iw, ++out) {
+                    const Index c = iw + g.padding - plan.cols.first;
+                    const float value = row_read && c >= 0 && c < plan.cols.count
+                                            ? columns[(ci * taps + r * plan.cols.count + c) * images + n]
+                                            : 0.0f;
+                    *out = beta == 0.0f ? value : *out + value;
+                }
+            }
+    }
+}
+
+// columns (images * P, D) from `images` input images (N, Cin, H, W). One task per (input
+// channel, image): it writes that image's P-long segment of each of the channel's tap columns,
+// so tasks never share output memory, and consecutive tasks write adjacent segments.
+void im2col(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input, Index images, float* columns) {
+    if (plan.spatial == 1) return im2col_single_position(g, plan, input, images, columns);
+    const Index P = plan.spatial, rows = images * P;
+    const Index OH = g.out_height, OW = g.out_width, stride = g.stride;
+    const Index tasks = g.in_channels * images;
+    const Index plane_size = g.in_height * g.in_width;
+    const PhasePlane layout = phase_plane(g);
+    const ThreadScratch scratch = thread_scratch(ctx, layout.size());
+#pragma omp parallel for schedule(static) if (tasks * (plan.depth / g.in_channels) * P > parallel_threshold)
+    for (Index task = 0; task < tasks; ++task) {
+        const Index ci = task / images, n = task % images;
+        float* local = scratch.for_this_thread();
+        split_plane(g, layout, input + (n * g.in_channels + ci) * plane_size, local);
+        for (Index r = 0; r < plan.rows.count; ++r) {
+            const Index kh = plan.rows.first + r;
+            for (Index c = 0; c < plan.cols.count; ++c) {
+                const Index kw = plan.cols.first + c;
+                const float* source = local + ((kw % stride) * layout.height + kh) * layout.width + kw / stride;
+                float* out = columns + ((ci * plan.rows.count + r) * plan.cols.count + c) * rows + n * P;
+                transfer_rows<false>(source, stride * layout.width, out, OW, OH, OW);
+            }
+        }
+    }
+}
+
+// grad_input (images, Cin, H, W) = columns scattered back (+ grad_input when beta = 1). One
+// task owns one (image, input channel) plane and reads only that channel's columns, so the
+// += scatter needs no atomics.
+void col2im(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* columns, Index images,
+            float* grad_input, float beta) {
+    if (plan.spatial == 1) return col2im_single_position(g, plan, columns, images, grad_input, beta);
+    const Index P = plan.spatial, rows = images * P;
+    const Index OH = g.out_height, OW = g.out_width, stride = g.stride;
+    const Index tasks = images * g.in_channels;
+    const Index plane_size = g.in_height * g.in_width;
+    const PhasePlane layout = phase_plane(g);
+    const ThreadScratch scratch = thread_scratch(ctx, layout.size());
+#pragma omp parallel for schedule(static) if (tasks * (plan.depth / g.in_channels) * P > parallel_threshold)
+    for (Index task = 0; task < tasks; ++task) {
+        const Index n = task / g.in_channels, ci = task % g.in_channels;
+        float* local = scratch.for_this_thread();
+        std::fill(local, local + layout.size(), 0.0f);
+        for (Index r = 0; r < plan.rows.count; ++r) {
+            const Index kh = plan.rows.first + r;
+            for (Index c = 0; c < plan.cols.count; ++c) {
+                const Index kw = plan.cols.first + c;
+                float* target = local + ((kw % stride) * layout.height + kh) * layout.width + kw / stride;
+                const float* column = columns + ((ci * plan.rows.count + r) * plan.cols.count + c) * rows + n * P;
+                transfer_rows<true>(column, OW, target, stride * layout.width, OH, OW);
+            }
+        }
+        merge_plane(g, layout, local, grad_input + task * plane_size, beta);
+    }
+}
+
+// (N, C, P) <-> (C, N * P) reorders between the NCHW tensors and the batched GEMM operands.
+// One task per (channel, image) segment of P contiguous floats on both sides.
+void batched_to_nchw(const float* batched, Index images, Index channels, Index P, float* nchw, float beta) {
+    const Index tasks = images * channels, rows = images * P;
+#pragma omp parallel for schedule(static) if (tasks * P > parallel_threshold)
+    for (Index task = 0; task < tasks; ++task) {
+        const Index n = task / channels, c = task % channels;
+        const float* source = batched + c * rows + n * P;
+        float* target = nchw + task * P;
+        if (beta == 0.0f) {
+            std::memcpy(target, source, static_cast<std::size_t>(P) * sizeof(float));
+        } else {
+            for (Index p = 0; p < P; ++p) target[p] += source[p];
+        }
+    }
+}
+
+void nchw_to_batched(const float* nchw, Index images, Index channels, Index P, float* batched) {
+    const Index tasks = images * channels, rows = images * P;
+#pragma omp parallel for schedule(static) if (tasks * P > parallel_threshold)
+    for (Index task = 0; task < tasks; ++task) {
+        const Index c = task / images, n = task % images;
+        std::memcpy(batched + c * rows + n * P, nchw + (n * channels + c) * P,
+                    static_cast<std::size_t>(P) * sizeof(float));
+    }
+}
+
+// Calls use(matrix) with a (images * P, channels) column-major view of the NCHW tensor `nchw`:
+// the tensor itself where the layouts agree, else a reordered copy in `scratch`.
+template <typename Use>
+void with_batched_view(const float* nchw, Index images, Index channels, Index P, float* scratch, Use&& use) {
+    if (P == 1) {
+        use(ConstRowMatrixMap(nchw, images, channels));
+    } else if (images == 1) {
+        use(ConstMatrixMap(nchw, P, channels));
+    } else {
+        nchw_to_batched(nchw, images, channels, P, scratch);
+        use(ConstMatrixMap(scratch, images * P, channels));
+    }
+}
+
+template <typename Destination, typename Product>
+void assign(Destination&& destination, const Product& product, float beta) {
+    if (beta == 0.0f)
+        destination.noalias() = product;
+    else
+        destination.noalias() += product;
+}
+
+void scale_or_zero(float* data, Index n, float beta) {
+    if (beta == 0.0f) std::fill(data, data + n, 0.0f);
+}
+
+}  // namespace
+
+void conv2d_forward(Context& ctx, const ConvGeometry& g, const float* input, const float* weight, float* output,
+                    float beta) {
+    check_geometry(g, "conv2d_forward");
+    check_beta(beta, "conv2d_forward");
+    if (g.batch == 0) return;
+    const Plan plan = make_plan(g);
+    const Index P = plan.spatial, Cout = g.out_channels;
+    if (plan.depth == 0) {  // every output position reads only padding
+        scale_or_zero(output, g.output_size(), beta);
+        return;
+    }
+    const ConstMatrixMap weight_matrix(gemm_weight(ctx, g, plan, weight), plan.depth, Cout);
+    if (plan.input_is_columns) {
+        // One GEMM straight from the input into the (N, Cout) row-major output.
+        assign(RowMatrixMap(output, g.batch, Cout), ConstRowMatrixMap(input, g.batch, plan.depth) * weight_matrix,
+               beta);
+        return;
+    }
+    const Index chunk = plan.images_per_chunk;
+    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * plan.depth));
+    float* result =
+        (P == 1 || chunk == 1) ? nullptr : ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * Cout));
+    for (Index first = 0; first < g.batch; first += chunk) {
+        const Index images = std::min(chunk, g.batch - first);
+        const Index rows = images * P;
+        im2col(ctx, g, plan, input + first * g.in_channels * g.in_height * g.in_width, images, columns);
+        const ConstMatrixMap column_matrix(columns, rows, plan.depth);
+        float* out = output + first * Cout * P;
+        if (P == 1) {
+            assign(RowMatrixMap(out, images, Cout), column_matrix * weight_matrix, beta);
+        } else if (images == 1) {
+            assign(MatrixMap(out, P, Cout), column_matrix * weight_matrix, beta);
+        } else {
+            MatrixMap(result, rows, Cout).noalias() = column_matrix * weight_matrix;
+            batched_to_nchw(result, images, Cout, P, out, beta);
+        }
+    }
+}
+
+void conv2d_backward_data(Context& ctx, const ConvGeometry& g, const float* grad_output, const float* weight,
+                          float* grad_input, float beta) {
+    check_geometry(g, "conv2d_backward_data");
+    check_beta(beta, "conv2d_backward_data");
+    if (g.batch == 0) return;
+    const Plan plan = make_plan(g);
+    const Index P = plan.spatial, Cout = g.out_channels;
+    if (plan.depth == 0) {  // no input element is read by any output position
+        scale_or_zero(grad_input, g.input_size(), beta);
+        return;
+    }
+    const ConstMatrixMap weight_matrix(gemm_weight(ctx, g, plan, weight), plan.depth, Cout);
+    if (plan.input_is_columns) {
+        // grad_input (N, D) row-major is the columns matrix itself.
+        assign(RowMatrixMap(grad_input, g.batch, plan.depth),
+               ConstRowMatrixMap(grad_output, g.batch, Cout) * weight_matrix.transpose(), beta);
+        return;
+    }
+    const Index chunk = plan.images_per_chunk;
+    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * plan.depth));
+    float* reordered =
+        (P == 1 || chunk == 1) ? nullptr : ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * Cout));
+    for (Index first = 0; first < g.batch; first += chunk) {
+        const Index images = std::min(chunk, g.batch - first);
+        with_batched_view(grad_output + first * Cout * P, images, Cout, P, reordered, [&](const auto& gradient) {
+            MatrixMap(columns, images * P, plan.depth).noalias() = gradient * weight_matrix.transpose();
+        });
+        col2im(ctx, g, plan, columns, images, grad_input + first * g.in_channels * g.in_height * g.in_width, beta);
+    }
+}
+
+void conv2d_backward_filter(Context& ctx, const ConvGeometry& g, const float* input, const float* grad_output,
+                            float* grad_weight, float beta) {
+    check_geometry(g, "conv2d_backward_filter");
+    check_beta(beta, "conv2d_backward_filter");
+    const Plan plan = make_plan(g);
+    const Index P = plan.spatial, Cout = g.out_channels;
+    if (g.batch == 0 || plan.depth == 0) {  // the gradient is exactly zero
+        scale_or_zero(grad_weight, g.weight_size(), beta);
+        return;
+    }
+    // Accumulate straight into grad_weight when it has the GEMM's shape; otherwise into a
+    // compact (D, Cout) block that is scattered back below.
+    float* target =
+        plan.full_window ? grad_weight : ctx.arena().allocate_floats(static_cast<std::size_t>(plan.depth * Cout));
+    const float target_beta = plan.full_window ? beta : 0.0f;
+    MatrixMap gradient_matrix(target, plan.depth, Cout);
+    if (plan.input_is_columns) {
+        assign(
+            gradient_matrix,
+            ConstRowMatrixMap(input, g.batch, plan.depth).transpose() * ConstRowMatrixMap(grad_output, g.batch, Cout),
+            target_beta);
+    } else {
+        const Index chunk = plan.images_per_chunk;
+        float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * plan.depth));
+        float* reordered =
+            (P == 1 || chunk == 1) ? nullptr : ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * Cout));
+        for (Index first = 0; first < g.batch; first += chunk) {
+            const Index images = std::min(chunk, g.batch - first);
+            im2col(ctx, g, plan, input + first * g.in_channels * g.in_height * g.in_width, images, columns);
+            const ConstMatrixMap column_matrix(columns, images * P, plan.depth);
+            with_batched_view(grad_output + first * Cout * P, images, Cout, P, reordered, [&](const auto& gradient) {
+                assign(gradient_matrix, column_matrix.transpose() * gradient, first == 0 ? target_beta : 1.0f);
+            });
+        }
+    }
+    if (plan.full_window) return;
+    // Scatter the compact block; taps outside the window only ever saw padding: their gradient
+    // is 0, so beta = 1 leaves them as they are and beta = 0 zeroes them.
+    const Index taps = plan.rows.count * plan.cols.count;
+    const Index kernel_area = g.kernel_height * g.kernel_width;
+#pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
+    for (Index co = 0; co < Cout; ++co)
+        for (Index ci = 0; ci < g.in_channels; ++ci) {
+            float* out = grad_weight + (co * g.in_channels + ci) * kernel_area;
+            const float* block = target + co * plan.depth + ci * taps;
+            if (beta == 0.0f) std::fill(out, out + kernel_area, 0.0f);
+            for (Index r = 0; r < plan.rows.count; ++r)
+                for (Index c = 0; c < plan.cols.count; ++c)
+                    out[(plan.rows.first + r) * g.kernel_width + plan.cols.first + c] += block[r * plan.cols.count + c];
+        }
+}
+
+void add_channel_bias(Context& ctx, std::int64_t batch, std::int64_t channels, std::int64_t spatial, const float* bias,
+                      float* output) {
+    (void)ctx;
+    SGA_CHECK_ARGUMENT(batch >= 0 && channels >= 0 && spatial >= 0, "add_channel_bias: sizes must not be negative");
+    const Index tasks = batch * channels;
+#pragma omp parallel for schedule(static) if (tasks * spatial > parallel_threshold)
+    for (Index task = 0; task < tasks; ++task) {
+        const float b = bias[task % channels];
+        float* plane = output + task * spatial;
+        for (Index s = 0; s < spatial; ++s) plane[s] += b;
+    }
+}
+
+void add_channel_bias_backward(Context& ctx, std::int64_t batch, std::int64_t channels, std::int64_t spatial,
+                               const float* grad_output, float* grad_bias) {
+    (void)ctx;
+    SGA_CHECK_ARGUMENT(batch >= 0 && channels >= 0 && spatial >= 0,
+                       "add_channel_bias_backward: sizes must not be negative");
+    // Channels are split across the threads; each sums its N planes in a fixed order:
+    // deterministic, no atomics.
+    // Each plane is summed in float (vectorised), the planes in double: a batch-64 32x32 map
+    // is 65536 terms, too many for one float accumulator to stay accurate.
+#pragma omp parallel for schedule(static) if (batch * channels * spatial > parallel_threshold)
+    for (Index c = 0; c < channels; ++c) {
+        double total = 0.0;
+        for (Index n = 0; n < batch; ++n) {
+            const float* plane = grad_output + (n * channels + c) * spatial;
+            float plane_sum = 0.0f;
+#pragma omp simd reduction(+ : plane_sum)
+            for (Index s = 0; s < spatial; ++s) plane_sum += plane[s];
+            total += plane_sum;
+        }
+        grad_bias[c] += static_cast<float>(total);
+    }
+}
+
+}  // namespace sga::cpu

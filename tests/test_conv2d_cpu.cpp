@@ -1,0 +1,364 @@
+// The CPU convolution kernels (src/cpu/conv2d.cpp) against the naive reference
+// (tests/reference.hpp), and finite-difference gradient checks of the reference itself.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "reference.hpp"
+#include "skipganomaly/context.hpp"
+#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/memory.hpp"
+
+namespace {
+
+using sga::ConvGeometry;
+using sga::testing::random_vector;
+using sga::testing::require_close;
+using sga::testing::to_double;
+
+ConvGeometry make_geometry(std::int64_t batch, std::int64_t in_channels, std::int64_t in_height, std::int64_t in_width,
+                           std::int64_t out_channels, std::int64_t kernel_height, std::int64_t kernel_width,
+                           std::int64_t stride, std::int64_t padding) {
+    ConvGeometry g;
+    g.batch = batch;
+    g.in_channels = in_channels;
+    g.in_height = in_height;
+    g.in_width = in_width;
+    g.out_channels = out_channels;
+    g.kernel_height = kernel_height;
+    g.kernel_width = kernel_width;
+    g.stride = stride;
+    g.padding = padding;
+    g.out_height = ConvGeometry::output_extent(in_height, kernel_height, stride, padding);
+    g.out_width = ConvGeometry::output_extent(in_width, kernel_width, stride, padding);
+    return g;
+}
+
+std::string describe(const ConvGeometry& g) {
+    auto s = [](std::int64_t v) { return std::to_string(v); };
+    return "input (" + s(g.batch) + ", " + s(g.in_channels) + ", " + s(g.in_height) + ", " + s(g.in_width) +
+           ") -> output (" + s(g.batch) + ", " + s(g.out_channels) + ", " + s(g.out_height) + ", " + s(g.out_width) +
+           "), kernel " + s(g.kernel_height) + "x" + s(g.kernel_width) + " stride " + s(g.stride) + " padding " +
+           s(g.padding);
+}
+
+// Geometries chosen to reach every path of the kernels, with channel counts that are
+// multiples of nothing convenient (the SIMD widths are 8 and 16).
+std::vector<ConvGeometry> test_geometries() {
+    return {
+        make_geometry(1, 3, 7, 5, 5, 3, 3, 1, 1),    // batch 1, odd 7x5 input: unreordered GEMM output
+        make_geometry(2, 5, 7, 5, 7, 4, 4, 2, 1),    // k4 s2 p1 (the model's layers) on an odd input
+        make_geometry(3, 7, 6, 6, 11, 1, 1, 1, 0),   // 1x1 kernel
+        make_geometry(2, 3, 9, 8, 13, 3, 3, 2, 0),   // stride 2 without padding
+        make_geometry(4, 13, 2, 2, 9, 4, 4, 2, 1),   // 2x2 -> 1x1: only 4 of 16 taps see input
+        make_geometry(3, 6, 1, 1, 1, 3, 3, 1, 1),    // the classifier: 1x1 input, k3 p1, one output channel
+        make_geometry(5, 10, 4, 4, 7, 4, 4, 1, 0),   // window = whole input: the input is the columns
+        make_geometry(1, 4, 5, 5, 3, 5, 5, 1, 0),    // the same with batch 1
+        make_geometry(3, 17, 8, 8, 19, 4, 4, 2, 1),  // several images side by side, then reordered
+        make_geometry(1, 6, 7, 5, 6, 4, 4, 2, 1),    // batch 1, k4 s2 p1
+        make_geometry(3, 5, 4, 4, 6, 4, 4, 2, 1),    // 4x4 -> 2x2
+        make_geometry(2, 2, 6, 7, 3, 3, 2, 1, 1),    // non-square 3x2 kernel
+        make_geometry(2, 4, 1, 2, 3, 1, 1, 1, 1),    // border outputs read nothing but padding
+        make_geometry(2, 5, 1, 1, 3, 3, 3, 2, 1),    // input smaller than the stride
+        make_geometry(2, 3, 1, 1, 4, 1, 1, 4, 2),    // every output reads only padding: the result is 0
+        make_geometry(2, 3, 8, 7, 5, 3, 3, 3, 1),    // stride 3
+        make_geometry(1, 2, 6, 6, 3, 5, 5, 1, 2),    // k5 with padding 2
+    };
+}
+
+// Float32 tolerance for a result that is a sum of K products of values in [-1, 1].
+// float32 rounds each step by at most eps = 1.2e-7 relative to the running sum; with random
+// signs the errors add like a random walk, so a length-K sum whose partial sums are about
+// sqrt(K)/3 in magnitude carries a typical error near eps * K / 3 ~ 4e-8 * K, whatever the
+// summation order (plain loop, Eigen's blocked GEMM). atol = rtol = 1e-5 * sqrt(K) is 4x
+// above that at K = 4096 (the largest K below) and 60x at K = 16, yet a wrong index or a
+// missing term shows up as an O(0.1 .. 1) error, so the tolerance hides no bug.
+struct Tolerance {
+    double rtol, atol;
+};
+Tolerance float_tolerance(std::int64_t reduction_length) {
+    const double t = 1e-5 * std::sqrt(static_cast<double>(std::max<std::int64_t>(1, reduction_length)));
+    return {t, t};
+}
+
+// An output buffer with guard bands of a sentinel on both sides, to catch stray writes. The
+// guard length is odd so that the output is not 64-byte aligned (the kernels must not assume).
+class Guarded {
+public:
+    static constexpr std::size_t guard = 17;
+    static constexpr float sentinel = -31415.9f;
+
+    explicit Guarded(const std::vector<float>& initial)
+        : size_(initial.size()), storage_(initial.size() + 2 * guard, sentinel) {
+        std::copy(initial.begin(), initial.end(), storage_.begin() + guard);
+    }
+    float* data() { return storage_.data() + guard; }
+    std::vector<float> values() const {
+        return {storage_.begin() + guard, storage_.begin() + static_cast<std::ptrdiff_t>(guard + size_)};
+    }
+    void require_guards_intact(const std::string& what) const {
+        std::size_t before = 0, after = 0;  // overwritten guard elements
+        for (std::size_t i = 0; i < guard; ++i) {
+            before += storage_[i] != sentinel;
+            after += storage_[guard + size_ + i] != sentinel;
+        }
+        INFO(what << ": guard elements overwritten before the output " << before << ", after it " << after);
+        REQUIRE(before + after == 0);
+    }
+
+private:
+    std::size_t size_;
+    std::vector<float> storage_;
+};
+
+enum class Primitive { forward, backward_data, backward_filter };
+
+const char* name(Primitive primitive) {
+    switch (primitive) {
+        case Primitive::forward: return "conv2d_forward";
+        case Primitive::backward_data: return "conv2d_backward_data";
+        case Primitive::backward_filter: return "conv2d_backward_filter";
+    }
+    return "?";
+}
+
+// Runs one CPU primitive on seeded random operands and compares it with the double-precision
+// reference. beta = 0 starts from a NaN-filled output (which must be ignored); beta = 1 from
+// random values (which must be accumulated onto).
+void check_primitive(Primitive primitive, const ConvGeometry& g, float beta, std::uint64_t seed) {
+    const auto input_size = static_cast<std::size_t>(g.input_size());
+    const auto output_size = static_cast<std::size_t>(g.output_size());
+    const auto weight_size = static_cast<std::size_t>(g.weight_size());
+    std::size_t a_size = 0, b_size = 0, result_size = 0;
+    std::int64_t reduction_length = 0;
+    switch (primitive) {
+        case Primitive::forward:  // a = input, b = weight -> output
+            a_size = input_size, b_size = weight_size, result_size = output_size;
+            reduction_length = g.in_channels * g.kernel_height * g.kernel_width;
+            break;
+        case Primitive::backward_data:  // a = grad_output, b = weight -> grad_input
+            a_size = output_size, b_size = weight_size, result_size = input_size;
+            reduction_length = g.out_channels * g.kernel_height * g.kernel_width;
+            break;
+        case Primitive::backward_filter:  // a = input, b = grad_output -> grad_weight
+            a_size = input_size, b_size = output_size, result_size = weight_size;
+            reduction_length = g.batch * g.out_height * g.out_width;
+            break;
+    }
+    const std::vector<float> a = random_vector(a_size, seed);
+    const std::vector<float> b = random_vector(b_size, seed + 1);
+    const std::vector<float> initial = beta == 0.0f
+                                           ? std::vector<float>(result_size, std::numeric_limits<float>::quiet_NaN())
+                                           : random_vector(result_size, seed + 2);
+
+    const std::vector<double> a_double = to_double(a), b_double = to_double(b);
+    std::vector<double> expected = beta == 0.0f ? std::vector<double>(result_size, 0.0) : to_double(initial);
+    Guarded actual(initial);
+    sga::Context ctx(sga::Device::Cpu);
+    switch (primitive) {
+        case Primitive::forward:
+            sga::reference::conv2d_forward<double>(g, a_double.data(), b_double.data(), expected.data(), beta);
+            sga::cpu::conv2d_forward(ctx, g, a.data(), b.data(), actual.data(), beta);
+            break;
+        case Primitive::backward_data:
+            sga::reference::conv2d_backward_data<double>(g, a_double.data(), b_double.data(), expected.data(), beta);
+            sga::cpu::conv2d_backward_data(ctx, g, a.data(), b.data(), actual.data(), beta);
+            break;
+        case Primitive::backward_filter:
+            sga::reference::conv2d_backward_filter<double>(g, a_double.data(), b_double.data(), expected.data(), beta);
+            sga::cpu::conv2d_backward_filter(ctx, g, a.data(), b.data(), actual.data(), beta);
+            break;
+    }
+    const std::string what = std::string(name(primitive)) + " beta " + std::to_string(static_cast<int>(beta)) + ", " +
+                             describe(g) + ", seed " + std::to_string(seed);
+    const Tolerance tolerance = float_tolerance(reduction_length);
+    require_close(actual.values(), expected, tolerance.rtol, tolerance.atol, what);
+    actual.require_guards_intact(what);
+}
+
+void check_all_geometries(Primitive primitive) {
+    std::uint64_t seed = 1000;
+    for (const ConvGeometry& g : test_geometries()) {
+        check_primitive(primitive, g, 0.0f, seed);
+        check_primitive(primitive, g, 1.0f, seed + 10);
+        seed += 100;
+    }
+}
+
+}  // namespace
+
+TEST_CASE("cpu conv2d_forward matches the reference", "[conv2d][cpu]") { check_all_geometries(Primitive::forward); }
+
+TEST_CASE("cpu conv2d_backward_data matches the reference", "[conv2d][cpu]") {
+    check_all_geometries(Primitive::backward_data);
+}
+
+TEST_CASE("cpu conv2d_backward_filter matches the reference", "[conv2d][cpu]") {
+    check_all_geometries(Primitive::backward_filter);
+}
+
+TEST_CASE("cpu conv2d kernels split a large batch into chunks of images", "[conv2d][cpu]") {
+    // 256 channels of 32x32 with k4: 4096 x 256 columns per image, so the kernels' 16 MiB
+    // column budget holds 4 images and a batch of 5 runs as a chunk of 4 (reordered) and a
+    // chunk of 1 (direct). Three output channels keep the reference cheap.
+    const ConvGeometry g = make_geometry(5, 256, 32, 32, 3, 4, 4, 2, 1);
+    for (Primitive primitive : {Primitive::forward, Primitive::backward_data, Primitive::backward_filter}) {
+        check_primitive(primitive, g, 0.0f, 77);
+        check_primitive(primitive, g, 1.0f, 78);
+    }
+}
+
+TEST_CASE("cpu add_channel_bias and its backward match the reference", "[conv2d][cpu][bias]") {
+    struct Case {
+        std::int64_t batch, channels, spatial;
+    };
+    std::uint64_t seed = 500;
+    for (const Case& c : {Case{1, 3, 35}, Case{4, 13, 1}, Case{3, 7, 64}, Case{64, 3, 1024}}) {
+        const std::string what = "bias N " + std::to_string(c.batch) + " C " + std::to_string(c.channels) + " HW " +
+                                 std::to_string(c.spatial) + ", seed " + std::to_string(seed);
+        const auto size = static_cast<std::size_t>(c.batch * c.channels * c.spatial);
+        const std::vector<float> bias = random_vector(static_cast<std::size_t>(c.channels), seed);
+        const std::vector<float> initial = random_vector(size, seed + 1);
+        sga::Context ctx(sga::Device::Cpu);
+
+        // Forward accumulates onto the output: one rounding per element.
+        std::vector<double> expected = to_double(initial);
+        const std::vector<double> bias_double = to_double(bias);
+        sga::reference::add_channel_bias<double>(c.batch, c.channels, c.spatial, bias_double.data(), expected.data());
+        Guarded output(initial);
+        sga::cpu::add_channel_bias(ctx, c.batch, c.channels, c.spatial, bias.data(), output.data());
+        require_close(output.values(), expected, 1e-6, 1e-6, "add_channel_bias " + what);
+        output.require_guards_intact(what);
+
+        // Backward accumulates a sum of N * HW terms into grad_bias.
+        const std::vector<float> grad_output = random_vector(size, seed + 2);
+        const std::vector<float> grad_bias_initial = random_vector(static_cast<std::size_t>(c.channels), seed + 3);
+        std::vector<double> expected_grad = to_double(grad_bias_initial);
+        const std::vector<double> grad_output_double = to_double(grad_output);
+        sga::reference::add_channel_bias_backward<double>(c.batch, c.channels, c.spatial, grad_output_double.data(),
+                                                          expected_grad.data());
+        Guarded grad_bias(grad_bias_initial);
+        sga::cpu::add_channel_bias_backward(ctx, c.batch, c.channels, c.spatial, grad_output.data(), grad_bias.data());
+        const Tolerance tolerance = float_tolerance(c.batch * c.spatial);
+        require_close(grad_bias.values(), expected_grad, tolerance.rtol, tolerance.atol,
+                      "add_channel_bias_backward " + what);
+        grad_bias.require_guards_intact(what);
+        seed += 10;
+    }
+}
+
+TEST_CASE("reference conv2d gradients match central differences of the reference forward", "[conv2d][reference]") {
+    // L(x, w) = sum(upstream * conv2d_forward(x, w)) with a random upstream gradient; then
+    // dL/dx = conv2d_backward_data(upstream, w) and dL/dw = conv2d_backward_filter(x, upstream).
+    // L is linear in each of x and w, so the central difference has no truncation error; its
+    // rounding error in double is about 1e-16 * sum|terms| / h ~ 1e-12 here, hence 1e-8.
+    const double h = 1e-3, tolerance = 1e-8;
+    std::uint64_t seed = 9000;
+    for (const ConvGeometry& g : {make_geometry(2, 3, 5, 4, 4, 3, 3, 2, 1), make_geometry(1, 2, 4, 4, 3, 4, 4, 2, 1),
+                                  make_geometry(2, 2, 3, 3, 2, 1, 1, 1, 0), make_geometry(2, 3, 2, 2, 2, 4, 4, 2, 1),
+                                  make_geometry(1, 2, 3, 4, 2, 2, 3, 1, 1)}) {
+        std::vector<double> x = to_double(random_vector(static_cast<std::size_t>(g.input_size()), seed));
+        std::vector<double> w = to_double(random_vector(static_cast<std::size_t>(g.weight_size()), seed + 1));
+        const std::vector<double> upstream =
+            to_double(random_vector(static_cast<std::size_t>(g.output_size()), seed + 2));
+        std::vector<double> output(static_cast<std::size_t>(g.output_size()));
+        auto loss = [&] {
+            sga::reference::conv2d_forward<double>(g, x.data(), w.data(), output.data(), 0.0);
+            double sum = 0.0;
+            for (std::size_t i = 0; i < output.size(); ++i) sum += upstream[i] * output[i];
+            return sum;
+        };
+        auto central_difference = [&](std::vector<double>& variable) {
+            std::vector<double> gradient(variable.size());
+            for (std::size_t i = 0; i < variable.size(); ++i) {
+                const double saved = variable[i];
+                variable[i] = saved + h;
+                const double plus = loss();
+                variable[i] = saved - h;
+                const double minus = loss();
+                variable[i] = saved;
+                gradient[i] = (plus - minus) / (2 * h);
+            }
+            return gradient;
+        };
+        std::vector<double> grad_x(x.size()), grad_w(w.size());
+        sga::reference::conv2d_backward_data<double>(g, upstream.data(), w.data(), grad_x.data(), 0.0);
+        sga::reference::conv2d_backward_filter<double>(g, x.data(), upstream.data(), grad_w.data(), 0.0);
+        const std::string what = describe(g) + ", seed " + std::to_string(seed);
+        require_close(grad_x, central_difference(x), tolerance, tolerance, "reference backward_data vs FD, " + what);
+        require_close(grad_w, central_difference(w), tolerance, tolerance, "reference backward_filter vs FD, " + what);
+        seed += 10;
+    }
+}
+
+TEST_CASE("cpu conv2d kernels reject bad geometry and beta", "[conv2d][cpu]") {
+    sga::Context ctx(sga::Device::Cpu);
+    ConvGeometry g = make_geometry(1, 2, 4, 4, 3, 3, 3, 1, 1);
+    std::vector<float> input(static_cast<std::size_t>(g.input_size()), 1.0f);
+    std::vector<float> weight(static_cast<std::size_t>(g.weight_size()), 1.0f);
+    std::vector<float> output(static_cast<std::size_t>(g.output_size()), 0.0f);
+    CHECK_THROWS_AS(sga::cpu::conv2d_forward(ctx, g, input.data(), weight.data(), output.data(), 0.5f),
+                    sga::InvalidArgument);
+    ConvGeometry wrong = g;
+    wrong.out_height = 3;  // does not follow from 4 + 2 - 3 + 1 = 4
+    CHECK_THROWS_AS(sga::cpu::conv2d_forward(ctx, wrong, input.data(), weight.data(), output.data(), 0.0f),
+                    sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::cpu::conv2d_backward_data(ctx, wrong, output.data(), weight.data(), input.data(), 0.0f),
+                    sga::InvalidArgument);
+    CHECK_THROWS_AS(sga::cpu::conv2d_backward_filter(ctx, wrong, input.data(), output.data(), weight.data(), 0.0f),
+                    sga::InvalidArgument);
+    wrong = g;
+    wrong.stride = 0;
+    CHECK_THROWS_AS(sga::cpu::conv2d_forward(ctx, wrong, input.data(), weight.data(), output.data(), 0.0f),
+                    sga::InvalidArgument);
+}
+
+TEST_CASE("cpu conv2d kernels take scratch only from the arena, which stops growing", "[conv2d][cpu][allocation]") {
+    sga::Context ctx(sga::Device::Cpu);
+    // One geometry per path: reordered batch, partial tap window, input-is-columns.
+    const std::vector<ConvGeometry> geometries = {make_geometry(8, 16, 16, 16, 32, 4, 4, 2, 1),
+                                                  make_geometry(8, 32, 2, 2, 24, 4, 4, 2, 1),
+                                                  make_geometry(8, 24, 4, 4, 10, 4, 4, 1, 0)};
+    std::vector<std::vector<float>> buffers;
+    for (const ConvGeometry& g : geometries) {
+        buffers.push_back(random_vector(static_cast<std::size_t>(g.input_size()), 1));
+        buffers.push_back(random_vector(static_cast<std::size_t>(g.weight_size()), 2));
+        buffers.push_back(random_vector(static_cast<std::size_t>(g.output_size()), 3));
+    }
+    auto step = [&] {
+        for (std::size_t i = 0; i < geometries.size(); ++i) {
+            const ConvGeometry& g = geometries[i];
+            float* input = buffers[3 * i].data();
+            float* weight = buffers[3 * i + 1].data();
+            float* output = buffers[3 * i + 2].data();
+            sga::cpu::conv2d_forward(ctx, g, input, weight, output, 0.0f);
+            sga::cpu::conv2d_backward_data(ctx, g, output, weight, input, 0.0f);
+            sga::cpu::conv2d_backward_filter(ctx, g, input, output, weight, 0.0f);
+        }
+        ctx.arena().reset();
+    };
+    step();  // the arena grows to this step's high-water mark
+    step();  // and is consolidated into one block at the reset after the first
+    const std::uint64_t before = sga::allocation_count();
+    step();
+    step();
+    CHECK(sga::allocation_count() == before);
+}
+
+TEST_CASE("the kernel dispatcher reaches the cpu convolution", "[conv2d][cpu]") {
+    const ConvGeometry g = make_geometry(2, 3, 5, 5, 4, 3, 3, 1, 1);
+    const std::vector<float> input = random_vector(static_cast<std::size_t>(g.input_size()), 31);
+    const std::vector<float> weight = random_vector(static_cast<std::size_t>(g.weight_size()), 32);
+    std::vector<float> via_dispatch(static_cast<std::size_t>(g.output_size()));
+    std::vector<float> direct(via_dispatch.size());
+    sga::Context ctx(sga::Device::Cpu);
+    sga::kernels::conv2d_forward(ctx, g, input.data(), weight.data(), via_dispatch.data(), 0.0f);
+    sga::cpu::conv2d_forward(ctx, g, input.data(), weight.data(), direct.data(), 0.0f);
+    CHECK(via_dispatch == direct);
+}
