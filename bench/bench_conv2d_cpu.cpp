@@ -12,7 +12,8 @@
 // The counter FLOP is 2 * multiply-adds of the dense convolution (taps over padding included,
 // the usual convention) per second of wall time; every direction costs the same FLOPs.
 //
-// Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2
+// Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2 (results, method and why under
+// `chrt -f` on a shared machine: docs/benchmarks-conv-cpu.md).
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>

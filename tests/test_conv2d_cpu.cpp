@@ -12,6 +12,7 @@
 
 #include "reference.hpp"
 #include "skipganomaly/context.hpp"
+#include "skipganomaly/device.hpp"
 #include "skipganomaly/kernels.hpp"
 #include "skipganomaly/memory.hpp"
 
@@ -69,6 +70,12 @@ std::vector<ConvGeometry> test_geometries() {
         make_geometry(2, 3, 1, 1, 4, 1, 1, 4, 2),    // every output reads only padding: the result is 0
         make_geometry(2, 3, 8, 7, 5, 3, 3, 3, 1),    // stride 3
         make_geometry(1, 2, 6, 6, 3, 5, 5, 1, 2),    // k5 with padding 2
+        // P >= 32 output positions per image: with enough images per thread these take the
+        // per-image path (one single-threaded GEMM per image), else the batched one.
+        make_geometry(5, 3, 9, 9, 7, 3, 3, 1, 1),    // 9x9 -> 9x9
+        make_geometry(6, 5, 16, 16, 9, 4, 4, 2, 1),  // 16x16 -> 8x8, k4 s2 p1
+        make_geometry(5, 3, 12, 10, 4, 3, 3, 1, 0),  // 12x10 -> 10x8
+        make_geometry(7, 6, 13, 11, 5, 4, 4, 2, 1),  // odd 13x11 -> 6x5 is P = 30: batched
     };
 }
 
@@ -182,12 +189,26 @@ void check_primitive(Primitive primitive, const ConvGeometry& g, float beta, std
     actual.require_guards_intact(what);
 }
 
+// Sets the CPU kernels' thread count for a scope. The kernels pick the per-image or the
+// batched path from the batch size per thread, so tests run at several thread counts.
+class ThreadCount {
+public:
+    explicit ThreadCount(int threads) { sga::set_cpu_threads(threads); }
+    ~ThreadCount() { sga::set_cpu_threads(0); }
+    ThreadCount(const ThreadCount&) = delete;
+    ThreadCount& operator=(const ThreadCount&) = delete;
+};
+
 void check_all_geometries(Primitive primitive) {
-    std::uint64_t seed = 1000;
-    for (const ConvGeometry& g : test_geometries()) {
-        check_primitive(primitive, g, 0.0f, seed);
-        check_primitive(primitive, g, 1.0f, seed + 10);
-        seed += 100;
+    for (int threads : {1, 2, 3}) {
+        ThreadCount thread_count(threads);
+        INFO("cpu threads " << threads);
+        std::uint64_t seed = 1000;
+        for (const ConvGeometry& g : test_geometries()) {
+            check_primitive(primitive, g, 0.0f, seed);
+            check_primitive(primitive, g, 1.0f, seed + 10);
+            seed += 100;
+        }
     }
 }
 
@@ -204,13 +225,20 @@ TEST_CASE("cpu conv2d_backward_filter matches the reference", "[conv2d][cpu]") {
 }
 
 TEST_CASE("cpu conv2d kernels split a large batch into chunks of images", "[conv2d][cpu]") {
-    // 256 channels of 32x32 with k4: 4096 x 256 columns per image, so the kernels' 16 MiB
-    // column budget holds 4 images and a batch of 5 runs as a chunk of 4 (reordered) and a
-    // chunk of 1 (direct). Three output channels keep the reference cheap.
-    const ConvGeometry g = make_geometry(5, 256, 32, 32, 3, 4, 4, 2, 1);
-    for (Primitive primitive : {Primitive::forward, Primitive::backward_data, Primitive::backward_filter}) {
-        check_primitive(primitive, g, 0.0f, 77);
-        check_primitive(primitive, g, 1.0f, 78);
+    // 256 channels of 8x8 with k4 s2 p1: 4096 x 16 columns per image, so the kernels' 16 MiB
+    // column budget holds 64 images and a batch of 65 runs as a chunk of 64 (reordered) and a
+    // chunk of 1 (direct). P = 16 keeps it on the batched path at any thread count; three
+    // output channels keep the reference cheap.
+    // Its GEMMs are big enough to be split over the threads (by rows or by columns), so it
+    // runs at 2 and 3 threads whatever the machine.
+    const ConvGeometry g = make_geometry(65, 256, 8, 8, 3, 4, 4, 2, 1);
+    for (int threads : {2, 3}) {
+        ThreadCount thread_count(threads);
+        INFO("cpu threads " << threads);
+        for (Primitive primitive : {Primitive::forward, Primitive::backward_data, Primitive::backward_filter}) {
+            check_primitive(primitive, g, 0.0f, 77);
+            check_primitive(primitive, g, 1.0f, 78);
+        }
     }
 }
 
@@ -321,10 +349,11 @@ TEST_CASE("cpu conv2d kernels reject bad geometry and beta", "[conv2d][cpu]") {
 
 TEST_CASE("cpu conv2d kernels take scratch only from the arena, which stops growing", "[conv2d][cpu][allocation]") {
     sga::Context ctx(sga::Device::Cpu);
-    // One geometry per path: reordered batch, partial tap window, input-is-columns.
-    const std::vector<ConvGeometry> geometries = {make_geometry(8, 16, 16, 16, 32, 4, 4, 2, 1),
-                                                  make_geometry(8, 32, 2, 2, 24, 4, 4, 2, 1),
-                                                  make_geometry(8, 24, 4, 4, 10, 4, 4, 1, 0)};
+    // One geometry per path: per image (P = 64, 8 images: at most 4 threads) or batched and
+    // reordered (more threads), batched with P = 16, partial tap window, input-is-columns.
+    const std::vector<ConvGeometry> geometries = {
+        make_geometry(8, 16, 16, 16, 32, 4, 4, 2, 1), make_geometry(8, 16, 8, 8, 32, 4, 4, 2, 1),
+        make_geometry(8, 32, 2, 2, 24, 4, 4, 2, 1), make_geometry(8, 24, 4, 4, 10, 4, 4, 1, 0)};
     std::vector<std::vector<float>> buffers;
     for (const ConvGeometry& g : geometries) {
         buffers.push_back(random_vector(static_cast<std::size_t>(g.input_size()), 1));
