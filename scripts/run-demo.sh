@@ -3,5 +3,5 @@
 # MNIST subset, scores the held-out test images and prints the results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh
+BUILD_TARGET=skipganomaly_cli bash scripts/build.sh
 "${BUILD_DIR:-build}/examples/skipganomaly" demo --out "${DEMO_OUT:-demo-output}" "$@"
