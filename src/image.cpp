@@ -416,6 +416,9 @@ Image load_image(const std::string& path) {
     if (!stbi_info_from_memory(bytes.data(), length, &width, &height, &file_channels))
         throw FormatError("'" + path + "' is not a readable PNG, JPEG or BMP image: " +
                           failure_reason());
+    // stbi_info (stb 2.27) passes a top-down BMP's negative height through; its decoder uses
+    // the absolute value, which declared_size has already checked.
+    if (height < 0 && height >= -max_image_side && bytes[0] == 'B' && bytes[1] == 'M') height = -height;
     if (width <= 0 || height <= 0)
         throw FormatError("image '" + path + "' declares an empty size of " + std::to_string(width) +
                           " x " + std::to_string(height));

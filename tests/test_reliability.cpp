@@ -1,0 +1,265 @@
+// Hostile and malformed input that the other test files do not cover: image buffers with
+// impossible sizes or formats, non-finite float input to Detector::score_chw, FIFOs in place
+// of files, every truncation of an image file, and JPEG headers beyond the size limits.
+// docs/reliability.md maps each kind of input to the test that shows what happens.
+#include <catch2/catch.hpp>
+
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <climits>
+#include <csignal>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "skipganomaly/detector.hpp"
+#include "skipganomaly/error.hpp"
+#include "skipganomaly/image.hpp"
+
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wpedantic"
+#endif
+#include <stb_image_write.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace {
+
+using namespace sga;
+namespace fs = std::filesystem;
+
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        path = fs::temp_directory_path() / ("sga_reliability_" + std::to_string(std::random_device{}()));
+        fs::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ignored;
+        fs::remove_all(path, ignored);
+    }
+    std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+Image random_image(int width, int height, int channels, unsigned seed) {
+    std::mt19937 rng(seed);
+    Image image{width, height, channels, std::vector<std::uint8_t>(static_cast<std::size_t>(width) * height * channels)};
+    for (std::uint8_t& p : image.pixels) p = static_cast<std::uint8_t>(rng() & 0xff);
+    return image;
+}
+
+void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes, std::size_t length) {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(length));
+}
+
+std::vector<std::uint8_t> read_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::vector<std::uint8_t> encode_jpeg(const Image& image) {
+    std::vector<std::uint8_t> out;
+    REQUIRE(stbi_write_jpg_to_func(
+        [](void* context, void* data, int size) {
+            auto* bytes = static_cast<std::vector<std::uint8_t>*>(context);
+            bytes->insert(bytes->end(), static_cast<std::uint8_t*>(data), static_cast<std::uint8_t*>(data) + size);
+        },
+        &out, image.width, image.height, image.channels, image.pixels.data(), 90));
+    return out;
+}
+
+// The smallest detector the tests of score_chw need: 32 x 32 grey, one epoch.
+const Detector& tiny_trained_detector() {
+    static const Detector detector = [] {
+        DetectorOptions o;
+        o.architecture.image_size = 32;
+        o.architecture.channels = 1;
+        o.architecture.generator_features = 4;
+        o.architecture.discriminator_features = 4;
+        o.architecture.latent_size = 8;
+        o.epochs = 1;
+        o.batch_size = 8;
+        o.validation_fraction = 0.2f;
+        o.device = Device::Cpu;
+        std::vector<Image> images;
+        for (unsigned i = 0; i < 16; ++i) images.push_back(random_image(32, 32, 1, 100 + i));
+        Detector d(o);
+        d.fit(images);
+        return d;
+    }();
+    return detector;
+}
+
+// A writer on the other end of a FIFO: opens it (blocking until the reader opens it too),
+// writes `text`, closes. SIGPIPE is ignored while it lives, in case the reader gives up first.
+struct FifoWriter {
+    std::thread thread;
+    void (*previous)(int);
+    FifoWriter(const std::string& path, std::string text) : previous(std::signal(SIGPIPE, SIG_IGN)) {
+        thread = std::thread([path, text] {
+            const int fd = ::open(path.c_str(), O_WRONLY);
+            if (fd < 0) return;
+            [[maybe_unused]] const ssize_t written = ::write(fd, text.data(), text.size());
+            ::close(fd);
+        });
+    }
+    ~FifoWriter() {
+        thread.join();
+        std::signal(SIGPIPE, previous);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("image buffers with negative, overflowing or inconsistent sizes are refused", "[reliability][images]") {
+    std::vector<float> out(3 * 8 * 8);
+    const Image image = random_image(6, 5, 3, 1);
+    const ImageView good = image.view();
+    REQUIRE_NOTHROW(preprocess(good, 8, 3, out.data()));
+
+    ImageView bad = good;
+    bad.width = -6;
+    CHECK_THROWS_AS(preprocess(bad, 8, 3, out.data()), InvalidArgument);
+    bad = good;
+    bad.height = INT_MIN;
+    CHECK_THROWS_AS(preprocess(bad, 8, 3, out.data()), InvalidArgument);
+    bad = good;
+    bad.row_stride_bytes = -18;  // negative strides (bottom-up buffers) are not supported
+    CHECK_THROWS_AS(preprocess(bad, 8, 3, out.data()), InvalidArgument);
+    // (height - 1) * stride overflows a pointer difference.
+    bad = good;
+    bad.height = INT_MAX;
+    bad.row_stride_bytes = PTRDIFF_MAX / 2;
+    CHECK_THROWS_AS(preprocess(bad, 8, 3, out.data()), InvalidArgument);
+    // A pixel format that is not one of the enumerators.
+    bad = good;
+    bad.format = static_cast<PixelFormat>(7);
+    CHECK_THROWS_AS(preprocess(bad, 8, 3, out.data()), InvalidArgument);
+
+    // Owned images: channels other than 1, 3 or 4, negative sizes, and a byte count
+    // (width * height * channels) that overflows 64 bits are refused before pixels are read.
+    for (int channels : {0, 2, 5, -1}) {
+        Image wrong = image;
+        wrong.channels = channels;
+        CHECK_THROWS_AS(wrong.view(), InvalidArgument);
+    }
+    Image negative = image;
+    negative.width = -6;
+    CHECK_THROWS_AS(negative.view(), InvalidArgument);
+    const Image overflowing{INT_MAX, INT_MAX, 4, {}};
+    CHECK_THROWS_WITH(overflowing.view(), Catch::Contains("overflows"));
+    // A size far beyond the pixels present is refused by comparing lengths, not by reading.
+    const Image short_pixels{1 << 20, 1 << 20, 1, std::vector<std::uint8_t>(16)};
+    CHECK_THROWS_WITH(short_pixels.view(), Catch::Contains("expected 1099511627776 bytes, found 16"));
+}
+
+TEST_CASE("Detector refuses bad buffers and non-finite float input", "[reliability][detector]") {
+    const Detector& d = tiny_trained_detector();
+    // A two-channel owned image reaches score() through Image::view().
+    const Image two_channels{32, 32, 2, std::vector<std::uint8_t>(32 * 32 * 2)};
+    CHECK_THROWS_AS(d.score(std::vector<Image>{two_channels}), InvalidArgument);
+    ImageView negative{two_channels.pixels.data(), 32, -32, 32, PixelFormat::Gray};
+    CHECK_THROWS_AS(d.score(negative), InvalidArgument);
+
+    std::vector<float> chw(3 * 20 * 20, 0.25f);
+    REQUIRE_NOTHROW(d.score_chw(chw.data(), 3, 20, 20));
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+        std::vector<float> poisoned = chw;
+        poisoned[777] = bad;
+        CHECK_THROWS_WITH(d.score_chw(poisoned.data(), 3, 20, 20), Catch::Contains("non-finite"));
+    }
+    CHECK_THROWS_AS(d.score_chw(nullptr, 3, 20, 20), InvalidArgument);
+    CHECK_THROWS_AS(d.score_chw(chw.data(), 2, 20, 20), InvalidArgument);
+    CHECK_THROWS_AS(d.score_chw(chw.data(), 3, 0, 20), InvalidArgument);
+    CHECK_THROWS_AS(d.score_chw(chw.data(), 3, INT_MAX, INT_MAX), InvalidArgument);
+}
+
+TEST_CASE("a FIFO is read to its end as an image and refused as a model file", "[reliability][io]") {
+    // As root, chmod 000 does not stop a read; a FIFO is a path that opens but is no regular file.
+    TempDir dir;
+    const std::string image_fifo = dir.file("image.png");
+    REQUIRE(::mkfifo(image_fifo.c_str(), 0600) == 0);
+    {
+        FifoWriter writer(image_fifo, "not an image at all\n");
+        CHECK_THROWS_WITH(load_image(image_fifo), Catch::Contains("not a readable PNG, JPEG or BMP"));
+    }
+    const std::string model_fifo = dir.file("model.safetensors");
+    REQUIRE(::mkfifo(model_fifo.c_str(), 0600) == 0);
+    {
+        // A model file must be seekable: its size is read before its bytes.
+        FifoWriter writer(model_fifo, std::string(64, 'x'));
+        CHECK_THROWS_AS(Detector::load(model_fifo, Device::Cpu), IoError);
+    }
+}
+
+TEST_CASE("every truncation of a PNG, JPEG or BMP file is refused", "[reliability][images]") {
+    TempDir dir;
+    const Image image = random_image(12, 9, 3, 21);
+    const std::string path = dir.file("cut");
+
+    // PNG: stb does not read the CRC of the final IEND chunk, so a file missing only (part of)
+    // those 4 bytes still decodes, to the whole image; every shorter cut is refused.
+    save_png(dir.file("whole.png"), image);
+    const std::vector<std::uint8_t> png = read_bytes(dir.file("whole.png"));
+    REQUIRE(png.size() > 60);
+    for (std::size_t length = 0; length < png.size(); ++length) {
+        write_bytes(path, png, length);
+        if (length + 4 >= png.size()) {
+            CHECK(load_image(path).pixels == image.pixels);
+        } else {
+            CHECK_THROWS_AS(load_image(path), FormatError);
+        }
+    }
+
+    const std::vector<std::uint8_t> jpeg = encode_jpeg(image);
+    for (std::size_t length = 0; length < jpeg.size(); ++length) {
+        write_bytes(path, jpeg, length);
+        CHECK_THROWS_AS(load_image(path), FormatError);
+    }
+
+    REQUIRE(stbi_write_bmp(dir.file("whole.bmp").c_str(), image.width, image.height, 3, image.pixels.data()));
+    const std::vector<std::uint8_t> bmp = read_bytes(dir.file("whole.bmp"));
+    for (std::size_t length = 0; length < bmp.size(); ++length) {
+        write_bytes(path, bmp, length);
+        CHECK_THROWS_AS(load_image(path), FormatError);
+    }
+}
+
+TEST_CASE("a JPEG declaring more pixels than the limits is refused before decoding", "[reliability][images]") {
+    TempDir dir;
+    std::vector<std::uint8_t> jpeg = encode_jpeg(random_image(8, 8, 3, 31));
+    std::size_t sof = 0;
+    while (sof + 1 < jpeg.size() && !(jpeg[sof] == 0xFF && jpeg[sof + 1] == 0xC0)) ++sof;
+    REQUIRE(sof + 9 < jpeg.size());
+    // SOF0: marker (2), length (2), precision (1), height (2), width (2), big-endian.
+    auto put16 = [&](std::size_t at, int value) {
+        jpeg[at] = static_cast<std::uint8_t>(value >> 8);
+        jpeg[at + 1] = static_cast<std::uint8_t>(value & 0xFF);
+    };
+    put16(sof + 5, 20000);
+    put16(sof + 7, 20000);
+    write_bytes(dir.file("big.jpg"), jpeg, jpeg.size());
+    CHECK_THROWS_WITH(load_image(dir.file("big.jpg")), Catch::Contains("20000 x 20000") && Catch::Contains("16384"));
+    put16(sof + 5, 1);
+    put16(sof + 7, 16385);
+    write_bytes(dir.file("wide.jpg"), jpeg, jpeg.size());
+    CHECK_THROWS_WITH(load_image(dir.file("wide.jpg")), Catch::Contains("16385 x 1"));
+}
