@@ -24,6 +24,10 @@ if ! command -v "$CXX" >/dev/null; then
   exit 2
 fi
 
+if ! grep -q 'add_subdirectory(tests/fuzz)' CMakeLists.txt; then
+  echo "run-fuzzers: CMakeLists.txt does not add tests/fuzz (option SKIPGANOMALY_BUILD_FUZZERS)" >&2
+  exit 2
+fi
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSKIPGANOMALY_BUILD_FUZZERS=ON -DSKIPGANOMALY_CUDA=OFF -DSKIPGANOMALY_BUILD_TESTS=OFF \
   -DSKIPGANOMALY_BUILD_BENCHMARKS=OFF -DSKIPGANOMALY_BUILD_EXAMPLES=OFF

@@ -124,7 +124,7 @@ TEST_CASE("fit trains, holds out validation images and sets the threshold from t
     CHECK(report.threshold <= report.validation_scores.max);
 }
 
-TEST_CASE("the same seed gives the same model; another seed another one", "[detector]") {
+TEST_CASE("the same seed gives the same model, another seed another one", "[detector]") {
     const std::vector<Image> probe = blob_images(5, 99);
     Detector again(tiny_options());
     again.fit(training_set());
