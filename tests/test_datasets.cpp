@@ -2,6 +2,10 @@
 // anomalib's Folder layout and MVTec AD; plus the bundled MNIST slice when present.
 #include <catch2/catch.hpp>
 
+#include "test_support.hpp"
+
+using sga::testing::message_of;
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -109,17 +113,6 @@ sga::Image flat_image(int width, int height, int channels, std::uint8_t value) {
     image.channels = channels;
     image.pixels.assign(static_cast<std::size_t>(width) * height * channels, value);
     return image;
-}
-
-template <typename E, typename F>
-std::string message_of(F&& call) {
-    try {
-        call();
-    } catch (const E& e) {
-        return e.what();
-    }
-    FAIL("expected an exception");
-    return {};
 }
 
 }  // namespace

@@ -2,6 +2,10 @@
 // written by scripts/make_image_fixtures.py).
 #include <catch2/catch.hpp>
 
+#include "test_support.hpp"
+
+using sga::testing::message_of;
+
 #include <algorithm>
 #include <climits>
 #include <cmath>
@@ -90,17 +94,6 @@ sga::PixelFormat format_of(const std::string& mode) {
 float unit(int level) { return static_cast<float>(level) / 255.0f * 2.0f - 1.0f; }
 
 // The error message of a call expected to throw E.
-template <typename E, typename F>
-std::string message_of(F&& call) {
-    try {
-        call();
-    } catch (const E& e) {
-        return e.what();
-    }
-    FAIL("expected an exception");
-    return {};
-}
-
 }  // namespace
 
 TEST_CASE("save_png and load_image round-trip 1, 3 and 4 channels", "[images]") {
