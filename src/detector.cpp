@@ -586,6 +586,8 @@ Detector Detector::load(const std::string& path, Device device) {
         throw FormatError("model file '" + path + "': invalid options: " + e.what());
     }
     if (!std::isfinite(threshold)) throw FormatError("model file '" + path + "': the threshold is not finite");
+    // Before the model is allocated: a forged architecture must not cost memory.
+    reader.check_tensors(options.architecture);
     Detector detector(options);
     reader.load_into(*detector.impl_->model);
     detector.impl_->statistics = statistics;

@@ -64,6 +64,17 @@ std::int64_t checked_multiply(std::int64_t a, std::int64_t b, const char* what) 
     return product;
 }
 
+// Buffers get the pixel limit that files get: pre-processing allocates a few bytes per pixel,
+// so a view claiming a huge size must be refused before that, not fail with std::bad_alloc.
+void check_pixel_count(std::int64_t width, std::int64_t height, const char* what) {
+    const std::int64_t pixels = checked_multiply(width, height, what);
+    SGA_CHECK_ARGUMENT(pixels <= max_image_pixels,
+                       std::string(what) + " of " + std::to_string(width) + " x " +
+                           std::to_string(height) + " = " + std::to_string(pixels) +
+                           " pixels is over the limit of " + std::to_string(max_image_pixels) +
+                           " (max_image_pixels)");
+}
+
 void check_view(const ImageView& image) {
     SGA_CHECK_ARGUMENT(image.data != nullptr, "image data is null");
     SGA_CHECK_ARGUMENT(image.width > 0 && image.height > 0,
@@ -79,16 +90,14 @@ void check_view(const ImageView& image) {
     const std::int64_t strides =
         checked_multiply(image.height - 1, image.row_stride_bytes, "image buffer size");
     SGA_CHECK_ARGUMENT(strides <= PTRDIFF_MAX - row_bytes, "image buffer size overflows");
-    checked_multiply(checked_multiply(image.width, image.height, "image pixel count"), 4,
-                     "image byte count");
+    check_pixel_count(image.width, image.height, "image size");
 }
 
 void check_output_size(int size, int channels) {
     SGA_CHECK_ARGUMENT(size > 0, "output size must be positive, got " + std::to_string(size));
     SGA_CHECK_ARGUMENT(channels == 1 || channels == 3,
                        "output channels must be 1 or 3, got " + std::to_string(channels));
-    checked_multiply(checked_multiply(size, size, "output pixel count"), channels,
-                     "output element count");
+    check_pixel_count(size, size, "output size");
 }
 
 // ---- PIL's resampling (Pillow src/libImaging/Resample.c) ---------------------------------
@@ -334,6 +343,22 @@ void check_declared_size(const std::string& path, std::int64_t width, std::int64
 
 // stb fills a truncated uncompressed BMP with zeros instead of failing; check the length the
 // header implies (pixel data offset + padded rows) ourselves.
+// stb pads a JPEG's missing entropy-coded data with zeros, so a few hundred bytes declaring
+// 16384 x 16384 would decode into gigabytes. Every 8 x 8 block of every scan costs at least one
+// bit (its DC code; progressive AC scans can skip blocks, DC scans cannot), so a file holding
+// fewer bits than the image has luma blocks cannot be a whole JPEG. This bounds what a file of
+// n bytes can make us allocate to about 512 n pixels.
+void check_jpeg_length(const std::string& path, std::size_t length, std::int64_t width,
+                       std::int64_t height) {
+    const std::int64_t blocks = ((width + 7) / 8) * ((height + 7) / 8);
+    const std::int64_t bits = static_cast<std::int64_t>(length) * 8;
+    if (bits < blocks)
+        throw FormatError("image '" + path + "' is a truncated JPEG: it declares " + std::to_string(width) +
+                          " x " + std::to_string(height) + " (" + std::to_string(blocks) +
+                          " blocks of 8 x 8, at least one bit each) but holds only " +
+                          std::to_string(length) + " bytes");
+}
+
 void check_bmp_length(const std::string& path, const std::vector<unsigned char>& bytes) {
     if (bytes.size() < 26 || bytes[0] != 'B' || bytes[1] != 'M') return;
     auto le16 = [&](std::size_t at) { return std::uint32_t{bytes[at]} | (std::uint32_t{bytes[at + 1]} << 8); };
@@ -394,6 +419,13 @@ Image load_image(const std::string& path) {
     if (!fs::exists(status)) throw IoError("cannot read image '" + path + "': no such file");
     if (fs::is_directory(status))
         throw IoError("cannot read image '" + path + "': it is a directory");
+    // Opening a FIFO blocks until someone writes to it, and a device may never end.
+    if (!fs::is_regular_file(status))
+        throw IoError("cannot read image '" + path + "': not a regular file (a FIFO, socket or device)");
+    const std::uintmax_t file_size = fs::file_size(path, error);
+    if (!error && file_size > static_cast<std::uintmax_t>(INT_MAX))
+        throw FormatError("image '" + path + "' is too large to decode: " + std::to_string(file_size) +
+                          " bytes, the limit is " + std::to_string(INT_MAX));
 
     std::ifstream file(path, std::ios::binary);
     if (!file)
@@ -410,8 +442,8 @@ Image load_image(const std::string& path) {
 
     // Check the declared size before decoding anything.
     std::int64_t header_width = 0, header_height = 0;
-    if (declared_size(bytes, header_width, header_height))
-        check_declared_size(path, header_width, header_height);
+    const bool png_or_bmp = declared_size(bytes, header_width, header_height);
+    if (png_or_bmp) check_declared_size(path, header_width, header_height);
     int width = 0, height = 0, file_channels = 0;
     if (!stbi_info_from_memory(bytes.data(), length, &width, &height, &file_channels))
         throw FormatError("'" + path + "' is not a readable PNG, JPEG or BMP image: " +
@@ -424,6 +456,7 @@ Image load_image(const std::string& path) {
                           " x " + std::to_string(height));
     check_declared_size(path, width, height);
     check_bmp_length(path, bytes);
+    if (!png_or_bmp) check_jpeg_length(path, bytes.size(), width, height);  // the third format
     const std::int64_t pixel_count = static_cast<std::int64_t>(width) * height;
 
     int decoded_width = 0, decoded_height = 0, channels = 0;
@@ -533,9 +566,8 @@ void preprocess_float_chw(const float* chw, int channels_in, int height, int wid
                                                     std::to_string(height) + " x " +
                                                     std::to_string(width));
     check_output_size(size, channels);
-    const std::size_t in_plane = static_cast<std::size_t>(
-        checked_multiply(height, width, "input pixel count"));
-    checked_multiply(static_cast<std::int64_t>(in_plane), channels_in, "input element count");
+    check_pixel_count(width, height, "input size");
+    const std::size_t in_plane = static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
     check_finite(chw, in_plane * channels_in, "input");
 
     const std::size_t out_plane = static_cast<std::size_t>(size) * size;
@@ -567,9 +599,9 @@ std::vector<float> resize_plane(const float* plane, int height, int width, int o
                        "plane sizes must be positive, got " + std::to_string(height) + " x " +
                            std::to_string(width) + " -> " + std::to_string(out_height) + " x " +
                            std::to_string(out_width));
-    const std::int64_t count = checked_multiply(height, width, "plane size");
-    checked_multiply(out_height, out_width, "resized plane size");
-    check_finite(plane, static_cast<std::size_t>(count), "plane");
+    check_pixel_count(width, height, "plane size");
+    check_pixel_count(out_width, out_height, "resized plane size");
+    check_finite(plane, static_cast<std::size_t>(width) * static_cast<std::size_t>(height), "plane");
     return resize_plane_float(plane, height, width, out_height, out_width);
 }
 

@@ -85,7 +85,6 @@ double auc_of(const Grouped& grouped) {
 // ---- raster drawing --------------------------------------------------------------------
 
 using Colour = std::array<std::uint8_t, 3>;
-constexpr Colour white{255, 255, 255};
 constexpr Colour black{0, 0, 0};
 constexpr Colour grey{170, 170, 170};
 constexpr Colour light_grey{225, 225, 225};

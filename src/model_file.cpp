@@ -82,6 +82,41 @@ std::vector<Planned> plan_model(const SkipGanomaly& model, const TrainingState* 
     return planned;
 }
 
+// What a file for `arch` must hold: names, dtypes and shapes, from the networks' declarations
+// alone (nothing is allocated, so a forged architecture costs nothing to check).
+struct ExpectedTensor {
+    std::string name;
+    std::string dtype;
+    std::vector<std::int64_t> shape;
+};
+
+std::vector<ExpectedTensor> expected_tensors(const Architecture& arch, bool with_training_state) {
+    const Generator generator(arch);
+    const Discriminator discriminator(arch);
+    std::vector<ExpectedTensor> expected;
+    auto add_block = [&](const std::string& prefix, const ParameterBlock& block) {
+        for (const ParameterBlock::Entry& e : block.entries()) expected.push_back({prefix + e.name, "F32", e.shape.dims()});
+    };
+    auto add_batches_tracked = [&](const std::string& prefix, const ParameterBlock& statistics) {
+        std::vector<Planned> counters;
+        plan_batches_tracked(counters, prefix, statistics, 0);
+        for (const Planned& p : counters) expected.push_back({p.name, p.dtype, p.shape});
+    };
+    add_block("netg.", generator.parameters);
+    add_block("netg.", generator.statistics);
+    add_batches_tracked("netg.", generator.statistics);
+    add_block("netd.", discriminator.parameters);
+    add_block("netd.", discriminator.statistics);
+    add_batches_tracked("netd.", discriminator.statistics);
+    if (with_training_state) {
+        for (const char* moment : {"exp_avg", "exp_avg_sq"})
+            expected.push_back({std::string("training.netg.") + moment, "F32", {generator.parameters.size()}});
+        for (const char* moment : {"exp_avg", "exp_avg_sq"})
+            expected.push_back({std::string("training.netd.") + moment, "F32", {discriminator.parameters.size()}});
+    }
+    return expected;
+}
+
 std::string architecture_json(const Architecture& a) {
     return ordered_json{{"image_size", a.image_size},
                         {"channels", a.channels},
@@ -194,6 +229,9 @@ Reader Reader::open(const std::string& path) {
     std::error_code error;
     if (!std::filesystem::exists(path, error)) throw IoError("model file '" + path + "' does not exist");
     if (std::filesystem::is_directory(path, error)) throw IoError("model file '" + path + "' is a directory");
+    // Opening a FIFO blocks until someone writes to it; a model file must be a file.
+    if (!std::filesystem::is_regular_file(path, error))
+        throw IoError("model file '" + path + "' is not a regular file (a FIFO, socket or device)");
     std::ifstream in(path, std::ios::binary);
     if (!in) throw IoError("cannot open model file '" + path + "'");
     in.seekg(0, std::ios::end);
@@ -353,23 +391,26 @@ void Reader::copy_block(const std::string& prefix, ParameterBlock& block) const 
     for (int i = 0; i < static_cast<int>(block.entries().size()); ++i) copy_flat(prefix + block.entry(i).name, block.value(i));
 }
 
-void Reader::load_into(SkipGanomaly& model) const {
-    // The file must hold exactly the tensors this architecture has.
-    const std::optional<TrainingState> training = training_state();
-    std::vector<Planned> expected = plan_model(model, training ? &*training : nullptr);
+void Reader::check_tensors(const Architecture& arch) const {
+    const std::vector<ExpectedTensor> expected = expected_tensors(arch, training_state().has_value());
     for (const auto& [name, rec] : tensors_) {
         bool known = false;
-        for (const Planned& p : expected) known = known || p.name == name;
+        for (const ExpectedTensor& e : expected) known = known || e.name == name;
         if (!known)
             throw FormatError("model file '" + path_ + "': unexpected tensor '" + name + "' for architecture " +
-                              architecture_json(model.architecture()));
+                              architecture_json(arch));
     }
-    for (const Planned& p : expected) {
-        const TensorRecord& rec = record(p.name);
-        if (rec.dtype != p.dtype || rec.shape != p.shape)
-            throw FormatError("model file '" + path_ + "', tensor '" + p.name + "': expected " + p.dtype + " " +
-                              shape_string(p.shape) + ", found " + rec.dtype + " " + shape_string(rec.shape));
+    for (const ExpectedTensor& e : expected) {
+        const TensorRecord& rec = record(e.name);
+        if (rec.dtype != e.dtype || rec.shape != e.shape)
+            throw FormatError("model file '" + path_ + "', tensor '" + e.name + "': expected " + e.dtype + " " +
+                              shape_string(e.shape) + ", found " + rec.dtype + " " + shape_string(rec.shape));
     }
+}
+
+void Reader::load_into(SkipGanomaly& model) const {
+    check_tensors(model.architecture());
+    const std::optional<TrainingState> training = training_state();
     copy_block("netg.", model.generator.parameters);
     copy_block("netg.", model.generator.statistics);
     copy_block("netd.", model.discriminator.parameters);

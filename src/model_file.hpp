@@ -44,8 +44,12 @@ public:
     const nlohmann::json& metadata() const { return metadata_; }  // values parsed back from JSON
     Architecture architecture() const;
     std::optional<TrainingState> training_state() const;
-    // Copies every tensor into `model` (built from architecture()), checking that the file
-    // holds exactly the expected names and shapes. Loads optimiser moments when present.
+    // Throws FormatError unless the file holds exactly the tensors (names, dtypes, shapes) of a
+    // model of `arch`. Allocates nothing for the model: call it before building one from a
+    // file's declared architecture, which anyone can forge.
+    void check_tensors(const Architecture& arch) const;
+    // Copies every tensor into `model` (built from architecture()), after check_tensors.
+    // Loads optimiser moments when present.
     void load_into(SkipGanomaly& model) const;
 
 private:

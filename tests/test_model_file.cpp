@@ -13,6 +13,7 @@
 
 #include "model_file.hpp"
 #include "skipganomaly/detector.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -178,6 +179,44 @@ TEST_CASE("forged or foreign headers name what was expected and what was found",
                Catch::Contains("outside"));
     CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) { h["netd.clas.classifier.weight"]["dtype"] = "F16"; })),
                Catch::Contains("expected dtype F32 or I64"));
+}
+
+TEST_CASE("a forged architecture is refused before the model is allocated", "[model_file][reliability]") {
+    // A Detector file whose architecture claims validate()'s maxima: building that model would
+    // ask for about 81 GB. The tensor shapes are checked against the declared architecture
+    // first, so the load fails with a FormatError and allocates no tensor memory.
+    DetectorOptions o;
+    o.architecture = tiny_architecture();
+    o.epochs = 1;
+    o.batch_size = 4;
+    o.validation_fraction = 0.25f;
+    o.device = Device::Cpu;
+    std::mt19937 random(5);
+    std::vector<Image> images(8);
+    for (Image& image : images) {
+        image = {32, 32, 1, std::vector<std::uint8_t>(32 * 32)};
+        for (std::uint8_t& v : image.pixels) v = static_cast<std::uint8_t>(random() & 0xFF);
+    }
+    Detector detector(o);
+    detector.fit(images);
+    const std::string path = (saved().dir / "detector.safetensors").string();
+    detector.save(path);
+    std::ifstream in(path, std::ios::binary);
+    const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::vector<char> forged = forge(bytes, [](nlohmann::json& h) {
+        h["__metadata__"]["architecture"] =
+            R"({"image_size":1024,"channels":3,"generator_features":1024,"discriminator_features":1024,"latent_size":4096})";
+    });
+    const std::string forged_path = (saved().dir / "forged_architecture.safetensors").string();
+    std::ofstream(forged_path, std::ios::binary).write(forged.data(), static_cast<std::streamsize>(forged.size()));
+
+    const std::uint64_t allocations_before = allocation_count();
+    const std::string message = sga::testing::message_of<FormatError>([&] { Detector::load(forged_path, Device::Cpu); });
+    CHECK(allocation_count() == allocations_before);
+    CHECK_THAT(message, Catch::Contains("forged_architecture.safetensors") && Catch::Contains("unexpected tensor") &&
+                            Catch::Contains("\"generator_features\":1024"));
+    // The untouched file still loads.
+    CHECK_NOTHROW(Detector::load(path, Device::Cpu));
 }
 
 TEST_CASE("absurd header sizes, empty and missing files are refused before any large allocation", "[model_file][reliability]") {
