@@ -7,7 +7,9 @@
 #include <random>
 #include <thread>
 
+#include "model_file.hpp"
 #include "skipganomaly/detector.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -319,6 +321,42 @@ TEST_CASE("resuming from a checkpoint gives the same weights as an uninterrupted
     CHECK(scores_of(resumed, probe) == scores_of(trained_detector(), probe));
     // A checkpoint is not a model to score with.
     CHECK_THROWS_AS(Detector::load(checkpoint, Device::Cpu).score(probe[0].view()), Error);
+}
+
+TEST_CASE("training that diverges in a later epoch returns to the last completed epoch exactly", "[detector][numerics][checkpoint]") {
+    // Epoch 1 runs normally and is checkpointed; epoch 2 resumes from it with a learning rate
+    // whose first Adam step overflows. fit must throw and leave the weights, batch-norm
+    // statistics and optimiser state of the end of epoch 1, bit for bit.
+    TempDir dir;
+    const std::string checkpoint = (dir.path / "epoch1.safetensors").string();
+    DetectorOptions first = tiny_options();
+    first.epochs = 1;
+    first.checkpoint_every_epochs = 1;
+    first.checkpoint_path = checkpoint;
+    Detector(first).fit(training_set());
+
+    DetectorOptions diverging = tiny_options();
+    diverging.resume_from = checkpoint;
+    diverging.adam.learning_rate = 1e38f;
+    Detector d(diverging);
+    const std::string message = sga::testing::message_of<NumericalError>([&] { d.fit(training_set()); });
+    CHECK_THAT(message, Catch::Contains("epoch 2") && Catch::Contains("returned to the end of epoch 1"));
+    CHECK_FALSE(d.is_trained());
+
+    Context ctx(Device::Cpu);
+    SkipGanomaly epoch1(diverging.architecture, diverging.adam, diverging.loss_weights);
+    epoch1.materialize(ctx);
+    model_file::Reader::open(checkpoint).load_into(epoch1);
+    auto same = [](const ParameterBlock& a, const ParameterBlock& b) {
+        return Tensor::host_values(a.values()) == Tensor::host_values(b.values());
+    };
+    CHECK(same(d.model().generator.parameters, epoch1.generator.parameters));
+    CHECK(same(d.model().generator.statistics, epoch1.generator.statistics));
+    CHECK(same(d.model().discriminator.parameters, epoch1.discriminator.parameters));
+    CHECK(same(d.model().discriminator.statistics, epoch1.discriminator.statistics));
+    CHECK(Tensor::host_values(d.model().generator.parameters.second_moments()) ==
+          Tensor::host_values(epoch1.generator.parameters.second_moments()));
+    CHECK(d.model().generator_optimizer.steps() == epoch1.generator_optimizer.steps());
 }
 
 TEST_CASE("diverging training stops with an error and keeps finite weights", "[detector][numerics]") {
