@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "reference.hpp"
+#include "test_support.hpp"
 #include "skipganomaly/context.hpp"
 #include "skipganomaly/device.hpp"
 #include "skipganomaly/error.hpp"
@@ -56,19 +57,7 @@ namespace {
 using sga::testing::random_vector;
 using sga::testing::require_close;
 
-// True (after printing the line CTest looks for) when this test cannot run here.
-bool skip_without_gpu() {
-#if SKIPGANOMALY_WITH_CUDA
-    if (!sga::cuda_device_available()) {
-        std::cout << "SKIPPED: no CUDA device\n";
-        return true;
-    }
-    return false;
-#else
-    std::cout << "SKIPPED: built without CUDA\n";
-    return true;
-#endif
-}
+using sga::testing::skip_without_gpu;
 
 constexpr float not_a_number = std::numeric_limits<float>::quiet_NaN();
 
