@@ -19,8 +19,9 @@ build_dir="${BUILD_DIR:-build-fuzz}"
 jobs="${JOBS:-$(nproc)}"
 export CC="${CC:-clang-14}" CXX="${CXX:-clang++-14}"
 
+bash scripts/setup.sh --tools  # clang-14, libFuzzer and its sanitizer runtimes
 if ! command -v "$CXX" >/dev/null; then
-  echo "run-fuzzers: '$CXX' not found; libFuzzer needs clang (Debian: apt-get install clang-14 libomp-dev)" >&2
+  echo "run-fuzzers: '$CXX' not found; libFuzzer needs clang (scripts/setup.sh --tools installs clang-14)" >&2
   exit 2
 fi
 

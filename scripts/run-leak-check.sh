@@ -21,7 +21,7 @@ if ! command -v valgrind >/dev/null; then
   echo "run-leak-check: valgrind not found (Debian: apt-get install valgrind)" >&2
   exit 2
 fi
-bash scripts/setup.sh
+bash scripts/setup.sh --tools
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSKIPGANOMALY_NATIVE_ARCH=OFF \
   -DSKIPGANOMALY_CUDA=OFF -DSKIPGANOMALY_BUILD_TESTS=OFF -DSKIPGANOMALY_BUILD_BENCHMARKS=OFF \
   -DSKIPGANOMALY_BUILD_EXAMPLES=OFF

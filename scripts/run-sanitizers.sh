@@ -45,7 +45,7 @@ case "$mode" in
     ;;
 esac
 
-bash scripts/setup.sh
+bash scripts/setup.sh --tools
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSKIPGANOMALY_CUDA=OFF -DSKIPGANOMALY_BUILD_TESTS=ON \
   -DSKIPGANOMALY_BUILD_BENCHMARKS=OFF -DSKIPGANOMALY_BUILD_EXAMPLES=OFF \
