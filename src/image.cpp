@@ -359,6 +359,50 @@ void check_jpeg_length(const std::string& path, std::size_t length, std::int64_t
                           std::to_string(length) + " bytes");
 }
 
+// stb sizes its PNG buffers from what the file declares before reading the data: it grows
+// the compressed buffer to an IDAT chunk's declared length (a 93-byte file declaring a 1.2 GB
+// chunk made it realloc 2 GB; found by fuzzing), and allocates the whole decompressed image
+// up front. So walk the chunks first: each chunk's data must lie within the file, and the
+// compressed data must be able to inflate to the declared image, as deflate expands at most
+// 1032:1. What a PNG of n bytes can make us allocate is then about 1032 n.
+void check_png_chunks(const std::string& path, const std::vector<unsigned char>& bytes, std::int64_t width,
+                      std::int64_t height) {
+    static constexpr unsigned char png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (bytes.size() < 8 || !std::equal(png_signature, png_signature + 8, bytes.begin())) return;
+    auto big_endian32 = [&](std::size_t at) {
+        return (std::uint32_t{bytes[at]} << 24) | (std::uint32_t{bytes[at + 1]} << 16) |
+               (std::uint32_t{bytes[at + 2]} << 8) | std::uint32_t{bytes[at + 3]};
+    };
+    std::int64_t bits_per_pixel = 0;
+    std::uint64_t compressed = 0;
+    std::size_t at = 8;
+    while (at + 8 <= bytes.size()) {
+        const std::uint64_t length = big_endian32(at);
+        const std::string type(bytes.begin() + static_cast<std::ptrdiff_t>(at + 4),
+                               bytes.begin() + static_cast<std::ptrdiff_t>(at + 8));
+        const std::uint64_t remaining = bytes.size() - at - 8;
+        if (length > remaining)
+            throw FormatError("image '" + path + "' is a truncated PNG: chunk '" + type + "' at byte " +
+                              std::to_string(at) + " declares " + std::to_string(length) + " bytes, " +
+                              std::to_string(remaining) + " remain");
+        if (type == "IHDR" && length >= 13) {
+            static constexpr int channels_of_colour_type[7] = {1, 0, 3, 1, 2, 0, 4};
+            const int depth = bytes[at + 16], colour_type = bytes[at + 17];
+            if (colour_type <= 6) bits_per_pixel = std::int64_t{depth} * channels_of_colour_type[colour_type];
+        }
+        if (type == "IDAT") compressed += length;
+        if (type == "IEND") break;
+        at += 12 + static_cast<std::size_t>(length);  // the 4-byte CRC may be cut off the last chunk
+    }
+    const std::int64_t raw_bytes = width * height * bits_per_pixel / 8;
+    constexpr std::uint64_t deflate_max_ratio = 1032;
+    if (static_cast<std::uint64_t>(raw_bytes) > (compressed + 1) * deflate_max_ratio)
+        throw FormatError("image '" + path + "' is a truncated PNG: " + std::to_string(compressed) +
+                          " bytes of compressed data cannot inflate to the " + std::to_string(raw_bytes) +
+                          " bytes of its " + std::to_string(width) + " x " + std::to_string(height) +
+                          " pixels (deflate expands at most 1032:1)");
+}
+
 void check_bmp_length(const std::string& path, const std::vector<unsigned char>& bytes) {
     if (bytes.size() < 26 || bytes[0] != 'B' || bytes[1] != 'M') return;
     auto le16 = [&](std::size_t at) { return std::uint32_t{bytes[at]} | (std::uint32_t{bytes[at + 1]} << 8); };
@@ -456,6 +500,7 @@ Image load_image(const std::string& path) {
                           " x " + std::to_string(height));
     check_declared_size(path, width, height);
     check_bmp_length(path, bytes);
+    check_png_chunks(path, bytes, width, height);
     if (!png_or_bmp) check_jpeg_length(path, bytes.size(), width, height);  // the third format
     const std::int64_t pixel_count = static_cast<std::int64_t>(width) * height;
 

@@ -260,6 +260,44 @@ TEST_CASE("a JPEG declaring more pixels than the limits is refused before decodi
     CHECK_THROWS_WITH(load_image(dir.file("wide.jpg")), Catch::Contains("16385 x 1"));
 }
 
+TEST_CASE("PNG chunks that promise more data than the file holds are refused before stb allocates", "[reliability][images][fuzz]") {
+    // Found by tests/fuzz/fuzz_image_decode (out of memory): stb grew its buffer to an IDAT
+    // chunk's declared length before reading it, so a 93-byte file declaring 1.2 GB made it
+    // realloc 2 GB (tests/fuzz/corpus_image/idat_length_beyond_file_9x2.png).
+    TempDir dir;
+    const Image image = random_image(9, 2, 1, 33);
+    save_png(dir.file("plain.png"), image);
+    const std::vector<std::uint8_t> png = read_bytes(dir.file("plain.png"));
+    const std::size_t iend = png.size() - 12;
+    REQUIRE(std::equal(png.begin() + static_cast<std::ptrdiff_t>(iend + 4), png.begin() + static_cast<std::ptrdiff_t>(iend + 8), "IEND"));
+    std::vector<std::uint8_t> long_chunk(png.begin(), png.begin() + static_cast<std::ptrdiff_t>(iend));
+    const std::uint8_t declared[8] = {0x4B, 0x00, 0x00, 0x00, 'I', 'D', 'A', 'T'};  // 1258291200 bytes
+    long_chunk.insert(long_chunk.end(), declared, declared + 8);
+    long_chunk.insert(long_chunk.end(), 14, 0x55);
+    write_bytes(dir.file("long_chunk.png"), long_chunk, long_chunk.size());
+    CHECK_THROWS_AS(load_image(dir.file("long_chunk.png")), FormatError);
+    CHECK_THROWS_WITH(load_image(dir.file("long_chunk.png")),
+                      Catch::Contains("truncated PNG") && Catch::Contains("'IDAT'") && Catch::Contains("declares 1258291200 bytes"));
+    CHECK_THROWS_WITH(load_image(SKIPGANOMALY_SOURCE_DIR "/tests/fuzz/corpus_image/idat_length_beyond_file_9x2.png"),
+                      Catch::Contains("declares 1258291200 bytes"));
+
+    // A header declaring 16384 x 16384 RGBA at 16 bits (2 GiB of raw data, which stb would
+    // allocate up front) over the few bytes of compressed data of a 9 x 2 image.
+    std::vector<std::uint8_t> huge = png;
+    auto put32 = [&](std::size_t at, std::uint32_t v) {
+        for (int i = 0; i < 4; ++i) huge[at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(v >> (24 - 8 * i));
+    };
+    put32(16, 16384);
+    put32(20, 16384);
+    huge[24] = 16;  // bit depth
+    huge[25] = 6;   // colour type RGBA
+    write_bytes(dir.file("huge.png"), huge, huge.size());
+    CHECK_THROWS_WITH(load_image(dir.file("huge.png")),
+                      Catch::Contains("cannot inflate") && Catch::Contains("2147483648 bytes") && Catch::Contains("16384 x 16384"));
+    // The file as saved still loads.
+    CHECK(load_image(dir.file("plain.png")).pixels == image.pixels);
+}
+
 TEST_CASE("a small JPEG declaring a large size within the limits is refused before decoding", "[reliability][images]") {
     // stb pads missing entropy data, so without the length check this file of a few hundred
     // bytes decodes into 16384 x 16384 x 3 bytes (measured before the fix: 12.9 s, 1.58 GB RSS).
