@@ -185,6 +185,15 @@ TEST_CASE("a FIFO or a device is refused as an image and as a model file without
     CHECK_THROWS_WITH(Detector::load("/dev/zero", Device::Cpu), Catch::Contains("not a regular file"));
 }
 
+TEST_CASE("an image file over 2 GiB is refused from its size before it is read", "[reliability][images]") {
+    // A sparse file: it takes no disk space, and reading it would take 2 GiB of memory.
+    TempDir dir;
+    const std::string path = dir.file("huge.png");
+    std::filesystem::resize_file((std::ofstream(path), path), std::uintmax_t{1} << 31);
+    CHECK_THROWS_AS(load_image(path), FormatError);
+    CHECK_THROWS_WITH(load_image(path), Catch::Contains("2147483648 bytes") && Catch::Contains("too large"));
+}
+
 TEST_CASE("buffers claiming more pixels than max_image_pixels are refused before allocating", "[reliability][images]") {
     // The views point at 16 real bytes: nothing may be read or allocated for the claimed size
     // (2^30 x 2^30 grey would need an exabyte of planes; 2^15 x 2^14 is just over the limit).
