@@ -404,8 +404,10 @@ void check_png_chunks(const std::string& path, const std::vector<unsigned char>&
 }
 
 void check_bmp_length(const std::string& path, const std::vector<unsigned char>& bytes) {
-    if (bytes.size() < 26 || bytes[0] != 'B' || bytes[1] != 'M') return;
-    auto le16 = [&](std::size_t at) { return std::uint32_t{bytes[at]} | (std::uint32_t{bytes[at + 1]} << 8); };
+    if (bytes.size() < 2 || bytes[0] != 'B' || bytes[1] != 'M') return;
+    // Bytes past the end read as 0, as stb reads them.
+    auto byte = [&](std::size_t at) -> std::uint32_t { return at < bytes.size() ? bytes[at] : 0u; };
+    auto le16 = [&](std::size_t at) { return byte(at) | (byte(at + 1) << 8); };
     auto le32 = [&](std::size_t at) { return le16(at) | (le16(at + 2) << 16); };
     const std::uint32_t header_size = le32(14);
     std::int64_t width = 0, height = 0, bits = 0;
@@ -413,9 +415,15 @@ void check_bmp_length(const std::string& path, const std::vector<unsigned char>&
         width = le16(18);
         height = le16(20);
         bits = le16(24);
-    } else if (header_size >= 40 && bytes.size() >= 34) {
-        const std::uint32_t compression = le32(30);
-        if (compression != 0 && compression != 3) return;  // RLE: length is not implied
+    } else if (header_size >= 40) {
+        // 0: uncompressed, 3: bit fields; stb refuses 1 and 2 (RLE) and 4 and above, but reads
+        // the field as a signed int and decodes negative values as uncompressed (found by
+        // fuzzing: 42 bytes declaring 9732 x 9986 decoded for 23 s from padding zeros).
+        const auto compression = static_cast<std::int32_t>(le32(30));
+        if (compression == 1 || compression == 2) return;  // RLE: stb refuses it
+        if (compression < 0 || compression > 3)
+            throw FormatError("image '" + path + "' is a BMP with unsupported compression " +
+                              std::to_string(compression) + "; expected 0 (none) or 3 (bit fields)");
         width = static_cast<std::int32_t>(le32(18));
         height = std::abs(static_cast<std::int64_t>(static_cast<std::int32_t>(le32(22))));
         bits = le16(28);

@@ -307,6 +307,28 @@ TEST_CASE("PNG chunks that promise more data than the file holds are refused bef
     CHECK(load_image(dir.file("plain.png")).pixels == image.pixels);
 }
 
+TEST_CASE("a BMP with a negative compression field is refused before decoding", "[reliability][images][fuzz]") {
+    // Found by tests/fuzz/fuzz_image_decode (a 23 s unit): stb 2.27 reads the compression field
+    // as a signed int, refuses 1, 2 and 4 and above, and decodes anything negative as
+    // uncompressed, from padding zeros: 42 bytes declaring 9732 x 9986 pixels.
+    const std::string found = SKIPGANOMALY_SOURCE_DIR "/tests/fuzz/corpus_image/negative_compression_9732x9986.bmp";
+    CHECK_THROWS_AS(load_image(found), FormatError);
+    CHECK_THROWS_WITH(load_image(found), Catch::Contains("unsupported compression -16753920"));
+
+    // The same field in a valid 4 x 3 BMP; with 0 restored it loads again.
+    TempDir dir;
+    const Image image = random_image(4, 3, 3, 34);
+    REQUIRE(stbi_write_bmp(dir.file("plain.bmp").c_str(), 4, 3, 3, image.pixels.data()));
+    std::vector<std::uint8_t> bmp = read_bytes(dir.file("plain.bmp"));
+    REQUIRE(bmp[30] == 0);
+    bmp[33] = 0x80;  // compression INT32_MIN
+    write_bytes(dir.file("negative.bmp"), bmp, bmp.size());
+    CHECK_THROWS_WITH(load_image(dir.file("negative.bmp")), Catch::Contains("unsupported compression"));
+    bmp[33] = 0;
+    write_bytes(dir.file("restored.bmp"), bmp, bmp.size());
+    CHECK(load_image(dir.file("restored.bmp")).pixels == image.pixels);
+}
+
 TEST_CASE("a small JPEG declaring a large size within the limits is refused before decoding", "[reliability][images]") {
     // stb pads missing entropy data, so without the length check this file of a few hundred
     // bytes decodes into 16384 x 16384 x 3 bytes (measured before the fix: 12.9 s, 1.58 GB RSS).
