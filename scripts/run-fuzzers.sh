@@ -7,7 +7,9 @@
 #
 # Environment: BUILD_DIR (default build-fuzz), JOBS (build parallelism, default nproc),
 # CC / CXX (default clang-14 / clang++-14), FUZZ_TIMEOUT (seconds one input may take,
-# default 30), FUZZ_RSS_LIMIT_MB (default 2048).
+# default 30), FUZZ_RSS_LIMIT_MB (default 2048), FUZZ_SEED (libFuzzer's random seed, default 1;
+# 0 picks a new one each run). A fixed seed makes a CI run explore the same inputs every time,
+# so CI does not fail at random on an old bug; search with other seeds and longer runs by hand.
 # Prints each target's executions and coverage. Exits non-zero when a target finds a crash,
 # a sanitizer report, an uncaught non-sga exception, a timeout or an out-of-memory; the inputs
 # that caused it are copied to $BUILD_DIR/fuzz-findings/<target>/ and can be replayed with
@@ -53,7 +55,7 @@ for pair in fuzz_model_file:corpus_model fuzz_image_decode:corpus_image; do
   echo "== $target: ${seconds}s on a copy of tests/fuzz/$corpus ($(ls "$work/corpus" | wc -l) seeds)"
   status=0
   "$build_dir/tests/fuzz/$target" "$work/corpus" \
-    -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-30}" -rss_limit_mb="${FUZZ_RSS_LIMIT_MB:-2048}" \
+    -seed="${FUZZ_SEED:-1}" -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-30}" -rss_limit_mb="${FUZZ_RSS_LIMIT_MB:-2048}" \
     -artifact_prefix="$work/artifacts/" -print_final_stats=1 >"$work/log" 2>&1 || status=$?
   executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log" | tail -1)"
   coverage="$(grep -o 'cov: [0-9]*' "$work/log" | tail -1 || true)"
