@@ -40,14 +40,18 @@ struct Image {
 };
 
 // Largest image load_image accepts, checked on the size the file declares before anything
-// is decoded, so a small file cannot make us allocate gigabytes.
+// is decoded, so a small file cannot make us allocate gigabytes. max_image_pixels also bounds
+// the buffers preprocess, preprocess_float_chw and resize_plane accept.
 inline constexpr int max_image_side = 16384;
 inline constexpr std::int64_t max_image_pixels = std::int64_t{1} << 28;
 
 // Decodes a PNG, JPEG or BMP file into 1 (grey), 3 (RGB) or 4 (RGBA) channels, keeping the
 // file's own channel count (grey+alpha becomes grey). 16-bit PNGs are reduced to 8 bits.
-// Throws IoError when the file is missing or cannot be read, FormatError when it is not a
-// supported image, is truncated or corrupt, or declares a size beyond the limits above.
+// Throws IoError when the file is missing, cannot be read or is not a regular file (a FIFO,
+// socket or device is refused before it is opened), FormatError when it is not a supported
+// image, is truncated or corrupt, declares a size beyond the limits above, or holds too little
+// data for the size it declares (a JPEG with fewer bits than 8 x 8 blocks, a PNG whose
+// compressed data cannot inflate to its pixels, a BMP shorter than its rows).
 Image load_image(const std::string& path);
 
 // Writes image as a PNG. The bytes go to a temporary file in the same folder that is then
@@ -71,7 +75,7 @@ void save_png(const std::string& path, const Image& image);
 //   3. out = (v / 255) * 2 - 1 in float, so values lie in [-1, 1].
 // output receives (channels, size, size) floats, channel-major (CHW); channels is 1 or 3.
 // Throws InvalidArgument for a null pointer, non-positive sizes, a stride smaller than a row,
-// or sizes whose product overflows.
+// sizes whose product overflows, or more than max_image_pixels pixels in or out.
 void preprocess(const ImageView& image, int size, int channels, float* output);
 
 // The same conversion and resize for a caller holding float (channels_in, height, width) CHW
