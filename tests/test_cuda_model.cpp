@@ -13,7 +13,6 @@
 
 #include <cmath>
 #include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -25,6 +24,7 @@
 namespace {
 
 using namespace sga;
+using sga::testing::random_image;
 using sga::testing::random_vector;
 using sga::testing::require_close;
 using sga::testing::skip_without_gpu;
@@ -73,28 +73,14 @@ void require_gradients_close(const ParameterBlock& gpu, const ParameterBlock& cp
     require_close(Tensor::host_values(gpu.grads()), expected, 1e-3, 1e-3 * rms, what);
 }
 
-std::vector<Image> random_images(int count, int size, int channels, std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
+std::vector<Image> random_images(int count, int size, int channels, unsigned seed) {
     std::vector<Image> images;
-    for (int i = 0; i < count; ++i) {
-        Image image{size, size, channels, std::vector<std::uint8_t>(static_cast<std::size_t>(size * size * channels))};
-        for (std::uint8_t& v : image.pixels) v = static_cast<std::uint8_t>(rng() & 0xFF);
-        images.push_back(std::move(image));
-    }
+    for (int i = 0; i < count; ++i) images.push_back(random_image(size, size, channels, seed * 1000u + static_cast<unsigned>(i)));
     return images;
 }
 
 DetectorOptions tiny_detector_options(Device device) {
-    DetectorOptions o;
-    o.architecture.image_size = 32;
-    o.architecture.channels = 1;
-    o.architecture.generator_features = 4;
-    o.architecture.discriminator_features = 4;
-    o.architecture.latent_size = 8;
-    o.epochs = 2;
-    o.batch_size = 8;
-    o.validation_fraction = 0.2f;
-    o.device = device;
+    DetectorOptions o = sga::testing::tiny_detector_options(device);
     o.seed = 9;
     return o;
 }

@@ -16,20 +16,7 @@ namespace {
 using namespace sga;
 namespace fs = std::filesystem;
 
-DetectorOptions tiny_options() {
-    DetectorOptions o;
-    o.architecture.image_size = 32;
-    o.architecture.channels = 1;
-    o.architecture.generator_features = 4;
-    o.architecture.discriminator_features = 4;
-    o.architecture.latent_size = 8;
-    o.epochs = 2;
-    o.batch_size = 8;
-    o.validation_fraction = 0.2f;
-    o.device = Device::Cpu;
-    o.seed = 5;
-    return o;
-}
+DetectorOptions tiny_options() { return sga::testing::tiny_detector_options(); }
 
 // Grey 28x28 images with a bright blob at a random place: a simple "normal" class.
 std::vector<Image> blob_images(int count, std::uint64_t seed) {
@@ -300,8 +287,8 @@ TEST_CASE("a cancelled fit returns the model of the last completed epoch", "[det
     CHECK(scores_of(cancelled, probe) == scores_of(reference, probe));
 }
 
-TEST_CASE("resuming from a checkpoint gives the same weights as an uninterrupted run", "[detector][checkpoint]") {
-    TempDir dir;
+// Trains epoch 1 of tiny_options() and writes its checkpoint into dir; returns the path.
+std::string epoch1_checkpoint(const TempDir& dir) {
     const std::string checkpoint = (dir.path / "epoch1.safetensors").string();
     DetectorOptions first = tiny_options();
     first.epochs = 1;
@@ -309,6 +296,12 @@ TEST_CASE("resuming from a checkpoint gives the same weights as an uninterrupted
     first.checkpoint_path = checkpoint;
     Detector(first).fit(training_set());
     REQUIRE(fs::exists(checkpoint));
+    return checkpoint;
+}
+
+TEST_CASE("resuming from a checkpoint gives the same weights as an uninterrupted run", "[detector][checkpoint]") {
+    TempDir dir;
+    const std::string checkpoint = epoch1_checkpoint(dir);
 
     DetectorOptions resumed_options = tiny_options();
     resumed_options.resume_from = checkpoint;
@@ -328,13 +321,7 @@ TEST_CASE("training that diverges in a later epoch returns to the last completed
     // whose first Adam step overflows. fit must throw and leave the weights, batch-norm
     // statistics and optimiser state of the end of epoch 1, bit for bit.
     TempDir dir;
-    const std::string checkpoint = (dir.path / "epoch1.safetensors").string();
-    DetectorOptions first = tiny_options();
-    first.epochs = 1;
-    first.checkpoint_every_epochs = 1;
-    first.checkpoint_path = checkpoint;
-    Detector(first).fit(training_set());
-
+    const std::string checkpoint = epoch1_checkpoint(dir);
     DetectorOptions diverging = tiny_options();
     diverging.resume_from = checkpoint;
     diverging.adam.learning_rate = 1e38f;

@@ -5,6 +5,7 @@
 #include "test_support.hpp"
 
 using sga::testing::message_of;
+using sga::testing::random_image;
 
 #include <algorithm>
 #include <climits>
@@ -57,17 +58,6 @@ struct TempDir {
     }
     std::string file(const std::string& name) const { return (path / name).string(); }
 };
-
-sga::Image random_image(int width, int height, int channels, unsigned seed) {
-    std::mt19937 rng(seed);
-    sga::Image image;
-    image.width = width;
-    image.height = height;
-    image.channels = channels;
-    image.pixels.resize(static_cast<std::size_t>(width) * height * channels);
-    for (auto& p : image.pixels) p = static_cast<std::uint8_t>(rng() & 0xff);
-    return image;
-}
 
 void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes) {
     std::ofstream out(path, std::ios::binary);

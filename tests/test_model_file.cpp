@@ -191,12 +191,8 @@ TEST_CASE("a forged architecture is refused before the model is allocated", "[mo
     o.batch_size = 4;
     o.validation_fraction = 0.25f;
     o.device = Device::Cpu;
-    std::mt19937 random(5);
-    std::vector<Image> images(8);
-    for (Image& image : images) {
-        image = {32, 32, 1, std::vector<std::uint8_t>(32 * 32)};
-        for (std::uint8_t& v : image.pixels) v = static_cast<std::uint8_t>(random() & 0xFF);
-    }
+    std::vector<Image> images;
+    for (unsigned i = 0; i < 8; ++i) images.push_back(sga::testing::random_image(32, 32, 1, 5 + i));
     Detector detector(o);
     detector.fit(images);
     const std::string path = (saved().dir / "detector.safetensors").string();

@@ -20,6 +20,7 @@
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/error.hpp"
 #include "skipganomaly/image.hpp"
+#include "test_support.hpp"
 
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -40,6 +41,8 @@ namespace {
 
 using namespace sga;
 namespace fs = std::filesystem;
+using sga::testing::random_image;
+using sga::testing::tiny_detector_options;
 
 struct TempDir {
     fs::path path;
@@ -53,13 +56,6 @@ struct TempDir {
     }
     std::string file(const std::string& name) const { return (path / name).string(); }
 };
-
-Image random_image(int width, int height, int channels, unsigned seed) {
-    std::mt19937 rng(seed);
-    Image image{width, height, channels, std::vector<std::uint8_t>(static_cast<std::size_t>(width) * height * channels)};
-    for (std::uint8_t& p : image.pixels) p = static_cast<std::uint8_t>(rng() & 0xff);
-    return image;
-}
 
 void write_bytes(const std::string& path, const std::vector<std::uint8_t>& bytes, std::size_t length) {
     std::ofstream out(path, std::ios::binary);
@@ -85,16 +81,9 @@ std::vector<std::uint8_t> encode_jpeg(const Image& image) {
 // The smallest detector the tests of score_chw need: 32 x 32 grey, one epoch.
 const Detector& tiny_trained_detector() {
     static const Detector detector = [] {
-        DetectorOptions o;
-        o.architecture.image_size = 32;
-        o.architecture.channels = 1;
-        o.architecture.generator_features = 4;
-        o.architecture.discriminator_features = 4;
-        o.architecture.latent_size = 8;
+        DetectorOptions o = tiny_detector_options();
         o.epochs = 1;
-        o.batch_size = 8;
-        o.validation_fraction = 0.2f;
-        o.device = Device::Cpu;
+        o.seed = 0;
         std::vector<Image> images;
         for (unsigned i = 0; i < 16; ++i) images.push_back(random_image(32, 32, 1, 100 + i));
         Detector d(o);
