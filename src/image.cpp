@@ -302,22 +302,26 @@ void check_image(const Image& image) {
                            std::to_string(image.pixels.size()));
 }
 
+bool is_png(const std::vector<unsigned char>& bytes) {
+    static constexpr unsigned char png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    return bytes.size() >= 8 && std::equal(png_signature, png_signature + 8, bytes.begin());
+}
+
+std::uint32_t big_endian32(const std::vector<unsigned char>& bytes, std::size_t at) {
+    return (std::uint32_t{bytes[at]} << 24) | (std::uint32_t{bytes[at + 1]} << 16) |
+           (std::uint32_t{bytes[at + 2]} << 8) | std::uint32_t{bytes[at + 3]};
+}
+
 // The size a PNG or BMP header declares, read by hand so that a size stb itself refuses
 // still gets our message. Returns false for other formats (stbi_info reports those).
 bool declared_size(const std::vector<unsigned char>& bytes, std::int64_t& width, std::int64_t& height) {
-    auto big_endian32 = [&](std::size_t at) {
-        return (std::uint32_t{bytes[at]} << 24) | (std::uint32_t{bytes[at + 1]} << 16) |
-               (std::uint32_t{bytes[at + 2]} << 8) | std::uint32_t{bytes[at + 3]};
-    };
     auto little_endian32 = [&](std::size_t at) {
         return std::uint32_t{bytes[at]} | (std::uint32_t{bytes[at + 1]} << 8) |
                (std::uint32_t{bytes[at + 2]} << 16) | (std::uint32_t{bytes[at + 3]} << 24);
     };
-    static constexpr unsigned char png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (bytes.size() >= 24 && std::equal(png_signature, png_signature + 8, bytes.begin()) &&
-        std::equal(bytes.begin() + 12, bytes.begin() + 16, "IHDR")) {
-        width = big_endian32(16);
-        height = big_endian32(20);
+    if (bytes.size() >= 24 && is_png(bytes) && std::equal(bytes.begin() + 12, bytes.begin() + 16, "IHDR")) {
+        width = big_endian32(bytes, 16);
+        height = big_endian32(bytes, 20);
         return true;
     }
     if (bytes.size() >= 26 && bytes[0] == 'B' && bytes[1] == 'M') {
@@ -367,17 +371,12 @@ void check_jpeg_length(const std::string& path, std::size_t length, std::int64_t
 // 1032:1. What a PNG of n bytes can make us allocate is then about 1032 n.
 void check_png_chunks(const std::string& path, const std::vector<unsigned char>& bytes, std::int64_t width,
                       std::int64_t height) {
-    static constexpr unsigned char png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
-    if (bytes.size() < 8 || !std::equal(png_signature, png_signature + 8, bytes.begin())) return;
-    auto big_endian32 = [&](std::size_t at) {
-        return (std::uint32_t{bytes[at]} << 24) | (std::uint32_t{bytes[at + 1]} << 16) |
-               (std::uint32_t{bytes[at + 2]} << 8) | std::uint32_t{bytes[at + 3]};
-    };
+    if (!is_png(bytes)) return;
     std::int64_t bits_per_pixel = 0;
     std::uint64_t compressed = 0;
     std::size_t at = 8;
     while (at + 8 <= bytes.size()) {
-        const std::uint64_t length = big_endian32(at);
+        const std::uint64_t length = big_endian32(bytes, at);
         const std::string type(bytes.begin() + static_cast<std::ptrdiff_t>(at + 4),
                                bytes.begin() + static_cast<std::ptrdiff_t>(at + 8));
         const std::uint64_t remaining = bytes.size() - at - 8;
