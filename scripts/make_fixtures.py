@@ -16,6 +16,10 @@ the C++ side reads them with nlohmann-json and a memcpy.
       initial weights and running statistics, train-mode and eval-mode forward outputs, and
       one complete official training step on a batch of 4 (losses, the gradients both
       optimisers stepped with, updated weights and running statistics).
+  tests/fixtures/parity_tiny_trajectory.safetensors
+      The same tiny networks through six consecutive official training steps on six
+      batches: the losses of every step and the weights and running statistics after the
+      last (what one step cannot show: Adam state and statistics carried between steps).
   tests/fixtures/parity_state_dict.json
       Names, shapes and kinds of every state-dict entry of the full-size networks
       (isize 32, nc 3, ngf = ndf = 64, nz = 100) and their parameter counts.
@@ -347,8 +351,9 @@ def l2_loss(a, b):
     return torch.mean(torch.pow((a - b), 2))
 
 
-def official_train_step(netg, netd, x):
-    """One Skip-GANomaly optimize_params (lib/models/skipganomaly.py) on batch x.
+class OfficialTraining:
+    """Skipganomaly.optimize_params (lib/models/skipganomaly.py) step after step, with its two
+    Adam optimisers kept between steps.
 
     As sga::SkipGanomaly::train_step documents it: x_hat = G(x) (the official forward_g adds
     self.noise, a torch.empty buffer that set_input never fills; we take it as zero).
@@ -357,42 +362,63 @@ def official_train_step(netg, netd, x):
     gradients of err_d are used (optimizer_d.zero_grad() runs first, and G's gradients are
     zeroed before they are used again), and those do not depend on G's weights, so
     autograd.grad(err_d, D's parameters) gives exactly what PyTorch 1.2 stepped D with.
+
+    reinit_d (D loss below 1e-5) draws fresh D weights from `reinit_generator` and keeps the
+    optimiser state; without a generator a re-initialisation is an error (fixtures avoid it).
     """
-    n = x.shape[0]
-    real_label = torch.ones(n, dtype=x.dtype)
-    fake_label = torch.zeros(n, dtype=x.dtype)
-    bce, l1 = nn.BCELoss(), nn.L1Loss()
-    opt_g = torch.optim.Adam(netg.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(netd.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    netg.train()
-    netd.train()
-    # forward_g, forward_d
-    fake = netg(x)
-    pred_real, feat_real = netd(x)
-    pred_fake, feat_fake = netd(fake)
-    # update_netg
-    opt_g.zero_grad()
-    err_g_adv = W_ADV * bce(pred_fake, real_label)
-    err_g_con = W_CON * l1(fake, x)
-    err_g_lat = W_LAT * l2_loss(feat_fake, feat_real)
-    err_g = err_g_adv + err_g_con + err_g_lat
-    err_g.backward(retain_graph=True)
-    grads_g = OrderedDict((k, p.grad.detach().clone()) for k, p in netg.named_parameters())
-    opt_g.step()
-    # update_netd
-    opt_d.zero_grad()
-    pred_fake_detached, _ = netd(fake.detach())
-    err_d_fake = bce(pred_fake_detached, fake_label)
-    err_d_real = bce(pred_real, real_label)
-    err_d = err_d_real + err_d_fake + err_g_lat
-    names, params = zip(*netd.named_parameters())
-    for p, g in zip(params, torch.autograd.grad(err_d, params)):
-        p.grad = g
-    grads_d = OrderedDict((k, p.grad.detach().clone()) for k, p in zip(names, params))
-    opt_d.step()
-    assert err_d.item() >= 1e-5, "the discriminator would be re-initialised; pick another seed"
-    losses = torch.stack([err_g, err_g_adv, err_g_con, err_g_lat, err_d, err_d_real, err_d_fake]).detach()
-    return losses, grads_g, grads_d
+
+    def __init__(self, netg, netd, lr=2e-4, reinit_generator=None):
+        self.netg, self.netd = netg, netd
+        self.opt_g = torch.optim.Adam(netg.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(netd.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.bce, self.l1 = nn.BCELoss(), nn.L1Loss()
+        self.reinit_generator = reinit_generator
+        self.reinits = 0
+
+    def step(self, x):
+        """One optimize_params on batch x: returns the seven losses (losses_order) and the
+        gradients each optimiser stepped with."""
+        n = x.shape[0]
+        real_label = torch.ones(n, dtype=x.dtype)
+        fake_label = torch.zeros(n, dtype=x.dtype)
+        netg, netd = self.netg, self.netd
+        netg.train()
+        netd.train()
+        # forward_g, forward_d
+        fake = netg(x)
+        pred_real, feat_real = netd(x)
+        pred_fake, feat_fake = netd(fake)
+        # update_netg
+        self.opt_g.zero_grad()
+        err_g_adv = W_ADV * self.bce(pred_fake, real_label)
+        err_g_con = W_CON * self.l1(fake, x)
+        err_g_lat = W_LAT * l2_loss(feat_fake, feat_real)
+        err_g = err_g_adv + err_g_con + err_g_lat
+        err_g.backward(retain_graph=True)
+        grads_g = OrderedDict((k, p.grad.detach().clone()) for k, p in netg.named_parameters())
+        self.opt_g.step()
+        # update_netd
+        self.opt_d.zero_grad()
+        pred_fake_detached, _ = netd(fake.detach())
+        err_d_fake = self.bce(pred_fake_detached, fake_label)
+        err_d_real = self.bce(pred_real, real_label)
+        err_d = err_d_real + err_d_fake + err_g_lat
+        names, params = zip(*netd.named_parameters())
+        for p, g in zip(params, torch.autograd.grad(err_d, params)):
+            p.grad = g
+        grads_d = OrderedDict((k, p.grad.detach().clone()) for k, p in zip(names, params))
+        self.opt_d.step()
+        if err_d.item() < 1e-5:
+            assert self.reinit_generator is not None, "the discriminator would be re-initialised; pick another seed"
+            init_dcgan(netd, self.reinit_generator, perturb_biases=False)
+            self.reinits += 1
+        losses = torch.stack([err_g, err_g_adv, err_g_con, err_g_lat, err_d, err_d_real, err_d_fake]).detach()
+        return losses, grads_g, grads_d
+
+
+def official_train_step(netg, netd, x):
+    """One optimize_params from fresh optimisers."""
+    return OfficialTraining(netg, netd).step(x)
 
 
 def tiny_model_results(netg, netd, x_forward, x_step):
@@ -497,6 +523,86 @@ def make_tiny_model_fixture():
     write(os.path.join(FIXTURES, "parity_tiny_model.safetensors"), tensors, metadata)
 
 
+TRAJECTORY_STEPS = 6
+
+
+def run_trajectory(netg, netd, batches, fresh_optimisers=False):
+    """TRAJECTORY_STEPS official steps, one per batch; returns the (steps, 7) losses.
+    fresh_optimisers=True restarts Adam at every step: a deliberate bug whose distance from
+    the real trajectory shows how much the fixture can see."""
+    training = OfficialTraining(netg, netd)
+    losses = []
+    for x in batches:
+        if fresh_optimisers:
+            training = OfficialTraining(netg, netd)
+        losses.append(training.step(x)[0])
+    return torch.stack(losses)
+
+
+def displacement_error(start, reference, other):
+    """max over state-dict tensors of |(other - start) - (reference - start)|_2 / |reference - start|_2."""
+    worst = 0.0
+    for key, s in start.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        moved = (reference[key].double() - s.double()).norm().item()
+        worst = max(worst, (other[key].double() - reference[key].double()).norm().item() / moved)
+    return worst
+
+
+def make_trajectory_fixture():
+    """Six consecutive official steps on six batches from one starting point: what carries
+    from step to step (Adam moments and step counts of both optimisers, running statistics,
+    the weights the next forward pass uses) is pinned here; the single-step fixture cannot
+    see it."""
+    gen = torch.Generator().manual_seed(4321)
+    netg, netd = make_networks(**TINY)
+    init_dcgan(netg, gen, perturb_biases=True)
+    init_dcgan(netd, gen, perturb_biases=True)
+    shape = (4, TINY["nc"], TINY["isize"], TINY["isize"])
+    warm_running_statistics(netg, netd, torch.rand(shape, generator=gen) * 2 - 1)
+    batches = [torch.rand(shape, generator=gen) * 2 - 1 for _ in range(TRAJECTORY_STEPS)]
+    start = {"netg." + k: v.clone() for k, v in netg.state_dict().items()}
+    start.update({"netd." + k: v.clone() for k, v in netd.state_dict().items()})
+
+    def final_state(g, d):
+        state = {"netg." + k: v for k, v in g.state_dict().items()}
+        state.update({"netd." + k: v for k, v in d.state_dict().items()})
+        return state
+
+    g32, d32 = copy.deepcopy(netg), copy.deepcopy(netd)
+    losses32 = run_trajectory(g32, d32, batches)
+    g64, d64 = copy.deepcopy(netg).double(), copy.deepcopy(netd).double()
+    losses64 = run_trajectory(g64, d64, [x.double() for x in batches])
+    gbug, dbug = copy.deepcopy(netg), copy.deepcopy(netd)
+    run_trajectory(gbug, dbug, batches, fresh_optimisers=True)
+    final32 = final_state(g32, d32)
+    floor = {
+        "losses_max_relative": ((losses32.double() - losses64).abs() / losses64.abs()).max().item(),
+        "displacement_max_relative": displacement_error(start, final_state(g64, d64), final32),
+        "fresh_optimisers_displacement_max_relative": displacement_error(start, final32, final_state(gbug, dbug)),
+    }
+    print("trajectory: float32 vs float64 PyTorch, and a deliberate bug (Adam restarted every step):")
+    for key, value in floor.items():
+        print(f"  {key:44s} {value:.2e}")
+
+    tensors = state_arrays("netg.", netg) + state_arrays("netd.", netd)
+    tensors += [(f"x_step_{i + 1}", f32(x)) for i, x in enumerate(batches)]
+    tensors += [("losses", f32(losses32))]
+    tensors += state_arrays("final.netg.", g32) + state_arrays("final.netd.", d32)
+    metadata = OrderedDict(
+        architecture=TINY,
+        steps=TRAJECTORY_STEPS,
+        losses_order=["generator", "generator_adversarial", "generator_contextual", "generator_latent",
+                      "discriminator", "discriminator_real", "discriminator_fake"],
+        loss_weights={"adversarial": W_ADV, "contextual": W_CON, "latent": W_LAT},
+        adam={"learning_rate": 2e-4, "beta1": 0.5, "beta2": 0.999, "epsilon": 1e-8},
+        float32_vs_float64=floor,
+        generated_by="scripts/make_fixtures.py",
+        torch_version=torch.__version__)
+    write(os.path.join(FIXTURES, "parity_tiny_trajectory.safetensors"), tensors, metadata)
+
+
 # ---- names and shapes of the full-size networks --------------------------------------------
 
 def make_state_dict_fixture():
@@ -571,6 +677,7 @@ def main():
     os.makedirs(FIXTURES, exist_ok=True)
     make_op_fixtures()
     make_tiny_model_fixture()
+    make_trajectory_fixture()
     make_state_dict_fixture()
     make_converted_fixture()
 
