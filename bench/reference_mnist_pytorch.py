@@ -13,7 +13,7 @@ bilinear, scaled to [-1, 1]. AUROC after the last epoch (after every epoch with
 of test batches of 64 in file order). The output JSON has the fields eval_mnist writes, so
 bench/summarize_mnist_seeds.py reads both.
 
-Debian's PyTorch on the CPU is slow here (about 10 s per training step on one core), so one
+Debian's PyTorch on the CPU is slow here (about 9 s per training step on one core), so one
 digit with 15 epochs takes about 35 minutes (scoring the 1996 test images takes about
 as long as an epoch, hence the curve only on request):
 

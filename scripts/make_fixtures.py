@@ -421,6 +421,21 @@ def official_train_step(netg, netd, x):
     return OfficialTraining(netg, netd).step(x)
 
 
+def tiny_batch(gen, n):
+    """n random tiny-size images in [-1, 1]."""
+    return torch.rand((n, TINY["nc"], TINY["isize"], TINY["isize"]), generator=gen) * 2 - 1
+
+
+def tiny_networks(gen, warm_batch):
+    """The official networks at TINY size, initialised with perturbed biases (see init_dcgan)
+    and running statistics warmed on a random batch of warm_batch images, all drawn from gen."""
+    netg, netd = make_networks(**TINY)
+    init_dcgan(netg, gen, perturb_biases=True)
+    init_dcgan(netd, gen, perturb_biases=True)
+    warm_running_statistics(netg, netd, tiny_batch(gen, warm_batch))
+    return netg, netd
+
+
 def tiny_model_results(netg, netd, x_forward, x_step):
     """Every number the whole-model fixture holds, computed in netg/netd's dtype."""
     r = OrderedDict()
@@ -482,14 +497,9 @@ def noise_floor(r32, r64):
 def make_tiny_model_fixture():
     torch.manual_seed(7)
     gen = torch.Generator().manual_seed(1234)
-    netg, netd = make_networks(**TINY)
-    init_dcgan(netg, gen, perturb_biases=True)
-    init_dcgan(netd, gen, perturb_biases=True)
-    shape = (4, TINY["nc"], TINY["isize"], TINY["isize"])
-    x_warm = torch.rand(shape, generator=gen) * 2 - 1
-    warm_running_statistics(netg, netd, x_warm)
-    x_forward = torch.rand(shape, generator=gen) * 2 - 1
-    x_step = torch.rand(shape, generator=gen) * 2 - 1
+    netg, netd = tiny_networks(gen, 4)
+    x_forward = tiny_batch(gen, 4)
+    x_step = tiny_batch(gen, 4)
 
     r32, tracked = tiny_model_results(netg, netd, x_forward, x_step)
     r64, _ = tiny_model_results(copy.deepcopy(netg).double(), copy.deepcopy(netd).double(), x_forward.double(),
@@ -556,12 +566,8 @@ def make_trajectory_fixture():
     the weights the next forward pass uses) is pinned here; the single-step fixture cannot
     see it."""
     gen = torch.Generator().manual_seed(4321)
-    netg, netd = make_networks(**TINY)
-    init_dcgan(netg, gen, perturb_biases=True)
-    init_dcgan(netd, gen, perturb_biases=True)
-    shape = (4, TINY["nc"], TINY["isize"], TINY["isize"])
-    warm_running_statistics(netg, netd, torch.rand(shape, generator=gen) * 2 - 1)
-    batches = [torch.rand(shape, generator=gen) * 2 - 1 for _ in range(TRAJECTORY_STEPS)]
+    netg, netd = tiny_networks(gen, 4)
+    batches = [tiny_batch(gen, 4) for _ in range(TRAJECTORY_STEPS)]
     start = {"netg." + k: v.clone() for k, v in netg.state_dict().items()}
     start.update({"netd." + k: v.clone() for k, v in netd.state_dict().items()})
 
@@ -638,12 +644,8 @@ def make_state_dict_fixture():
 def make_converted_fixture():
     torch.manual_seed(11)
     gen = torch.Generator().manual_seed(4321)
-    netg, netd = make_networks(**TINY)
-    init_dcgan(netg, gen, perturb_biases=True)
-    init_dcgan(netd, gen, perturb_biases=True)
-    shape = (8, TINY["nc"], TINY["isize"], TINY["isize"])
-    warm_running_statistics(netg, netd, torch.rand(shape, generator=gen) * 2 - 1)
-    images = torch.rand((5, TINY["nc"], TINY["isize"], TINY["isize"]), generator=gen) * 2 - 1
+    netg, netd = tiny_networks(gen, 8)
+    images = tiny_batch(gen, 5)
     netg.eval()
     netd.eval()
     with torch.no_grad():
