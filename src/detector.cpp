@@ -9,6 +9,7 @@
 
 #include "model_file.hpp"
 #include "skipganomaly/metrics.hpp"
+#include "skipganomaly/synthetic_anomalies.hpp"
 
 namespace sga {
 namespace {
@@ -108,10 +109,60 @@ struct TrainingSnapshot {
     }
 };
 
+// The weights and batch-norm statistics of both networks: what the stopping rule keeps of
+// its best epoch (the optimiser state is not needed to score).
+struct WeightsSnapshot {
+    std::vector<Tensor> tensors;
+
+    static std::vector<TensorView> views(SkipGanomaly& m) {
+        return {m.generator.parameters.values(), m.generator.statistics.values(), m.discriminator.parameters.values(),
+                m.discriminator.statistics.values()};
+    }
+    void capture(SkipGanomaly& m) {
+        const std::vector<TensorView> sources = views(m);
+        if (tensors.empty())
+            for (TensorView v : sources) tensors.emplace_back(v.shape(), v.device());
+        for (std::size_t i = 0; i < sources.size(); ++i)
+            copy_bytes(tensors[i].data(), tensors[i].device(), sources[i].data(), sources[i].device(),
+                       static_cast<std::size_t>(sources[i].numel()) * sizeof(float));
+    }
+    void restore(SkipGanomaly& m) const {
+        const std::vector<TensorView> targets = views(m);
+        for (std::size_t i = 0; i < targets.size(); ++i)
+            copy_bytes(targets[i].data(), targets[i].device(), tensors[i].data(), tensors[i].device(),
+                       static_cast<std::size_t>(targets[i].numel()) * sizeof(float));
+    }
+};
+
+nlohmann::json recipe_json(const Recipe& r) {
+    return {{"name", r.name},
+            {"gated_skips", r.skip_gating.gated_skips},
+            {"training_open_probability", r.skip_gating.training_open_probability},
+            {"recompute_batch_norm", r.recompute_batch_norm},
+            {"stopping", stopping_rule_name(r.stopping)}};
+}
+
+Recipe recipe_from_json(const nlohmann::json& j) {
+    Recipe r;
+    r.name = j.at("name").get<std::string>();
+    r.skip_gating.gated_skips = j.at("gated_skips").get<int>();
+    r.skip_gating.training_open_probability = j.at("training_open_probability").get<float>();
+    r.recompute_batch_norm = j.at("recompute_batch_norm").get<bool>();
+    const std::string stopping = j.at("stopping").get<std::string>();
+    if (stopping == stopping_rule_name(StoppingRule::FinalEpoch)) r.stopping = StoppingRule::FinalEpoch;
+    else if (stopping == stopping_rule_name(StoppingRule::BestSyntheticAnomalies)) r.stopping = StoppingRule::BestSyntheticAnomalies;
+    else throw FormatError("unknown stopping rule '" + stopping + "'");
+    return r;
+}
+
 }  // namespace
 
 void DetectorOptions::validate() const {
     architecture.validate();
+    recipe.validate(architecture);
+    SGA_CHECK_ARGUMENT(recipe.stopping == StoppingRule::FinalEpoch || validation_fraction > 0,
+                       "the '" + recipe.name + "' recipe's stopping rule needs held-out normal images: "
+                       "validation_fraction must be > 0");
     SGA_CHECK_ARGUMENT(epochs >= 1, "epochs must be at least 1, found " + std::to_string(epochs));
     SGA_CHECK_ARGUMENT(batch_size >= 2, "batch_size must be at least 2 (batch norm needs two samples), found " +
                                             std::to_string(batch_size));
@@ -151,6 +202,7 @@ struct Detector::Impl {
     ScoreStatistics statistics;
     std::atomic<float> threshold{0.0f};
     std::string threshold_source = "none";
+    int kept_epoch = 0;  // the epoch fit() kept (FitReport::kept_epoch); 0 when unknown
 
     mutable std::shared_mutex model_mutex;  // score: shared; fit, calibrate, threshold changes: exclusive
     mutable std::mutex pool_mutex;
@@ -161,6 +213,7 @@ struct Detector::Impl {
         context = std::make_unique<Context>(options.device, options.seed);
         model = std::make_unique<SkipGanomaly>(options.architecture, options.adam, options.loss_weights);
         model->reinit_threshold = options.discriminator_reinit_threshold;
+        model->scoring_closed_skips = options.recipe.skip_gating.scoring_closed();
         model->materialize(*context);
     }
 
@@ -274,6 +327,8 @@ struct Detector::Impl {
                 {"threshold_source", threshold_source},
                 {"validation_statistics", statistics_json(statistics)},
                 {"score_weights", {{"reconstruction", 0.9}, {"latent", 0.1}}},
+                {"recipe", recipe_json(o.recipe)},
+                {"kept_epoch", kept_epoch},
                 {"scoring_mode", scoring_mode_name(o.scoring_mode)},
                 {"preprocessing",
                  {{"image_size", o.architecture.image_size},
@@ -295,6 +350,38 @@ struct Detector::Impl {
                   {"validation_fraction", o.validation_fraction},
                   {"threshold_quantile", o.threshold_quantile},
                   {"seed", o.seed}}}};
+    }
+
+    // Precise batch norm over the training images (full batches, in `training` order).
+    void recompute_batch_norm(Tape& tape, Tensor& batch_tensor, const std::vector<float>& samples,
+                              const std::vector<std::size_t>& training) {
+        const std::size_t sample = static_cast<std::size_t>(sample_floats()), batch = static_cast<std::size_t>(options.batch_size);
+        std::vector<float> staging(batch * sample);
+        model->recompute_batch_norm_statistics(*context, tape, static_cast<int>(training.size() / batch), [&](int k) {
+            for (std::size_t j = 0; j < batch; ++j)
+                std::copy_n(samples.data() + training[static_cast<std::size_t>(k) * batch + j] * sample, sample,
+                            staging.data() + j * sample);
+            copy_bytes(batch_tensor.data(), batch_tensor.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
+            return batch_tensor.view();
+        });
+    }
+
+    // AUROC of `normal` against `anomalous` samples (equal counts) under the current model.
+    double separation_auroc(const std::vector<float>& normal, const std::vector<float>& anomalous, std::size_t count) const {
+        const BatchScores a = score_samples(normal, count, false), b = score_samples(anomalous, count, false);
+        std::vector<float> scores;
+        std::vector<int> labels;
+        for (std::size_t i = 0; i < count; ++i) {
+            scores.push_back(anomaly_score(a.reconstruction[i], a.latent[i]));
+            labels.push_back(0);
+        }
+        for (std::size_t i = 0; i < count; ++i) {
+            scores.push_back(anomaly_score(b.reconstruction[i], b.latent[i]));
+            labels.push_back(1);
+        }
+        for (float v : scores)
+            if (!std::isfinite(v)) return 0.0;  // a model that scores NaN is never kept
+        return roc_auc(scores, labels);
     }
 
     FitReport fit(std::span<const ImageView> images, const FitCallbacks& callbacks);
@@ -351,6 +438,19 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     TrainingSnapshot snapshot;
     snapshot.capture(*model, random);
 
+    // The stopping rule's yardstick: held-out normal images against CutPaste anomalies made
+    // from them, drawn once from a stream of their own so training's stream is untouched.
+    std::vector<float> validation_samples(validation.size() * sample), synthetic_samples;
+    for (std::size_t i = 0; i < validation.size(); ++i)
+        std::copy_n(samples.data() + validation[i] * sample, sample, validation_samples.data() + i * sample);
+    if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies) {
+        RandomStream synthetic_random(options.seed ^ 0x5c7e11a5eedULL);
+        synthetic_samples = make_cutpaste_anomalies(validation_samples, static_cast<std::int64_t>(validation.size()),
+                                                    a.channels, a.image_size, synthetic_random);
+    }
+    WeightsSnapshot best_weights;
+    double best_synthetic_auroc = -1;
+
     FitReport report;
     report.training_images = training.size();
     report.validation_images = validation.size();
@@ -374,7 +474,8 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
             copy_bytes(batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
             StepLosses losses;
             try {
-                losses = model->train_step(ctx, tape, batch_tensor.view(), random);
+                const SkipMask closed = options.recipe.skip_gating.draw_training_closed(random);
+                losses = model->train_step(ctx, tape, batch_tensor.view(), random, closed);
             } catch (const NumericalError& e) {
                 snapshot.restore(*model, random);
                 throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch + 1) + ", batch " +
@@ -419,6 +520,18 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         summary.adversarial_loss /= count;
         summary.contextual_loss /= count;
         summary.latent_loss /= count;
+        const Recipe& recipe = options.recipe;
+        if (recipe.recompute_batch_norm) recompute_batch_norm(tape, batch_tensor, samples, training);
+        if (recipe.stopping == StoppingRule::BestSyntheticAnomalies) {
+            summary.synthetic_auroc = separation_auroc(validation_samples, synthetic_samples, validation.size());
+            if (summary.synthetic_auroc > best_synthetic_auroc) {
+                best_synthetic_auroc = summary.synthetic_auroc;
+                best_weights.capture(*model);
+                report.kept_epoch = epoch + 1;
+            }
+        } else {
+            report.kept_epoch = epoch + 1;
+        }
         summary.seconds = seconds_since(epoch_start);
         report.epochs.push_back(summary);
         report.epochs_completed = epoch + 1;
@@ -432,6 +545,10 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
             model_file::save(options.checkpoint_path, *model, {{"detector", detector_metadata()}}, &state);
         }
     }
+
+    if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies && !best_weights.tensors.empty())
+        best_weights.restore(*model);
+    kept_epoch = report.kept_epoch;
 
     // Score statistics on the held-out normal images (the training images when none are
     // held out), and the default threshold from them.
@@ -568,6 +685,8 @@ Detector Detector::load(const std::string& path, Device device) {
         options.validation_fraction = t.at("validation_fraction").get<float>();
         options.threshold_quantile = t.at("threshold_quantile").get<float>();
         options.seed = t.at("seed").get<std::uint64_t>();
+        // Files from before recipes existed were trained with the official one.
+        options.recipe = d.contains("recipe") ? recipe_from_json(d.at("recipe")) : Recipe::official();
         const std::string mode = d.at("scoring_mode").get<std::string>();
         if (mode != scoring_mode_name(ScoringMode::RunningStatistics) &&
             mode != scoring_mode_name(ScoringMode::OfficialBatchStatistics))
@@ -593,6 +712,7 @@ Detector Detector::load(const std::string& path, Device device) {
     detector.impl_->statistics = statistics;
     detector.impl_->threshold = threshold;
     detector.impl_->threshold_source = threshold_source;
+    detector.impl_->kept_epoch = d.value("kept_epoch", 0);
     detector.impl_->trained = true;
     return detector;
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "skipganomaly/image.hpp"
+#include "skipganomaly/recipe.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
 
 namespace sga {
@@ -38,13 +39,17 @@ enum class ScoringMode {
 
 struct DetectorOptions {
     Architecture architecture;  // image_size, channels, ngf, ndf, nz
+    // How to train and which epoch to keep: Recipe::robust() (the default) or
+    // Recipe::official() (the paper's code bit for bit). See recipe.hpp and docs/quality.md.
+    Recipe recipe = Recipe::robust();
     int epochs = 15;
     int batch_size = 64;  // the last partial batch of an epoch is dropped, as the official loader does
     AdamHyperparameters adam{2e-4f, 0.5f, 0.999f, 1e-8f};
     LossWeights loss_weights;  // w_adv 1, w_con 50, w_lat 1
     float discriminator_reinit_threshold = 1e-5f;
-    // Fraction of the normal images held out to compute score statistics and the default
-    // threshold; never trained on. At least one image is held out when this is > 0.
+    // Fraction of the normal images held out to compute score statistics, the default
+    // threshold and the robust recipe's stopping rule; never trained on. At least one image is
+    // held out when this is > 0. The robust recipe needs it > 0.
     float validation_fraction = 0.1f;
     // The default threshold is this quantile of the held-out normal scores.
     float threshold_quantile = 0.99f;
@@ -75,6 +80,9 @@ struct EpochSummary {
     float generator_loss = 0, discriminator_loss = 0, adversarial_loss = 0, contextual_loss = 0, latent_loss = 0;
     int discriminator_reinits = 0;
     double seconds = 0;
+    // Recipes with a stopping rule: the AUROC of held-out normal images against synthetic
+    // anomalies made from them (no test label involved); -1 otherwise.
+    double synthetic_auroc = -1;
 };
 
 struct FitCallbacks {
@@ -97,6 +105,7 @@ struct ScoreStatistics {
 
 struct FitReport {
     int epochs_completed = 0;
+    int kept_epoch = 0;  // the epoch whose model fit() kept: the last, or the stopping rule's choice
     bool cancelled = false;
     std::vector<EpochSummary> epochs;
     int discriminator_reinits = 0;

@@ -10,6 +10,9 @@
 
 namespace sga {
 
+// One bit per generator skip connection, bit k for skip k counted from the outermost.
+using SkipMask = std::uint32_t;
+
 struct Architecture {
     int image_size = 32;             // isize: a power of two >= 32
     int channels = 3;                // nc: 1 or 3
@@ -82,6 +85,12 @@ public:
         training_passes = 0;
     }
     const std::vector<BatchNorm2d>& norms() const { return norms_; }
+    // The weight of the newest batch in every batch-norm layer's running-statistics update
+    // (PyTorch's momentum; 0.1 in training). recompute_batch_norm_statistics sets 1/(k+1)
+    // for the k-th pass, which makes the running statistics an exact mean over the passes.
+    void set_batch_norm_momentum(float momentum) {
+        for (BatchNorm2d& norm : norms_) norm.momentum = momentum;
+    }
 
     ParameterBlock parameters{true};
     ParameterBlock statistics{false};
@@ -131,8 +140,17 @@ public:
 
     const Architecture& architecture() const { return arch_; }
 
-    // x (N, nc, S, S) in [-1, 1] -> reconstruction (N, nc, S, S) in [-1, 1].
-    Var forward(Tape& tape, Var x, BatchNormMode mode) const { return level_forward(tape, 0, x, mode); }
+    // Skip connections, counted from the outermost: skip k (k = 0 .. skip_count() - 1) joins the
+    // encoder and decoder at resolution S / 2^(k+1).
+    int skip_count() const { return static_cast<int>(levels_.size()) - 1; }
+
+    // x (N, nc, S, S) in [-1, 1] -> reconstruction (N, nc, S, S) in [-1, 1]. A skip whose bit
+    // is set in `closed_skips` (bit k for skip k) carries zeros instead of the encoder's
+    // features: the decoder then sees only what came through the bottleneck and the open skips
+    // (SkipGating, recipe.hpp). 0 is the official network.
+    Var forward(Tape& tape, Var x, BatchNormMode mode, SkipMask closed_skips = 0) const {
+        return level_forward(tape, 0, x, mode, closed_skips);
+    }
 
 private:
     struct Level {
@@ -148,18 +166,20 @@ private:
     Var norm(Tape& tape, int index, Var x, BatchNormMode mode) const {
         return norms_[static_cast<std::size_t>(index)](tape, parameters, statistics, x, mode);
     }
-    Var level_forward(Tape& tape, std::size_t level, Var x, BatchNormMode mode) const {
+    Var level_forward(Tape& tape, std::size_t level, Var x, BatchNormMode mode, SkipMask closed_skips) const {
         const Level& l = levels_[level];
         if (level == 0) {
-            Var inner = level_forward(tape, 1, l.down(tape, parameters, x), mode);
+            Var inner = level_forward(tape, 1, l.down(tape, parameters, x), mode, closed_skips);
             return ops::tanh(l.up(tape, parameters, ops::relu(inner)));
         }
         Var activated = ops::leaky_relu(x, 0.2f);
         Var down = l.down(tape, parameters, activated);
-        Var inner = level + 1 == levels_.size() ? down
-                                                : level_forward(tape, level + 1, norm(tape, l.down_norm, down, mode), mode);
+        Var inner = level + 1 == levels_.size()
+                        ? down
+                        : level_forward(tape, level + 1, norm(tape, l.down_norm, down, mode), mode, closed_skips);
         Var up = norm(tape, l.up_norm, l.up(tape, parameters, ops::relu(inner)), mode);
-        return ops::concat_channels(activated, up);
+        const bool closed = (closed_skips >> (level - 1)) & 1u;
+        return ops::concat_channels(closed ? ops::full_like(activated, 0.0f) : activated, up);
     }
 
     Architecture arch_;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
 #include <vector>
 
 #include "skipganomaly/networks.hpp"
@@ -55,14 +56,15 @@ public:
     //   D loss = BCE(p_real, 1) + BCE(D(x_hat detached), 0) + w_lat MSE(f_fake, f_real),
     //   back-propagated into D only (values from before the G step); D step
     //   D re-initialised when its loss falls below `reinit_threshold`.
+    // `closed_skips` closes generator skips for this step (SkipGating); 0 is the official step.
     // Resets the tape and ctx's arena first. Throws NumericalError, before touching any
     // weight, when a loss is not finite.
-    StepLosses train_step(Context& ctx, Tape& tape, TensorView images, RandomStream& random) {
+    StepLosses train_step(Context& ctx, Tape& tape, TensorView images, RandomStream& random, SkipMask closed_skips = 0) {
         tape.clear();
         ctx.arena().reset();
         StepLosses out;
         Var x = tape.constant(images);
-        Var x_hat = generator.forward(tape, x, BatchNormMode::Training);
+        Var x_hat = generator.forward(tape, x, BatchNormMode::Training, closed_skips);
         ++generator.training_passes;
         const Discriminator::Output real = discriminator.forward(tape, x, BatchNormMode::Training);
         const Discriminator::Output fake = discriminator.forward(tape, x_hat, BatchNormMode::Training);
@@ -104,7 +106,33 @@ public:
         return out;
     }
 
-    // Score parts for `images` (N, nc, S, S) on ctx's device. Resets the tape and the arena.
+    // Precise batch norm: sets every running statistic of both networks to the exact mean of
+    // the batch statistics that training-mode forwards in the scoring configuration
+    // (scoring_closed_skips) compute over `batches` batches; batch(k) gives batch k
+    // (N, nc, S, S) on ctx's device. The discriminator's statistics average its passes over
+    // real and reconstructed images, the two inputs it sees when scoring. Changes no weight.
+    void recompute_batch_norm_statistics(Context& ctx, Tape& tape, int batches, const std::function<TensorView(int)>& batch) {
+        SGA_CHECK_ARGUMENT(batches >= 1, "recompute_batch_norm_statistics needs at least one batch");
+        for (int k = 0; k < batches; ++k) {
+            tape.clear();
+            ctx.arena().reset();
+            NoGradGuard no_grad(tape);
+            Var x = tape.constant(batch(k));
+            generator.set_batch_norm_momentum(1.0f / static_cast<float>(k + 1));
+            Var x_hat = generator.forward(tape, x, BatchNormMode::Training, scoring_closed_skips);
+            discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(2 * k + 1));
+            discriminator.forward(tape, x, BatchNormMode::Training);
+            discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(2 * k + 2));
+            discriminator.forward(tape, x_hat, BatchNormMode::Training);
+        }
+        generator.set_batch_norm_momentum(0.1f);
+        discriminator.set_batch_norm_momentum(0.1f);
+        tape.clear();
+        ctx.arena().reset();
+    }
+
+    // Score parts for `images` (N, nc, S, S) on ctx's device, with the skips in
+    // scoring_closed_skips closed. Resets the tape and the arena.
     // Reads the weights only, so concurrent calls with separate contexts are safe.
     BatchScores score(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode, bool with_error_maps) const {
         SGA_CHECK_ARGUMENT(mode != BatchNormMode::Training, "scoring never updates the running statistics");
@@ -114,7 +142,7 @@ public:
         const Shape& s = images.shape();
         const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
         Var x = tape.constant(images);
-        Var x_hat = generator.forward(tape, x, mode);
+        Var x_hat = generator.forward(tape, x, mode, scoring_closed_skips);
         Var f_real = discriminator.forward(tape, x, mode).features;
         Var f_fake = discriminator.forward(tape, x_hat, mode).features;
         TensorView per_sample = tape.allocate({2, n});
@@ -146,6 +174,7 @@ public:
     Adam discriminator_optimizer;
     LossWeights weights;
     float reinit_threshold = 1e-5f;
+    SkipMask scoring_closed_skips = 0;  // generator skips closed when scoring (SkipGating); 0: official
 
 private:
     static void require_finite(float loss, const char* which) {

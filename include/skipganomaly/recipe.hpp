@@ -1,0 +1,89 @@
+// Training recipes: how Skip-GANomaly is trained and which model fit() keeps.
+//
+// `official` is the paper's code as it is (docs/official-mapping.md). `robust` (the default)
+// keeps the networks, losses and score and adds three label-free techniques, each measured
+// in docs/quality.md:
+//   - SkipGating: the outermost skip connections are closed when scoring, and open only in
+//     part of the training batches, so the decoder learns to rebuild those resolutions from
+//     the bottleneck instead of copying the input through (anomalies included);
+//   - recomputed batch-norm statistics: after training, the running statistics are set to
+//     the exact mean over the normal training images in the scoring configuration, instead
+//     of a running average over a model that was still moving ("precise BN");
+//   - a stopping rule that sees only normal images: after every epoch, the held-out normal
+//     images and synthetic anomalies made from them (synthetic_anomalies.hpp) are scored, and
+//     fit() keeps the epoch that separates them best.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "skipganomaly/networks.hpp"
+#include "skipganomaly/random.hpp"
+
+namespace sga {
+
+// Which skip connections the generator uses, counted from the outermost (the highest
+// resolution). A gated skip is closed when scoring; each training batch opens it with
+// `training_open_probability` (one draw per gated skip per batch).
+struct SkipGating {
+    int gated_skips = 0;                     // the outermost this many skips are gated; 0: none (official)
+    float training_open_probability = 1.0f;  // 0: closed in training too
+
+    SkipMask scoring_closed() const { return gated_skips > 0 ? (SkipMask{1} << gated_skips) - 1 : 0; }
+    // Draws nothing when no skip is gated, so the official recipe's random stream is untouched.
+    SkipMask draw_training_closed(RandomStream& random) const {
+        SkipMask closed = 0;
+        for (int k = 0; k < gated_skips; ++k)
+            if (training_open_probability < 1.0f &&
+                random_uniform_at(random.seed(), random.take(1), 0) > training_open_probability)
+                closed |= SkipMask{1} << k;
+        return closed;
+    }
+    void validate(const Architecture& arch) const {
+        const int skips = arch.downsamplings() - 1;
+        SGA_CHECK_ARGUMENT(gated_skips >= 0 && gated_skips <= skips,
+                           "gated_skips must lie in [0, " + std::to_string(skips) + "] for image_size " +
+                               std::to_string(arch.image_size) + ", found " + std::to_string(gated_skips));
+        SGA_CHECK_ARGUMENT(training_open_probability >= 0 && training_open_probability <= 1,
+                           "training_open_probability must lie in [0, 1], found " +
+                               std::to_string(training_open_probability));
+    }
+};
+
+enum class StoppingRule {
+    FinalEpoch,              // keep the last epoch's model (official)
+    BestSyntheticAnomalies,  // keep the epoch with the best AUROC of held-out normal vs synthetic anomalies
+};
+
+struct Recipe {
+    std::string name = "official";
+    SkipGating skip_gating;
+    bool recompute_batch_norm = false;
+    StoppingRule stopping = StoppingRule::FinalEpoch;
+
+    // The official code's recipe, bit for bit.
+    static Recipe official() { return {}; }
+    // The default: see the top of this file and docs/quality.md.
+    static Recipe robust() {
+        Recipe r;
+        r.name = "robust";
+        r.skip_gating = {2, 0.0f};
+        r.recompute_batch_norm = true;
+        r.stopping = StoppingRule::BestSyntheticAnomalies;
+        return r;
+    }
+    // "official" or "robust"; throws InvalidArgument naming the known recipes otherwise.
+    static Recipe named(const std::string& name) {
+        if (name == "official") return official();
+        if (name == "robust") return robust();
+        throw InvalidArgument("unknown recipe '" + name + "': expected 'official' or 'robust'");
+    }
+
+    void validate(const Architecture& arch) const { skip_gating.validate(arch); }
+};
+
+inline const char* stopping_rule_name(StoppingRule rule) {
+    return rule == StoppingRule::FinalEpoch ? "final_epoch" : "best_synthetic_anomalies";
+}
+
+}  // namespace sga
