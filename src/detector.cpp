@@ -138,6 +138,8 @@ nlohmann::json recipe_json(const Recipe& r) {
     return {{"name", r.name},
             {"gated_skips", r.skip_gating.gated_skips},
             {"training_open_probability", r.skip_gating.training_open_probability},
+            {"restoration",
+             {{"corruption", corruption_name(r.restoration.corruption)}, {"gray", r.restoration.gray}, {"grid", r.restoration.grid}}},
             {"recompute_batch_norm", r.recompute_batch_norm},
             {"stopping", stopping_rule_name(r.stopping)}};
 }
@@ -147,6 +149,13 @@ Recipe recipe_from_json(const nlohmann::json& j) {
     r.name = j.at("name").get<std::string>();
     r.skip_gating.gated_skips = j.at("gated_skips").get<int>();
     r.skip_gating.training_open_probability = j.at("training_open_probability").get<float>();
+    const std::string corruption = j.at("restoration").at("corruption").get<std::string>();
+    if (corruption == corruption_name(Corruption::None)) r.restoration.corruption = Corruption::None;
+    else if (corruption == corruption_name(Corruption::Puzzle)) r.restoration.corruption = Corruption::Puzzle;
+    else if (corruption == corruption_name(Corruption::Rotation)) r.restoration.corruption = Corruption::Rotation;
+    else throw FormatError("unknown restoration corruption '" + corruption + "'");
+    r.restoration.grid = j.at("restoration").at("grid").get<int>();
+    r.restoration.gray = j.at("restoration").at("gray").get<bool>();
     r.recompute_batch_norm = j.at("recompute_batch_norm").get<bool>();
     const std::string stopping = j.at("stopping").get<std::string>();
     if (stopping == stopping_rule_name(StoppingRule::FinalEpoch)) r.stopping = StoppingRule::FinalEpoch;
@@ -214,6 +223,7 @@ struct Detector::Impl {
         model = std::make_unique<SkipGanomaly>(options.architecture, options.adam, options.loss_weights);
         model->reinit_threshold = options.discriminator_reinit_threshold;
         model->scoring_closed_skips = options.recipe.skip_gating.scoring_closed();
+        model->restoration = options.recipe.restoration;
         model->materialize(*context);
     }
 
@@ -422,7 +432,8 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         const Architecture a = reader.architecture();
         const Architecture& b = options.architecture;
         if (a.image_size != b.image_size || a.channels != b.channels || a.generator_features != b.generator_features ||
-            a.discriminator_features != b.discriminator_features || a.latent_size != b.latent_size)
+            a.discriminator_features != b.discriminator_features || a.latent_size != b.latent_size ||
+            a.bottleneck_channels != b.bottleneck_channels)
             throw InvalidArgument("resume_from: the checkpoint's architecture differs from the options'");
         const std::optional<model_file::TrainingState> state = reader.training_state();
         if (!state) throw InvalidArgument("resume_from: '" + options.resume_from + "' is a model, not a checkpoint");
@@ -434,6 +445,14 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     const Architecture& a = options.architecture;
     Tensor batch_tensor({options.batch_size, a.channels, a.image_size, a.image_size}, ctx.device());
     std::vector<float> staging(batch * sample);
+    // Restoration training: what the generator sees instead of the clean batch.
+    const Restoration& restoration = options.recipe.restoration;
+    Tensor corrupted_tensor;
+    std::vector<float> corrupted_staging;
+    if (restoration.enabled()) {
+        corrupted_tensor = Tensor({options.batch_size, a.channels, a.image_size, a.image_size}, ctx.device());
+        corrupted_staging.resize(batch * sample);
+    }
     Tape tape(ctx);
     TrainingSnapshot snapshot;
     snapshot.capture(*model, random);
@@ -472,10 +491,17 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
             for (std::size_t j = 0; j < batch; ++j)
                 std::copy_n(samples.data() + epoch_order[b * batch + j] * sample, sample, staging.data() + j * sample);
             copy_bytes(batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
+            std::optional<TensorView> generator_input;
+            if (restoration.enabled()) {
+                restoration.corrupt(staging.data(), corrupted_staging.data(), options.batch_size, a.channels, a.image_size, random);
+                copy_bytes(corrupted_tensor.data(), ctx.device(), corrupted_staging.data(), Device::Cpu,
+                           corrupted_staging.size() * sizeof(float));
+                generator_input = corrupted_tensor.view();
+            }
             StepLosses losses;
             try {
                 const SkipMask closed = options.recipe.skip_gating.draw_training_closed(random);
-                losses = model->train_step(ctx, tape, batch_tensor.view(), random, closed);
+                losses = model->train_step(ctx, tape, batch_tensor.view(), random, closed, generator_input);
             } catch (const NumericalError& e) {
                 snapshot.restore(*model, random);
                 throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch + 1) + ", batch " +
@@ -521,7 +547,9 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         summary.contextual_loss /= count;
         summary.latent_loss /= count;
         const Recipe& recipe = options.recipe;
-        if (recipe.recompute_batch_norm) recompute_batch_norm(tape, batch_tensor, samples, training);
+        // Precise statistics now only when this epoch's model is looked at; else once at the end.
+        const bool model_looked_at = recipe.stopping != StoppingRule::FinalEpoch || callbacks.on_epoch_model;
+        if (recipe.recompute_batch_norm && model_looked_at) recompute_batch_norm(tape, batch_tensor, samples, training);
         if (recipe.stopping == StoppingRule::BestSyntheticAnomalies) {
             summary.synthetic_auroc = separation_auroc(validation_samples, synthetic_samples, validation.size());
             if (summary.synthetic_auroc > best_synthetic_auroc) {
@@ -547,7 +575,9 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     }
 
     if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies && !best_weights.tensors.empty())
-        best_weights.restore(*model);
+        best_weights.restore(*model);  // with the statistics recomputed for that epoch
+    else if (options.recipe.recompute_batch_norm && report.epochs_completed > 0)
+        recompute_batch_norm(tape, batch_tensor, samples, training);
     kept_epoch = report.kept_epoch;
 
     // Score statistics on the held-out normal images (the training images when none are

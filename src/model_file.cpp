@@ -118,12 +118,14 @@ std::vector<ExpectedTensor> expected_tensors(const Architecture& arch, bool with
 }
 
 std::string architecture_json(const Architecture& a) {
-    return ordered_json{{"image_size", a.image_size},
-                        {"channels", a.channels},
-                        {"generator_features", a.generator_features},
-                        {"discriminator_features", a.discriminator_features},
-                        {"latent_size", a.latent_size}}
-        .dump();
+    ordered_json j{{"image_size", a.image_size},
+                   {"channels", a.channels},
+                   {"generator_features", a.generator_features},
+                   {"discriminator_features", a.discriminator_features},
+                   {"latent_size", a.latent_size}};
+    // Only when present, so files of the official architecture stay byte for byte as before.
+    if (a.bottleneck_channels > 0) j["bottleneck_channels"] = a.bottleneck_channels;
+    return j.dump();
 }
 
 void write_all(const std::string& path, const std::vector<char>& bytes) {
@@ -347,6 +349,7 @@ Architecture Reader::architecture() const {
         arch.generator_features = a.at("generator_features").get<int>();
         arch.discriminator_features = a.at("discriminator_features").get<int>();
         arch.latent_size = a.at("latent_size").get<int>();
+        arch.bottleneck_channels = a.value("bottleneck_channels", 0);
         arch.validate();
     } catch (const nlohmann::json::exception& e) {
         throw FormatError("model file '" + path_ + "': malformed architecture " + a.dump() + ": " + e.what());

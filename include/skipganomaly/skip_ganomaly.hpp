@@ -4,9 +4,11 @@
 
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "skipganomaly/networks.hpp"
+#include "skipganomaly/restoration.hpp"
 
 namespace sga {
 
@@ -56,15 +58,19 @@ public:
     //   D loss = BCE(p_real, 1) + BCE(D(x_hat detached), 0) + w_lat MSE(f_fake, f_real),
     //   back-propagated into D only (values from before the G step); D step
     //   D re-initialised when its loss falls below `reinit_threshold`.
-    // `closed_skips` closes generator skips for this step (SkipGating); 0 is the official step.
+    // `closed_skips` closes generator skips for this step (SkipGating); `generator_input`, when
+    // given (same shape as images), is what G sees instead of x (restoration training,
+    // restoration.hpp): every loss still compares with the clean x. Defaults: the official step.
     // Resets the tape and ctx's arena first. Throws NumericalError, before touching any
     // weight, when a loss is not finite.
-    StepLosses train_step(Context& ctx, Tape& tape, TensorView images, RandomStream& random, SkipMask closed_skips = 0) {
+    StepLosses train_step(Context& ctx, Tape& tape, TensorView images, RandomStream& random, SkipMask closed_skips = 0,
+                          std::optional<TensorView> generator_input = std::nullopt) {
         tape.clear();
         ctx.arena().reset();
         StepLosses out;
         Var x = tape.constant(images);
-        Var x_hat = generator.forward(tape, x, BatchNormMode::Training, closed_skips);
+        Var x_hat = generator.forward(tape, generator_input ? tape.constant(*generator_input) : x,
+                                      BatchNormMode::Training, closed_skips);
         ++generator.training_passes;
         const Discriminator::Output real = discriminator.forward(tape, x, BatchNormMode::Training);
         const Discriminator::Output fake = discriminator.forward(tape, x_hat, BatchNormMode::Training);
@@ -132,17 +138,67 @@ public:
     }
 
     // Score parts for `images` (N, nc, S, S) on ctx's device, with the skips in
-    // scoring_closed_skips closed. Resets the tape and the arena.
-    // Reads the weights only, so concurrent calls with separate contexts are safe.
+    // scoring_closed_skips closed. With a rotation restoration, each part is the mean over
+    // the restoration's V scoring views (the input rotated and greyed; G restores the upright
+    // x), computed as one batch of V x N (in BatchStatistics mode, batch norm then averages
+    // over all V x N). Resets the tape and the arena. Reads the weights only, so concurrent
+    // calls with separate contexts are safe.
     BatchScores score(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode, bool with_error_maps) const {
         SGA_CHECK_ARGUMENT(mode != BatchNormMode::Training, "scoring never updates the running statistics");
         tape.clear();
         ctx.arena().reset();
+        const std::int64_t views = restoration.scoring_views();
+        if (views == 1) return score_view(ctx, tape, images, images, mode, with_error_maps);
+
+        const Shape& s = images.shape();
+        const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
+        const std::vector<float> clean = Tensor::host_values(images);
+        std::vector<float> inputs(static_cast<std::size_t>(views * n * sample)), targets(inputs.size());
+        for (std::int64_t v = 0; v < views; ++v) {
+            restoration.scoring_view(clean.data(), inputs.data() + v * n * sample, n, s[1], s[2], static_cast<int>(v));
+            std::copy(clean.begin(), clean.end(), targets.begin() + v * n * sample);
+        }
+        const Shape stacked{views * n, s[1], s[2], s[3]};
+        TensorView input = tape.allocate(stacked), target = tape.allocate(stacked);
+        copy_bytes(input.data(), input.device(), inputs.data(), Device::Cpu, inputs.size() * sizeof(float));
+        copy_bytes(target.data(), target.device(), targets.data(), Device::Cpu, targets.size() * sizeof(float));
+        const BatchScores all = score_view(ctx, tape, target, input, mode, with_error_maps);
+
+        BatchScores mean;
+        const std::size_t count = static_cast<std::size_t>(n), plane = static_cast<std::size_t>(s[2] * s[3]);
+        mean.reconstruction.assign(count, 0.0f);
+        mean.latent.assign(count, 0.0f);
+        if (with_error_maps) mean.error_maps.assign(count * plane, 0.0f);
+        const float scale = 1.0f / static_cast<float>(views);
+        for (std::size_t v = 0; v < static_cast<std::size_t>(views); ++v)
+            for (std::size_t i = 0; i < count; ++i) {
+                mean.reconstruction[i] += scale * all.reconstruction[v * count + i];
+                mean.latent[i] += scale * all.latent[v * count + i];
+                for (std::size_t p = 0; with_error_maps && p < plane; ++p)
+                    mean.error_maps[i * plane + p] += scale * all.error_maps[(v * count + i) * plane + p];
+            }
+        return mean;
+    }
+
+    Generator generator;
+    Discriminator discriminator;
+    Adam generator_optimizer;
+    Adam discriminator_optimizer;
+    LossWeights weights;
+    float reinit_threshold = 1e-5f;
+    SkipMask scoring_closed_skips = 0;  // generator skips closed when scoring (SkipGating); 0: official
+    Restoration restoration;            // the restoration trained for, whose scoring views score() averages
+
+private:
+    // x_hat = G(generator_input); parts compare x_hat and f(x_hat) with the clean `images`.
+    // Uses the tape and arena as they are (the caller resets them).
+    BatchScores score_view(Context& ctx, Tape& tape, TensorView images, TensorView generator_input, BatchNormMode mode,
+                           bool with_error_maps) const {
         NoGradGuard no_grad(tape);
         const Shape& s = images.shape();
         const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
         Var x = tape.constant(images);
-        Var x_hat = generator.forward(tape, x, mode, scoring_closed_skips);
+        Var x_hat = generator.forward(tape, tape.constant(generator_input), mode, scoring_closed_skips);
         Var f_real = discriminator.forward(tape, x, mode).features;
         Var f_fake = discriminator.forward(tape, x_hat, mode).features;
         TensorView per_sample = tape.allocate({2, n});
@@ -168,15 +224,6 @@ public:
         return out;
     }
 
-    Generator generator;
-    Discriminator discriminator;
-    Adam generator_optimizer;
-    Adam discriminator_optimizer;
-    LossWeights weights;
-    float reinit_threshold = 1e-5f;
-    SkipMask scoring_closed_skips = 0;  // generator skips closed when scoring (SkipGating); 0: official
-
-private:
     static void require_finite(float loss, const char* which) {
         if (!std::isfinite(loss))
             throw NumericalError(std::string("training diverged: the ") + which +

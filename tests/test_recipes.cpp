@@ -1,0 +1,336 @@
+// The training recipes' pieces (recipe.hpp, restoration.hpp, synthetic_anomalies.hpp): skip
+// gating, the generator bottleneck, restoration corruptions, CutPaste anomalies, recomputed
+// batch-norm statistics, the stopping rule, and the recipe's round trip through a model file.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+#include <set>
+
+#include "model_file.hpp"
+#include "skipganomaly/detector.hpp"
+#include "skipganomaly/synthetic_anomalies.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace sga;
+namespace fs = std::filesystem;
+
+std::vector<float> random_samples(std::int64_t n, std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& x : v) x = u(rng);
+    return v;
+}
+
+Architecture tiny_architecture() {
+    Architecture a;
+    a.image_size = 32;
+    a.channels = 1;
+    a.generator_features = 4;
+    a.discriminator_features = 4;
+    a.latent_size = 8;
+    return a;
+}
+
+struct TinyModel {
+    explicit TinyModel(Architecture arch = tiny_architecture())
+        : ctx(Device::Cpu), tape(ctx), model(arch, AdamHyperparameters{2e-4f, 0.5f, 0.999f, 1e-8f}, LossWeights{}) {
+        model.materialize(ctx);
+        RandomStream random(11);
+        model.initialize(ctx, random);
+    }
+    Context ctx;
+    Tape tape;
+    SkipGanomaly model;
+};
+
+Tensor batch_tensor(std::int64_t n, std::uint64_t seed, std::int64_t channels = 1) {
+    Tensor t({n, channels, 32, 32}, Device::Cpu);
+    const std::vector<float> v = random_samples(t.numel(), seed);
+    std::copy(v.begin(), v.end(), t.data());
+    return t;
+}
+
+std::vector<float> generator_output(TinyModel& m, const Tensor& x, SkipMask closed) {
+    m.tape.clear();
+    m.ctx.arena().reset();
+    NoGradGuard no_grad(m.tape);
+    return Tensor::host_values(m.model.generator.forward(m.tape, m.tape.constant(x.view()), BatchNormMode::BatchStatistics, closed).value());
+}
+
+}  // namespace
+
+TEST_CASE("skip gating: masks, draws and refusals", "[recipe]") {
+    const Architecture arch = tiny_architecture();  // 32 px: 4 skips
+    SkipGating none;
+    RandomStream stream(3);
+    CHECK(none.scoring_closed() == 0u);
+    CHECK(none.draw_training_closed(stream) == 0u);
+    CHECK(stream.offset() == 0u);  // the official recipe draws nothing
+
+    SkipGating two{2, 0.0f};
+    CHECK(two.scoring_closed() == 0b11u);
+    CHECK(two.draw_training_closed(stream) == 0b11u);  // never open in training
+
+    SkipGating half{4, 0.5f};
+    int open = 0;
+    for (int i = 0; i < 400; ++i) {
+        const SkipMask closed = half.draw_training_closed(stream);
+        CHECK((closed & ~0b1111u) == 0u);
+        open += 4 - std::popcount(closed);
+    }
+    CHECK(open > 700);  // 1600 draws at p = 0.5: 800 +- 20 (sd)
+    CHECK(open < 900);
+
+    CHECK_THROWS_AS((SkipGating{5, 0.0f}.validate(arch)), InvalidArgument);
+    CHECK_THROWS_AS((SkipGating{1, 1.5f}.validate(arch)), InvalidArgument);
+    CHECK_NOTHROW((SkipGating{4, 0.0f}.validate(arch)));
+}
+
+TEST_CASE("a closed skip changes the reconstruction; none closed is the official generator", "[recipe]") {
+    TinyModel m;
+    const Tensor x = batch_tensor(4, 21);
+    const std::vector<float> official = generator_output(m, x, 0);
+    CHECK(generator_output(m, x, 0) == official);
+    for (SkipMask closed : {0b0001u, 0b1000u, 0b1111u}) {
+        const std::vector<float> gated = generator_output(m, x, closed);
+        float largest = 0;
+        for (std::size_t i = 0; i < gated.size(); ++i) largest = std::max(largest, std::abs(gated[i] - official[i]));
+        CHECK(largest > 1e-4f);
+    }
+}
+
+TEST_CASE("with every skip closed, the reconstruction depends on the input only through the bottleneck", "[recipe]") {
+    // A one-channel bottleneck carries one number per image: inputs that the encoder maps to
+    // the same number must give the same reconstruction. We check the weaker, exact property
+    // that the bottleneck's parameters take part: zeroing the squeeze weights makes every
+    // image's reconstruction the same.
+    Architecture arch = tiny_architecture();
+    arch.bottleneck_channels = 1;
+    TinyModel m(arch);
+    int squeeze = -1;
+    for (std::size_t i = 0; i < m.model.generator.parameters.entries().size(); ++i)
+        if (m.model.generator.parameters.entries()[i].name.ends_with("bottleneck.0.weight")) squeeze = static_cast<int>(i);
+    REQUIRE(squeeze >= 0);
+    TensorView w = m.model.generator.parameters.value(squeeze);
+    std::fill(w.data(), w.data() + w.numel(), 0.0f);
+    const Tensor x = batch_tensor(3, 5);
+    m.tape.clear();
+    m.ctx.arena().reset();
+    NoGradGuard no_grad(m.tape);
+    const std::vector<float> out = Tensor::host_values(
+        m.model.generator.forward(m.tape, m.tape.constant(x.view()), BatchNormMode::RunningStatistics, 0b1111u).value());
+    const std::size_t per = 32 * 32;
+    for (std::size_t i = 1; i < 3; ++i)
+        for (std::size_t p = 0; p < per; ++p) REQUIRE(out[i * per + p] == out[p]);
+}
+
+TEST_CASE("rotations by quarter turns compose and return to the start", "[recipe][restoration]") {
+    const std::vector<float> image = random_samples(2 * 3 * 8 * 8, 4);
+    std::vector<float> a(image.size()), b(image.size());
+    rotate_quarter_turns(image.data(), a.data(), 2, 3, 8, 1);
+    CHECK(a != image);
+    rotate_quarter_turns(a.data(), b.data(), 2, 3, 8, 3);
+    CHECK(b == image);
+    rotate_quarter_turns(image.data(), a.data(), 2, 3, 8, 2);
+    rotate_quarter_turns(a.data(), b.data(), 2, 3, 8, 2);
+    CHECK(b == image);
+    // One quarter turn counter-clockwise of [[1, 2], [3, 4]] is [[2, 4], [1, 3]].
+    const float small[4] = {1, 2, 3, 4};
+    float turned[4];
+    rotate_quarter_turns(small, turned, 1, 1, 2, 1);
+    CHECK(std::vector<float>(turned, turned + 4) == std::vector<float>{2, 4, 1, 3});
+}
+
+TEST_CASE("puzzle restoration moves whole tiles and keeps every one", "[recipe][restoration]") {
+    Restoration puzzle{Corruption::Puzzle, false, 2};
+    const std::int64_t n = 16, size = 8, tile = 4;
+    const std::vector<float> clean = random_samples(n * size * size, 9);
+    std::vector<float> corrupted(clean.size());
+    RandomStream random(1);
+    puzzle.corrupt(clean.data(), corrupted.data(), n, 1, size, random);
+    auto tile_of = [&](const std::vector<float>& v, std::int64_t i, std::int64_t t) {
+        std::vector<float> out;
+        for (std::int64_t r = 0; r < tile; ++r)
+            for (std::int64_t c = 0; c < tile; ++c)
+                out.push_back(v[static_cast<std::size_t>(i * size * size + (t / 2 * tile + r) * size + t % 2 * tile + c)]);
+        return out;
+    };
+    int moved = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        std::multiset<std::vector<float>> before, after;
+        for (int t = 0; t < 4; ++t) {
+            before.insert(tile_of(clean, i, t));
+            after.insert(tile_of(corrupted, i, t));
+        }
+        CHECK(before == after);
+        moved += tile_of(clean, i, 0) != tile_of(corrupted, i, 0);
+    }
+    CHECK(moved > 0);
+    CHECK_THROWS_AS((Restoration{Corruption::Puzzle, false, 3}.validate(32)), InvalidArgument);
+
+    Restoration none;
+    RandomStream untouched(1);
+    none.corrupt(clean.data(), corrupted.data(), n, 1, size, untouched);
+    CHECK(corrupted == clean);
+    CHECK(untouched.offset() == 0u);
+}
+
+TEST_CASE("CutPaste anomalies change one rectangle, copied from another sample", "[recipe][synthetic]") {
+    const std::int64_t n = 12, size = 32;
+    const std::vector<float> samples = random_samples(n * size * size, 17);
+    RandomStream random(2);
+    const std::vector<float> anomalies = make_cutpaste_anomalies(samples, n, 1, size, random);
+    REQUIRE(anomalies.size() == samples.size());
+    for (std::int64_t i = 0; i < n; ++i) {
+        std::int64_t x0 = size, y0 = size, x1 = -1, y1 = -1;
+        for (std::int64_t y = 0; y < size; ++y)
+            for (std::int64_t x = 0; x < size; ++x) {
+                const std::size_t at = static_cast<std::size_t>(i * size * size + y * size + x);
+                if (anomalies[at] != samples[at]) {
+                    x0 = std::min(x0, x), y0 = std::min(y0, y), x1 = std::max(x1, x), y1 = std::max(y1, y);
+                }
+            }
+        REQUIRE(x1 >= 0);  // random samples: a pasted patch always differs
+        CHECK(x1 - x0 + 1 <= size / 2);
+        CHECK(y1 - y0 + 1 <= size / 2);
+    }
+    RandomStream again(2);
+    CHECK(make_cutpaste_anomalies(samples, n, 1, size, again) == anomalies);
+    RandomStream bad(2);
+    CHECK_THROWS_AS(make_cutpaste_anomalies(samples, n + 1, 1, size, bad), InvalidArgument);
+}
+
+TEST_CASE("recomputed batch-norm statistics are the exact mean over the batches", "[recipe][batchnorm]") {
+    const Tensor a = batch_tensor(8, 31), b = batch_tensor(8, 32);
+    auto statistics_after = [&](std::vector<const Tensor*> batches) {
+        TinyModel m;
+        m.model.scoring_closed_skips = 0b0011u;
+        m.model.recompute_batch_norm_statistics(m.ctx, m.tape, static_cast<int>(batches.size()),
+                                                [&](int k) { return batches[static_cast<std::size_t>(k)]->view(); });
+        std::vector<float> g = Tensor::host_values(m.model.generator.statistics.values());
+        const std::vector<float> d = Tensor::host_values(m.model.discriminator.statistics.values());
+        g.insert(g.end(), d.begin(), d.end());
+        return g;
+    };
+    const std::vector<float> both = statistics_after({&a, &b}), only_a = statistics_after({&a}), only_b = statistics_after({&b});
+    REQUIRE(both.size() == only_a.size());
+    double largest = 0;
+    for (std::size_t i = 0; i < both.size(); ++i) {
+        const double mean = 0.5 * (double{only_a[i]} + double{only_b[i]});
+        largest = std::max(largest, std::abs(both[i] - mean) / (1.0 + std::abs(mean)));
+    }
+    CHECK(largest < 1e-5);
+    CHECK(only_a != only_b);
+}
+
+TEST_CASE("the stopping rule keeps the epoch chosen on normal images; a recipe round-trips through a file", "[recipe][detector]") {
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::robust();  // and every other piece, so the file carries them all
+    o.recipe.stopping = StoppingRule::BestSyntheticAnomalies;
+    o.recipe.skip_gating = {1, 0.5f};
+    o.architecture.bottleneck_channels = 3;
+    o.epochs = 3;
+    std::vector<Image> images;
+    for (unsigned i = 0; i < 40; ++i) images.push_back(sga::testing::random_image(28, 28, 1, 100 + i));
+    Detector d(o);
+    const FitReport report = d.fit(images);
+    REQUIRE(report.epochs.size() == 3);
+    CHECK(report.kept_epoch >= 1);
+    CHECK(report.kept_epoch <= 3);
+    double best = -1;
+    int best_epoch = 0;
+    for (const EpochSummary& e : report.epochs) {
+        CHECK(e.synthetic_auroc >= 0.0);
+        CHECK(e.synthetic_auroc <= 1.0);
+        if (e.synthetic_auroc > best) best = e.synthetic_auroc, best_epoch = e.epoch;
+    }
+    CHECK(report.kept_epoch == best_epoch);
+
+    const fs::path path = fs::temp_directory_path() / "sga_test_recipe.safetensors";
+    d.save(path.string());
+    const Detector loaded = Detector::load(path.string(), Device::Cpu);
+    fs::remove(path);
+    const Recipe& r = loaded.options().recipe;
+    CHECK(r.name == "robust");
+    CHECK(r.skip_gating.gated_skips == o.recipe.skip_gating.gated_skips);
+    CHECK(r.skip_gating.training_open_probability == o.recipe.skip_gating.training_open_probability);
+    CHECK(r.restoration.corruption == o.recipe.restoration.corruption);
+    CHECK(r.restoration.gray == o.recipe.restoration.gray);
+    CHECK(r.recompute_batch_norm == o.recipe.recompute_batch_norm);
+    CHECK(r.stopping == o.recipe.stopping);
+    CHECK(loaded.options().architecture.bottleneck_channels == d.options().architecture.bottleneck_channels);
+    for (unsigned i = 0; i < 4; ++i) {
+        const Image probe = sga::testing::random_image(28, 28, 1, 900 + i);
+        CHECK(loaded.score(probe.view()).score == d.score(probe.view()).score);
+    }
+}
+
+TEST_CASE("a stopping rule without held-out images is refused; unknown recipes are named", "[recipe][errors]") {
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::robust();
+    o.recipe.stopping = StoppingRule::BestSyntheticAnomalies;
+    o.validation_fraction = 0.0f;
+    const std::string message = sga::testing::message_of<InvalidArgument>([&] { Detector d(o); });
+    CHECK(message.find("validation_fraction") != std::string::npos);
+    const std::string unknown = sga::testing::message_of<InvalidArgument>([] { Recipe::named("fast"); });
+    CHECK(unknown.find("official") != std::string::npos);
+    CHECK(Recipe::named("official").skip_gating.gated_skips == 0);
+}
+
+TEST_CASE("the official recipe trains exactly as SkipGanomaly::train_step does", "[recipe][detector]") {
+    // fit() with Recipe::official() must draw nothing extra from the random stream and close
+    // no skip: two fits with the same seed agree, and their weights differ from a robust fit's.
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::official();
+    std::vector<Image> images;
+    for (unsigned i = 0; i < 40; ++i) images.push_back(sga::testing::random_image(28, 28, 1, 300 + i));
+    Detector a(o), b(o);
+    a.fit(images);
+    b.fit(images);
+    CHECK(Tensor::host_values(a.model().generator.parameters.values()) ==
+          Tensor::host_values(b.model().generator.parameters.values()));
+    CHECK(a.model().scoring_closed_skips == 0u);
+    CHECK(a.model().restoration.scoring_views() == 1);
+}
+
+TEST_CASE("rotation restoration: views are the greyed quarter turns, training inputs one of them", "[recipe][restoration]") {
+    Restoration rotation{Corruption::Rotation, true, 2};
+    CHECK(rotation.scoring_views() == 4);
+    const std::int64_t size = 8, plane = size * size;
+    const std::vector<float> rgb = random_samples(3 * plane, 41);
+    std::vector<float> view(rgb.size()), expected(rgb.size());
+    for (int v = 0; v < 4; ++v) {
+        rotation.scoring_view(rgb.data(), view.data(), 1, 3, size, v);
+        rotate_quarter_turns(rgb.data(), expected.data(), 1, 3, size, v);
+        for (std::int64_t p = 0; p < plane; ++p) {
+            const float luminance = 0.299f * expected[static_cast<std::size_t>(p)] +
+                                    0.587f * expected[static_cast<std::size_t>(plane + p)] +
+                                    0.114f * expected[static_cast<std::size_t>(2 * plane + p)];
+            for (std::int64_t c = 0; c < 3; ++c) REQUIRE(view[static_cast<std::size_t>(c * plane + p)] == luminance);
+        }
+    }
+    // Grey images are only rotated.
+    const std::vector<float> grey = random_samples(plane, 42);
+    std::vector<float> grey_view(grey.size()), grey_expected(grey.size());
+    rotation.scoring_view(grey.data(), grey_view.data(), 1, 1, size, 3);
+    rotate_quarter_turns(grey.data(), grey_expected.data(), 1, 1, size, 3);
+    CHECK(grey_view == grey_expected);
+    // A training input is one of the four views, and all four occur.
+    const std::int64_t n = 64;
+    const std::vector<float> batch = random_samples(n * plane, 43);
+    std::vector<float> corrupted(batch.size());
+    RandomStream random(8);
+    rotation.corrupt(batch.data(), corrupted.data(), n, 1, size, random);
+    std::set<int> seen;
+    for (std::int64_t i = 0; i < n; ++i)
+        for (int v = 0; v < 4; ++v) {
+            rotation.scoring_view(batch.data() + i * plane, grey_view.data(), 1, 1, size, v);
+            if (std::equal(grey_view.begin(), grey_view.end(), corrupted.begin() + i * plane)) seen.insert(v);
+        }
+    CHECK(seen.size() == 4);
+}
