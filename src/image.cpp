@@ -614,9 +614,9 @@ void preprocess_float_chw(const float* chw, int channels_in, int height, int wid
     SGA_CHECK_ARGUMENT(output != nullptr, "output is null");
     SGA_CHECK_ARGUMENT(channels_in == 1 || channels_in == 3 || channels_in == 4,
                        "input channels must be 1, 3 or 4, got " + std::to_string(channels_in));
-    SGA_CHECK_ARGUMENT(height > 0 && width > 0, "input size must be positive, got " +
-                                                    std::to_string(height) + " x " +
-                                                    std::to_string(width));
+    SGA_CHECK_ARGUMENT(height > 0 && width > 0, "input size must be positive, got width " +
+                                                    std::to_string(width) + ", height " +
+                                                    std::to_string(height));
     check_output_size(size, channels);
     check_pixel_count(width, height, "input size");
     const std::size_t in_plane = static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
@@ -642,6 +642,10 @@ void preprocess_float_chw(const float* chw, int channels_in, int height, int wid
         const std::vector<float> resized = resize_plane_float(source, height, width, size, size);
         std::copy(resized.begin(), resized.end(), output + c * out_plane);
     }
+}
+
+void preprocess(const FloatImageView& image, int size, int channels, float* output) {
+    preprocess_float_chw(image.data, image.channels, image.height, image.width, size, channels, output);
 }
 
 std::vector<float> resize_plane(const float* plane, int height, int width, int out_height,
