@@ -772,9 +772,11 @@ CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::sp
     return c;
 }
 
-CalibrationResult Detector::calibrate(std::span<const ImageView> normal) {
+CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::optional<double> threshold_quantile) {
     Impl& impl = checked_impl("calibrate");
     SGA_CHECK_ARGUMENT(!normal.empty(), "calibrate needs at least one normal image");
+    SGA_CHECK_ARGUMENT(!threshold_quantile || (*threshold_quantile > 0 && *threshold_quantile <= 1),
+                       "the threshold quantile must lie in (0, 1], found " + std::to_string(threshold_quantile.value_or(0)));
     std::unique_lock lock(impl.model_mutex);
     impl.require_trained();
     const std::vector<float> samples = impl.preprocess_all(normal);
@@ -782,7 +784,8 @@ CalibrationResult Detector::calibrate(std::span<const ImageView> normal) {
     for (float v : scores)
         if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
     CalibrationResult c;
-    c.threshold = impl.default_threshold(scores);
+    c.threshold = threshold_quantile ? static_cast<float>(threshold_from_normal_scores(scores, *threshold_quantile))
+                                     : impl.default_threshold(scores);
     c.rule = "validation_quantile";
     c.normal_images = normal.size();
     impl.threshold = c.threshold;

@@ -571,3 +571,16 @@ TEST_CASE("the scoring mode is a per-call choice that changes nothing in the Det
     CHECK(scores_of(d, images) == running);
     CHECK(d.options().scoring_mode == ScoringMode::RunningStatistics);
 }
+
+TEST_CASE("set_cpu_threads applies to the calling thread only", "[detector][concurrency]") {
+    const int initial = cpu_threads();
+    set_cpu_threads(1);
+    CHECK(cpu_threads() == 1);
+    int seen_elsewhere = -1;
+    std::thread other([&] { seen_elsewhere = cpu_threads(); });
+    other.join();
+    CHECK(seen_elsewhere == initial);
+    set_cpu_threads(0);
+    CHECK(cpu_threads() == initial);
+    CHECK_THROWS_AS(set_cpu_threads(-1), InvalidArgument);
+}

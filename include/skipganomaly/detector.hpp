@@ -222,9 +222,10 @@ public:
     CalibrationResult calibrate(std::span<const ImageView> normal, std::span<const ImageView> anomalous);
     // Normal images only (images the model was not trained on): recomputes
     // validation_statistics(), sets the threshold with threshold_from_normal_scores at
-    // options().threshold_quantile, and learns the pixel threshold. What a converted model,
-    // whose file holds no threshold, needs before it flags anything sensibly.
-    CalibrationResult calibrate(std::span<const ImageView> normal);
+    // `threshold_quantile` (unset: options().threshold_quantile), and learns the pixel
+    // threshold. What a converted model, whose file holds no threshold, needs before it flags
+    // anything sensibly. Throws InvalidArgument for no images or a quantile outside (0, 1].
+    CalibrationResult calibrate(std::span<const ImageView> normal, std::optional<double> threshold_quantile = std::nullopt);
 
     float threshold() const;
     void set_threshold(float threshold);
