@@ -263,7 +263,8 @@ std::vector<std::uint8_t> to_planes(const ImageView& image, int channels) {
             std::uint8_t r, g, b;
             switch (image.format) {
                 case PixelFormat::Gray: r = g = b = p[0]; break;
-                case PixelFormat::Bgr: r = p[2]; g = p[1]; b = p[0]; break;
+                case PixelFormat::Bgr:
+                case PixelFormat::Bgra: r = p[2]; g = p[1]; b = p[0]; break;
                 case PixelFormat::Rgb:
                 case PixelFormat::Rgba:
                 default: r = p[0]; g = p[1]; b = p[2]; break;
@@ -449,6 +450,7 @@ int bytes_per_pixel(PixelFormat format) {
         case PixelFormat::Rgb: return 3;
         case PixelFormat::Bgr: return 3;
         case PixelFormat::Rgba: return 4;
+        case PixelFormat::Bgra: return 4;
     }
     throw InvalidArgument("unknown pixel format " + std::to_string(static_cast<int>(format)));
 }

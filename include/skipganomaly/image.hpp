@@ -9,8 +9,9 @@
 
 namespace sga {
 
-// Channel layout of an interleaved 8-bit pixel.
-enum class PixelFormat { Gray, Rgb, Rgba, Bgr };
+// Channel layout of an interleaved 8-bit pixel. Bgr and Bgra are OpenCV's orders
+// (skipganomaly/opencv.hpp); alpha is ignored.
+enum class PixelFormat { Gray, Rgb, Rgba, Bgr, Bgra };
 
 // Bytes per pixel of an interleaved 8-bit format (1, 3 or 4).
 int bytes_per_pixel(PixelFormat format);
