@@ -46,9 +46,10 @@ F1Max f1_max(std::span<const float> scores, std::span<const int> labels);
 // Exponential tails fit gamma-like reconstruction errors; a normal tail is handled slightly
 // cautiously, a log-normal one slightly loosely. On synthetic scores (log-normal, gamma,
 // chi-square, half-normal) the mean false-positive rate on fresh normal scores at level 0.99
-// is 1.8-3% at n = 20, 1.3-2.3% at n = 40, 0.8-1.8% at n = 100 and 1% from n = 1000 on,
+// is 1.7-3% at n = 20, 1.2-2.3% at n = 40, 0.8-1.7% at n = 100 and 1% from n = 1000 on,
 // where the plain quantile gives 5%, 3%, 2% and 1%, with a spread across validation sets
-// about half the plain quantile's below n = 100 (test_metrics: "the default threshold rule").
+// about half the plain quantile's below n = 100 (scripts/simulate_threshold_rule.py;
+// tests/test_metrics.cpp: "the default threshold rule"; docs/getting-started.md has the table).
 // level == 1 returns the largest score; fewer than 8 scores, the empirical quantile. When
 // the scores do not vary, returns the smallest float above them, so none is flagged.
 // Throws InvalidArgument for no scores, a non-finite score, or a level outside (0, 1].
