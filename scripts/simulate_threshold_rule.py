@@ -28,10 +28,15 @@ def rule(scores, level=LEVEL):
     tail = max(3, int(round(0.25 * n)))
     if weight >= 1 or n < 8 or tail <= expected_above:
         return empirical
-    u = x[n - tail - 1]
-    mean_excess = np.mean(x[n - tail:] - u)
-    return weight * empirical + (1 - weight) * (u + mean_excess * math.log(tail / expected_above))
 
+    def tail_quantile(values):
+        u = values[n - tail - 1]
+        return u + np.mean(values[n - tail:] - u) * math.log(tail / expected_above)
+
+    extrapolated = tail_quantile(x)
+    if x[0] > 0:
+        extrapolated = math.sqrt(extrapolated * math.exp(tail_quantile(np.log(x))))
+    return weight * empirical + (1 - weight) * extrapolated
 
 def gamma_integer_survival(shape):
     return lambda t: 1.0 if t <= 0 else math.exp(-t) * sum(t ** k / math.factorial(k) for k in range(shape))
