@@ -418,22 +418,33 @@ struct Detector::Impl {
         return score_preprocessed(samples, sizes, so);
     }
 
+    // Pixel statistics from the error maps of the first normal samples, at most 2^24 pixels
+    // (16,384 images of 32 x 32, 256 of 256 x 256): the quantile is stable long before, and the
+    // maps of 20,000 large images would not fit in memory.
+    PixelStatistics learn_pixel_statistics(const std::vector<float>& normal_samples, std::size_t count) const {
+        const std::size_t plane = static_cast<std::size_t>(options.architecture.image_size) *
+                                  static_cast<std::size_t>(options.architecture.image_size);
+        const std::size_t used = std::min(count, std::max<std::size_t>(1, (std::size_t{1} << 24) / plane));
+        const std::size_t floats = used * static_cast<std::size_t>(sample_floats());
+        const std::vector<float> first(normal_samples.begin(), normal_samples.begin() + static_cast<std::ptrdiff_t>(floats));
+        return describe_pixels(score_samples(first, used, true).error_maps, pixel_statistics.threshold_quantile);
+    }
+
     // Image and pixel statistics of normal samples (count x sample_floats, not trained on).
     // Sets statistics and pixel_statistics; returns the scores. The caller holds the lock.
     std::vector<float> learn_normal_statistics(const std::vector<float>& normal_samples, std::size_t count) {
-        const BatchScores parts = score_samples(normal_samples, count, true);
+        const BatchScores parts = score_samples(normal_samples, count, false);
         std::vector<float> scores(count);
         for (std::size_t i = 0; i < count; ++i) scores[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
         statistics = describe(scores, options.threshold_quantile);
-        pixel_statistics = describe_pixels(parts.error_maps, pixel_statistics.threshold_quantile);
+        pixel_statistics = learn_pixel_statistics(normal_samples, count);
         return scores;
     }
 
     // What fit() calls last: learns the pixel threshold from the held-out normal samples and
     // returns the image threshold from their scores (threshold_from_normal_scores).
     float learn_thresholds(const std::vector<float>& normal_samples, const std::vector<float>& scores) {
-        const BatchScores parts = score_samples(normal_samples, scores.size(), true);
-        pixel_statistics = describe_pixels(parts.error_maps, pixel_statistics.threshold_quantile);
+        pixel_statistics = learn_pixel_statistics(normal_samples, scores.size());
         return default_threshold(scores);
     }
 

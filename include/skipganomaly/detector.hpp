@@ -144,7 +144,7 @@ struct FitReport {
 // the per-pixel squared errors (channel mean, at the network's resolution) of held-out normal
 // images. A file without it (older, or converted) has count 0 until calibrate() runs.
 struct PixelStatistics {
-    std::size_t count = 0;  // pixels pooled
+    std::size_t count = 0;  // pixels pooled: every pixel of the images, or of the first 2^24 / size^2 of them
     double min = 0, max = 0;
     double threshold_quantile = 0.999;  // about one normal pixel in a thousand is flagged
     double threshold = 0;
