@@ -4,6 +4,7 @@
 //   skipganomaly fit   --data <spec> --out model.safetensors [options]
 //   skipganomaly score --model model.safetensors [--heatmap DIR] IMAGE...
 //   skipganomaly eval  --model model.safetensors --data <spec> [--plots DIR]
+//   skipganomaly calibrate --model model.safetensors --data <spec> [--out other.safetensors]
 //
 // Exit codes: 0 success, 1 a library or I/O error ("error: ..."), 2 a usage error.
 #include <unistd.h>
@@ -272,14 +273,17 @@ std::string format_duration(double seconds) {
     return buffer;
 }
 
-// A bar rewritten in place on a terminal; one line per epoch otherwise (logs, pipes, CI).
+// A bar rewritten in place on a terminal. Otherwise (logs, pipes, CI) a plain line every
+// `interval_seconds` with the same ETA, and one line per epoch.
 class ProgressReporter {
 public:
-    ProgressReporter() : terminal_(::isatty(STDERR_FILENO) != 0) {}
+    explicit ProgressReporter(double interval_seconds = 5.0)
+        : terminal_(::isatty(STDERR_FILENO) != 0), interval_seconds_(interval_seconds) {}
 
     sga::FitCallbacks callbacks() {
         sga::FitCallbacks c;
         if (terminal_) c.on_batch = [this](const sga::TrainingProgress& p) { on_batch(p); };
+        else c.on_batch = [this](const sga::TrainingProgress& p) { on_batch_line(p); };
         c.on_epoch = [this](const sga::EpochSummary& s) { on_epoch(s); };
         c.cancel = &cancel_requested;
         return c;
@@ -292,6 +296,15 @@ public:
     }
 
 private:
+    void on_batch_line(const sga::TrainingProgress& p) {
+        if (p.elapsed_seconds < next_line_at_ && !(p.epoch == p.epochs && p.batch == p.batches)) return;
+        next_line_at_ = p.elapsed_seconds + interval_seconds_;
+        char line[256];
+        std::snprintf(line, sizeof line, "epoch %d/%d batch %d/%d  G %.3f  D %.3f  elapsed %s  ETA %s", p.epoch,
+                      p.epochs, p.batch, p.batches, p.losses.generator, p.losses.discriminator,
+                      format_duration(p.elapsed_seconds).c_str(), format_duration(p.estimated_remaining_seconds).c_str());
+        std::cerr << line << std::endl;
+    }
     void on_batch(const sga::TrainingProgress& p) {
         constexpr int width = 24;
         const int filled = p.batches > 0 ? p.batch * width / p.batches : width;
@@ -318,13 +331,16 @@ private:
     }
 
     bool terminal_;
+    double interval_seconds_;
+    double next_line_at_ = 0;
     bool bar_drawn_ = false;
     int epochs_ = 0;
 };
 
 // Trains with the progress reporter and Ctrl-C handling; restores the default SIGINT action.
-sga::FitReport fit_with_progress(sga::Detector& detector, const std::vector<sga::Image>& images) {
-    ProgressReporter progress;
+sga::FitReport fit_with_progress(sga::Detector& detector, const std::vector<sga::Image>& images,
+                                 double progress_interval_seconds = 5.0) {
+    ProgressReporter progress(progress_interval_seconds);
     progress.set_epochs(detector.options().epochs);
     cancel_requested.store(false);
     std::signal(SIGINT, on_interrupt);
@@ -346,10 +362,17 @@ void print_fit_report(const sga::FitReport& r) {
               << r.training_images << " images in " << std::fixed << std::setprecision(1) << r.seconds << " s; "
               << r.discriminator_reinits << " discriminator re-initialisation(s)\n";
     const sga::ScoreStatistics& v = r.validation_scores;
-    std::cout << std::setprecision(6) << "held-out normal scores (" << v.count << " images): min " << v.min
-              << ", mean " << v.mean << ", max " << v.max << "\n"
-              << "threshold " << r.threshold << "\n";
+    const bool in_sample = r.validation_images == 0;
+    std::cout << std::setprecision(6)
+              << (in_sample ? "in-sample scores of the training images (" : "held-out normal scores (") << v.count
+              << " images): min " << v.min << ", mean " << v.mean << ", max " << v.max << "\n"
+              << "threshold " << r.threshold << (in_sample ? " (from the training images' own scores)" : "") << "\n";
     std::cout.unsetf(std::ios::floatfield);
+    if (in_sample)
+        std::cerr << "warning: --validation-fraction 0 held out no image, so the statistics and the threshold come "
+                     "from the images the model was trained on; their scores are lower than unseen normal images', "
+                     "and the threshold will flag more normal images than intended. Hold images out, or run "
+                     "`skipganomaly calibrate` on normal images the model has not seen.\n";
 }
 
 // ---- heat maps ----------------------------------------------------------------------------
@@ -399,22 +422,38 @@ data (--data SPEC):
   anomalib:NORMAL_DIR  anomalib's Folder layout, normal images
   mnist:DIR:DIGIT      MNIST IDX files in DIR (train-images-idx3-ubyte[.gz], ...): one digit
 
-options:
+options (every default shown):
   --out PATH                   model file to write (required)
+  --recipe robust|official     how to train (default robust): robust closes the outer skip
+                               connections when scoring, recomputes batch-norm statistics
+                               and keeps the epoch that best separates held-out normal
+                               images from synthetic anomalies; official is the paper's
+                               code as it is (see recipe.hpp)
   --epochs N                   training epochs (default 15)
   --batch-size N               images per step (default 64)
   --image-size N               network input side, a power of two >= 32 (default 32)
   --channels 1|3               grey or colour input (default 3; 1 for mnist:)
   --lr X                       Adam learning rate (default 0.0002)
   --seed N                     initialisation, shuffling and validation split (default 0)
-  --validation-fraction X      normal images held out for the threshold (default 0.1)
-  --threshold-quantile X       threshold = this quantile of held-out scores (default 0.99)
-  --device cpu|cuda|auto       where to train (default auto)
-  --threads N                  CPU threads
-  --checkpoint PATH            write a checkpoint (weights, optimiser, RNG) to PATH
+  --validation-fraction X      share of the normal images held out, never trained on, for the
+                               score statistics, the threshold and the robust recipe's
+                               stopping rule (default 0.1; at least one image when > 0).
+                               0 holds out nothing: the statistics and threshold are then
+                               in-sample (the training images' own scores, too low), and the
+                               robust recipe is refused
+  --threshold-quantile X       the threshold estimates this quantile of normal scores from the
+                               held-out ones (default 0.99; robust below 1000 held-out images,
+                               see threshold_from_normal_scores in metrics.hpp)
+  --device cpu|cuda|auto       where to train (default auto: CUDA when built and a GPU is
+                               present, unless SKIPGANOMALY_FORCE_CPU is set)
+  --threads N                  CPU threads (default: OMP_NUM_THREADS, else every core)
+  --checkpoint PATH            write a checkpoint (weights, optimiser, RNG) to PATH (default: none)
   --checkpoint-every N         ... every N epochs (default 1 with --checkpoint)
   --resume PATH                continue from a checkpoint of the same data and options;
-                               --epochs counts the epochs already done
+                               --epochs counts the epochs already done (default: start afresh)
+  --progress-every SECONDS     without a terminal, print a progress line with the ETA this
+                               often (default 5; 0: after every batch). On a terminal a bar
+                               is redrawn instead
 
 Ctrl-C stops after the current batch; the model of the last completed epoch is saved.
 )";
@@ -422,9 +461,9 @@ Ctrl-C stops after the current batch; the model of the last completed epoch is s
 int command_fit(const std::vector<std::string>& args) {
     const ParsedArguments a = parse_arguments(
         args,
-        {{"data"}, {"out"}, {"epochs"}, {"batch-size"}, {"image-size"}, {"channels"}, {"lr"}, {"seed"},
+        {{"data"}, {"out"}, {"recipe"}, {"epochs"}, {"batch-size"}, {"image-size"}, {"channels"}, {"lr"}, {"seed"},
          {"validation-fraction"}, {"threshold-quantile"}, {"device"}, {"threads"}, {"checkpoint-every"},
-         {"checkpoint"}, {"resume"}},
+         {"checkpoint"}, {"resume"}, {"progress-every"}},
         false);
     if (a.help) {
         std::cout << fit_help;
@@ -434,6 +473,16 @@ int command_fit(const std::vector<std::string>& args) {
     const std::string out = a.require("out");
 
     sga::DetectorOptions o;
+    if (const auto recipe = a.get("recipe")) {
+        if (*recipe != "robust" && *recipe != "official")
+            throw UsageError("--recipe expects robust or official, found '" + *recipe + "'");
+        o.recipe = sga::Recipe::named(*recipe);
+    }
+    double progress_every = 5.0;
+    if (const auto p = a.get("progress-every")) {
+        progress_every = parse_real("progress-every", *p);
+        if (progress_every < 0) throw UsageError("--progress-every must not be negative");
+    }
     o.architecture.channels = spec.kind == "mnist" ? 1 : 3;
     o.architecture.image_size = integer_option(a, "image-size", o.architecture.image_size, 1, 1 << 20);
     o.architecture.channels = integer_option(a, "channels", o.architecture.channels, 1, 3);
@@ -455,14 +504,17 @@ int command_fit(const std::vector<std::string>& args) {
     if (!o.checkpoint_path.empty() && o.checkpoint_every_epochs == 0) o.checkpoint_every_epochs = 1;
     if (const auto r = a.get("resume")) o.resume_from = *r;
     apply_threads(a);
+    if (o.validation_fraction == 0 && o.recipe.stopping != sga::StoppingRule::FinalEpoch)
+        throw UsageError("--validation-fraction 0 leaves the '" + o.recipe.name +
+                         "' recipe's stopping rule no held-out images; hold some out or use --recipe official");
     o.validate();
 
     std::cerr << "loading " << a.require("data") << "\n";
     const std::vector<sga::Image> images = load_training_images(spec);
     sga::Detector detector(o);
-    std::cerr << "training on " << images.size() << " images, " << o.epochs << " epoch(s), device "
-              << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s)\n";
-    const sga::FitReport report = fit_with_progress(detector, images);
+    std::cerr << "training on " << images.size() << " images, " << o.epochs << " epoch(s), recipe " << o.recipe.name
+              << ", device " << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s)\n";
+    const sga::FitReport report = fit_with_progress(detector, images, progress_every);
     print_fit_report(report);
     if (report.epochs_completed == 0)
         std::cerr << "warning: no epoch was completed; the saved model holds the initial weights\n";
@@ -480,17 +532,40 @@ Scores images; prints one JSON object per image and line:
 
 options:
   --model PATH             model file (required)
-  --heatmap DIR            also write DIR/<name>_heatmap.png, the anomaly map over the image
+  --heatmap DIR            also write DIR/<name>_heatmap.png, the anomaly map over the image,
+                           and DIR/<name>_mask.png, the predicted anomalous pixels (white)
+                           at the model's pixel threshold (a model without one, such as a
+                           converted one, needs `skipganomaly calibrate` first for the mask)
   --heatmap-max X          squared error shown as red (default: the 99th percentile of each
                            image's own map, so colours are relative to that image)
   --threshold X            override the model's threshold
+  --scoring-mode running|batch
+                           batch norm when scoring (default: the model's, running for our
+                           models): running uses the statistics learnt in training, so an
+                           image's score does not depend on the others; batch uses each
+                           batch's own statistics, as the official test() does
   --device cpu|cuda|auto   where to score (default auto)
-  --threads N              CPU threads
+  --threads N              CPU threads (default: OMP_NUM_THREADS, else every core)
 )";
+
+std::optional<sga::ScoringMode> scoring_mode_option(const ParsedArguments& a) {
+    const std::optional<std::string> text = a.get("scoring-mode");
+    if (!text) return std::nullopt;
+    if (*text == "running") return sga::ScoringMode::RunningStatistics;
+    if (*text == "batch") return sga::ScoringMode::OfficialBatchStatistics;
+    throw UsageError("--scoring-mode expects running or batch, found '" + *text + "'");
+}
+
+// White where the mask flags a pixel, black elsewhere, at the image's resolution.
+sga::Image mask_image(const sga::ScoreResult& r) {
+    sga::Image mask{r.map_width, r.map_height, 1, std::vector<std::uint8_t>(r.anomaly_mask.size())};
+    for (std::size_t i = 0; i < r.anomaly_mask.size(); ++i) mask.pixels[i] = r.anomaly_mask[i] ? 255 : 0;
+    return mask;
+}
 
 int command_score(const std::vector<std::string>& args) {
     const ParsedArguments a = parse_arguments(
-        args, {{"model"}, {"heatmap"}, {"heatmap-max"}, {"threshold"}, {"device"}, {"threads"}}, true);
+        args, {{"model"}, {"heatmap"}, {"heatmap-max"}, {"threshold"}, {"scoring-mode"}, {"device"}, {"threads"}}, true);
     if (a.help) {
         std::cout << score_help;
         return 0;
@@ -506,6 +581,7 @@ int command_score(const std::vector<std::string>& args) {
     }
     std::optional<float> threshold;
     if (const auto t = a.get("threshold")) threshold = static_cast<float>(parse_real("threshold", *t));
+    const std::optional<sga::ScoringMode> scoring_mode = scoring_mode_option(a);
     apply_threads(a);
 
     sga::Detector detector = sga::Detector::load(model_path, device);
@@ -513,6 +589,11 @@ int command_score(const std::vector<std::string>& args) {
     if (heatmap_dir) fs::create_directories(*heatmap_dir);
     sga::ScoreOptions options;
     options.anomaly_map = heatmap_dir.has_value();
+    options.scoring_mode = scoring_mode;
+    options.anomaly_mask = heatmap_dir.has_value() && detector.pixel_statistics().count > 0;
+    if (heatmap_dir && !options.anomaly_mask)
+        std::cerr << "warning: " << model_path << " has no pixel threshold, so no mask is written; "
+                  << "run `skipganomaly calibrate` on normal images first\n";
     std::set<std::string> written;
 
     // Batches of score_batch_size images: one forward pass each, bounded memory.
@@ -540,6 +621,13 @@ int command_score(const std::vector<std::string>& args) {
                 const std::string out = (fs::path(*heatmap_dir) / (stem + ".png")).string();
                 write_heatmap(out, images[i], r, heatmap_max ? *heatmap_max : map_scale(r.anomaly_map));
                 line["heatmap"] = out;
+                if (options.anomaly_mask) {
+                    const std::string mask_stem = stem.substr(0, stem.rfind("_heatmap")) + "_mask" +
+                                                  stem.substr(stem.rfind("_heatmap") + 8);
+                    const std::string mask_path = (fs::path(*heatmap_dir) / (mask_stem + ".png")).string();
+                    sga::save_png(mask_path, mask_image(r));
+                    line["mask"] = mask_path;
+                }
             }
             std::cout << line.dump() << '\n';
         }
@@ -613,12 +701,25 @@ Evaluation evaluate(const sga::Detector& detector, const std::vector<sga::Labele
     return e;
 }
 
+double base_rate(const Evaluation& e) {
+    return static_cast<double>(e.anomalous) / static_cast<double>(e.normal + e.anomalous);
+}
+
+// F1 of flagging every image: what F1-max is never below.
+double flag_all_f1(const Evaluation& e) {
+    const double p = base_rate(e);
+    return 2 * p / (p + 1);
+}
+
 void print_evaluation(const Evaluation& e) {
     const auto ratio = [](std::size_t a, std::size_t b) { return b ? static_cast<double>(a) / static_cast<double>(b) : 0.0; };
     std::cout << "images      " << e.scores.size() << " (" << e.normal << " normal, " << e.anomalous << " anomalous)\n"
-              << std::fixed << std::setprecision(4) << "AUROC       " << e.auroc << "\n"
-              << "AUPRC       " << e.auprc << "\n"
-              << "F1-max      " << e.f1.f1 << " at threshold " << std::setprecision(6) << e.f1.threshold << "\n";
+              << "anomalies are the positive class; base rate (share of anomalies) " << std::fixed
+              << std::setprecision(4) << base_rate(e) << "\n"
+              << "AUROC       " << e.auroc << "  (a random score: 0.5)\n"
+              << "AUPRC       " << e.auprc << "  (a random score: the base rate, " << base_rate(e) << ")\n"
+              << "F1-max      " << e.f1.f1 << " at threshold " << std::setprecision(6) << e.f1.threshold
+              << std::setprecision(4) << "  (flagging every image: " << flag_all_f1(e) << ")\n";
     if (e.pixel_auroc) std::cout << std::setprecision(4) << "pixel AUROC " << *e.pixel_auroc << "\n";
     std::cout << std::setprecision(6) << "at the model threshold " << e.threshold << ": " << std::setprecision(4)
               << "precision " << ratio(e.true_positives, e.true_positives + e.false_positives) << ", recall "
@@ -633,6 +734,9 @@ nlohmann::json evaluation_json(const Evaluation& e) {
                         {"anomalous", e.anomalous},
                         {"auroc", e.auroc},
                         {"auprc", e.auprc},
+                        {"positive_class", "anomalous"},
+                        {"base_rate", base_rate(e)},
+                        {"flag_all_f1", flag_all_f1(e)},
                         {"f1_max", e.f1.f1},
                         {"f1_max_threshold", e.f1.threshold},
                         {"threshold", e.threshold},
@@ -662,6 +766,9 @@ const char* const eval_help = R"(usage: skipganomaly eval --model MODEL.safetens
 
 Scores a labelled data set and prints image AUROC, AUPRC and F1-max (with its threshold),
 and pixel AUROC when the data set has masks. The model file is never changed.
+Anomalies are the positive class. AUPRC and F1-max depend on the share of anomalies (the
+base rate, printed beside them): with 90% anomalies a random score has AUPRC 0.90 and
+flagging everything has F1 0.95, so read them against those baselines.
 
 data (--data SPEC):
   mvtec:ROOT                                 an MVTec AD category: ROOT/test, ROOT/ground_truth
@@ -699,6 +806,94 @@ int command_eval(const std::vector<std::string>& args) {
     } else {
         print_evaluation(e);
         for (const std::string& p : plots) std::cout << "wrote " << p << "\n";
+    }
+    return 0;
+}
+
+// ---- calibrate ----------------------------------------------------------------------------
+
+const char* const calibrate_help = R"(usage: skipganomaly calibrate --model MODEL.safetensors --data SPEC [options]
+
+Sets the threshold stored in a model file (and learns its pixel threshold for masks): what a
+converted PyTorch model, whose file holds threshold 0 and flags every image, needs.
+
+data (--data SPEC):
+  folder:DIR                                  normal images only: the threshold estimates
+  anomalib:NORMAL_DIR                         --quantile of their scores (threshold_from_normal_scores)
+  mvtec:ROOT                                  labelled images: the F1-maximising threshold;
+  anomalib:NORMAL_DIR:ABNORMAL_DIR            the normal ones also give the statistics and
+  mnist:DIR:DIGIT                             the pixel threshold
+Use images the model was not trained on.
+
+options:
+  --out PATH               write the calibrated model here (default: replace --model; either
+                           way the file is written to a temporary file and renamed over it)
+  --quantile X             the quantile for normal-only data (default: the model's
+                           threshold_quantile, 0.99 unless fit was told otherwise)
+  --json                   print the result as one JSON object
+  --device cpu|cuda|auto   where to score (default auto)
+  --threads N              CPU threads (default: OMP_NUM_THREADS, else every core)
+)";
+
+int command_calibrate(const std::vector<std::string>& args) {
+    const ParsedArguments a = parse_arguments(
+        args, {{"model"}, {"data"}, {"out"}, {"quantile"}, {"json", false}, {"device"}, {"threads"}}, false);
+    if (a.help) {
+        std::cout << calibrate_help;
+        return 0;
+    }
+    const std::string model_path = a.require("model");
+    const std::string data = a.require("data");
+    const std::string out = a.get("out").value_or(model_path);
+    const sga::Device device = a.get("device") ? parse_device(*a.get("device")) : sga::Device::Auto;
+    std::optional<double> quantile;
+    if (const auto q = a.get("quantile")) {
+        quantile = parse_real("quantile", *q);
+        if (!(*quantile > 0 && *quantile <= 1)) throw UsageError("--quantile must lie in (0, 1]");
+    }
+    const bool normal_only = data.rfind("folder:", 0) == 0 ||
+                             (data.rfind("anomalib:", 0) == 0 && data.find(':', 9) == std::string::npos);
+    const DataSpec spec = parse_data_spec(data, !normal_only);
+    if (quantile && !normal_only) throw UsageError("--quantile applies to normal-only data (folder: or anomalib:NORMAL_DIR)");
+    apply_threads(a);
+
+    sga::Detector detector = sga::Detector::load(model_path, device);
+    const float before = detector.threshold();
+    sga::CalibrationResult c;
+    if (normal_only) {
+        const std::vector<sga::Image> images = load_training_images(spec);
+        std::vector<sga::ImageView> views;
+        for (const sga::Image& im : images) views.push_back(im.view());
+        c = detector.calibrate(views, quantile);
+    } else {
+        const std::vector<sga::LabeledImage> samples = load_labelled_images(spec);
+        std::vector<sga::ImageView> normal, anomalous;
+        for (const sga::LabeledImage& s : samples) (s.label ? anomalous : normal).push_back(s.image.view());
+        if (normal.empty() || anomalous.empty())
+            throw sga::FormatError("calibrating on labelled data needs normal and anomalous images; found " +
+                                   std::to_string(normal.size()) + " normal and " + std::to_string(anomalous.size()) +
+                                   " anomalous");
+        c = detector.calibrate(normal, anomalous);
+    }
+    detector.save(out);
+    if (a.has("json")) {
+        nlohmann::json j = {{"model", out},
+                            {"rule", c.rule},
+                            {"threshold", c.threshold},
+                            {"previous_threshold", before},
+                            {"normal_images", c.normal_images},
+                            {"anomalous_images", c.anomalous_images},
+                            {"pixel_threshold", detector.pixel_statistics().threshold}};
+        if (c.f1 >= 0) j["f1"] = c.f1;
+        if (c.auroc >= 0) j["auroc"] = c.auroc;
+        std::cout << j.dump() << '\n';
+    } else {
+        std::cout << "threshold " << before << " -> " << c.threshold << " (" << c.rule << " on " << c.normal_images
+                  << " normal";
+        if (c.anomalous_images) std::cout << " and " << c.anomalous_images << " anomalous";
+        std::cout << " images";
+        if (c.f1 >= 0) std::cout << "; F1 " << c.f1 << ", AUROC " << c.auroc;
+        std::cout << ")\npixel threshold " << detector.pixel_statistics().threshold << "\nmodel saved to " << out << "\n";
     }
     return 0;
 }
@@ -855,6 +1050,7 @@ commands:
   fit     train a detector on normal images and save it
   score   score images with a saved detector (one JSON line per image)
   eval    measure a saved detector on a labelled data set
+  calibrate  set a saved detector's threshold from normal (or labelled) images
 
 skipganomaly COMMAND --help describes each command. skipganomaly --version prints the version.
 )";
@@ -880,7 +1076,8 @@ int run(int argc, char** argv) {
     if (command == "score") return command_score(args);
     if (command == "eval") return command_eval(args);
     if (command == "demo") return command_demo(args);
-    throw UsageError("unknown command '" + command + "' (expected demo, fit, score or eval)");
+    if (command == "calibrate") return command_calibrate(args);
+    throw UsageError("unknown command '" + command + "' (expected demo, fit, score, eval or calibrate)");
 }
 
 }  // namespace

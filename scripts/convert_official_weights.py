@@ -22,9 +22,14 @@ set_threshold) and threshold_source says so. The training block records the offi
 defaults (batch 64, lr 2e-4, beta1 0.5, w_adv 1, w_con 50, w_lat 1); it only matters to
 someone who resumes training from the file.
 
+The architecture (isize, nc, ngf, ndf, nz) is read from the tensors' shapes; an option
+given explicitly must agree with them. --calibrate DATA then runs
+`skipganomaly calibrate --model OUT --data DATA` so the file gets a real threshold (and a
+pixel threshold) from normal images the model was not trained on.
+
 Example:
   /usr/bin/python3 scripts/convert_official_weights.py --netg netG.pth --netd netD.pth \
-      --isize 32 --nc 3 --ngf 64 --ndf 64 --nz 100 --out model.safetensors
+      --out model.safetensors --calibrate folder:held_out_normal_images/
 
 Only reading the .pth files needs torch; writing uses struct, json and zlib.
 """
@@ -183,15 +188,72 @@ def detector_metadata(args):
     ])
 
 
+def infer_architecture(netg, netd, args):
+    """Fills the architecture options left unset from the tensors' shapes:
+    netG model.model.0.weight is (ngf, nc, 4, 4); the U-Net nests one block per halving below
+    the outermost, "model.model.1.model." + "3.model." * (log2(isize) - 2) reaching the
+    innermost; netD clas.classifier.weight is (1, nz, 3, 3) and
+    feat.initial-conv-{nc}-{ndf}.weight is (ndf, nc, 4, 4)."""
+    first = "model.model.0.weight"
+    if first not in netg or netg[first].dim() != 4:
+        raise SystemExit(f"{args.netg}: expected the official UnetGenerator's {first!r}, found keys "
+                         f"starting {list(netg)[:4]}")
+    ngf, nc = int(netg[first].shape[0]), int(netg[first].shape[1])
+    outer = "model.model.1.model."
+    depth = 0
+    for key in netg:
+        if key.startswith(outer):
+            rest, k = key[len(outer):], 0
+            while rest.startswith("3.model."):
+                rest, k = rest[len("3.model."):], k + 1
+            depth = max(depth, k)
+    isize = 2 ** (depth + 2)
+    classifier = "clas.classifier.weight"
+    if classifier not in netd:
+        raise SystemExit(f"{args.netd}: expected the official discriminator's {classifier!r}, found keys "
+                         f"starting {list(netd)[:4]}")
+    nz = int(netd[classifier].shape[1])
+    initial = [k for k in netd if k.startswith("feat.initial-conv-") and k.endswith(".weight")]
+    if len(initial) != 1:
+        raise SystemExit(f"{args.netd}: expected one 'feat.initial-conv-NC-NDF.weight', found {initial}")
+    ndf = int(netd[initial[0]].shape[0])
+    for name, value in (("isize", isize), ("nc", nc), ("ngf", ngf), ("ndf", ndf), ("nz", nz)):
+        given = getattr(args, name)
+        if given is None:
+            setattr(args, name, value)
+        elif given != value:
+            raise SystemExit(f"--{name} {given} disagrees with the weights, which have {name} {value}")
+
+
+def calibrate(args):
+    """Runs the command-line tool's calibrate on the written file."""
+    import shutil
+    import subprocess
+
+    cli = args.cli or shutil.which("skipganomaly")
+    if cli is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        candidate = os.path.join(here, "..", "build", "examples", "skipganomaly")
+        cli = candidate if os.path.exists(candidate) else None
+    if cli is None:
+        raise SystemExit("--calibrate needs the skipganomaly tool: pass --cli PATH (build/examples/skipganomaly)")
+    command = [cli, "calibrate", "--model", args.out, "--data", args.calibrate]
+    print("running " + " ".join(command))
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise SystemExit(f"calibrate failed with exit code {result.returncode}; {args.out} keeps its placeholder threshold")
+
+
 def convert(args):
+    netg, epoch_g = load_state_dict(args.netg)
+    netd, epoch_d = load_state_dict(args.netd)
+    infer_architecture(netg, netd, args)
     if args.isize < 32 or args.isize & (args.isize - 1):
         raise SystemExit(f"--isize must be a power of two >= 32, found {args.isize}")
     if args.nc not in (1, 3):
         raise SystemExit(f"--nc must be 1 or 3, found {args.nc}")
     if not math.isfinite(args.threshold):
         raise SystemExit("--threshold must be finite")
-    netg, epoch_g = load_state_dict(args.netg)
-    netd, epoch_d = load_state_dict(args.netd)
     check_architecture(netg, netd, args)
     tensors = network_tensors("netg.", netg, args.netg) + network_tensors("netd.", netd, args.netd)
     architecture = OrderedDict([("image_size", args.isize), ("channels", args.nc), ("generator_features", args.ngf),
@@ -209,20 +271,35 @@ def convert(args):
                                      ("netg_epoch", epoch_g), ("netd_epoch", epoch_d)]))),
     ])
     data = safetensors_bytes(tensors, metadata, checksum=True)
-    with open(args.out, "wb") as f:
-        f.write(data)
+    write_atomically(args.out, data)
     return len(tensors), len(data)
+
+
+def write_atomically(path, data):
+    """A temporary file in the target's folder, flushed and synced, renamed over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, "." + os.path.basename(path) + ".tmp-" + str(os.getpid()))
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--netg", required=True, help="official netG.pth")
     p.add_argument("--netd", required=True, help="official netD.pth")
-    p.add_argument("--isize", type=int, default=32, help="image size (official --isize)")
-    p.add_argument("--nc", type=int, default=3, help="image channels (official --nc)")
-    p.add_argument("--ngf", type=int, default=64, help="generator features (official --ngf)")
-    p.add_argument("--ndf", type=int, default=64, help="discriminator features (official --ndf)")
-    p.add_argument("--nz", type=int, default=100, help="discriminator feature length (official --nz)")
+    inferred = " (default: read from the weights; when given, it must agree with them)"
+    p.add_argument("--isize", type=int, default=None, help="image size (official --isize)" + inferred)
+    p.add_argument("--nc", type=int, default=None, help="image channels (official --nc)" + inferred)
+    p.add_argument("--ngf", type=int, default=None, help="generator features (official --ngf)" + inferred)
+    p.add_argument("--ndf", type=int, default=None, help="discriminator features (official --ndf)" + inferred)
+    p.add_argument("--nz", type=int, default=None, help="discriminator feature length (official --nz)" + inferred)
     p.add_argument("--threshold", type=float, default=PLACEHOLDER_THRESHOLD,
                    help="anomaly threshold on 0.9*rec + 0.1*lat; the default 0.0 is a placeholder that flags "
                         "every image: calibrate it before use")
@@ -233,6 +310,11 @@ def parse_args(argv=None):
                    help="batch norm when scoring: running statistics (eval mode, default) or the official test()'s "
                         "batch statistics")
     p.add_argument("--out", required=True, help="output model file (.safetensors)")
+    p.add_argument("--calibrate", metavar="DATA", default=None,
+                   help="after writing, run `skipganomaly calibrate --model OUT --data DATA` (e.g. folder:DIR of "
+                        "normal images the model was not trained on) to replace the placeholder threshold")
+    p.add_argument("--cli", default=None,
+                   help="the skipganomaly tool for --calibrate (default: on PATH, else build/examples/skipganomaly)")
     args = p.parse_args(argv)
     if args.threshold_source is None:
         explicit = any(a == "--threshold" or a.startswith("--threshold=") for a in (argv if argv is not None else sys.argv[1:]))
@@ -243,7 +325,10 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     count, size = convert(args)
-    print(f"wrote {args.out}: {count} tensors, {size} bytes; threshold {args.threshold} ({args.threshold_source})")
+    print(f"wrote {args.out}: isize {args.isize}, nc {args.nc}, ngf {args.ngf}, ndf {args.ndf}, nz {args.nz}; "
+          f"{count} tensors, {size} bytes; threshold {args.threshold} ({args.threshold_source})")
+    if args.calibrate:
+        calibrate(args)
 
 
 if __name__ == "__main__":

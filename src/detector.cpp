@@ -1,6 +1,7 @@
 #include "skipganomaly/detector.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <mutex>
@@ -30,7 +31,17 @@ double quantile(std::vector<float> sorted_values, double level) {
     return sorted_values[below] + fraction * (sorted_values[above] - sorted_values[below]);
 }
 
-ScoreStatistics describe(const std::vector<float>& scores, double threshold_quantile) {
+// The double a reader means by a float level: 0.99f is 0.9900000095... as a double, which
+// must not be listed beside 0.99. The float's shortest decimal form, read as a double.
+double decimal_level(float level) {
+    char text[32];
+    const auto written = std::to_chars(text, text + sizeof text, level);
+    double value = level;
+    std::from_chars(text, written.ptr, value);
+    return value;
+}
+
+ScoreStatistics describe(const std::vector<float>& scores, float threshold_quantile) {
     ScoreStatistics s;
     s.count = scores.size();
     if (scores.empty()) return s;
@@ -42,8 +53,9 @@ ScoreStatistics describe(const std::vector<float>& scores, double threshold_quan
     for (float v : scores) sum_squares += (v - s.mean) * (v - s.mean);
     s.std = std::sqrt(sum_squares / static_cast<double>(scores.size()));
     s.quantile_levels = {0.5, 0.9, 0.95, 0.99};
-    if (std::find(s.quantile_levels.begin(), s.quantile_levels.end(), threshold_quantile) == s.quantile_levels.end())
-        s.quantile_levels.push_back(threshold_quantile);
+    const double level = decimal_level(threshold_quantile);
+    if (std::find(s.quantile_levels.begin(), s.quantile_levels.end(), level) == s.quantile_levels.end())
+        s.quantile_levels.push_back(level);
     std::sort(s.quantile_levels.begin(), s.quantile_levels.end());
     for (double level : s.quantile_levels) s.quantile_values.push_back(quantile(scores, level));
     return s;
@@ -64,6 +76,36 @@ ScoreStatistics statistics_from_json(const nlohmann::json& j) {
     s.quantile_levels = j.at("quantile_levels").get<std::vector<double>>();
     s.quantile_values = j.at("quantile_values").get<std::vector<double>>();
     return s;
+}
+
+nlohmann::json pixel_statistics_json(const PixelStatistics& p) {
+    return {{"count", p.count}, {"min", p.min}, {"max", p.max}, {"threshold_quantile", p.threshold_quantile},
+            {"threshold", p.threshold}};
+}
+
+PixelStatistics pixel_statistics_from_json(const nlohmann::json& j) {
+    PixelStatistics p;
+    p.count = j.at("count").get<std::size_t>();
+    p.min = j.at("min").get<double>();
+    p.max = j.at("max").get<double>();
+    p.threshold_quantile = j.at("threshold_quantile").get<double>();
+    p.threshold = j.at("threshold").get<double>();
+    if (!std::isfinite(p.min) || !std::isfinite(p.max) || !std::isfinite(p.threshold) || p.max < p.min)
+        throw FormatError("the pixel statistics are not finite or not ordered");
+    return p;
+}
+
+// The pixel threshold: a quantile of every pixel error of normal images pooled. There are
+// thousands of pixels per image, so the empirical quantile is stable even on 20 images.
+PixelStatistics describe_pixels(std::vector<float> errors, double level) {
+    PixelStatistics p;
+    p.threshold_quantile = level;
+    p.count = errors.size();
+    if (errors.empty()) return p;
+    p.min = *std::min_element(errors.begin(), errors.end());
+    p.max = *std::max_element(errors.begin(), errors.end());
+    p.threshold = quantile(std::move(errors), level);
+    return p;
 }
 
 const char* scoring_mode_name(ScoringMode mode) {
@@ -209,6 +251,7 @@ struct Detector::Impl {
     std::unique_ptr<SkipGanomaly> model;
     bool trained = false;
     ScoreStatistics statistics;
+    PixelStatistics pixel_statistics;
     std::atomic<float> threshold{0.0f};
     std::string threshold_source = "none";
     int kept_epoch = 0;  // the epoch fit() kept (FitReport::kept_epoch); 0 when unknown
@@ -266,15 +309,20 @@ struct Detector::Impl {
     }
 
     // Scores preprocessed samples (count x sample_floats) in chunks of score_batch_size.
-    BatchScores score_samples(const std::vector<float>& samples, std::size_t count, bool maps) const {
+    // `reconstructions`, when given, receives G(x) of every sample (count x sample_floats).
+    BatchScores score_samples(const std::vector<float>& samples, std::size_t count, bool maps,
+                              std::optional<ScoringMode> scoring_mode = std::nullopt,
+                              std::vector<float>* reconstructions = nullptr) const {
         std::unique_ptr<ScoringSlot> slot = acquire_slot();
         struct Return {
             const Impl* impl;
             std::unique_ptr<ScoringSlot>& slot;
             ~Return() { impl->release_slot(std::move(slot)); }
         } give_back{this, slot};
-        const BatchNormMode mode = options.scoring_mode == ScoringMode::RunningStatistics ? BatchNormMode::RunningStatistics
-                                                                                         : BatchNormMode::BatchStatistics;
+        const BatchNormMode mode = scoring_mode.value_or(options.scoring_mode) == ScoringMode::RunningStatistics
+                                       ? BatchNormMode::RunningStatistics
+                                       : BatchNormMode::BatchStatistics;
+        if (reconstructions) reconstructions->clear();
         BatchScores all;
         const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size);
         for (std::size_t first = 0; first < count; first += chunk) {
@@ -286,8 +334,23 @@ struct Detector::Impl {
             all.reconstruction.insert(all.reconstruction.end(), part.reconstruction.begin(), part.reconstruction.end());
             all.latent.insert(all.latent.end(), part.latent.begin(), part.latent.end());
             all.error_maps.insert(all.error_maps.end(), part.error_maps.begin(), part.error_maps.end());
+            if (reconstructions) {
+                // A second generator pass on the same batch in the same mode: SkipGanomaly::score
+                // keeps G(x) to itself, and reconstructions are opt-in, so only those asking pay.
+                const std::vector<float> x_hat = reconstruct(*slot, batch, mode);
+                reconstructions->insert(reconstructions->end(), x_hat.begin(), x_hat.end());
+            }
         }
         return all;
+    }
+
+    std::vector<float> reconstruct(ScoringSlot& slot, TensorView batch, BatchNormMode mode) const {
+        slot.tape.clear();
+        slot.ctx.arena().reset();
+        NoGradGuard no_grad(slot.tape);
+        Var x = slot.tape.constant(batch);
+        Var x_hat = model->generator.forward(slot.tape, x, mode, model->scoring_closed_skips);
+        return Tensor::host_values(x_hat.value());
     }
 
     ScoreResult make_result(const BatchScores& parts, std::size_t i) const {
@@ -309,25 +372,94 @@ struct Detector::Impl {
         if (!trained) throw InvalidArgument("the detector is not trained: call fit() or Detector::load() first");
     }
 
-    std::vector<ScoreResult> score_views(std::span<const ImageView> images, const ScoreOptions& so) const {
-        std::shared_lock lock(model_mutex);
+    // Scores preprocessed samples and fills the results' optional parts; sizes[i] is the
+    // (width, height) of image i, the resolution its maps come back at.
+    std::vector<ScoreResult> score_preprocessed(const std::vector<float>& samples,
+                                                const std::vector<std::pair<int, int>>& sizes,
+                                                const ScoreOptions& so) const {
         require_trained();
-        const std::vector<float> samples = preprocess_all(images);
-        const BatchScores parts = score_samples(samples, images.size(), so.anomaly_map);
+        SGA_CHECK_ARGUMENT(!so.anomaly_mask || pixel_statistics.count > 0,
+                           "an anomaly mask needs a pixel threshold, and this model has none (a converted "
+                           "model, or a file from before pixel thresholds): calibrate it on normal images first");
+        const bool maps = so.anomaly_map || so.anomaly_mask;
+        std::vector<float> reconstructions;
+        const BatchScores parts = score_samples(samples, sizes.size(), maps, so.scoring_mode,
+                                                so.reconstruction ? &reconstructions : nullptr);
         std::vector<ScoreResult> results;
-        results.reserve(images.size());
+        results.reserve(sizes.size());
         const int size = options.architecture.image_size;
-        for (std::size_t i = 0; i < images.size(); ++i) {
+        const std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
+        const std::size_t sample = static_cast<std::size_t>(sample_floats());
+        for (std::size_t i = 0; i < sizes.size(); ++i) {
             ScoreResult r = make_result(parts, i);
-            if (so.anomaly_map) {
-                r.map_width = images[i].width;
-                r.map_height = images[i].height;
-                r.anomaly_map = resize_plane(parts.error_maps.data() + i * static_cast<std::size_t>(size * size), size,
-                                             size, images[i].height, images[i].width);
+            const auto [width, height] = sizes[i];
+            if (maps) {
+                r.map_width = width;
+                r.map_height = height;
+                r.anomaly_map = resize_plane(parts.error_maps.data() + i * plane, size, size, height, width);
+            }
+            if (so.anomaly_mask) {
+                const PixelStatistics& p = pixel_statistics;
+                const double range = p.max - p.min > 0 ? p.max - p.min : 1.0;
+                r.normalized_anomaly_map.resize(r.anomaly_map.size());
+                r.anomaly_mask.resize(r.anomaly_map.size());
+                for (std::size_t k = 0; k < r.anomaly_map.size(); ++k) {
+                    const double v = r.anomaly_map[k];
+                    r.normalized_anomaly_map[k] = static_cast<float>(std::clamp((v - p.threshold) / range + 0.5, 0.0, 1.0));
+                    r.anomaly_mask[k] = v >= p.threshold ? 1 : 0;
+                }
+            }
+            if (so.reconstruction) {
+                r.reconstruction.assign(reconstructions.begin() + static_cast<std::ptrdiff_t>(i * sample),
+                                        reconstructions.begin() + static_cast<std::ptrdiff_t>((i + 1) * sample));
+                r.reconstruction_size = size;
             }
             results.push_back(std::move(r));
         }
         return results;
+    }
+
+    std::vector<ScoreResult> score_views(std::span<const ImageView> images, const ScoreOptions& so) const {
+        std::shared_lock lock(model_mutex);
+        require_trained();
+        const std::vector<float> samples = preprocess_all(images);
+        std::vector<std::pair<int, int>> sizes;
+        for (const ImageView& v : images) sizes.emplace_back(v.width, v.height);
+        return score_preprocessed(samples, sizes, so);
+    }
+
+    // Pixel statistics from the error maps of the first normal samples, at most 2^24 pixels
+    // (16,384 images of 32 x 32, 256 of 256 x 256): the quantile is stable long before, and the
+    // maps of 20,000 large images would not fit in memory.
+    PixelStatistics learn_pixel_statistics(const std::vector<float>& normal_samples, std::size_t count) const {
+        const std::size_t plane = static_cast<std::size_t>(options.architecture.image_size) *
+                                  static_cast<std::size_t>(options.architecture.image_size);
+        const std::size_t used = std::min(count, std::max<std::size_t>(1, (std::size_t{1} << 24) / plane));
+        const std::size_t floats = used * static_cast<std::size_t>(sample_floats());
+        const std::vector<float> first(normal_samples.begin(), normal_samples.begin() + static_cast<std::ptrdiff_t>(floats));
+        return describe_pixels(score_samples(first, used, true).error_maps, pixel_statistics.threshold_quantile);
+    }
+
+    // Image and pixel statistics of normal samples (count x sample_floats, not trained on).
+    // Sets statistics and pixel_statistics; returns the scores. The caller holds the lock.
+    std::vector<float> learn_normal_statistics(const std::vector<float>& normal_samples, std::size_t count) {
+        const BatchScores parts = score_samples(normal_samples, count, false);
+        std::vector<float> scores(count);
+        for (std::size_t i = 0; i < count; ++i) scores[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
+        statistics = describe(scores, options.threshold_quantile);
+        pixel_statistics = learn_pixel_statistics(normal_samples, count);
+        return scores;
+    }
+
+    // What fit() calls last: learns the pixel threshold from the held-out normal samples and
+    // returns the image threshold from their scores (threshold_from_normal_scores).
+    float learn_thresholds(const std::vector<float>& normal_samples, const std::vector<float>& scores) {
+        pixel_statistics = learn_pixel_statistics(normal_samples, scores.size());
+        return default_threshold(scores);
+    }
+
+    float default_threshold(const std::vector<float>& scores) const {
+        return static_cast<float>(threshold_from_normal_scores(scores, decimal_level(options.threshold_quantile)));
     }
 
     nlohmann::json detector_metadata() const {
@@ -336,6 +468,7 @@ struct Detector::Impl {
                 {"threshold", threshold.load()},
                 {"threshold_source", threshold_source},
                 {"validation_statistics", statistics_json(statistics)},
+                {"pixel_statistics", pixel_statistics_json(pixel_statistics)},
                 {"score_weights", {{"reconstruction", 0.9}, {"latent", 0.1}}},
                 {"recipe", recipe_json(o.recipe)},
                 {"kept_epoch", kept_epoch},
@@ -590,7 +723,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     std::vector<float> scores(reference.size());
     for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
     statistics = describe(scores, options.threshold_quantile);
-    threshold = static_cast<float>(quantile(scores, options.threshold_quantile));
+    threshold = learn_thresholds(reference_samples, scores);
     threshold_source = "validation_quantile";
     trained = true;
 
@@ -605,12 +738,21 @@ Detector::~Detector() = default;
 Detector::Detector(Detector&&) noexcept = default;
 Detector& Detector::operator=(Detector&&) noexcept = default;
 
+Detector::Impl& Detector::checked_impl(const char* call) const {
+    if (!impl_)
+        throw InvalidArgument(std::string("Detector::") + call +
+                              ": this Detector was moved from and is empty; assign a new or loaded Detector to it");
+    return *impl_;
+}
+
 FitReport Detector::fit(std::span<const ImageView> normal_images, const FitCallbacks& callbacks) {
-    std::unique_lock lock(impl_->model_mutex);
-    return impl_->fit(normal_images, callbacks);
+    Impl& impl = checked_impl("fit");
+    std::unique_lock lock(impl.model_mutex);
+    return impl.fit(normal_images, callbacks);
 }
 
 FitReport Detector::fit(const std::vector<Image>& normal_images, const FitCallbacks& callbacks) {
+    checked_impl("fit");
     std::vector<ImageView> views;
     views.reserve(normal_images.size());
     for (const Image& image : normal_images) views.push_back(image.view());
@@ -618,78 +760,108 @@ FitReport Detector::fit(const std::vector<Image>& normal_images, const FitCallba
 }
 
 ScoreResult Detector::score(const ImageView& image, const ScoreOptions& options) const {
-    return impl_->score_views(std::span<const ImageView>(&image, 1), options).front();
+    return checked_impl("score").score_views(std::span<const ImageView>(&image, 1), options).front();
 }
 
 std::vector<ScoreResult> Detector::score(std::span<const ImageView> images, const ScoreOptions& options) const {
-    return impl_->score_views(images, options);
+    return checked_impl("score").score_views(images, options);
 }
 
 std::vector<ScoreResult> Detector::score(const std::vector<Image>& images, const ScoreOptions& options) const {
+    checked_impl("score");
     std::vector<ImageView> views;
     views.reserve(images.size());
     for (const Image& image : images) views.push_back(image.view());
     return score(std::span<const ImageView>(views), options);
 }
 
-ScoreResult Detector::score_chw(const float* chw, int channels, int height, int width, const ScoreOptions& options) const {
-    std::shared_lock lock(impl_->model_mutex);
-    impl_->require_trained();
-    const Architecture& a = impl_->options.architecture;
-    std::vector<float> sample(static_cast<std::size_t>(impl_->sample_floats()));
-    preprocess_float_chw(chw, channels, height, width, a.image_size, a.channels, sample.data());
-    const BatchScores parts = impl_->score_samples(sample, 1, options.anomaly_map);
-    ScoreResult r = impl_->make_result(parts, 0);
-    if (options.anomaly_map) {
-        r.map_width = width;
-        r.map_height = height;
-        r.anomaly_map = resize_plane(parts.error_maps.data(), a.image_size, a.image_size, height, width);
-    }
-    return r;
+ScoreResult Detector::score(const FloatImageView& image, const ScoreOptions& options) const {
+    Impl& impl = checked_impl("score");
+    std::shared_lock lock(impl.model_mutex);
+    impl.require_trained();
+    const Architecture& a = impl.options.architecture;
+    std::vector<float> sample(static_cast<std::size_t>(impl.sample_floats()));
+    preprocess(image, a.image_size, a.channels, sample.data());
+    return impl.score_preprocessed(sample, {{image.width, image.height}}, options).front();
 }
 
 CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::span<const ImageView> anomalous) {
+    Impl& impl = checked_impl("calibrate");
     SGA_CHECK_ARGUMENT(!normal.empty() && !anomalous.empty(),
                        "calibrate needs at least one normal and one anomalous image");
-    std::vector<ImageView> all(normal.begin(), normal.end());
-    all.insert(all.end(), anomalous.begin(), anomalous.end());
-    const std::vector<ScoreResult> results = score(std::span<const ImageView>(all));
-    std::vector<float> scores;
-    std::vector<int> labels;
-    for (std::size_t i = 0; i < results.size(); ++i) {
-        scores.push_back(results[i].score);
-        labels.push_back(i < normal.size() ? 0 : 1);
-    }
+    std::unique_lock lock(impl.model_mutex);
+    impl.require_trained();
+    const std::vector<float> normal_samples = impl.preprocess_all(normal);
+    const std::vector<float> anomalous_samples = impl.preprocess_all(anomalous);
+    std::vector<float> scores = impl.learn_normal_statistics(normal_samples, normal.size());
+    const BatchScores parts = impl.score_samples(anomalous_samples, anomalous.size(), false);
+    for (std::size_t i = 0; i < anomalous.size(); ++i) scores.push_back(anomaly_score(parts.reconstruction[i], parts.latent[i]));
+    for (float v : scores)
+        if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
+    std::vector<int> labels(scores.size(), 0);
+    std::fill(labels.begin() + static_cast<std::ptrdiff_t>(normal.size()), labels.end(), 1);
     const F1Max best = f1_max(scores, labels);
-    CalibrationResult c{best.threshold, best.f1, roc_auc(scores, labels)};
-    std::unique_lock lock(impl_->model_mutex);
-    impl_->threshold = c.threshold;
-    impl_->threshold_source = "calibrated_f1_max";
+    CalibrationResult c;
+    c.threshold = best.threshold;
+    c.rule = "f1_max";
+    c.f1 = best.f1;
+    c.auroc = roc_auc(scores, labels);
+    c.normal_images = normal.size();
+    c.anomalous_images = anomalous.size();
+    impl.threshold = c.threshold;
+    impl.threshold_source = "calibrated_f1_max";
     return c;
 }
 
-float Detector::threshold() const { return impl_->threshold.load(); }
+CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::optional<double> threshold_quantile) {
+    Impl& impl = checked_impl("calibrate");
+    SGA_CHECK_ARGUMENT(!normal.empty(), "calibrate needs at least one normal image");
+    SGA_CHECK_ARGUMENT(!threshold_quantile || (*threshold_quantile > 0 && *threshold_quantile <= 1),
+                       "the threshold quantile must lie in (0, 1], found " + std::to_string(threshold_quantile.value_or(0)));
+    std::unique_lock lock(impl.model_mutex);
+    impl.require_trained();
+    const std::vector<float> samples = impl.preprocess_all(normal);
+    const std::vector<float> scores = impl.learn_normal_statistics(samples, normal.size());
+    for (float v : scores)
+        if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
+    CalibrationResult c;
+    c.threshold = threshold_quantile ? static_cast<float>(threshold_from_normal_scores(scores, *threshold_quantile))
+                                     : impl.default_threshold(scores);
+    c.rule = "validation_quantile";
+    c.normal_images = normal.size();
+    impl.threshold = c.threshold;
+    impl.threshold_source = "calibrated_validation_quantile";
+    return c;
+}
+
+float Detector::threshold() const { return checked_impl("threshold").threshold.load(); }
 
 void Detector::set_threshold(float threshold) {
+    Impl& impl = checked_impl("set_threshold");
     SGA_CHECK_ARGUMENT(std::isfinite(threshold), "the threshold must be finite");
-    std::unique_lock lock(impl_->model_mutex);
-    impl_->threshold = threshold;
-    impl_->threshold_source = "manual";
+    std::unique_lock lock(impl.model_mutex);
+    impl.threshold = threshold;
+    impl.threshold_source = "manual";
 }
 
 bool Detector::is_trained() const {
+    if (!impl_) return false;
     std::shared_lock lock(impl_->model_mutex);
     return impl_->trained;
 }
-const DetectorOptions& Detector::options() const { return impl_->options; }
-const ScoreStatistics& Detector::validation_statistics() const { return impl_->statistics; }
-Device Detector::device() const { return impl_->device(); }
-const SkipGanomaly& Detector::model() const { return *impl_->model; }
+const DetectorOptions& Detector::options() const { return checked_impl("options").options; }
+const ScoreStatistics& Detector::validation_statistics() const {
+    return checked_impl("validation_statistics").statistics;
+}
+const PixelStatistics& Detector::pixel_statistics() const { return checked_impl("pixel_statistics").pixel_statistics; }
+Device Detector::device() const { return checked_impl("device").device(); }
+const SkipGanomaly& Detector::model() const { return *checked_impl("model").model; }
 
 void Detector::save(const std::string& path) const {
-    std::shared_lock lock(impl_->model_mutex);
-    impl_->require_trained();
-    model_file::save(path, *impl_->model, {{"detector", impl_->detector_metadata()}}, nullptr);
+    Impl& impl = checked_impl("save");
+    std::shared_lock lock(impl.model_mutex);
+    impl.require_trained();
+    model_file::save(path, *impl.model, {{"detector", impl.detector_metadata()}}, nullptr);
 }
 
 Detector Detector::load(const std::string& path, Device device) {
@@ -702,6 +874,7 @@ Detector Detector::load(const std::string& path, Device device) {
         throw FormatError("model file '" + path + "': expected detector metadata, found none");
     const nlohmann::json& d = meta["detector"];
     ScoreStatistics statistics;
+    PixelStatistics pixel_statistics;
     float threshold = 0;
     std::string threshold_source;
     try {
@@ -720,12 +893,14 @@ Detector Detector::load(const std::string& path, Device device) {
         const std::string mode = d.at("scoring_mode").get<std::string>();
         if (mode != scoring_mode_name(ScoringMode::RunningStatistics) &&
             mode != scoring_mode_name(ScoringMode::OfficialBatchStatistics))
-            throw FormatError("model file '" + path + "': unknown scoring_mode '" + mode + "'");
+            throw FormatError("unknown scoring_mode '" + mode + "'");
         options.scoring_mode = mode == scoring_mode_name(ScoringMode::RunningStatistics)
                                    ? ScoringMode::RunningStatistics
                                    : ScoringMode::OfficialBatchStatistics;
-        if (!d.at("trained").get<bool>()) throw FormatError("model file '" + path + "' holds an untrained model");
+        if (!d.at("trained").get<bool>()) throw FormatError("it holds an untrained model");
         statistics = statistics_from_json(d.at("validation_statistics"));
+        // Files from before pixel thresholds have none; calibrate() learns one.
+        if (d.contains("pixel_statistics")) pixel_statistics = pixel_statistics_from_json(d.at("pixel_statistics"));
         threshold = d.at("threshold").get<float>();
         threshold_source = d.at("threshold_source").get<std::string>();
         options.validate();
@@ -733,6 +908,8 @@ Detector Detector::load(const std::string& path, Device device) {
         throw FormatError("model file '" + path + "': malformed detector metadata: " + e.what());
     } catch (const InvalidArgument& e) {
         throw FormatError("model file '" + path + "': invalid options: " + e.what());
+    } catch (const FormatError& e) {
+        throw FormatError("model file '" + path + "': " + e.what());
     }
     if (!std::isfinite(threshold)) throw FormatError("model file '" + path + "': the threshold is not finite");
     // Before the model is allocated: a forged architecture must not cost memory.
@@ -740,6 +917,7 @@ Detector Detector::load(const std::string& path, Device device) {
     Detector detector(options);
     reader.load_into(*detector.impl_->model);
     detector.impl_->statistics = statistics;
+    detector.impl_->pixel_statistics = pixel_statistics;
     detector.impl_->threshold = threshold;
     detector.impl_->threshold_source = threshold_source;
     detector.impl_->kept_epoch = d.value("kept_epoch", 0);

@@ -45,7 +45,9 @@ int default_threads() {
 
 void set_cpu_threads(int threads) {
     SGA_CHECK_ARGUMENT(threads >= 0, "thread count must not be negative");
-    omp_set_num_threads(threads == 0 ? default_threads() : threads);
+    // Read the default before the first change: read lazily afterwards, it would be that change.
+    const int fallback = default_threads();
+    omp_set_num_threads(threads == 0 ? fallback : threads);
 }
 
 int cpu_threads() { return omp_get_max_threads(); }

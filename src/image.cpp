@@ -263,7 +263,8 @@ std::vector<std::uint8_t> to_planes(const ImageView& image, int channels) {
             std::uint8_t r, g, b;
             switch (image.format) {
                 case PixelFormat::Gray: r = g = b = p[0]; break;
-                case PixelFormat::Bgr: r = p[2]; g = p[1]; b = p[0]; break;
+                case PixelFormat::Bgr:
+                case PixelFormat::Bgra: r = p[2]; g = p[1]; b = p[0]; break;
                 case PixelFormat::Rgb:
                 case PixelFormat::Rgba:
                 default: r = p[0]; g = p[1]; b = p[2]; break;
@@ -449,6 +450,7 @@ int bytes_per_pixel(PixelFormat format) {
         case PixelFormat::Rgb: return 3;
         case PixelFormat::Bgr: return 3;
         case PixelFormat::Rgba: return 4;
+        case PixelFormat::Bgra: return 4;
     }
     throw InvalidArgument("unknown pixel format " + std::to_string(static_cast<int>(format)));
 }
@@ -614,9 +616,9 @@ void preprocess_float_chw(const float* chw, int channels_in, int height, int wid
     SGA_CHECK_ARGUMENT(output != nullptr, "output is null");
     SGA_CHECK_ARGUMENT(channels_in == 1 || channels_in == 3 || channels_in == 4,
                        "input channels must be 1, 3 or 4, got " + std::to_string(channels_in));
-    SGA_CHECK_ARGUMENT(height > 0 && width > 0, "input size must be positive, got " +
-                                                    std::to_string(height) + " x " +
-                                                    std::to_string(width));
+    SGA_CHECK_ARGUMENT(height > 0 && width > 0, "input size must be positive, got width " +
+                                                    std::to_string(width) + ", height " +
+                                                    std::to_string(height));
     check_output_size(size, channels);
     check_pixel_count(width, height, "input size");
     const std::size_t in_plane = static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
@@ -642,6 +644,10 @@ void preprocess_float_chw(const float* chw, int channels_in, int height, int wid
         const std::vector<float> resized = resize_plane_float(source, height, width, size, size);
         std::copy(resized.begin(), resized.end(), output + c * out_plane);
     }
+}
+
+void preprocess(const FloatImageView& image, int size, int channels, float* output) {
+    preprocess_float_chw(image.data, image.channels, image.height, image.width, size, channels, output);
 }
 
 std::vector<float> resize_plane(const float* plane, int height, int width, int out_height,

@@ -327,4 +327,47 @@ Image plot_score_histogram(std::span<const float> normal_scores,
     return canvas.take();
 }
 
+double threshold_from_normal_scores(std::span<const float> normal_scores, double level) {
+    SGA_CHECK_ARGUMENT(!normal_scores.empty(), "the threshold needs at least one normal score");
+    SGA_CHECK_ARGUMENT(level > 0 && level <= 1,
+                       "the threshold quantile must lie in (0, 1], found " + std::to_string(level));
+    std::vector<double> sorted(normal_scores.begin(), normal_scores.end());
+    for (double v : sorted) SGA_CHECK_ARGUMENT(std::isfinite(v), "a normal score is not finite");
+    std::sort(sorted.begin(), sorted.end());
+    const std::size_t n = sorted.size();
+    if (sorted.front() == sorted.back())
+        return std::nextafter(static_cast<float>(sorted.back()), std::numeric_limits<float>::infinity());
+    if (level >= 1) return sorted.back();
+
+    const double position = level * static_cast<double>(n - 1);
+    const std::size_t below = static_cast<std::size_t>(std::floor(position));
+    const std::size_t above = std::min(below + 1, n - 1);
+    const double empirical = sorted[below] + (position - static_cast<double>(below)) * (sorted[above] - sorted[below]);
+    const double expected_above = static_cast<double>(n) * (1 - level);
+    constexpr double reliable_exceedances = 10;
+    const double weight = std::min(1.0, expected_above / reliable_exceedances);
+    // Peaks over threshold on the top quarter of the scores: with k = tail of them over u, the
+    // next value below them, and an exponential tail, P(value > u + x) = (k / n) exp(-x / mean
+    // excess), so the quantile is u + mean excess * ln(k / m).
+    const std::size_t tail = std::max<std::size_t>(3, static_cast<std::size_t>(std::lround(0.25 * static_cast<double>(n))));
+    if (weight >= 1 || n < 8 || static_cast<double>(tail) <= expected_above) return empirical;
+    const auto tail_quantile = [&](auto transform) {
+        const double u = transform(sorted[n - tail - 1]);
+        double mean_excess = 0;
+        for (std::size_t i = n - tail; i < n; ++i) mean_excess += transform(sorted[i]) - u;
+        mean_excess /= static_cast<double>(tail);
+        return u + mean_excess * std::log(static_cast<double>(tail) / expected_above);
+    };
+    // An exponential tail on the scores suits gamma-like (light) tails and underestimates
+    // heavy ones; on their logarithms (a Pareto tail) the reverse. Reconstruction errors lie
+    // between (MNIST's are heavier than exponential): take the geometric mean of the two.
+    const double exponential = tail_quantile([](double v) { return v; });
+    double extrapolated = exponential;
+    if (sorted.front() > 0) {
+        const double pareto = std::exp(tail_quantile([](double v) { return std::log(v); }));
+        extrapolated = std::sqrt(exponential * pareto);
+    }
+    return weight * empirical + (1 - weight) * extrapolated;
+}
+
 }  // namespace sga

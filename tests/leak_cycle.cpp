@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
         with_map.anomaly_map = true;
         const sga::ScoreResult mapped = loaded.score(images[0].view(), with_map);
         std::vector<float> chw(3 * 20 * 24, 0.5f);
-        const sga::ScoreResult from_floats = loaded.score_chw(chw.data(), 3, 20, 24);
+        const sga::ScoreResult from_floats = loaded.score(sga::FloatImageView{chw.data(), 24, 20, 3});
 
         int refused = 0;
         try {
@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
         std::remove(path.c_str());
 
         std::printf("leak_cycle: trained %zu images, %d epoch(s); %zu scores, %d differ after save/load; "
-                    "map %zu values; score_chw %.6f; %d of 3 error paths threw\n",
+                    "map %zu values; float-view score %.6f; %d of 3 error paths threw\n",
                     report.training_images, report.epochs_completed, after.size(), mismatches,
                     mapped.anomaly_map.size(), static_cast<double>(from_floats.score), refused);
         return mismatches == 0 && refused == 3 && mapped.anomaly_map.size() == 32u * 32u ? 0 : 3;

@@ -297,11 +297,11 @@ TEST_CASE("preprocess scales like ToTensor + Normalize(0.5, 0.5)", "[images]") {
     }
 }
 
-TEST_CASE("preprocess gives one tensor for Gray, RGB, BGR and RGBA of the same content", "[images]") {
+TEST_CASE("preprocess gives one tensor for Gray, RGB, BGR, RGBA and BGRA of the same content", "[images]") {
     const int width = 11, height = 9;
     std::mt19937 rng(17);
     std::vector<std::uint8_t> grey(width * height), grey_rgb, grey_bgr, grey_rgba;
-    std::vector<std::uint8_t> rgb(width * height * 3), bgr, rgba;
+    std::vector<std::uint8_t> rgb(width * height * 3), bgr, rgba, bgra;
     for (auto& v : grey) v = static_cast<std::uint8_t>(rng());
     for (auto& v : rgb) v = static_cast<std::uint8_t>(rng());
     for (int i = 0; i < width * height; ++i) {
@@ -313,6 +313,8 @@ TEST_CASE("preprocess gives one tensor for Gray, RGB, BGR and RGBA of the same c
         for (int c = 2; c >= 0; --c) bgr.push_back(rgb[i * 3 + c]);
         for (int c = 0; c < 3; ++c) rgba.push_back(rgb[i * 3 + c]);
         rgba.push_back(alpha);
+        for (int c = 2; c >= 0; --c) bgra.push_back(rgb[i * 3 + c]);
+        bgra.push_back(static_cast<std::uint8_t>(255 - alpha));
     }
     for (int size : {5, 11, 16}) {
         for (int channels : {1, 3}) {
@@ -331,6 +333,7 @@ TEST_CASE("preprocess gives one tensor for Gray, RGB, BGR and RGBA of the same c
             const std::vector<float> from_rgb = run(rgb, sga::PixelFormat::Rgb);
             CHECK(run(bgr, sga::PixelFormat::Bgr) == from_rgb);
             CHECK(run(rgba, sga::PixelFormat::Rgba) == from_rgb);
+            CHECK(run(bgra, sga::PixelFormat::Bgra) == from_rgb);
             if (channels == 3) {  // grey replicated into three identical planes
                 const std::size_t plane = static_cast<std::size_t>(size) * size;
                 CHECK(std::equal(from_grey.begin(), from_grey.begin() + plane, from_grey.begin() + plane));

@@ -2,9 +2,13 @@
 // hand-checked small cases, errors, and the plots.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <functional>
+#include <numeric>
+#include <random>
 #include <limits>
 #include <string>
 #include <vector>
@@ -163,4 +167,116 @@ TEST_CASE("ROC and histogram plots rasterise", "[metrics][plots]") {
     CHECK_THROWS_AS(sga::plot_score_histogram(std::vector<float>{1.0f}, {}, 20, 64), sga::InvalidArgument);
     CHECK_THROWS_AS(sga::plot_score_histogram(std::vector<float>{std::numeric_limits<float>::infinity()}, {}, 64, 64),
                     sga::InvalidArgument);
+}
+
+// ---- the default threshold rule ----------------------------------------------------------------
+
+using sga::InvalidArgument;
+using sga::threshold_from_normal_scores;
+
+namespace {
+
+// A score distribution with a sampler and its exact survival function P(score > t).
+struct ScoreDistribution {
+    const char* name;
+    std::function<double(std::mt19937_64&)> draw;
+    std::function<double(double)> survival;
+};
+
+std::vector<ScoreDistribution> score_distributions() {
+    return {
+        {"log-normal(0, 0.5)",
+         [](std::mt19937_64& r) { return std::lognormal_distribution<double>(0, 0.5)(r); },
+         [](double t) { return t <= 0 ? 1.0 : 0.5 * std::erfc(std::log(t) / (0.5 * std::sqrt(2.0))); }},
+        {"gamma(2, 1)", [](std::mt19937_64& r) { return std::gamma_distribution<double>(2, 1)(r); },
+         [](double t) { return t <= 0 ? 1.0 : (1 + t) * std::exp(-t); }},
+        {"1 + |normal|", [](std::mt19937_64& r) { return 1 + std::abs(std::normal_distribution<double>(0, 1)(r)); },
+         [](double t) { return t <= 1 ? 1.0 : std::erfc((t - 1) / std::sqrt(2.0)); }},
+    };
+}
+
+double plain_quantile(std::vector<float> v, double level) {
+    std::sort(v.begin(), v.end());
+    const double position = level * static_cast<double>(v.size() - 1);
+    const std::size_t below = static_cast<std::size_t>(position);
+    const std::size_t above = std::min(below + 1, v.size() - 1);
+    return v[below] + (position - static_cast<double>(below)) * (v[above] - v[below]);
+}
+
+}  // namespace
+
+TEST_CASE("the default threshold rule: false-positive rate near 1% from 20 to 20,000 normal images", "[metrics][threshold]") {
+    // For each n, many validation sets are drawn; each gives a threshold, whose exact
+    // false-positive rate on fresh normal scores is the survival function there.
+    std::mt19937_64 rng(2024);
+    for (const ScoreDistribution& d : score_distributions()) {
+        for (const int n : {20, 40, 100, 300, 2000, 20000}) {
+            const int sets = n <= 300 ? 400 : 20;
+            std::vector<double> rule_rates, plain_rates;
+            for (int s = 0; s < sets; ++s) {
+                std::vector<float> scores(static_cast<std::size_t>(n));
+                for (float& v : scores) v = static_cast<float>(d.draw(rng));
+                rule_rates.push_back(d.survival(threshold_from_normal_scores(scores, 0.99)));
+                plain_rates.push_back(d.survival(plain_quantile(scores, 0.99)));
+            }
+            const auto mean = [](const std::vector<double>& v) {
+                return std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+            };
+            const auto upper_decile = [](std::vector<double> v) {
+                std::sort(v.begin(), v.end());
+                return v[v.size() * 9 / 10];
+            };
+            INFO(d.name << ", n = " << n << ": rule FPR mean " << mean(rule_rates) << " p90 " << upper_decile(rule_rates)
+                        << "; plain quantile FPR mean " << mean(plain_rates) << " p90 " << upper_decile(plain_rates));
+            if (n <= 40) {
+                CHECK(mean(rule_rates) >= 0.005);
+                CHECK(mean(rule_rates) <= 0.035);
+                // Less often far off than the plain quantile, whose mean here is 3-5%.
+                CHECK(mean(rule_rates) < mean(plain_rates));
+                CHECK(upper_decile(rule_rates) < 0.75 * upper_decile(plain_rates));
+            } else if (n <= 300) {
+                CHECK(mean(rule_rates) >= 0.004);
+                CHECK(mean(rule_rates) <= 0.02);
+                CHECK(upper_decile(rule_rates) < upper_decile(plain_rates));
+            } else {
+                // The plain quantile itself from n = 1000 on.
+                CHECK(mean(rule_rates) == Approx(0.01).margin(0.0015));
+            }
+        }
+    }
+}
+
+TEST_CASE("the default threshold rule: one outlier, ties, edge levels and bad input", "[metrics][threshold]") {
+    std::mt19937_64 rng(7);
+    std::vector<float> scores(40);
+    for (float& v : scores) v = static_cast<float>(std::gamma_distribution<double>(4, 0.01)(rng));
+    const double clean = threshold_from_normal_scores(scores, 0.99), clean_plain = plain_quantile(scores, 0.99);
+    std::vector<float> with_outlier = scores;
+    *std::max_element(with_outlier.begin(), with_outlier.end()) = 1.0f;  // a broken image among 40
+    const double moved = threshold_from_normal_scores(with_outlier, 0.99) - clean;
+    const double moved_plain = plain_quantile(with_outlier, 0.99) - clean_plain;
+    INFO("rule moved by " << moved << ", plain quantile by " << moved_plain);
+    CHECK(moved > 0);
+    CHECK(moved < 0.6 * moved_plain);
+
+    // From 1000 scores on (level 0.99), exactly the empirical quantile.
+    std::vector<float> many(1000);
+    for (float& v : many) v = static_cast<float>(std::gamma_distribution<double>(2, 1)(rng));
+    CHECK(threshold_from_normal_scores(many, 0.99) == Approx(plain_quantile(many, 0.99)).epsilon(1e-12));
+    CHECK(threshold_from_normal_scores(scores, 1.0) == *std::max_element(scores.begin(), scores.end()));
+    CHECK(threshold_from_normal_scores(scores, 0.5) == Approx(plain_quantile(scores, 0.5)).epsilon(1e-12));
+    // Scores that do not vary: nothing among them is flagged.
+    const std::vector<float> equal(30, 0.25f);
+    CHECK(threshold_from_normal_scores(equal, 0.99) > 0.25);
+    CHECK(static_cast<float>(threshold_from_normal_scores(equal, 0.99)) == std::nextafter(0.25f, 1.0f));
+    // Monotone in the level.
+    CHECK(threshold_from_normal_scores(scores, 0.999) > threshold_from_normal_scores(scores, 0.99));
+    CHECK(threshold_from_normal_scores(scores, 0.99) > threshold_from_normal_scores(scores, 0.95));
+
+    CHECK_THROWS_AS(threshold_from_normal_scores({}, 0.99), InvalidArgument);
+    CHECK_THROWS_AS(threshold_from_normal_scores(scores, 0.0), InvalidArgument);
+    CHECK_THROWS_AS(threshold_from_normal_scores(scores, 1.5), InvalidArgument);
+    std::vector<float> poisoned = scores;
+    poisoned[3] = std::nanf("");
+    CHECK_THROWS_WITH(threshold_from_normal_scores(poisoned, 0.99), Catch::Contains("not finite"));
 }

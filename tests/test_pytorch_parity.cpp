@@ -713,8 +713,8 @@ TEST_CASE("converted official weights load and score as PyTorch does in eval mod
     const std::int64_t n = images.shape[0], sample = images.shape[1] * images.shape[2] * images.shape[3];
     std::vector<float> scores, reconstruction, latent;
     for (std::int64_t i = 0; i < n; ++i) {
-        const sga::ScoreResult r = detector.score_chw(images.values.data() + i * sample, static_cast<int>(images.shape[1]),
-                                                      static_cast<int>(images.shape[2]), static_cast<int>(images.shape[3]));
+        const sga::ScoreResult r = detector.score(sga::FloatImageView{images.values.data() + i * sample, static_cast<int>(images.shape[3]),
+                                                                   static_cast<int>(images.shape[2]), static_cast<int>(images.shape[1])});
         scores.push_back(r.score);
         reconstruction.push_back(r.reconstruction_error);
         latent.push_back(r.latent_error);

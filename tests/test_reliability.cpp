@@ -1,5 +1,5 @@
 // Hostile and malformed input that the other test files do not cover: image buffers with
-// impossible sizes or formats, non-finite float input to Detector::score_chw, FIFOs in place
+// impossible sizes or formats, non-finite float input to Detector::score (FloatImageView), FIFOs in place
 // of files, every truncation of an image file, and JPEG headers beyond the size limits.
 // docs/reliability.md maps each kind of input to the test that shows what happens.
 #include <catch2/catch.hpp>
@@ -78,7 +78,7 @@ std::vector<std::uint8_t> encode_jpeg(const Image& image) {
     return out;
 }
 
-// The smallest detector the tests of score_chw need: 32 x 32 grey, one epoch.
+// The smallest detector the tests of score(FloatImageView) need: 32 x 32 grey, one epoch.
 const Detector& tiny_trained_detector() {
     static const Detector detector = [] {
         DetectorOptions o = tiny_detector_options();
@@ -146,17 +146,17 @@ TEST_CASE("Detector refuses bad buffers and non-finite float input", "[reliabili
     CHECK_THROWS_AS(d.score(negative), InvalidArgument);
 
     std::vector<float> chw(3 * 20 * 20, 0.25f);
-    REQUIRE_NOTHROW(d.score_chw(chw.data(), 3, 20, 20));
+    REQUIRE_NOTHROW(d.score(FloatImageView{chw.data(), 20, 20, 3}));
     for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
                       -std::numeric_limits<float>::infinity()}) {
         std::vector<float> poisoned = chw;
         poisoned[777] = bad;
-        CHECK_THROWS_WITH(d.score_chw(poisoned.data(), 3, 20, 20), Catch::Contains("non-finite"));
+        CHECK_THROWS_WITH(d.score(FloatImageView{poisoned.data(), 20, 20, 3}), Catch::Contains("non-finite"));
     }
-    CHECK_THROWS_AS(d.score_chw(nullptr, 3, 20, 20), InvalidArgument);
-    CHECK_THROWS_AS(d.score_chw(chw.data(), 2, 20, 20), InvalidArgument);
-    CHECK_THROWS_AS(d.score_chw(chw.data(), 3, 0, 20), InvalidArgument);
-    CHECK_THROWS_AS(d.score_chw(chw.data(), 3, INT_MAX, INT_MAX), InvalidArgument);
+    CHECK_THROWS_AS(d.score(FloatImageView{nullptr, 20, 20, 3}), InvalidArgument);
+    CHECK_THROWS_AS(d.score(FloatImageView{chw.data(), 20, 20, 2}), InvalidArgument);
+    CHECK_THROWS_AS(d.score(FloatImageView{chw.data(), 20, 0, 3}), InvalidArgument);
+    CHECK_THROWS_AS(d.score(FloatImageView{chw.data(), INT_MAX, INT_MAX, 3}), InvalidArgument);
 }
 
 TEST_CASE("a FIFO or a device is refused as an image and as a model file without blocking", "[reliability][io]") {
@@ -196,7 +196,7 @@ TEST_CASE("buffers claiming more pixels than max_image_pixels are refused before
     CHECK_THROWS_WITH(preprocess(over, 8, 1, out.data()), Catch::Contains("max_image_pixels"));
     const Detector& d = tiny_trained_detector();
     CHECK_THROWS_WITH(d.score(huge), Catch::Contains("max_image_pixels"));
-    CHECK_THROWS_WITH(d.score_chw(reinterpret_cast<const float*>(bytes.data()), 1, 1 << 15, (1 << 14) + 1),
+    CHECK_THROWS_WITH(d.score(FloatImageView{reinterpret_cast<const float*>(bytes.data()), (1 << 14) + 1, 1 << 15, 1}),
                       Catch::Contains("max_image_pixels"));
     CHECK_THROWS_WITH(preprocess_float_chw(reinterpret_cast<const float*>(bytes.data()), 1, 1 << 20, 1 << 20, 8, 1, out.data()),
                       Catch::Contains("max_image_pixels"));

@@ -6,16 +6,37 @@
 //   detector.save("model.safetensors");
 //   auto shipped = sga::Detector::load("model.safetensors");
 //
-// Thread safety: score(), threshold() and the statistics getters are const and may be
-// called from any number of threads at once. fit(), calibrate(), set_threshold() and
-// assignment take an exclusive lock: they wait for running score() calls and block new
-// ones until they finish (serialised, never undefined).
+// Thread safety, per call on one Detector:
+//   - score() (every overload), threshold(), is_trained() and save() may run from any number
+//     of threads at once, also while another thread runs fit() or calibrate(): those take an
+//     exclusive lock, so a score() waits for them and never sees a half-trained model.
+//   - fit(), calibrate() and set_threshold() are serialised with each other and with score().
+//   - options(), validation_statistics(), pixel_statistics() and model() return references
+//     into the Detector: read them while no fit() or calibrate() runs on it.
+//   - moving a Detector (construction or assignment) is not synchronised: no other call may
+//     run on either Detector meanwhile. A moved-from Detector is empty: is_trained() is false
+//     and every other call throws InvalidArgument until a Detector is assigned to it.
+//   - different Detector objects share nothing and may be used freely from different threads.
+//
+// Numbers to expect:
+//   - Scores of one image scored alone and scored inside a batch (score(span), score_batch_size)
+//     agree to about 1e-6 relative, not bit for bit: how matrix products are blocked and
+//     vectorised depends on the batch size, so sums are taken in another order (test_detector:
+//     "an image's score does not depend on the rest of its batch"). With
+//     ScoringMode::OfficialBatchStatistics a score depends on the other images of its batch by
+//     design.
+//   - Float input (FloatImageView) and 8-bit input of the same picture agree to within 1.5
+//     grey levels (3/255) per pixel after pre-processing when it resizes or converts to grey
+//     (8-bit input is rounded to 8 bits between steps, as PIL does; float input is not), and
+//     exactly otherwise; see preprocess_float_chw in image.hpp.
+//   - CPU threads: see set_cpu_threads in device.hpp.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -38,7 +59,9 @@ enum class ScoringMode {
 };
 
 struct DetectorOptions {
-    Architecture architecture;  // image_size, channels, ngf, ndf, nz
+    // image_size, channels, ngf, ndf, nz. Their defaults (32, 3, 64, 64, 100: the official
+    // code's) live in struct Architecture in networks.hpp.
+    Architecture architecture;
     // How to train and which epoch to keep: Recipe::robust() (the default) or
     // Recipe::official() (the paper's code bit for bit). See recipe.hpp and docs/quality.md.
     Recipe recipe = Recipe::robust();
@@ -51,7 +74,9 @@ struct DetectorOptions {
     // threshold and the robust recipe's stopping rule; never trained on. At least one image is
     // held out when this is > 0. The robust recipe needs it > 0.
     float validation_fraction = 0.1f;
-    // The default threshold is this quantile of the held-out normal scores.
+    // The default threshold estimates this quantile of normal scores from the held-out ones,
+    // with threshold_from_normal_scores (metrics.hpp): robust on 20 images, the plain
+    // empirical quantile from about 1000 (for 0.99) on.
     float threshold_quantile = 0.99f;
     std::uint64_t seed = 0;  // initialisation, shuffling and the validation split
     Device device = Device::Auto;
@@ -115,8 +140,26 @@ struct FitReport {
     float threshold = 0;
 };
 
+// The pixel-level counterpart of the image threshold: learnt by fit() and calibrate() from
+// the per-pixel squared errors (channel mean, at the network's resolution) of held-out normal
+// images. A file without it (older, or converted) has count 0 until calibrate() runs.
+struct PixelStatistics {
+    std::size_t count = 0;  // pixels pooled: every pixel of the images, or of the first 2^24 / size^2 of them
+    double min = 0, max = 0;
+    double threshold_quantile = 0.999;  // about one normal pixel in a thousand is flagged
+    double threshold = 0;
+};
+
+// Per-call choices; none of them changes the Detector.
 struct ScoreOptions {
-    bool anomaly_map = false;  // fill ScoreResult::anomaly_map
+    bool anomaly_map = false;     // fill ScoreResult::anomaly_map
+    bool reconstruction = false;  // fill ScoreResult::reconstruction, the generator's output
+    // Fill anomaly_map, normalized_anomaly_map and anomaly_mask (implies anomaly_map). Needs
+    // a pixel threshold (pixel_statistics().count > 0), else throws InvalidArgument.
+    bool anomaly_mask = false;
+    // How batch norm behaves for this call; unset: the Detector's options().scoring_mode.
+    // A scoring-time choice: the model file stores weights and running statistics for both.
+    std::optional<ScoringMode> scoring_mode;
 };
 
 struct ScoreResult {
@@ -129,15 +172,29 @@ struct ScoreResult {
     bool is_anomaly = false;  // score >= threshold
     float threshold = 0;
     // Per-pixel channel-mean squared reconstruction error at the input's resolution
-    // (row-major, map_height x map_width), when ScoreOptions::anomaly_map is set.
+    // (row-major, map_height x map_width), when ScoreOptions::anomaly_map or anomaly_mask is set.
     std::vector<float> anomaly_map;
     int map_width = 0, map_height = 0;
+    // When ScoreOptions::anomaly_mask is set, both map_height x map_width, row-major:
+    // clamp((map - pixel threshold) / (pixel max - pixel min) + 0.5, 0, 1) with the
+    // PixelStatistics of normal images (0.5 at the pixel threshold, as normalized_score), and
+    // 1 where map >= pixel threshold, else 0.
+    std::vector<float> normalized_anomaly_map;
+    std::vector<std::uint8_t> anomaly_mask;
+    // When ScoreOptions::reconstruction is set: G(x), (channels, size, size) channel-major with
+    // values near [-1, 1], at the network's resolution (architecture image_size and channels).
+    std::vector<float> reconstruction;
+    int reconstruction_size = 0;
 };
 
 struct CalibrationResult {
-    float threshold = 0;  // maximises F1 on the given labelled images
-    double f1 = 0;
-    double auroc = 0;
+    float threshold = 0;
+    // "f1_max" (labelled anomalies given: the F1-maximising threshold) or
+    // "validation_quantile" (normal images only: threshold_from_normal_scores).
+    std::string rule;
+    double f1 = -1;     // on the given images; -1 without anomalies
+    double auroc = -1;  // likewise
+    std::size_t normal_images = 0, anomalous_images = 0;
 };
 
 class Detector {
@@ -155,11 +212,20 @@ public:
     ScoreResult score(const ImageView& image, const ScoreOptions& options = {}) const;
     std::vector<ScoreResult> score(std::span<const ImageView> images, const ScoreOptions& options = {}) const;
     std::vector<ScoreResult> score(const std::vector<Image>& images, const ScoreOptions& options = {}) const;
-    // A float CHW image (channels 1, 3 or 4) with values in [-1, 1].
-    ScoreResult score_chw(const float* chw, int channels, int height, int width, const ScoreOptions& options = {}) const;
+    // A float CHW image (FloatImageView in image.hpp: channels 1, 3 or 4, values in [-1, 1]).
+    // Throws InvalidArgument for a null pointer, bad sizes or channels, and NaN or infinite
+    // values.
+    ScoreResult score(const FloatImageView& image, const ScoreOptions& options = {}) const;
 
-    // Picks the F1-maximising threshold from labelled normal and anomalous images.
+    // Picks the F1-maximising threshold from labelled normal and anomalous images, and
+    // learns the pixel threshold from the normal ones.
     CalibrationResult calibrate(std::span<const ImageView> normal, std::span<const ImageView> anomalous);
+    // Normal images only (images the model was not trained on): recomputes
+    // validation_statistics(), sets the threshold with threshold_from_normal_scores at
+    // `threshold_quantile` (unset: options().threshold_quantile), and learns the pixel
+    // threshold. What a converted model, whose file holds no threshold, needs before it flags
+    // anything sensibly. Throws InvalidArgument for no images or a quantile outside (0, 1].
+    CalibrationResult calibrate(std::span<const ImageView> normal, std::optional<double> threshold_quantile = std::nullopt);
 
     float threshold() const;
     void set_threshold(float threshold);
@@ -167,6 +233,7 @@ public:
     bool is_trained() const;
     const DetectorOptions& options() const;
     const ScoreStatistics& validation_statistics() const;
+    const PixelStatistics& pixel_statistics() const;
     Device device() const;
 
     // One self-contained safetensors file (docs/model-format.md), written atomically: a
@@ -182,6 +249,9 @@ public:
     struct Impl;
 
 private:
+    // impl_, or InvalidArgument naming `call` when this Detector was moved from.
+    Impl& checked_impl(const char* call) const;
+
     std::unique_ptr<Impl> impl_;
 };
 

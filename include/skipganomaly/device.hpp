@@ -23,9 +23,15 @@ bool cuda_device_available();
 
 std::string to_string(Device device);
 
-// Threads used by the CPU kernels (OpenMP and Eigen). 0 restores the default
-// (OMP_NUM_THREADS or the core count).
+// Threads used by the CPU kernels (our OpenMP loops and Eigen's matrix products, which run
+// on OpenMP too) for fit() and score() calls made *from the calling thread* afterwards:
+// OpenMP keeps the setting per thread, so other application threads keep their own (by
+// default OMP_NUM_THREADS, else the core count; tests/test_detector checks this). 0 restores
+// that default. It changes nothing on the CUDA backend, and it is not a limit on the total:
+// eight threads each scoring with 4 CPU threads use up to 32. To score from many threads at
+// once, 1 thread per call is usually fastest. Throws InvalidArgument when threads < 0.
 void set_cpu_threads(int threads);
+// The calling thread's current setting.
 int cpu_threads();
 
 }  // namespace sga

@@ -1,6 +1,7 @@
 // Typed exceptions. The library throws these and never exits, aborts or ignores.
 #pragma once
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -44,10 +45,31 @@ public:
 
 }  // namespace sga
 
-// Throws sga::InvalidArgument carrying the failed condition and its location.
-#define SGA_CHECK_ARGUMENT(condition, message)                                                   \
-    do {                                                                                         \
-        if (!(condition))                                                                        \
-            throw ::sga::InvalidArgument(std::string(message) + " (check '" #condition "' at " + \
-                                         __FILE__ + ":" + std::to_string(__LINE__) + ")");      \
+namespace sga::detail {
+
+// `path` (a __FILE__) from the repository's top folder on: "src/cuda/runtime.cpp" rather than
+// the absolute path of the machine that built the library. For messages about internal
+// failures (a CUDA call, a broken invariant), never about a caller's input.
+constexpr const char* repository_relative_path(const char* path) {
+    const char* result = path;
+    for (const char* p = path; *p != '\0'; ++p) {
+        const bool at_folder = p == path || p[-1] == '/' || p[-1] == '\\';
+        if (!at_folder) continue;
+        for (const char* top : {"src/", "include/", "tests/", "bench/", "examples/"}) {
+            std::size_t n = 0;
+            while (top[n] != '\0' && p[n] == top[n]) ++n;
+            if (top[n] == '\0') result = p;  // the last such folder wins: build trees nest
+        }
+    }
+    return result;
+}
+
+}  // namespace sga::detail
+
+// Throws sga::InvalidArgument with `message` when `condition` is false. The message is about
+// the caller's input and says what was wrong with it; it carries no source location (our file
+// names and line numbers mean nothing to a caller, and would leak the build machine's paths).
+#define SGA_CHECK_ARGUMENT(condition, message)                  \
+    do {                                                        \
+        if (!(condition)) throw ::sga::InvalidArgument(message); \
     } while (0)

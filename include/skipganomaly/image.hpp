@@ -9,8 +9,9 @@
 
 namespace sga {
 
-// Channel layout of an interleaved 8-bit pixel.
-enum class PixelFormat { Gray, Rgb, Rgba, Bgr };
+// Channel layout of an interleaved 8-bit pixel. Bgr and Bgra are OpenCV's orders
+// (skipganomaly/opencv.hpp); alpha is ignored.
+enum class PixelFormat { Gray, Rgb, Rgba, Bgr, Bgra };
 
 // Bytes per pixel of an interleaved 8-bit format (1, 3 or 4).
 int bytes_per_pixel(PixelFormat format);
@@ -24,6 +25,18 @@ struct ImageView {
     int height = 0;
     std::ptrdiff_t row_stride_bytes = 0;
     PixelFormat format = PixelFormat::Gray;
+};
+
+// A caller's float image, channel-major (C, H, W) and tightly packed: channel c, row y,
+// column x is data[(c * height + y) * width + x]. Values are expected in [-1, 1] (8-bit v
+// maps to v / 127.5 - 1); channels is 1 (grey), 3 (RGB) or 4 (RGBA, alpha ignored). Named
+// fields, in ImageView's order (width before height), so that a non-square image cannot be
+// passed transposed by swapping two ints. The view does not own or copy the values.
+struct FloatImageView {
+    const float* data = nullptr;
+    int width = 0;
+    int height = 0;
+    int channels = 0;
 };
 
 // An owned 8-bit image, (H, W, C) interleaved with C = channels in {1, 3, 4}:
@@ -87,6 +100,9 @@ void preprocess(const ImageView& image, int size, int channels, float* output);
 // Throws InvalidArgument for NaN or infinite input values and for the errors of preprocess.
 void preprocess_float_chw(const float* chw, int channels_in, int height, int width, int size,
                           int channels, float* output);
+
+// preprocess_float_chw on a FloatImageView: the same conversion, named fields.
+void preprocess(const FloatImageView& image, int size, int channels, float* output);
 
 // Resizes one (height, width) float plane to (out_height, out_width) with the filter of
 // preprocess_float_chw (bilinear, antialiased when shrinking); used to bring anomaly maps

@@ -1,0 +1,286 @@
+// The command-line tool, run as a user runs it (no terminal): fit's recipes, defaults, in-sample
+// warning and progress lines; calibrate; score's scoring mode and mask; eval's base rate.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "skipganomaly/datasets.hpp"
+#include "skipganomaly/detector.hpp"
+#include "skipganomaly/image.hpp"
+#include "skipganomaly/metrics.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using sga::Image;
+
+struct Run {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+// The tool with `arguments`, stdout and stderr to files (so neither is a terminal).
+Run run_cli(const std::string& arguments) {
+    static const fs::path dir = fs::temp_directory_path() / ("sga_cli_out_" + std::to_string(std::random_device{}()));
+    fs::create_directories(dir);
+    const fs::path out = dir / "stdout", err = dir / "stderr";
+    const std::string command = quoted(SKIPGANOMALY_CLI) + " " + arguments + " >" + quoted(out.string()) + " 2>" +
+                                quoted(err.string()) + " </dev/null";
+    const int status = std::system(command.c_str());
+    Run r;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = read_file(out);
+    r.err = read_file(err);
+    return r;
+}
+
+Image blob(std::mt19937_64& rng) {
+    std::uniform_real_distribution<double> centre(8, 20), noise(0, 20);
+    Image im{28, 28, 1, std::vector<std::uint8_t>(28 * 28)};
+    const double cx = centre(rng), cy = centre(rng);
+    for (int y = 0; y < 28; ++y)
+        for (int x = 0; x < 28; ++x) {
+            const double d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
+            im.pixels[static_cast<std::size_t>(y * 28 + x)] =
+                static_cast<std::uint8_t>(std::min(255.0, 230.0 * std::exp(-d2 / 18.0) + noise(rng)));
+        }
+    return im;
+}
+
+Image checkerboard(std::mt19937_64& rng) {
+    Image im{28, 28, 1, std::vector<std::uint8_t>(28 * 28)};
+    const int cell = 2 + static_cast<int>(rng() % 4);
+    for (int y = 0; y < 28; ++y)
+        for (int x = 0; x < 28; ++x)
+            im.pixels[static_cast<std::size_t>(y * 28 + x)] = ((x / cell + y / cell) % 2) ? 255 : static_cast<std::uint8_t>(rng() % 40);
+    return im;
+}
+
+// train/ (40 blobs), normal/ (12 other blobs), abnormal/ (6 checkerboards).
+struct Workspace {
+    fs::path root;
+    Workspace() {
+        root = fs::temp_directory_path() / ("sga_cli_" + std::to_string(std::random_device{}()));
+        std::mt19937_64 rng(3);
+        for (const char* d : {"train", "normal", "abnormal", "maps"}) fs::create_directories(root / d);
+        // (Streamed names: GCC 12 -O3 warns falsely (-Wrestrict) on "b" + std::to_string(i) + ".png".)
+        const auto name = [](char prefix, int i) {
+            std::ostringstream s;
+            s << prefix << i << ".png";
+            return s.str();
+        };
+        for (int i = 0; i < 40; ++i) sga::save_png((root / "train" / name('b', i)).string(), blob(rng));
+        for (int i = 0; i < 12; ++i) sga::save_png((root / "normal" / name('n', i)).string(), blob(rng));
+        for (int i = 0; i < 6; ++i) sga::save_png((root / "abnormal" / name('a', i)).string(), checkerboard(rng));
+    }
+    ~Workspace() {
+        std::error_code ignored;
+        fs::remove_all(root, ignored);
+    }
+    std::string path(const std::string& p) const { return (root / p).string(); }
+};
+
+const Workspace& workspace() {
+    static const Workspace w;
+    return w;
+}
+
+// A model fitted once with the default (robust) recipe: 1 epoch, batch 8.
+const std::string& robust_model() {
+    static const std::string path = [] {
+        const std::string p = workspace().path("robust.safetensors");
+        const Run r = run_cli("fit --data folder:" + quoted(workspace().path("train")) +
+                              " --channels 1 --epochs 1 --batch-size 8 --threads 2 --out " + quoted(p));
+        INFO(r.out << r.err);
+        REQUIRE(r.exit_code == 0);
+        return p;
+    }();
+    return path;
+}
+
+std::vector<sga::Image> images_in(const std::string& dir) { return sga::load_image_folder(dir); }
+
+}  // namespace
+
+TEST_CASE("fit --help gives every default, the recipes and what validation fraction 0 means", "[cli]") {
+    const Run r = run_cli("fit --help");
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("--recipe robust|official") && Catch::Contains("(default robust)"));
+    CHECK_THAT(r.out, Catch::Contains("--threads N") && Catch::Contains("(default: OMP_NUM_THREADS, else every core)"));
+    CHECK_THAT(r.out, Catch::Contains("(default 0.1;") && Catch::Contains("0 holds out nothing") &&
+                          Catch::Contains("in-sample"));
+    // Every option line but --out (required) and the data kinds names its default.
+    std::istringstream lines(r.out.substr(r.out.find("options")));
+    std::string line, option_text;
+    std::vector<std::string> options;
+    while (std::getline(lines, line)) {
+        if (line.rfind("  --", 0) == 0) options.push_back(line);
+        else if (!options.empty() && line.rfind("      ", 0) == 0) options.back() += line;
+    }
+    REQUIRE(options.size() >= 15);
+    for (const std::string& o : options) {
+        INFO(o);
+        CHECK((o.find("default") != std::string::npos || o.find("(required)") != std::string::npos));
+    }
+}
+
+TEST_CASE("fit: --recipe official, --validation-fraction 0 warns about in-sample statistics, progress lines without a terminal", "[cli]") {
+    const std::string model = workspace().path("official.safetensors");
+    const Run r = run_cli("fit --data folder:" + quoted(workspace().path("train")) +
+                          " --recipe official --validation-fraction 0 --channels 1 --epochs 2 --batch-size 8"
+                          " --threads 2 --progress-every 0 --out " + quoted(model));
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("in-sample scores of the training images (40 images)"));
+    CHECK_THAT(r.out, !Catch::Contains("held-out"));
+    CHECK_THAT(r.err, Catch::Contains("warning: --validation-fraction 0"));
+    CHECK_THAT(r.err, Catch::Contains("recipe official"));
+    // --progress-every 0: one line per batch (5 batches x 2 epochs), each with an ETA.
+    std::size_t eta_lines = 0;
+    for (std::size_t at = r.err.find("ETA "); at != std::string::npos; at = r.err.find("ETA ", at + 1)) ++eta_lines;
+    CHECK(eta_lines == 10);
+    CHECK_THAT(r.err, Catch::Contains("epoch 2/2 batch 5/5"));
+    const sga::Detector d = sga::Detector::load(model, sga::Device::Cpu);
+    CHECK(d.options().recipe.name == "official");
+    CHECK(d.validation_statistics().count == 40);
+
+    // The robust recipe cannot run without held-out images: a usage error, exit code 2.
+    const Run refused = run_cli("fit --data folder:" + quoted(workspace().path("train")) +
+                                " --validation-fraction 0 --out " + quoted(workspace().path("x.safetensors")));
+    CHECK(refused.exit_code == 2);
+    CHECK_THAT(refused.err, Catch::Contains("--recipe official"));
+    CHECK(run_cli("fit --data folder:x --recipe fancy --out y").exit_code == 2);
+
+    // The default recipe is robust.
+    CHECK(sga::Detector::load(robust_model(), sga::Device::Cpu).options().recipe.name == "robust");
+}
+
+TEST_CASE("calibrate stores a threshold from normal images, or the F1-optimal one from labelled images", "[cli]") {
+    const std::string model = workspace().path("calibrated.safetensors");
+    fs::copy_file(robust_model(), model, fs::copy_options::overwrite_existing);
+    // What the library computes on the same images, from the same starting model.
+    sga::Detector expected = sga::Detector::load(model, sga::Device::Cpu);
+    const std::vector<Image> normal = images_in(workspace().path("normal"));
+    std::vector<sga::ImageView> views;
+    for (const Image& im : normal) views.push_back(im.view());
+    const sga::CalibrationResult c = expected.calibrate(views);
+
+    const Run r = run_cli("calibrate --model " + quoted(model) + " --data folder:" + quoted(workspace().path("normal")) +
+                          " --json --threads 2");
+    INFO(r.out << r.err);
+    REQUIRE(r.exit_code == 0);
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    CHECK(j.at("rule") == "validation_quantile");
+    CHECK(j.at("normal_images") == 12);
+    const sga::Detector calibrated = sga::Detector::load(model, sga::Device::Cpu);
+    CHECK(calibrated.threshold() == c.threshold);
+    CHECK(j.at("threshold").get<float>() == c.threshold);
+    CHECK(calibrated.pixel_statistics().threshold == expected.pixel_statistics().threshold);
+    CHECK(calibrated.validation_statistics().count == 12);
+    // Written atomically: nothing but our files in the folder.
+    for (const auto& entry : fs::directory_iterator(workspace().root))
+        CHECK(entry.path().filename().string().find(".tmp") == std::string::npos);
+
+    // Labelled data: the F1-maximising threshold, to another file.
+    const std::string labelled = workspace().path("f1.safetensors");
+    const Run f1 = run_cli("calibrate --model " + quoted(model) + " --data anomalib:" +
+                           quoted(workspace().path("normal")) + ":" + quoted(workspace().path("abnormal")) +
+                           " --out " + quoted(labelled) + " --json --threads 2");
+    INFO(f1.out << f1.err);
+    REQUIRE(f1.exit_code == 0);
+    const nlohmann::json k = nlohmann::json::parse(f1.out);
+    CHECK(k.at("rule") == "f1_max");
+    CHECK(k.at("anomalous_images") == 6);
+    CHECK(k.at("f1").get<double>() > 0);
+    CHECK(sga::Detector::load(labelled, sga::Device::Cpu).threshold() == k.at("threshold").get<float>());
+    CHECK(sga::Detector::load(model, sga::Device::Cpu).threshold() == c.threshold);  // --out left --model alone
+
+    CHECK(run_cli("calibrate --model " + quoted(model) + " --data folder:" + quoted(workspace().path("normal")) +
+                  " --quantile 1.5")
+              .exit_code == 2);
+    CHECK(run_cli("calibrate --model " + quoted(workspace().path("missing.safetensors")) + " --data folder:" +
+                  quoted(workspace().path("normal")))
+              .exit_code == 1);
+}
+
+TEST_CASE("score: --scoring-mode is a per-call choice, and --heatmap also writes the mask", "[cli]") {
+    std::string images;
+    // Appended piece by piece: GCC 12 -O3 warns falsely (-Wrestrict) on " " + std::string.
+    for (const char* name : {"normal/n0.png", "normal/n1.png", "normal/n2.png", "abnormal/a0.png"}) {
+        images += ' ';
+        images += quoted(workspace().path(name));
+    }
+    const auto scores_of = [](const std::string& out) {
+        std::vector<double> s;
+        std::istringstream lines(out);
+        for (std::string line; std::getline(lines, line);) s.push_back(nlohmann::json::parse(line).at("score").get<double>());
+        return s;
+    };
+    const Run running = run_cli("score --model " + quoted(robust_model()) + " --threads 2" + images);
+    const Run batch = run_cli("score --model " + quoted(robust_model()) + " --scoring-mode batch --threads 2" + images);
+    const Run explicit_running = run_cli("score --model " + quoted(robust_model()) + " --scoring-mode running --threads 2" + images);
+    INFO(running.err << batch.err);
+    REQUIRE(running.exit_code == 0);
+    REQUIRE(batch.exit_code == 0);
+    CHECK(scores_of(running.out).size() == 4);
+    CHECK(scores_of(batch.out) != scores_of(running.out));
+    CHECK(scores_of(explicit_running.out) == scores_of(running.out));
+    CHECK(run_cli("score --model " + quoted(robust_model()) + " --scoring-mode eval" + images).exit_code == 2);
+
+    const std::string maps = workspace().path("maps");
+    const Run mapped = run_cli("score --model " + quoted(robust_model()) + " --heatmap " + quoted(maps) + " --threads 2 " +
+                               quoted(workspace().path("abnormal/a0.png")));
+    INFO(mapped.out << mapped.err);
+    REQUIRE(mapped.exit_code == 0);
+    const nlohmann::json line = nlohmann::json::parse(mapped.out);
+    REQUIRE(line.contains("mask"));
+    CHECK(line.at("heatmap") == (fs::path(maps) / "a0_heatmap.png").string());
+    CHECK(line.at("mask") == (fs::path(maps) / "a0_mask.png").string());
+    const Image mask = sga::load_image(line.at("mask").get<std::string>());
+    CHECK(mask.width == 28);
+    CHECK(mask.height == 28);
+    CHECK(mask.channels == 1);
+    for (std::uint8_t v : mask.pixels) CHECK((v == 0 || v == 255));
+    // The same mask as the library's.
+    sga::ScoreOptions o;
+    o.anomaly_mask = true;
+    const sga::ScoreResult r = sga::Detector::load(robust_model(), sga::Device::Cpu)
+                                   .score(sga::load_image(workspace().path("abnormal/a0.png")).view(), o);
+    for (std::size_t i = 0; i < mask.pixels.size(); ++i) CHECK((mask.pixels[i] == 255) == (r.anomaly_mask[i] == 1));
+}
+
+TEST_CASE("eval says anomalies are the positive class and prints the base rate", "[cli]") {
+    const std::string data = "anomalib:" + quoted(workspace().path("normal")) + ":" + quoted(workspace().path("abnormal"));
+    const Run text = run_cli("eval --model " + quoted(robust_model()) + " --data " + data + " --threads 2");
+    INFO(text.out << text.err);
+    REQUIRE(text.exit_code == 0);
+    CHECK_THAT(text.out, Catch::Contains("anomalies are the positive class") && Catch::Contains("base rate"));
+    CHECK_THAT(text.out, Catch::Contains("0.3333"));  // 6 anomalous of 18
+    CHECK_THAT(text.out, Catch::Contains("(a random score: the base rate, 0.3333)"));
+    const Run json = run_cli("eval --model " + quoted(robust_model()) + " --data " + data + " --json --threads 2");
+    REQUIRE(json.exit_code == 0);
+    const nlohmann::json j = nlohmann::json::parse(json.out);
+    CHECK(j.at("positive_class") == "anomalous");
+    CHECK(j.at("base_rate").get<double>() == Approx(6.0 / 18.0));
+    CHECK(j.at("flag_all_f1").get<double>() == Approx(2 * (1.0 / 3) / (1.0 / 3 + 1)));
+}
