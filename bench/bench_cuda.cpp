@@ -14,10 +14,12 @@
 // norm reads its input twice more for the statistics). Read them against the H200's peak:
 // ~67 TFLOP/s FP32 (non-tensor-core) and ~4.8 TB/s HBM3e.
 //
-// Without a GPU (or without the CUDA backend) the program says so and exits 0.
+// Without a usable GPU (or without the CUDA backend) the program says why and exits 0, or 1
+// when SKIPGANOMALY_REQUIRE_GPU=1 is set (scripts/run-gpu-checks.sh sets it).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <iostream>
 #include <memory>
@@ -483,11 +485,20 @@ void register_all() {
 }  // namespace
 #endif  // SKIPGANOMALY_WITH_CUDA
 
+namespace {
+// SKIPGANOMALY_REQUIRE_GPU=1: no usable GPU is a failure, not a skip.
+int no_gpu_exit_code() {
+    const char* value = std::getenv("SKIPGANOMALY_REQUIRE_GPU");
+    return value && *value && std::string(value) != "0" ? 1 : 0;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
 #if SKIPGANOMALY_WITH_CUDA
     if (!sga::cuda_device_available()) {
-        std::cout << "bench_cuda: no CUDA device found; nothing to benchmark\n";
-        return 0;
+        std::cout << "bench_cuda: no usable CUDA device (" << sga::cuda_unavailable_reason()
+                  << "); nothing to benchmark\n";
+        return no_gpu_exit_code();
     }
     context = std::make_unique<sga::Context>(sga::Device::Cuda, 0);
     register_all();
@@ -501,6 +512,6 @@ int main(int argc, char** argv) {
     (void)argc;
     (void)argv;
     std::cout << "bench_cuda: this build of skipganomaly has no CUDA backend; nothing to benchmark\n";
-    return 0;
+    return no_gpu_exit_code();
 #endif
 }

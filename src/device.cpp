@@ -20,6 +20,14 @@ bool cuda_device_available() {
 #endif
 }
 
+std::string cuda_unavailable_reason() {
+#if SKIPGANOMALY_WITH_CUDA
+    return cuda::device_status().reason;
+#else
+    return "this build of skipganomaly has no CUDA backend";
+#endif
+}
+
 Device resolve_device(Device requested) {
     if (requested != Device::Auto) return requested;
     const char* force_cpu = std::getenv("SKIPGANOMALY_FORCE_CPU");
@@ -62,7 +70,8 @@ Context::Context(Device device, std::uint64_t seed)
     : device_(resolve_device(device)), arena_(device_), random_(seed) {
     if (device_ == Device::Cuda) {
 #if SKIPGANOMALY_WITH_CUDA
-        if (!cuda::device_available()) throw DeviceError("a CUDA context was requested but no GPU is available");
+        if (!cuda::device_available())
+            throw DeviceError("a CUDA context was requested but no GPU is usable: " + cuda::device_status().reason);
         cuda_.reset(cuda::create_state());
 #else
         throw DeviceError("a CUDA context was requested but this build of skipganomaly has no CUDA backend");

@@ -900,8 +900,13 @@ TEST_CASE("cuda_device_available answers without throwing", "[cuda][no-gpu]") {
 #if !SKIPGANOMALY_WITH_CUDA
     CHECK_FALSE(available);
 #endif
+    // The reason is empty exactly when a GPU is usable, and otherwise is what a skip prints.
+    const std::string reason = sga::cuda_unavailable_reason();
+    CHECK(reason.empty() == available);
     if (!available) {
-        CHECK_THROWS_AS(sga::Context(sga::Device::Cuda), sga::DeviceError);
+        // CUDA's own error (or the build's), not a bare "no GPU".
+        const std::string message = sga::testing::message_of<sga::DeviceError>([] { sga::Context(sga::Device::Cuda); });
+        CHECK_THAT(message, Catch::Contains(reason));
         // Auto never fails: without a GPU it falls back to the CPU.
         sga::Context automatic(sga::Device::Auto);
         CHECK(automatic.device() == sga::Device::Cpu);

@@ -61,6 +61,10 @@ void check_launch(const CudaState* state, const char* kernel, const char* file, 
 // synchronises the stream and checks.
 void check_library_call(const CudaState* state, const char* call, const char* file, int line);
 
+// cudaSuccess when this binary holds a kernel image the current device can run
+// (elementwise.cu asks about one of its kernels); the probe of runtime.cpp calls it.
+cudaError_t check_kernel_image();
+
 // The state of a CUDA context; throws DeviceError when `ctx` is not a CUDA context.
 CudaState& state_of(Context& ctx);
 inline cudaStream_t stream_of(Context& ctx) { return state_of(ctx).stream; }

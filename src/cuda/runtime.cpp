@@ -91,18 +91,51 @@ void* workspace(CudaState& state, std::size_t bytes) {
     return state.workspace;
 }
 
-bool device_available() {
-    static const bool available = [] {
-        int count = 0;
-        const cudaError_t status = cudaGetDeviceCount(&count);
-        if (status != cudaSuccess) {
-            (void)cudaGetLastError();
-            return false;
-        }
-        return count > 0;
-    }();
-    return available;
+namespace {
+
+// Probes the runtime once: the device count, a context on device 0 and whether this
+// binary holds code the device can run. Every failure keeps CUDA's own words.
+DeviceStatus probe_device() {
+    int count = 0;
+    cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        // cudaErrorInsufficientDriver (a driver older than this CUDA runtime) lands here as
+        // well as cudaErrorNoDevice: the message says which.
+        return {false, "cudaGetDeviceCount failed: " + describe(status)};
+    }
+    if (count <= 0) return {false, "cudaGetDeviceCount found no CUDA device"};
+    int device = 0;
+    status = cudaGetDevice(&device);
+    if (status == cudaSuccess) status = cudaFree(nullptr);  // creates the primary context
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        return {false, "device " + std::to_string(device) + " cannot be used: " + describe(status)};
+    }
+    status = check_kernel_image();
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaDeviceProp properties{};
+        const std::string name =
+            cudaGetDeviceProperties(&properties, device) == cudaSuccess
+                ? std::string(properties.name) + " (compute capability " + std::to_string(properties.major) + "." +
+                      std::to_string(properties.minor) + ")"
+                : "device " + std::to_string(device);
+        (void)cudaGetLastError();
+        return {false, name + " cannot run this build's kernels (built for CMAKE_CUDA_ARCHITECTURES): " +
+                           describe(status)};
+    }
+    return {true, {}};
 }
+
+}  // namespace
+
+const DeviceStatus& device_status() {
+    static const DeviceStatus status = probe_device();
+    return status;
+}
+
+bool device_available() { return device_status().available; }
 
 void* allocate(std::size_t bytes) {
     void* pointer = nullptr;

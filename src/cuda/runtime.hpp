@@ -4,13 +4,21 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 #include "skipganomaly/context.hpp"
 
 namespace sga::cuda {
 
-// True when the CUDA runtime reports at least one device. Never throws: no driver, no GPU
-// or a driver too old for this runtime all answer false. Decided once per process.
+// Whether the first CUDA device can run this library, and if not, why, in CUDA's words
+// (e.g. "cudaGetDeviceCount failed: cudaErrorInsufficientDriver: CUDA driver version is
+// insufficient for CUDA runtime version"). Probed once per process; never throws.
+struct DeviceStatus {
+    bool available = false;
+    std::string reason;  // empty when available
+};
+const DeviceStatus& device_status();
+// device_status().available.
 bool device_available();
 // cudaMalloc; throws DeviceError (with the size and CUDA's message) on failure.
 void* allocate(std::size_t bytes);
