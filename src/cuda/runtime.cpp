@@ -83,7 +83,8 @@ void* try_workspace(CudaState& state, std::size_t bytes) {
     if (bytes > state.simulated_free_device_bytes) return nullptr;  // the tests' out-of-memory
     // Round up so that a slightly larger request later does not reallocate, within the limit.
     const std::size_t rounded = (bytes + workspace_granularity - 1) / workspace_granularity * workspace_granularity;
-    const std::size_t grown = std::max(bytes, std::min(rounded, state.workspace_limit_bytes));
+    const std::size_t grown =
+        std::max(bytes, std::min({rounded, state.workspace_limit_bytes, state.simulated_free_device_bytes}));
     // Allocate before releasing: on failure the old buffer stays, and with it every
     // algorithm that fitted so far. Through sga::allocate so that allocation-counting tests
     // see workspace growth too.
