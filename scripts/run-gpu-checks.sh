@@ -108,13 +108,29 @@ for dir in /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu; do
   done
 done
 if [ -z "$cudnn_include" ] || [ -z "$cudnn_library" ]; then
-  wheel=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
-  if [ -n "$wheel" ] && [ -f "$wheel/include/cudnn.h" ]; then
-    cudnn_include=$wheel/include
-    cudnn_library=$(ls "$wheel"/lib/libcudnn.so* 2>/dev/null | head -1)
-    export LD_LIBRARY_PATH=$wheel/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  # The wheels' layout has changed between CUDA versions (nvidia/cudnn/, nvidia/cu13/):
+  # look for cudnn.h under every nvidia/ package folder of python3's site-packages.
+  header=$(python3 - <<'PYTHON' 2>/dev/null
+import os, site
+roots = [os.path.join(p, "nvidia") for p in site.getsitepackages() + [site.getusersitepackages()]]
+for root in roots:
+    for folder, _, files in os.walk(root):
+        if "cudnn.h" in files:
+            print(os.path.join(folder, "cudnn.h"))
+            raise SystemExit
+PYTHON
+)
+  if [ -n "$header" ]; then
+    cudnn_include=$(dirname "$header")
+    cudnn_library=$(ls "$(dirname "$cudnn_include")"/lib/libcudnn.so* 2>/dev/null | head -1)
+    # cuDNN loads its engine libraries (and cuBLAS, NVRTC for some engines) at run time:
+    # every lib folder of the nvidia wheels goes on the loader's path.
+    for lib in $(find "$(dirname "$(dirname "$cudnn_include")")" -maxdepth 3 -type d -name lib 2>/dev/null); do
+      export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    done
   fi
 fi
+[ -d /usr/local/cuda/lib64 ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
 cmake_prefix=""
 if [ -d "$root/.gpu-deps/usr" ]; then
@@ -135,6 +151,7 @@ fi
   echo "| --- | --- | --- | --- |"
 } >>"$results"
 note "GPU: $gpu_line; nvcc: $nvcc_line; cuDNN: ${cudnn_library:-not found}"
+note "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 
 # ---- 2. build -----------------------------------------------------------------------------
 configure=(cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSKIPGANOMALY_CUDA=ON
