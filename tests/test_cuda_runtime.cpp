@@ -388,3 +388,22 @@ TEST_CASE("copy_bytes with a CPU context copies host memory, and the workspace l
     cpu.set_cuda_workspace_limit(1 << 20);
     CHECK(cpu.cuda_workspace_limit() == 0);
 }
+
+#if SKIPGANOMALY_WITH_CUDA
+TEST_CASE("after a failed workspace allocation the next candidate in ranking order with a smaller workspace is taken",
+          "[cuda][no-gpu]") {
+    using cuda::next_smaller_workspace;
+    using cuda::no_candidate;
+    // Ranking order wins over size: from 1000 bytes, 500 comes before 0.
+    const std::vector<std::size_t> sizes = {1000, 2000, 500, 0};
+    CHECK(next_smaller_workspace(sizes, 0) == 2);
+    CHECK(next_smaller_workspace(sizes, 1) == 2);
+    CHECK(next_smaller_workspace(sizes, 2) == 3);
+    CHECK(next_smaller_workspace(sizes, 3) == no_candidate);  // nothing needs less than 0
+    // Equal needs are no way out; only a smaller one is.
+    CHECK(next_smaller_workspace({100, 100, 50}, 0) == 2);
+    CHECK(next_smaller_workspace({100, 100}, 0) == no_candidate);
+    CHECK(next_smaller_workspace({}, 0) == no_candidate);
+    CHECK(next_smaller_workspace({7}, 3) == no_candidate);
+}
+#endif

@@ -376,9 +376,10 @@ void* workspace_for(CudaState& state, DirectionPlan& plan, const char* direction
         const AlgorithmChoice& c = plan.choice();
         void* scratch = try_workspace(state, c.workspace_bytes);
         if (scratch || c.workspace_bytes == 0) return scratch;
-        std::size_t next = plan.current + 1;
-        while (next < plan.candidates.size() && plan.candidates[next].workspace_bytes >= c.workspace_bytes) ++next;
-        if (next == plan.candidates.size()) {
+        std::vector<std::size_t> sizes;
+        for (const AlgorithmChoice& candidate : plan.candidates) sizes.push_back(candidate.workspace_bytes);
+        const std::size_t next = next_smaller_workspace(sizes, plan.current);
+        if (next == no_candidate) {
             std::size_t smallest = c.workspace_bytes;
             for (const AlgorithmChoice& other : plan.candidates) smallest = std::min(smallest, other.workspace_bytes);
             throw OutOfMemoryError(std::string("out of device memory for the ") + direction +

@@ -287,6 +287,13 @@ void set_workspace_limit(CudaState& state, std::size_t bytes) {
     forget_algorithm_choices(state.convolution);
 }
 
+std::size_t next_smaller_workspace(const std::vector<std::size_t>& workspace_bytes, std::size_t current) {
+    if (current >= workspace_bytes.size()) return no_candidate;
+    for (std::size_t next = current + 1; next < workspace_bytes.size(); ++next)
+        if (workspace_bytes[next] < workspace_bytes[current]) return next;
+    return no_candidate;
+}
+
 bool stream_idle(const Context& ctx) {
     const CudaState* state = ctx.cuda();
     if (!state) throw DeviceError("stream_idle needs a CUDA context, got a " + to_string(ctx.device()) + " one");

@@ -47,6 +47,12 @@ std::size_t workspace_limit(const CudaState& state);
 // cudaMalloc had reported cudaErrorMemoryAllocation; pass SIZE_MAX to lift it.
 void simulate_free_device_memory(Context& ctx, std::size_t bytes);
 
+// After the workspace of candidate `current` could not be allocated: the index of the next
+// candidate (in ranking order) that needs less workspace, or no_candidate. `workspace_bytes`
+// lists every acceptable candidate's need, best first.
+constexpr std::size_t no_candidate = static_cast<std::size_t>(-1);
+std::size_t next_smaller_workspace(const std::vector<std::size_t>& workspace_bytes, std::size_t current);
+
 // One convolution algorithm choice of a context (for tests, logs and benchmarks).
 struct ConvolutionAlgorithmReport {
     std::string geometry;   // "input (N, C, H, W), weight (...), output (...), stride s, padding p"
