@@ -27,33 +27,35 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 SIZES = (32, 128, 256)
 
 
-def pytorch_measurements(repeats):
+def pytorch_measurements(repeats, device_name="cuda", sizes=SIZES):
     import torch
     import torch.nn as nn
     import make_fixtures as mf  # the official modules, rebuilt for the parity fixtures
 
-    if not torch.cuda.is_available():
+    on_gpu = device_name == "cuda"
+    if on_gpu and not torch.cuda.is_available():
         return {"error": "PyTorch sees no CUDA device"}
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    device = torch.device("cuda")
-    results = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0)}
+    device = torch.device(device_name)
+    results = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if on_gpu else "cpu"}
+    synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
 
     def median_time(fn, n, warmups=3):
         for _ in range(warmups):
             fn()
-        torch.cuda.synchronize()
+        synchronize()
         times = []
         for _ in range(n):
             start = time.perf_counter()
             fn()
-            torch.cuda.synchronize()
+            synchronize()
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    for isize in SIZES:
+    for isize in sizes:
         torch.manual_seed(0)
         netg, netd = mf.make_networks(isize, 3, 64, 64, 100)
         g = torch.Generator().manual_seed(0)
@@ -106,7 +108,8 @@ def pytorch_measurements(repeats):
             "score1_s": median_time(lambda: score(x[:1]), 20 * repeats),
         }
         del netg, netd, opt_g, opt_d
-        torch.cuda.empty_cache()
+        if on_gpu:
+            torch.cuda.empty_cache()
     return results
 
 
@@ -117,7 +120,7 @@ def ours(bench):
 
     def seconds(name):
         run = runs[name + "/manual_time"] if name + "/manual_time" in runs else runs[name]
-        return run["real_time"] / 1e6  # reported in microseconds
+        return run["real_time"] * {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[run.get("time_unit", "us")]
 
     return {f"isize{s}": {"train_step_s": seconds(f"BM_TrainStep_Cuda/isize{s}_batch64"),
                           "score64_s": seconds(f"BM_ScoreBatch_Cuda/isize{s}_batch64"),
@@ -129,9 +132,12 @@ def main():
     parser.add_argument("--bench", default="build/bench/bench_cuda")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--pytorch-only", action="store_true", help=argparse.SUPPRESS)
+    # Checking the PyTorch side without a GPU: --pytorch-only --device cpu --sizes 32.
+    parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pytorch_only:
-        print(json.dumps(pytorch_measurements(args.repeats)))
+        print(json.dumps(pytorch_measurements(args.repeats, args.device, args.sizes)))
         return 0
     try:
         torch_run = subprocess.run([sys.executable, __file__, "--pytorch-only", "--repeats", str(args.repeats)],
