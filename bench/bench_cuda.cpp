@@ -1,5 +1,8 @@
 // Google Benchmark of every CUDA kernel at the model's shapes (batch 64, 32x32 images, nc 3,
-// ngf = ndf = 64). Names: BM_<Op><Dir>_Cuda/<shape>.
+// ngf = ndf = 64). Names: BM_<Op><Dir>_Cuda/<shape>. Then the whole model at isize 32, 128
+// and 256 (nc 3, ngf = ndf = 64, nz 100): BM_TrainStep_Cuda/isize<S>_batch64 (G and D
+// updates, as bench_model_cpu's BM_TrainStep_Cpu) and BM_ScoreBatch_Cuda/isize<S>_batch<N>
+// (N 64 and 1, running statistics, scores read back to the host), with an images/s counter.
 //
 // Timing: GPU time between two cudaEvents recorded on the context's stream around each
 // iteration (UseManualTime), after one untimed warm-up call that pays for cuDNN's algorithm
@@ -14,10 +17,12 @@
 // norm reads its input twice more for the statistics). Read them against the H200's peak:
 // ~67 TFLOP/s FP32 (non-tensor-core) and ~4.8 TB/s HBM3e.
 //
-// Without a GPU (or without the CUDA backend) the program says so and exits 0.
+// Without a usable GPU (or without the CUDA backend) the program says why and exits 0, or 1
+// when SKIPGANOMALY_REQUIRE_GPU=1 is set (scripts/run-gpu-checks.sh sets it).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <iostream>
 #include <memory>
@@ -31,6 +36,7 @@
 #include "cuda/runtime.hpp"
 #include "skipganomaly/context.hpp"
 #include "skipganomaly/kernels.hpp"
+#include "skipganomaly/skip_ganomaly.hpp"
 #include "skipganomaly/tensor.hpp"
 
 namespace {
@@ -480,17 +486,98 @@ void register_all() {
     add_adam("1068932", 1068932);
 }
 
+// ---- the whole model ---------------------------------------------------------------------
+
+// One full-size model per benchmark, on the shared context. Timed between CUDA events like
+// the kernels, but a step includes its host synchronisations (the losses are read back),
+// so this is the end-to-end time of a step, host gaps included.
+struct ModelBench {
+    sga::SkipGanomaly model;
+    sga::Tensor images;
+    sga::Tape tape;
+    sga::RandomStream random{0};
+    ModelBench(int image_size, std::int64_t images_in_batch)
+        : model(architecture(image_size), {}, {}),
+          images(sga::Shape{images_in_batch, 3, image_size, image_size}, sga::Device::Cuda),
+          tape(*context) {
+        model.materialize(*context);
+        model.initialize(*context, random);
+        sga::kernels::fill_uniform(*context, images.numel(), -1.0f, 1.0f, 1, 0, images.data());
+    }
+    static sga::Architecture architecture(int image_size) {
+        sga::Architecture a;
+        a.image_size = image_size;
+        a.channels = 3;
+        return a;
+    }
+};
+
+template <class Body>
+void time_model(benchmark::State& state, Body&& body, std::int64_t images_per_call) {
+    sga::Context& ctx = *context;
+    body();  // warm-up: algorithm choice, workspace and arena growth
+    body();
+    ctx.synchronize();
+    sga::cuda::EventTimer timer(ctx);
+    double total_seconds = 0.0;
+    for (auto _ : state) {
+        timer.start();
+        body();
+        timer.stop();
+        const double seconds = timer.elapsed_seconds();
+        state.SetIterationTime(seconds);
+        total_seconds += seconds;
+    }
+    if (total_seconds > 0.0)
+        state.counters["images/s"] =
+            static_cast<double>(images_per_call) * static_cast<double>(state.iterations()) / total_seconds;
+}
+
+void add_model(int image_size) {
+    const std::string size = "isize" + std::to_string(image_size);
+    add("BM_TrainStep_Cuda/" + size + "_batch64", [=](benchmark::State& state) {
+        ModelBench bench(image_size, batch);
+        time_model(state, [&] { bench.model.train_step(*context, bench.tape, bench.images.view(), bench.random); },
+                   batch);
+    });
+    for (const std::int64_t n : {batch, std::int64_t{1}}) {
+        add("BM_ScoreBatch_Cuda/" + size + "_batch" + std::to_string(n), [=](benchmark::State& state) {
+            ModelBench bench(image_size, n);
+            time_model(state,
+                       [&] {
+                           benchmark::DoNotOptimize(bench.model.score(*context, bench.tape, bench.images.view(),
+                                                                      sga::BatchNormMode::RunningStatistics, false));
+                       },
+                       n);
+        });
+    }
+}
+
+void register_models() {
+    for (const int image_size : {32, 128, 256}) add_model(image_size);
+}
+
 }  // namespace
 #endif  // SKIPGANOMALY_WITH_CUDA
+
+namespace {
+// SKIPGANOMALY_REQUIRE_GPU=1: no usable GPU is a failure, not a skip.
+int no_gpu_exit_code() {
+    const char* value = std::getenv("SKIPGANOMALY_REQUIRE_GPU");
+    return value && *value && std::string(value) != "0" ? 1 : 0;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
 #if SKIPGANOMALY_WITH_CUDA
     if (!sga::cuda_device_available()) {
-        std::cout << "bench_cuda: no CUDA device found; nothing to benchmark\n";
-        return 0;
+        std::cout << "bench_cuda: no usable CUDA device (" << sga::cuda_unavailable_reason()
+                  << "); nothing to benchmark\n";
+        return no_gpu_exit_code();
     }
     context = std::make_unique<sga::Context>(sga::Device::Cuda, 0);
     register_all();
+    register_models();
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();
@@ -501,6 +588,6 @@ int main(int argc, char** argv) {
     (void)argc;
     (void)argv;
     std::cout << "bench_cuda: this build of skipganomaly has no CUDA backend; nothing to benchmark\n";
-    return 0;
+    return no_gpu_exit_code();
 #endif
 }

@@ -2,7 +2,9 @@
 
 #include <omp.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 
 #include "skipganomaly/context.hpp"
 #include "skipganomaly/error.hpp"
@@ -17,6 +19,14 @@ bool cuda_device_available() {
     return cuda::device_available();
 #else
     return false;
+#endif
+}
+
+std::string cuda_unavailable_reason() {
+#if SKIPGANOMALY_WITH_CUDA
+    return cuda::device_status().reason;
+#else
+    return "this build of skipganomaly has no CUDA backend";
 #endif
 }
 
@@ -60,12 +70,32 @@ void CudaStateDeleter::operator()(CudaState* state) const noexcept {
 #endif
 }
 
+void synchronize_cuda_state(const CudaState* state, bool throw_on_error) {
+#if SKIPGANOMALY_WITH_CUDA
+    if (!state) return;
+    if (throw_on_error) {
+        cuda::synchronize(state);
+        return;
+    }
+    try {
+        cuda::synchronize(state);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "skipganomaly: %s\n", e.what());
+    }
+#else
+    (void)state;
+    (void)throw_on_error;
+#endif
+}
+
 Context::Context(Device device, std::uint64_t seed)
     : device_(resolve_device(device)), arena_(device_), random_(seed) {
     if (device_ == Device::Cuda) {
 #if SKIPGANOMALY_WITH_CUDA
-        if (!cuda::device_available()) throw DeviceError("a CUDA context was requested but no GPU is available");
+        if (!cuda::device_available())
+            throw DeviceError("a CUDA context was requested but no GPU is usable: " + cuda::device_status().reason);
         cuda_.reset(cuda::create_state());
+        arena_.set_stream_owner(cuda_.get());
 #else
         throw DeviceError("a CUDA context was requested but this build of skipganomaly has no CUDA backend");
 #endif
@@ -78,6 +108,43 @@ void Context::synchronize() const {
 #if SKIPGANOMALY_WITH_CUDA
     if (cuda_) cuda::synchronize(cuda_.get());
 #endif
+}
+
+void Context::set_cuda_workspace_limit(std::size_t bytes) {
+#if SKIPGANOMALY_WITH_CUDA
+    if (cuda_) cuda::set_workspace_limit(*cuda_, bytes);
+#else
+    (void)bytes;
+#endif
+}
+
+std::size_t Context::cuda_workspace_limit() const {
+#if SKIPGANOMALY_WITH_CUDA
+    if (cuda_) return cuda::workspace_limit(*cuda_);
+#endif
+    return 0;
+}
+
+void copy_bytes(Context& ctx, void* destination, Device destination_device, const void* source, Device source_device,
+                std::size_t bytes) {
+    if (bytes == 0) return;
+#if SKIPGANOMALY_WITH_CUDA
+    if (ctx.cuda() && (destination_device == Device::Cuda || source_device == Device::Cuda)) {
+        cuda::copy(*ctx.cuda(), destination, destination_device == Device::Cuda, source, source_device == Device::Cuda,
+                   bytes);
+        return;
+    }
+#else
+    (void)ctx;
+#endif
+    // A CPU context, or host to host: nothing of ctx's is involved.
+    copy_bytes(destination, destination_device, source, source_device, bytes);
+}
+
+std::vector<float> host_values(Context& ctx, TensorView source) {
+    std::vector<float> out(static_cast<std::size_t>(source.numel()));
+    copy_bytes(ctx, out.data(), Device::Cpu, source.data(), source.device(), out.size() * sizeof(float));
+    return out;
 }
 
 }  // namespace sga

@@ -277,6 +277,61 @@ TEST_CASE("cuda convolution primitives match the CPU, overwriting (beta 0) and a
     }
 }
 
+namespace {
+// The model's convolutions at the official batch 64 and larger images, where cuDNN picks
+// other algorithms than at 32 x 32 (FFT tiling, Winograd and implicit GEMM variants by
+// shape): for isize s (ngf = ndf = 64) the generator's first encoder level (3 -> 64,
+// s -> s/2) and second (64 -> 128, s/2 -> s/4), the decoder's outermost transposed
+// convolution (128 -> 3, s/2 -> s, listed as the convolution 3 @ s -> 128 @ s/2) and its
+// second (256 -> 64, s/4 -> s/2, as 64 @ s/2 -> 256 @ s/4), and the discriminator's final
+// 4 x 4 -> 1 x 1 (512 -> 100 at s 64, 2048 at s 256: ndf doubles per level).
+std::vector<sga::ConvGeometry> large_conv_geometries(std::int64_t s) {
+    const std::int64_t b = 64;
+    std::int64_t final_width = 64;
+    for (std::int64_t size = s / 2; size > 4; size /= 2) final_width *= 2;
+    return {
+        geometry(b, 3, s, s, 64, 4, 2, 1),
+        geometry(b, 64, s / 2, s / 2, 128, 4, 2, 1),
+        geometry(b, 3, s, s, 128, 4, 2, 1),
+        geometry(b, 64, s / 2, s / 2, 256, 4, 2, 1),
+        geometry(b, final_width, 4, 4, 100, 4, 1, 0),
+    };
+}
+}  // namespace
+
+TEST_CASE("cuda convolutions match the CPU at batch 64 and isize 64, 128 and 256", "[cuda][conv2d][large]") {
+    if (skip_without_gpu()) return;
+    Backends backends;
+    std::uint64_t seed = 9000;
+    for (const std::int64_t s : {64, 128, 256}) {
+        for (const sga::ConvGeometry& g : large_conv_geometries(s)) {
+            ++seed;
+            const Pair input(random_vector(size_of(g.input_size()), seed));
+            const Pair weight(random_vector(size_of(g.weight_size()), seed + 100000));
+            const Pair grad_output(random_vector(size_of(g.output_size()), seed + 200000));
+            const std::string suffix = " (isize " + std::to_string(s) + ")";
+            const Pair output(std::vector<float>(size_of(g.output_size()), not_a_number));
+            backends.run([&](sga::Context& ctx, Side side) {
+                sga::kernels::conv2d_forward(ctx, g, input[side], weight[side], output[side], 0.0f);
+            });
+            require_conv_match(output, describe("conv2d_forward", shape_of(g), seed) + suffix);
+            const Pair grad_input(std::vector<float>(size_of(g.input_size()), not_a_number));
+            backends.run([&](sga::Context& ctx, Side side) {
+                sga::kernels::conv2d_backward_data(ctx, g, grad_output[side], weight[side], grad_input[side], 0.0f);
+            });
+            require_conv_match(grad_input, describe("conv2d_backward_data", shape_of(g), seed) + suffix);
+            // Accumulating (beta 1) into random values: the filter gradient is the longest
+            // reduction (N*OH*OW up to 64 * 128 * 128 terms).
+            const Pair grad_weight(random_vector(size_of(g.weight_size()), seed + 300000));
+            backends.run([&](sga::Context& ctx, Side side) {
+                sga::kernels::conv2d_backward_filter(ctx, g, input[side], grad_output[side], grad_weight[side], 1.0f);
+            });
+            require_conv_match(grad_weight, describe("conv2d_backward_filter", shape_of(g), seed) + suffix);
+            input.require_unchanged(describe("conv2d input", shape_of(g), seed));
+        }
+    }
+}
+
 TEST_CASE("cuda convolutions are deterministic and reject bad geometry and beta", "[cuda][conv2d]") {
     if (skip_without_gpu()) return;
     Backends backends;
@@ -900,8 +955,13 @@ TEST_CASE("cuda_device_available answers without throwing", "[cuda][no-gpu]") {
 #if !SKIPGANOMALY_WITH_CUDA
     CHECK_FALSE(available);
 #endif
+    // The reason is empty exactly when a GPU is usable, and otherwise is what a skip prints.
+    const std::string reason = sga::cuda_unavailable_reason();
+    CHECK(reason.empty() == available);
     if (!available) {
-        CHECK_THROWS_AS(sga::Context(sga::Device::Cuda), sga::DeviceError);
+        // CUDA's own error (or the build's), not a bare "no GPU".
+        const std::string message = sga::testing::message_of<sga::DeviceError>([] { sga::Context(sga::Device::Cuda); });
+        CHECK_THAT(message, Catch::Contains(reason));
         // Auto never fails: without a GPU it falls back to the CPU.
         sga::Context automatic(sga::Device::Auto);
         CHECK(automatic.device() == sga::Device::Cpu);

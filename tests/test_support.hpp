@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
+#include <cstdlib>
 #include <iostream>
 #include <random>
 #include <string>
@@ -54,19 +55,23 @@ inline sga::DetectorOptions tiny_detector_options(sga::Device device = sga::Devi
     return o;
 }
 
+// SKIPGANOMALY_REQUIRE_GPU=1 in the environment: a CUDA test that cannot run fails instead of
+// skipping, so that a run on a GPU machine cannot pass by skipping everything (a driver too
+// old for the CUDA runtime looks like "no GPU" otherwise).
+inline bool gpu_required() {
+    const char* value = std::getenv("SKIPGANOMALY_REQUIRE_GPU");
+    return value && *value && std::string(value) != "0";
+}
+
 // True (after printing the line CTest looks for, SKIP_REGULAR_EXPRESSION in
-// tests/CMakeLists.txt) when a CUDA test cannot run here.
+// tests/CMakeLists.txt, with the exact reason) when a CUDA test cannot run here. Under
+// SKIPGANOMALY_REQUIRE_GPU it fails the test with that reason instead.
 inline bool skip_without_gpu() {
-#if SKIPGANOMALY_WITH_CUDA
-    if (!sga::cuda_device_available()) {
-        std::cout << "SKIPPED: no CUDA device\n";
-        return true;
-    }
-    return false;
-#else
-    std::cout << "SKIPPED: built without CUDA\n";
+    if (sga::cuda_device_available()) return false;
+    const std::string reason = sga::cuda_unavailable_reason();
+    if (gpu_required()) FAIL("SKIPGANOMALY_REQUIRE_GPU is set but no usable GPU: " << reason);
+    std::cout << "SKIPPED: no usable CUDA device: " << reason << "\n";
     return true;
-#endif
 }
 
 }  // namespace sga::testing

@@ -142,11 +142,12 @@ private:
     bool previous_;
 };
 
-// Reads a scalar (1-element) value back to the host.
+// Reads a scalar (1-element) value back to the host, on the stream of the tape's context
+// (so concurrent CUDA contexts do not wait for each other).
 inline float item(Var v) {
     SGA_CHECK_ARGUMENT(v.value().numel() == 1, "item: expected a scalar, found shape " + v.value().shape().str());
     float result = 0.0f;
-    copy_bytes(&result, Device::Cpu, v.value().data(), v.value().device(), sizeof(float));
+    copy_bytes(v.tape->context(), &result, Device::Cpu, v.value().data(), v.value().device(), sizeof(float));
     return result;
 }
 

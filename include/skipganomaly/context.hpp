@@ -12,6 +12,16 @@
 
 namespace sga {
 
+// Stream, cuDNN handle, algorithm cache and workspace of a CUDA context; defined in
+// src/cuda so that public headers never include CUDA headers.
+struct CudaState;
+struct CudaStateDeleter {
+    void operator()(CudaState* state) const noexcept;
+};
+// Blocks until the work queued on `state`'s stream has finished. throw_on_error false:
+// logs a failure instead of throwing (for destructors). No-op for null.
+void synchronize_cuda_state(const CudaState* state, bool throw_on_error);
+
 // Bump allocator for temporaries (activations, gradients, kernel scratch). Everything
 // allocated since the last reset() is released together by the next reset(); a Scope
 // releases what was allocated inside it (kernel scratch) as soon as it closes. When a cycle
@@ -20,7 +30,10 @@ namespace sga {
 class Arena {
 public:
     explicit Arena(Device device) : device_(device) {}
-    ~Arena() { release_all(); }
+    ~Arena() {
+        synchronize_cuda_state(stream_owner_, false);
+        release_all();
+    }
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
 
@@ -45,9 +58,13 @@ public:
         return {allocate_floats(static_cast<std::size_t>(shape.numel())), shape, device_};
     }
 
+    // On a CUDA context, work queued before the reset may still read or write the chunks:
+    // releasing them waits for the context's stream first. (Reusing the kept block needs no
+    // wait: later work is queued on the same stream, behind it.)
     void reset() {
         if (chunks_.size() > 1) {
             const std::size_t needed = peak_bytes_;
+            synchronize_cuda_state(stream_owner_, true);
             release_all();
             chunks_.push_back(Chunk{allocate(device_, needed), needed, 0});
         }
@@ -86,6 +103,10 @@ public:
     // The most bytes live at once since the last reset().
     std::size_t peak_bytes() const { return peak_bytes_; }
 
+    // The CUDA state whose stream uses this arena's memory (set by Context): releasing
+    // memory waits for that stream. Null on the CPU.
+    void set_stream_owner(const CudaState* state) { stream_owner_ = state; }
+
 private:
     struct Chunk {
         void* data;
@@ -101,13 +122,7 @@ private:
     Device device_;
     std::vector<Chunk> chunks_;
     std::size_t live_bytes_ = 0, peak_bytes_ = 0;
-};
-
-// Stream, cuDNN handle, algorithm cache and workspace of a CUDA context; defined in
-// src/cuda so that public headers never include CUDA headers.
-struct CudaState;
-struct CudaStateDeleter {
-    void operator()(CudaState* state) const noexcept;
+    const CudaState* stream_owner_ = nullptr;
 };
 
 class Context {
@@ -126,11 +141,30 @@ public:
     // Blocks until all work queued on this context has finished (no-op on the CPU).
     void synchronize() const;
 
+    // The most device memory this context's convolutions may use as cuDNN workspace
+    // (default 256 MiB, or SKIPGANOMALY_CUDA_WORKSPACE_MIB). Algorithms that need more are
+    // not chosen; lowering the limit releases the workspace and re-chooses. Each CUDA
+    // context holds one workspace: a Detector scoring from k threads holds k of them.
+    // No-op on the CPU; cuda_workspace_limit() is 0 there.
+    void set_cuda_workspace_limit(std::size_t bytes);
+    std::size_t cuda_workspace_limit() const;
+
 private:
     Device device_;
+    // Declared before the arena, so destroyed after it: the arena waits for the stream
+    // before it frees its memory.
+    std::unique_ptr<CudaState, CudaStateDeleter> cuda_;
     Arena arena_;
     RandomStream random_;
-    std::unique_ptr<CudaState, CudaStateDeleter> cuda_;
 };
+
+// copy_bytes() (memory.hpp) on `ctx`'s stream: a CUDA context moves host data through its
+// page-locked staging buffer and waits for its own work only, not for every context's (the
+// context-free copy_bytes() runs on the legacy default stream, which waits for all of
+// them). Any side may be on the CPU; device sides must be on ctx's device. Returns once done.
+void copy_bytes(Context& ctx, void* destination, Device destination_device, const void* source, Device source_device,
+                std::size_t bytes);
+// The values of `source` on the host, copied on ctx's stream.
+std::vector<float> host_values(Context& ctx, TensorView source);
 
 }  // namespace sga

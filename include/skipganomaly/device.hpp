@@ -18,8 +18,11 @@ enum class Device {
 // Never returns Device::Auto.
 Device resolve_device(Device requested);
 
-// True when this build has the CUDA backend and at least one GPU is visible.
+// True when this build has the CUDA backend and a GPU that can run it is visible.
 bool cuda_device_available();
+// Why cuda_device_available() is false, with CUDA's exact error (for example a driver too
+// old for this build's CUDA runtime); empty when it is true.
+std::string cuda_unavailable_reason();
 
 std::string to_string(Device device);
 

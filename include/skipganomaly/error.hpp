@@ -37,6 +37,13 @@ public:
     using Error::Error;
 };
 
+// The device ran out of memory (cudaErrorMemoryAllocation). The library catches it where it
+// has a cheaper way on (a convolution falls back to an algorithm with a smaller workspace).
+class OutOfMemoryError : public DeviceError {
+public:
+    using DeviceError::DeviceError;
+};
+
 // Training produced a non-finite loss or weight.
 class NumericalError : public Error {
 public:

@@ -7,15 +7,24 @@
 // relative error), which breaks the 1e-4 agreement with the CPU backend and PyTorch's FP32
 // fixtures. (PyTorch does the same when torch.backends.cudnn.allow_tf32 is False.)
 // Algorithms come from cuDNN's heuristics (cudnnGet*Algorithm_v7, best first, no
-// benchmarking runs): we take the first that succeeded, is not a tensor-op entry, has a
-// workspace query that succeeds under FMA math and fits max_workspace_bytes, preferring
-// deterministic ones (the atomics-based backward algorithms are skipped when a deterministic
-// one is offered) so that training is reproducible run to run.
+// benchmarking runs). Only *deterministic* algorithms are accepted, for training and scoring
+// alike, so that a run is reproducible bit for bit and concurrent scoring gives the bits of
+// single-threaded scoring (the atomics-based backward algorithms, BWD_DATA_ALGO_0 and
+// BWD_FILTER_ALGO_0/3, are never used). A candidate must also have succeeded, not be a
+// tensor-op entry, and have a workspace query that succeeds under FMA math and fits the
+// context's workspace limit (CudaState::workspace_limit_bytes). Should the heuristics offer
+// no such candidate, the always-supported deterministic algorithm of the direction
+// (IMPLICIT_GEMM, BWD_DATA_ALGO_1, BWD_FILTER_ALGO_1) is tried; failing that the convolution
+// throws DeviceError naming the geometry. The acceptable candidates are kept best first:
+// when the workspace cannot grow for lack of device memory, the convolution falls back to
+// the next candidate with a smaller workspace, and stays there for that context.
+// SKIPGANOMALY_CUDA_LOG_ALGORITHMS=1 writes every choice and fallback to stderr.
 //
-// Per context, the plan of each geometry (descriptors and the three chosen algorithms) is
-// cached on first use; the workspace is the context's single growing buffer.
+// Per context, the plan of each geometry (descriptors and the chosen algorithms) is cached
+// on first use; the workspace is the context's single buffer.
 #include <cudnn.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstdio>
@@ -25,6 +34,7 @@
 #include <vector>
 
 #include "cuda/cuda_state.hpp"
+#include "cuda/runtime.hpp"
 #include "skipganomaly/kernels.hpp"
 
 namespace sga::cuda {
@@ -53,14 +63,20 @@ void log_cudnn_failure(cudnnStatus_t status, const char* expression) noexcept {
 namespace sga::cuda {
 namespace {
 
-// Workspace requests above this are skipped in favour of the next algorithm (the FFT
-// algorithms can ask for gigabytes on large inputs).
-constexpr std::size_t max_workspace_bytes = std::size_t{1} << 30;
-
 // An algorithm and the workspace it needs, for one direction of one geometry.
 struct AlgorithmChoice {
     int algorithm = 0;  // cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t
     std::size_t workspace_bytes = 0;
+    bool deterministic = false;
+};
+
+// The acceptable algorithms of one direction of one geometry, best first, and the one in use.
+struct DirectionPlan {
+    bool chosen = false;
+    std::vector<AlgorithmChoice> candidates;
+    std::size_t current = 0;  // index into candidates
+    int fallbacks = 0;
+    const AlgorithmChoice& choice() const { return candidates[current]; }
 };
 
 // Descriptors of one convolution geometry and its lazily chosen algorithms.
@@ -69,8 +85,7 @@ struct ConvolutionPlan {
     cudnnTensorDescriptor_t output = nullptr;   // (N, Cout, OH, OW)
     cudnnFilterDescriptor_t weight = nullptr;   // (Cout, Cin, KH, KW)
     cudnnConvolutionDescriptor_t convolution = nullptr;
-    bool has_forward = false, has_backward_data = false, has_backward_filter = false;
-    AlgorithmChoice forward, backward_data, backward_filter;
+    DirectionPlan forward, backward_data, backward_filter;
 
     ConvolutionPlan() = default;
     ConvolutionPlan(const ConvolutionPlan&) = delete;
@@ -115,6 +130,11 @@ struct ConvolutionResources {
 };
 
 void destroy_convolution_resources(ConvolutionResources* resources) noexcept { delete resources; }
+
+void forget_algorithm_choices(ConvolutionResources* resources) noexcept {
+    if (!resources) return;
+    for (auto& [key, plan] : resources->plans) plan->forward = plan->backward_data = plan->backward_filter = {};
+}
 
 namespace {
 
@@ -175,34 +195,110 @@ ConvolutionPlan& plan_of(ConvolutionResources& resources, const ConvGeometry& g)
     return result;
 }
 
-// Picks among cuDNN's heuristic ranking (best first): the first candidate that succeeded, is
-// not a tensor-op entry, is deterministic and whose workspace (queried under the
-// descriptor's FMA math) fits; failing that, the first such one that is non-deterministic.
-// The descriptor stays in FMA math whichever entry wins, so a DEFAULT_MATH entry runs as FMA.
-// `workspace_size(algo, &bytes)` is the cuDNN query.
-template <class Perf, class WorkspaceQuery>
-AlgorithmChoice choose(const std::vector<Perf>& ranking, int returned, WorkspaceQuery&& workspace_size,
-                       const char* direction, const ConvGeometry& g) {
-    for (const bool require_determinism : {true, false}) {
-        for (int i = 0; i < returned; ++i) {
-            const Perf& candidate = ranking[static_cast<std::size_t>(i)];
-            if (candidate.status != CUDNN_STATUS_SUCCESS || candidate.mathType == CUDNN_TENSOR_OP_MATH ||
-                candidate.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
-                continue;
-            if (require_determinism && candidate.determinism != CUDNN_DETERMINISTIC) continue;
-            std::size_t bytes = 0;
-            if (workspace_size(candidate.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
-            if (bytes > max_workspace_bytes) continue;
-            return AlgorithmChoice{static_cast<int>(candidate.algo), bytes};
-        }
+const char* algorithm_name(cudnnConvolutionFwdAlgo_t algorithm) {
+    switch (algorithm) {
+        case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM: return "FWD_IMPLICIT_GEMM";
+        case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM: return "FWD_IMPLICIT_PRECOMP_GEMM";
+        case CUDNN_CONVOLUTION_FWD_ALGO_GEMM: return "FWD_GEMM";
+        case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT: return "FWD_DIRECT";
+        case CUDNN_CONVOLUTION_FWD_ALGO_FFT: return "FWD_FFT";
+        case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING: return "FWD_FFT_TILING";
+        case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD: return "FWD_WINOGRAD";
+        case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED: return "FWD_WINOGRAD_NONFUSED";
+        default: return "FWD_UNKNOWN";
     }
-    throw DeviceError(std::string("cuDNN offers no FP32 (FMA math) ") + direction + " algorithm among its " +
-                      std::to_string(returned) + " candidates for " + describe(g));
+}
+const char* algorithm_name(cudnnConvolutionBwdDataAlgo_t algorithm) {
+    switch (algorithm) {
+        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_0: return "BWD_DATA_ALGO_0";
+        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_1: return "BWD_DATA_ALGO_1";
+        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT: return "BWD_DATA_FFT";
+        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING: return "BWD_DATA_FFT_TILING";
+        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD: return "BWD_DATA_WINOGRAD";
+        case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED: return "BWD_DATA_WINOGRAD_NONFUSED";
+        default: return "BWD_DATA_UNKNOWN";
+    }
+}
+const char* algorithm_name(cudnnConvolutionBwdFilterAlgo_t algorithm) {
+    switch (algorithm) {
+        case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0: return "BWD_FILTER_ALGO_0";
+        case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1: return "BWD_FILTER_ALGO_1";
+        case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT: return "BWD_FILTER_FFT";
+        case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3: return "BWD_FILTER_ALGO_3";
+        case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED: return "BWD_FILTER_WINOGRAD_NONFUSED";
+        case CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING: return "BWD_FILTER_FFT_TILING";
+        default: return "BWD_FILTER_UNKNOWN";
+    }
 }
 
-const AlgorithmChoice& forward_algorithm(ConvolutionResources& resources, ConvolutionPlan& plan,
-                                         const ConvGeometry& g) {
-    if (!plan.has_forward) {
+// The deterministic algorithm cuDNN supports for every FP32 NCHW geometry, per direction.
+constexpr cudnnConvolutionFwdAlgo_t deterministic_fallback(cudnnConvolutionFwdAlgoPerf_t*) {
+    return CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+}
+constexpr cudnnConvolutionBwdDataAlgo_t deterministic_fallback(cudnnConvolutionBwdDataAlgoPerf_t*) {
+    return CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+}
+constexpr cudnnConvolutionBwdFilterAlgo_t deterministic_fallback(cudnnConvolutionBwdFilterAlgoPerf_t*) {
+    return CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+}
+
+// The acceptable candidates of cuDNN's heuristic ranking (best first): succeeded, not a
+// tensor-op entry, deterministic, workspace (queried under the descriptor's FMA math) within
+// `limit`. The descriptor stays in FMA math whichever entry wins, so a DEFAULT_MATH entry
+// runs as FMA. `workspace_size(algo, &bytes)` is the cuDNN query.
+template <class Perf, class WorkspaceQuery>
+std::vector<AlgorithmChoice> acceptable_candidates(const std::vector<Perf>& ranking, int returned,
+                                                   WorkspaceQuery&& workspace_size, std::size_t limit,
+                                                   const char* direction, const ConvGeometry& g) {
+    std::vector<AlgorithmChoice> accepted;
+    auto seen = [&](int algorithm) {
+        for (const AlgorithmChoice& c : accepted)
+            if (c.algorithm == algorithm) return true;
+        return false;
+    };
+    for (int i = 0; i < returned; ++i) {
+        const Perf& candidate = ranking[static_cast<std::size_t>(i)];
+        if (candidate.status != CUDNN_STATUS_SUCCESS || candidate.mathType == CUDNN_TENSOR_OP_MATH ||
+            candidate.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+            continue;
+        if (candidate.determinism != CUDNN_DETERMINISTIC) continue;
+        if (seen(static_cast<int>(candidate.algo))) continue;  // listed once per math type
+        std::size_t bytes = 0;
+        if (workspace_size(candidate.algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+        if (bytes > limit) continue;
+        accepted.push_back(AlgorithmChoice{static_cast<int>(candidate.algo), bytes, true});
+    }
+    const auto fallback = deterministic_fallback(static_cast<Perf*>(nullptr));
+    if (!seen(static_cast<int>(fallback))) {
+        std::size_t bytes = 0;
+        if (workspace_size(fallback, &bytes) == CUDNN_STATUS_SUCCESS && bytes <= limit)
+            accepted.push_back(AlgorithmChoice{static_cast<int>(fallback), bytes, true});
+    }
+    if (accepted.empty())
+        throw DeviceError(std::string("cuDNN offers no deterministic FP32 (FMA math) ") + direction +
+                          " algorithm within the context's workspace limit of " + std::to_string(limit) +
+                          " bytes among its " + std::to_string(returned) + " candidates for " + describe(g));
+    return accepted;
+}
+
+template <class Algorithm>
+void log_choice(const CudaState& state, const DirectionPlan& plan, const char* direction, const ConvGeometry& g,
+                const char* event) {
+    if (!state.log_algorithms) return;
+    const AlgorithmChoice& c = plan.choice();
+    std::string candidates;
+    for (const AlgorithmChoice& other : plan.candidates)
+        candidates += std::string(candidates.empty() ? "" : ", ") +
+                      algorithm_name(static_cast<Algorithm>(other.algorithm)) + " " +
+                      std::to_string(other.workspace_bytes);
+    std::fprintf(stderr, "skipganomaly: conv2d %s %s: %s, %s, workspace %zu bytes (candidates, bytes: %s)\n",
+                 direction, describe(g).c_str(), event, algorithm_name(static_cast<Algorithm>(c.algorithm)),
+                 c.workspace_bytes, candidates.c_str());
+}
+
+DirectionPlan& forward_algorithm(CudaState& state, ConvolutionResources& resources, ConvolutionPlan& plan,
+                                 const ConvGeometry& g) {
+    if (!plan.forward.chosen) {
         int count = 0;
         SGA_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(resources.handle, &count));
         std::vector<cudnnConvolutionFwdAlgoPerf_t> ranking(static_cast<std::size_t>(count > 0 ? count : 1));
@@ -211,21 +307,22 @@ const AlgorithmChoice& forward_algorithm(ConvolutionResources& resources, Convol
         SGA_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(resources.handle, plan.input, plan.weight,
                                                                plan.convolution, plan.output, count, &returned,
                                                                ranking.data()));
-        plan.forward = choose(
+        plan.forward.candidates = acceptable_candidates(
             ranking, returned,
             [&](cudnnConvolutionFwdAlgo_t algorithm, std::size_t* bytes) {
                 return cudnnGetConvolutionForwardWorkspaceSize(resources.handle, plan.input, plan.weight,
                                                                plan.convolution, plan.output, algorithm, bytes);
             },
-            "forward", g);
-        plan.has_forward = true;
+            state.workspace_limit_bytes, "forward", g);
+        plan.forward.chosen = true;
+        log_choice<cudnnConvolutionFwdAlgo_t>(state, plan.forward, "forward", g, "chose");
     }
     return plan.forward;
 }
 
-const AlgorithmChoice& backward_data_algorithm(ConvolutionResources& resources, ConvolutionPlan& plan,
-                                               const ConvGeometry& g) {
-    if (!plan.has_backward_data) {
+DirectionPlan& backward_data_algorithm(CudaState& state, ConvolutionResources& resources, ConvolutionPlan& plan,
+                                       const ConvGeometry& g) {
+    if (!plan.backward_data.chosen) {
         int count = 0;
         SGA_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(resources.handle, &count));
         std::vector<cudnnConvolutionBwdDataAlgoPerf_t> ranking(static_cast<std::size_t>(count > 0 ? count : 1));
@@ -234,21 +331,22 @@ const AlgorithmChoice& backward_data_algorithm(ConvolutionResources& resources, 
         SGA_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(resources.handle, plan.weight, plan.output,
                                                                     plan.convolution, plan.input, count, &returned,
                                                                     ranking.data()));
-        plan.backward_data = choose(
+        plan.backward_data.candidates = acceptable_candidates(
             ranking, returned,
             [&](cudnnConvolutionBwdDataAlgo_t algorithm, std::size_t* bytes) {
                 return cudnnGetConvolutionBackwardDataWorkspaceSize(resources.handle, plan.weight, plan.output,
                                                                     plan.convolution, plan.input, algorithm, bytes);
             },
-            "backward-data", g);
-        plan.has_backward_data = true;
+            state.workspace_limit_bytes, "backward-data", g);
+        plan.backward_data.chosen = true;
+        log_choice<cudnnConvolutionBwdDataAlgo_t>(state, plan.backward_data, "backward-data", g, "chose");
     }
     return plan.backward_data;
 }
 
-const AlgorithmChoice& backward_filter_algorithm(ConvolutionResources& resources, ConvolutionPlan& plan,
-                                                 const ConvGeometry& g) {
-    if (!plan.has_backward_filter) {
+DirectionPlan& backward_filter_algorithm(CudaState& state, ConvolutionResources& resources, ConvolutionPlan& plan,
+                                         const ConvGeometry& g) {
+    if (!plan.backward_filter.chosen) {
         int count = 0;
         SGA_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(resources.handle, &count));
         std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> ranking(static_cast<std::size_t>(count > 0 ? count : 1));
@@ -257,16 +355,41 @@ const AlgorithmChoice& backward_filter_algorithm(ConvolutionResources& resources
         SGA_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(resources.handle, plan.input, plan.output,
                                                                       plan.convolution, plan.weight, count, &returned,
                                                                       ranking.data()));
-        plan.backward_filter = choose(
+        plan.backward_filter.candidates = acceptable_candidates(
             ranking, returned,
             [&](cudnnConvolutionBwdFilterAlgo_t algorithm, std::size_t* bytes) {
                 return cudnnGetConvolutionBackwardFilterWorkspaceSize(resources.handle, plan.input, plan.output,
                                                                       plan.convolution, plan.weight, algorithm, bytes);
             },
-            "backward-filter", g);
-        plan.has_backward_filter = true;
+            state.workspace_limit_bytes, "backward-filter", g);
+        plan.backward_filter.chosen = true;
+        log_choice<cudnnConvolutionBwdFilterAlgo_t>(state, plan.backward_filter, "backward-filter", g, "chose");
     }
     return plan.backward_filter;
+}
+
+// The workspace for the direction's current algorithm. When it cannot be had (the device is
+// out of memory), moves on to the next candidate with a smaller workspace, for good.
+template <class Algorithm>
+void* workspace_for(CudaState& state, DirectionPlan& plan, const char* direction, const ConvGeometry& g) {
+    for (;;) {
+        const AlgorithmChoice& c = plan.choice();
+        void* scratch = try_workspace(state, c.workspace_bytes);
+        if (scratch || c.workspace_bytes == 0) return scratch;
+        std::vector<std::size_t> sizes;
+        for (const AlgorithmChoice& candidate : plan.candidates) sizes.push_back(candidate.workspace_bytes);
+        const std::size_t next = next_smaller_workspace(sizes, plan.current);
+        if (next == no_candidate) {
+            std::size_t smallest = c.workspace_bytes;
+            for (const AlgorithmChoice& other : plan.candidates) smallest = std::min(smallest, other.workspace_bytes);
+            throw OutOfMemoryError(std::string("out of device memory for the ") + direction +
+                                   " convolution's workspace: every deterministic algorithm needs at least " +
+                                   std::to_string(smallest) + " bytes (" + describe(g) + ")");
+        }
+        plan.current = next;
+        ++plan.fallbacks;
+        log_choice<Algorithm>(state, plan, direction, g, "workspace allocation failed, fell back to");
+    }
 }
 
 // The same argument contract as the CPU kernels (src/cpu/conv2d.cpp).
@@ -305,8 +428,9 @@ void conv2d_forward(Context& ctx, const ConvGeometry& geometry, const float* inp
         return;
     ConvolutionResources& resources = resources_of(state);
     ConvolutionPlan& plan = plan_of(resources, geometry);
-    const AlgorithmChoice& choice = forward_algorithm(resources, plan, geometry);
-    void* scratch = workspace(state, choice.workspace_bytes);
+    DirectionPlan& direction = forward_algorithm(state, resources, plan, geometry);
+    void* scratch = workspace_for<cudnnConvolutionFwdAlgo_t>(state, direction, "forward", geometry);
+    const AlgorithmChoice& choice = direction.choice();
     const float alpha = 1.0f;
     SGA_CUDNN_CHECK(cudnnConvolutionForward(resources.handle, &alpha, plan.input, input, plan.weight, weight,
                                             plan.convolution, static_cast<cudnnConvolutionFwdAlgo_t>(choice.algorithm),
@@ -323,8 +447,9 @@ void conv2d_backward_data(Context& ctx, const ConvGeometry& geometry, const floa
         return;
     ConvolutionResources& resources = resources_of(state);
     ConvolutionPlan& plan = plan_of(resources, geometry);
-    const AlgorithmChoice& choice = backward_data_algorithm(resources, plan, geometry);
-    void* scratch = workspace(state, choice.workspace_bytes);
+    DirectionPlan& direction = backward_data_algorithm(state, resources, plan, geometry);
+    void* scratch = workspace_for<cudnnConvolutionBwdDataAlgo_t>(state, direction, "backward-data", geometry);
+    const AlgorithmChoice& choice = direction.choice();
     const float alpha = 1.0f;
     SGA_CUDNN_CHECK(cudnnConvolutionBackwardData(resources.handle, &alpha, plan.weight, weight, plan.output, grad_output,
                                                  plan.convolution,
@@ -342,14 +467,57 @@ void conv2d_backward_filter(Context& ctx, const ConvGeometry& geometry, const fl
         return;
     ConvolutionResources& resources = resources_of(state);
     ConvolutionPlan& plan = plan_of(resources, geometry);
-    const AlgorithmChoice& choice = backward_filter_algorithm(resources, plan, geometry);
-    void* scratch = workspace(state, choice.workspace_bytes);
+    DirectionPlan& direction = backward_filter_algorithm(state, resources, plan, geometry);
+    void* scratch = workspace_for<cudnnConvolutionBwdFilterAlgo_t>(state, direction, "backward-filter", geometry);
+    const AlgorithmChoice& choice = direction.choice();
     const float alpha = 1.0f;
     SGA_CUDNN_CHECK(cudnnConvolutionBackwardFilter(resources.handle, &alpha, plan.input, input, plan.output,
                                                    grad_output, plan.convolution,
                                                    static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algorithm),
                                                    scratch, choice.workspace_bytes, &beta, plan.weight, grad_weight));
     SGA_CUDA_CHECK_LIBRARY_CALL(state, "cudnnConvolutionBackwardFilter");
+}
+
+namespace {
+template <class Algorithm>
+void report_direction(std::vector<ConvolutionAlgorithmReport>& out, const DirectionPlan& plan, const char* direction,
+                      const ConvGeometry& g) {
+    if (!plan.chosen) return;
+    ConvolutionAlgorithmReport r;
+    r.geometry = describe(g);
+    r.direction = direction;
+    r.algorithm = plan.choice().algorithm;
+    r.algorithm_name = algorithm_name(static_cast<Algorithm>(r.algorithm));
+    r.deterministic = plan.choice().deterministic;
+    r.workspace_bytes = plan.choice().workspace_bytes;
+    r.fallbacks = plan.fallbacks;
+    for (const AlgorithmChoice& c : plan.candidates) r.candidate_workspace_bytes.push_back(c.workspace_bytes);
+    out.push_back(std::move(r));
+}
+}  // namespace
+
+std::vector<ConvolutionAlgorithmReport> convolution_algorithms(const Context& ctx) {
+    std::vector<ConvolutionAlgorithmReport> out;
+    const CudaState* state = ctx.cuda();
+    if (!state || !state->convolution) return out;
+    for (const auto& [key, plan] : state->convolution->plans) {
+        ConvGeometry g;
+        g.batch = key[0];
+        g.in_channels = key[1];
+        g.in_height = key[2];
+        g.in_width = key[3];
+        g.out_channels = key[4];
+        g.out_height = key[5];
+        g.out_width = key[6];
+        g.kernel_height = key[7];
+        g.kernel_width = key[8];
+        g.stride = key[9];
+        g.padding = key[10];
+        report_direction<cudnnConvolutionFwdAlgo_t>(out, plan->forward, "forward", g);
+        report_direction<cudnnConvolutionBwdDataAlgo_t>(out, plan->backward_data, "backward-data", g);
+        report_direction<cudnnConvolutionBwdFilterAlgo_t>(out, plan->backward_filter, "backward-filter", g);
+    }
+    return out;
 }
 
 }  // namespace sga::cuda

@@ -53,6 +53,11 @@ __global__ void accumulate_scaled_kernel(std::int64_t n, float alpha, const floa
 
 }  // namespace
 
+cudaError_t check_kernel_image() {
+    cudaFuncAttributes attributes{};
+    return cudaFuncGetAttributes(&attributes, fill_kernel);
+}
+
 void fill(Context& ctx, std::int64_t n, float value, float* output) {
     if (n <= 0) return;
     CudaState& state = state_of(ctx);
