@@ -214,7 +214,8 @@ DataSpec parse_data_spec(const std::string& spec, bool labelled) {
     const std::string rest = spec.substr(colon + 1);
     if (d.kind == "folder" || d.kind == "mvtec") {
         if (d.kind == "folder" && labelled)
-            throw UsageError("folder:DIR has no labels; eval takes mvtec:ROOT, anomalib:NORMAL:ABNORMAL[:MASKS] or mnist:DIR:DIGIT");
+            throw UsageError("folder:DIR has no labels; eval takes mvtec:ROOT, anomalib:NORMAL:ABNORMAL[:MASKS], "
+                             "mnist:DIR:DIGIT or cifar10:DIR:CLASS");
         d.parts = {rest};
     } else if (d.kind == "mnist") {
         const std::size_t last = rest.rfind(':');
@@ -224,6 +225,20 @@ DataSpec parse_data_spec(const std::string& spec, bool labelled) {
         if (digit.size() != 1 || digit[0] < '0' || digit[0] > '9')
             throw UsageError("the DIGIT of mnist:DIR:DIGIT must be 0..9, found '" + digit + "'");
         d.parts = {rest.substr(0, last), digit};
+    } else if (d.kind == "cifar10") {
+        const std::size_t last = rest.rfind(':');
+        if (last == std::string::npos || last == 0 || last + 1 >= rest.size())
+            throw UsageError("cifar10 data expects cifar10:DIR:CLASS, found '" + spec + "'");
+        const std::string name = rest.substr(last + 1);
+        static const char* const classes[] = {"airplane", "automobile", "bird", "cat", "deer",
+                                              "dog", "frog", "horse", "ship", "truck"};
+        std::string index;
+        for (int c = 0; c < 10; ++c)
+            if (name == classes[c] || name == std::to_string(c)) index = std::to_string(c);
+        if (index.empty())
+            throw UsageError("the CLASS of cifar10:DIR:CLASS must be 0..9 or a class name (airplane, automobile, bird, "
+                             "cat, deer, dog, frog, horse, ship, truck), found '" + name + "'");
+        d.parts = {rest.substr(0, last), index};
     } else if (d.kind == "anomalib") {
         std::stringstream stream(rest);
         for (std::string piece; std::getline(stream, piece, ':');) d.parts.push_back(piece);
@@ -233,7 +248,7 @@ DataSpec parse_data_spec(const std::string& spec, bool labelled) {
             throw UsageError(labelled ? "anomalib data expects anomalib:NORMAL_DIR:ABNORMAL_DIR[:MASK_DIR], found '" + spec + "'"
                                       : "anomalib data expects anomalib:NORMAL_DIR for fit, found '" + spec + "'");
     } else {
-        throw UsageError("unknown data kind '" + d.kind + "' (expected folder, mvtec, anomalib or mnist)");
+        throw UsageError("unknown data kind '" + d.kind + "' (expected folder, mvtec, anomalib, mnist or cifar10)");
     }
     return d;
 }
@@ -245,6 +260,7 @@ std::vector<sga::Image> load_training_images(const DataSpec& d) {
         return images;
     }
     if (d.kind == "mvtec") return sga::load_mvtec_train(d.parts[0]);
+    if (d.kind == "cifar10") return sga::cifar10_one_class(d.parts[0], std::stoi(d.parts[1])).train_normal;
     const MnistFiles f = mnist_files(d.parts[0]);
     return sga::mnist_one_class(f.train_images, f.train_labels, f.test_images, f.test_labels, std::stoi(d.parts[1]))
         .train_normal;
@@ -255,6 +271,7 @@ std::vector<sga::LabeledImage> load_labelled_images(const DataSpec& d) {
     if (d.kind == "anomalib")
         return sga::load_folder_dataset(d.parts[0], d.parts[1],
                                         d.parts.size() > 2 ? std::optional<std::string>(d.parts[2]) : std::nullopt);
+    if (d.kind == "cifar10") return sga::cifar10_one_class(d.parts[0], std::stoi(d.parts[1])).test;
     const MnistFiles f = mnist_files(d.parts[0]);
     return sga::mnist_one_class(f.train_images, f.train_labels, f.test_images, f.test_labels, std::stoi(d.parts[1]))
         .test;
@@ -421,14 +438,16 @@ data (--data SPEC):
   mvtec:ROOT           an MVTec AD category: ROOT/train/good
   anomalib:NORMAL_DIR  anomalib's Folder layout, normal images
   mnist:DIR:DIGIT      MNIST IDX files in DIR (train-images-idx3-ubyte[.gz], ...): one digit
+  cifar10:DIR:CLASS    CIFAR-10 from scripts/fetch-cifar10.sh (DIR: data/cifar10): one class,
+                       0..9 or a name (airplane, automobile, bird, cat, deer, dog, frog, ...)
 
 options (every default shown):
   --out PATH                   model file to write (required)
-  --recipe robust|official     how to train (default robust): robust closes the outer skip
-                               connections when scoring, recomputes batch-norm statistics
-                               and keeps the epoch that best separates held-out normal
-                               images from synthetic anomalies; official is the paper's
-                               code as it is (see recipe.hpp)
+  --recipe robust|official     how to train (default robust): robust trains the generator to
+                               restore rotated (and, in colour, greyed) images, scores the
+                               mean over the four rotations and recomputes batch-norm
+                               statistics over the training images; official is the paper's
+                               code as it is (recipe.hpp, docs/quality.md)
   --epochs N                   training epochs (default 15)
   --batch-size N               images per step (default 64)
   --image-size N               network input side, a power of two >= 32 (default 32)
@@ -436,8 +455,8 @@ options (every default shown):
   --lr X                       Adam learning rate (default 0.0002)
   --seed N                     initialisation, shuffling and validation split (default 0)
   --validation-fraction X      share of the normal images held out, never trained on, for the
-                               score statistics, the threshold and the robust recipe's
-                               stopping rule (default 0.1; at least one image when > 0).
+                               score statistics and the threshold (default 0.1; at least one
+                               image when > 0).
                                0 holds out nothing: the statistics and threshold are then
                                in-sample (the training images' own scores, too low), and the
                                robust recipe is refused
@@ -774,6 +793,7 @@ data (--data SPEC):
   mvtec:ROOT                                 an MVTec AD category: ROOT/test, ROOT/ground_truth
   anomalib:NORMAL_DIR:ABNORMAL_DIR[:MASK_DIR] anomalib's Folder layout
   mnist:DIR:DIGIT                            MNIST test split; other digits are anomalous
+  cifar10:DIR:CLASS                          CIFAR-10 test split; other classes are anomalous
 
 options:
   --plots DIR              write DIR/roc.png and DIR/histogram.png

@@ -328,7 +328,7 @@ struct Detector::Impl {
         for (std::size_t first = 0; first < count; first += chunk) {
             const std::size_t n = std::min(chunk, count - first);
             TensorView batch = slot->input.view().slice_batch(0, static_cast<std::int64_t>(n));
-            copy_bytes(batch.data(), batch.device(), samples.data() + first * static_cast<std::size_t>(sample_floats()),
+            copy_bytes(slot->ctx, batch.data(), batch.device(), samples.data() + first * static_cast<std::size_t>(sample_floats()),
                        Device::Cpu, n * static_cast<std::size_t>(sample_floats()) * sizeof(float));
             BatchScores part = model->score(slot->ctx, slot->tape, batch, mode, maps);
             all.reconstruction.insert(all.reconstruction.end(), part.reconstruction.begin(), part.reconstruction.end());
@@ -348,9 +348,15 @@ struct Detector::Impl {
         slot.tape.clear();
         slot.ctx.arena().reset();
         NoGradGuard no_grad(slot.tape);
-        Var x = slot.tape.constant(batch);
-        Var x_hat = model->generator.forward(slot.tape, x, mode, model->scoring_closed_skips);
-        return Tensor::host_values(x_hat.value());
+        // The upright scoring view: the image itself, greyed when the recipe restores colour.
+        const Shape& s = batch.shape();
+        const std::vector<float> clean = host_values(slot.ctx, batch);
+        std::vector<float> upright(clean.size());
+        model->restoration.scoring_view(clean.data(), upright.data(), s[0], s[1], s[2], 0);
+        TensorView input = slot.tape.allocate(s);
+        copy_bytes(slot.ctx, input.data(), input.device(), upright.data(), Device::Cpu, upright.size() * sizeof(float));
+        Var x_hat = model->generator.forward(slot.tape, slot.tape.constant(input), mode, model->scoring_closed_skips);
+        return host_values(slot.ctx, x_hat.value());
     }
 
     ScoreResult make_result(const BatchScores& parts, std::size_t i) const {
@@ -504,7 +510,7 @@ struct Detector::Impl {
             for (std::size_t j = 0; j < batch; ++j)
                 std::copy_n(samples.data() + training[static_cast<std::size_t>(k) * batch + j] * sample, sample,
                             staging.data() + j * sample);
-            copy_bytes(batch_tensor.data(), batch_tensor.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
+            copy_bytes(*context, batch_tensor.data(), batch_tensor.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
             return batch_tensor.view();
         });
     }
@@ -623,11 +629,11 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         for (std::size_t b = 0; b < batches; ++b) {
             for (std::size_t j = 0; j < batch; ++j)
                 std::copy_n(samples.data() + epoch_order[b * batch + j] * sample, sample, staging.data() + j * sample);
-            copy_bytes(batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
+            copy_bytes(ctx, batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
             std::optional<TensorView> generator_input;
             if (restoration.enabled()) {
                 restoration.corrupt(staging.data(), corrupted_staging.data(), options.batch_size, a.channels, a.image_size, random);
-                copy_bytes(corrupted_tensor.data(), ctx.device(), corrupted_staging.data(), Device::Cpu,
+                copy_bytes(ctx, corrupted_tensor.data(), ctx.device(), corrupted_staging.data(), Device::Cpu,
                            corrupted_staging.size() * sizeof(float));
                 generator_input = corrupted_tensor.view();
             }

@@ -114,7 +114,8 @@ public:
 
     // Precise batch norm: sets every running statistic of both networks to the exact mean of
     // the batch statistics that training-mode forwards in the scoring configuration
-    // (scoring_closed_skips) compute over `batches` batches; batch(k) gives batch k
+    // (scoring_closed_skips, and every scoring view of the restoration, stacked as score()
+    // stacks them) compute over `batches` batches; batch(k) gives batch k
     // (N, nc, S, S) on ctx's device. The discriminator's statistics average its passes over
     // real and reconstructed images, the two inputs it sees when scoring. Changes no weight.
     void recompute_batch_norm_statistics(Context& ctx, Tape& tape, int batches, const std::function<TensorView(int)>& batch) {
@@ -123,9 +124,10 @@ public:
             tape.clear();
             ctx.arena().reset();
             NoGradGuard no_grad(tape);
-            Var x = tape.constant(batch(k));
+            const ScoringInputs in = scoring_inputs(ctx, tape, batch(k));
+            Var x = tape.constant(in.target);
             generator.set_batch_norm_momentum(1.0f / static_cast<float>(k + 1));
-            Var x_hat = generator.forward(tape, x, BatchNormMode::Training, scoring_closed_skips);
+            Var x_hat = generator.forward(tape, tape.constant(in.generator_input), BatchNormMode::Training, scoring_closed_skips);
             discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(2 * k + 1));
             discriminator.forward(tape, x, BatchNormMode::Training);
             discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(2 * k + 2));
@@ -148,22 +150,12 @@ public:
         tape.clear();
         ctx.arena().reset();
         const std::int64_t views = restoration.scoring_views();
-        if (views == 1) return score_view(ctx, tape, images, images, mode, with_error_maps);
+        const ScoringInputs in = scoring_inputs(ctx, tape, images);
+        const BatchScores all = score_view(ctx, tape, in.target, in.generator_input, mode, with_error_maps);
+        if (views == 1) return all;
 
         const Shape& s = images.shape();
-        const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
-        const std::vector<float> clean = Tensor::host_values(images);
-        std::vector<float> inputs(static_cast<std::size_t>(views * n * sample)), targets(inputs.size());
-        for (std::int64_t v = 0; v < views; ++v) {
-            restoration.scoring_view(clean.data(), inputs.data() + v * n * sample, n, s[1], s[2], static_cast<int>(v));
-            std::copy(clean.begin(), clean.end(), targets.begin() + v * n * sample);
-        }
-        const Shape stacked{views * n, s[1], s[2], s[3]};
-        TensorView input = tape.allocate(stacked), target = tape.allocate(stacked);
-        copy_bytes(input.data(), input.device(), inputs.data(), Device::Cpu, inputs.size() * sizeof(float));
-        copy_bytes(target.data(), target.device(), targets.data(), Device::Cpu, targets.size() * sizeof(float));
-        const BatchScores all = score_view(ctx, tape, target, input, mode, with_error_maps);
-
+        const std::int64_t n = s[0];
         BatchScores mean;
         const std::size_t count = static_cast<std::size_t>(n), plane = static_cast<std::size_t>(s[2] * s[3]);
         mean.reconstruction.assign(count, 0.0f);
@@ -190,6 +182,31 @@ public:
     Restoration restoration;            // the restoration trained for, whose scoring views score() averages
 
 private:
+    struct ScoringInputs {
+        TensorView generator_input;  // (V x N, nc, S, S): view v of image i at v x N + i
+        TensorView target;           // (V x N, nc, S, S): the clean images, V times
+    };
+    // What scoring feeds G and compares with: the images themselves, or (V > 1) the
+    // restoration's V scoring views stacked in the arena, with the clean images repeated.
+    ScoringInputs scoring_inputs(Context& ctx, Tape& tape, TensorView images) const {
+        const std::int64_t views = restoration.scoring_views();
+        if (views == 1) return {images, images};
+        const Shape& s = images.shape();
+        const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
+        const std::vector<float> clean = host_values(ctx, images);
+        std::vector<float> inputs(static_cast<std::size_t>(views * n * sample)), targets(inputs.size());
+        for (std::int64_t v = 0; v < views; ++v) {
+            restoration.scoring_view(clean.data(), inputs.data() + v * n * sample, n, s[1], s[2], static_cast<int>(v));
+            std::copy(clean.begin(), clean.end(), targets.begin() + v * n * sample);
+        }
+        const Shape stacked{views * n, s[1], s[2], s[3]};
+        ScoringInputs out{tape.allocate(stacked), tape.allocate(stacked)};
+        copy_bytes(ctx, out.generator_input.data(), out.generator_input.device(), inputs.data(), Device::Cpu,
+                   inputs.size() * sizeof(float));
+        copy_bytes(ctx, out.target.data(), out.target.device(), targets.data(), Device::Cpu, targets.size() * sizeof(float));
+        return out;
+    }
+
     // x_hat = G(generator_input); parts compare x_hat and f(x_hat) with the clean `images`.
     // Uses the tape and arena as they are (the caller resets them).
     BatchScores score_view(Context& ctx, Tape& tape, TensorView images, TensorView generator_input, BatchNormMode mode,
