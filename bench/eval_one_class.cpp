@@ -39,6 +39,7 @@ struct Arguments {
     int threads = 0;
     bool train_mode_every_epoch = false;
     bool every_epoch = true;  // test AUROC after every epoch (diagnosis); --final-only skips it
+    bool train_mode = true;   // also the official batch-statistics scoring of the kept model
     Recipe recipe = Recipe::robust();
     int bottleneck_channels = 0;
     float validation_fraction = -1;  // -1: 0 for recipes without a stopping rule (the official protocol), else 0.1
@@ -62,6 +63,7 @@ Arguments parse(int argc, char** argv) {
         else if (flag == "--threads") a.threads = std::stoi(value());
         else if (flag == "--train-mode-every-epoch") a.train_mode_every_epoch = true;
         else if (flag == "--final-only") a.every_epoch = false;
+        else if (flag == "--eval-mode-only") a.train_mode = false;
         else if (flag == "--recipe") a.recipe = Recipe::named(value());
         // Ablation knobs on top of --recipe (docs/quality.md).
         else if (flag == "--gated-skips") a.recipe.skip_gating.gated_skips = std::stoi(value());
@@ -179,13 +181,22 @@ int main(int argc, char** argv) try {
         Detector detector(options);
 
         std::vector<double> curve_eval, curve_train, curve_synthetic, epoch_seconds;
+        // A per-epoch model callback makes fit() recompute batch-norm statistics every epoch;
+        // only diagnosis needs that, so --final-only uses the lighter per-epoch summary.
         FitCallbacks callbacks;
-        callbacks.on_epoch_model = [&](const EpochSummary& summary, const SkipGanomaly& model) {
-            std::pair<double, double> parts{-1, -1};
-            curve_eval.push_back(args.every_epoch ? test_auroc(model, test_samples, labels, BatchNormMode::RunningStatistics, &parts) : -1);
+        callbacks.on_epoch = [&](const EpochSummary& summary) {
+            if (args.every_epoch) return;
             epoch_seconds.push_back(summary.seconds);
             curve_synthetic.push_back(summary.synthetic_auroc);
-            if (args.every_epoch && args.train_mode_every_epoch)
+            std::fprintf(stderr, "class %d epoch %2d: G %.3f D %.3f synthetic %.4f (%.1f s)\n", normal_class, summary.epoch,
+                         summary.generator_loss, summary.discriminator_loss, summary.synthetic_auroc, summary.seconds);
+        };
+        if (args.every_epoch) callbacks.on_epoch_model = [&](const EpochSummary& summary, const SkipGanomaly& model) {
+            std::pair<double, double> parts{-1, -1};
+            curve_eval.push_back(test_auroc(model, test_samples, labels, BatchNormMode::RunningStatistics, &parts));
+            epoch_seconds.push_back(summary.seconds);
+            curve_synthetic.push_back(summary.synthetic_auroc);
+            if (args.train_mode_every_epoch)
                 curve_train.push_back(test_auroc(model, test_samples, labels, BatchNormMode::BatchStatistics));
             std::fprintf(stderr, "class %d epoch %2d: G %.3f D %.3f AUROC(eval) %.4f (recon %.4f latent %.4f) synthetic %.4f (%.1f s)\n",
                          normal_class, summary.epoch, summary.generator_loss, summary.discriminator_loss,
@@ -196,7 +207,9 @@ int main(int argc, char** argv) try {
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         // The reported figures: the model fit() kept.
         const double final_eval = test_auroc(detector.model(), test_samples, labels, BatchNormMode::RunningStatistics);
-        const double final_train_mode = test_auroc(detector.model(), test_samples, labels, BatchNormMode::BatchStatistics);
+        const double final_train_mode =
+            args.train_mode ? test_auroc(detector.model(), test_samples, labels, BatchNormMode::BatchStatistics) : -1;
+        if (curve_eval.empty()) curve_eval.push_back(-1);  // --final-only: no per-epoch test AUROC
         const auto peak = std::max_element(curve_eval.begin(), curve_eval.end());
         std::printf("%5d  %5zu  %6d  %4d  %11.4f  %17.4f  %9.4f (%2ld)  %7.0f\n", normal_class, report.training_images,
                     report.epochs_completed, report.kept_epoch, final_eval, final_train_mode, *peak,
