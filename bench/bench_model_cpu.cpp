@@ -5,6 +5,7 @@
 
 #include <sys/resource.h>
 
+#include <memory>
 #include <random>
 
 #include "skipganomaly/skip_ganomaly.hpp"
@@ -64,8 +65,44 @@ void BM_ScoreBatch_Cpu(benchmark::State& state) {
     state.counters["peak_MiB"] = peak_resident_mib();
 }
 
+// One model shared by N application threads, each scoring its own batch (of 1, as an
+// embedding application does per image) with its own context, as Detector::score does.
+// items_per_second is the total over all threads; the CPU thread budget (set_cpu_threads)
+// is what keeps N callers from starting N teams of every core.
+const SkipGanomaly& shared_model() {
+    static const std::unique_ptr<SkipGanomaly> model = [] {
+        Context ctx(Device::Cpu);
+        auto m = std::make_unique<SkipGanomaly>(full_size(), AdamHyperparameters{}, LossWeights{});
+        m->materialize(ctx);
+        RandomStream random(0);
+        m->initialize(ctx, random);
+        return m;
+    }();
+    return *model;
+}
+
+void BM_ScoreConcurrent_Cpu(benchmark::State& state) {
+    const std::int64_t batch = state.range(0);
+    const SkipGanomaly& model = shared_model();
+    Context ctx(Device::Cpu);
+    const Tensor images = random_images(batch);
+    Tape tape(ctx);
+    model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false);
+    for (auto _ : state) benchmark::DoNotOptimize(model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false));
+    state.SetItemsProcessed(state.iterations() * batch);
+}
+
 }  // namespace
 
+BENCHMARK(BM_ScoreConcurrent_Cpu)
+    ->ArgName("batch")
+    ->Arg(1)
+    ->Threads(1)
+    ->Threads(2)
+    ->Threads(4)
+    ->Threads(8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_TrainStep_Cpu)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ScoreBatch_Cpu)->Arg(64)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();
