@@ -133,6 +133,7 @@ def machine():
 
 
 def main():
+    global THREADS
     parser = argparse.ArgumentParser()
     parser.add_argument("--bench", default="build/bench/bench_model_cpu")
     parser.add_argument("--gemm-bench", default="build/bench/bench_conv2d_cpu")
@@ -144,7 +145,6 @@ def main():
                         help="PyTorch's own ConvTranspose2d (slow reference BLAS on Debian): footnote figures")
     parser.add_argument("--pytorch-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global THREADS
     THREADS = args.threads
     if args.pytorch_only:
         isize, what, batch = args.pytorch_only.split(",")
