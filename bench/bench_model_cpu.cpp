@@ -1,10 +1,13 @@
-// End-to-end CPU speed of the full-size model (isize 32, nc 3, ngf = ndf = 64, nz 100):
-// one training step (G and D updates) at batch 64, and scoring at batch 64 and batch 1.
-// bench/compare_pytorch_cpu.py runs the same model in PyTorch and prints the ratios.
+// End-to-end CPU speed of the full-size model (nc 3, ngf = ndf = 64, nz 100) at isize 32,
+// 64, 128 and 256: one training step (G and D updates), scoring at a large batch and at
+// batch 1, and N application threads scoring at once. Names carry isize and batch
+// (BM_TrainStep_Cpu/isize:128/batch:16). bench/compare_pytorch_cpu.py runs the same model in
+// PyTorch, one process per measurement, and prints the ratios.
 #include <benchmark/benchmark.h>
 
 #include <sys/resource.h>
 
+#include <memory>
 #include <random>
 
 #include "skipganomaly/skip_ganomaly.hpp"
@@ -13,19 +16,19 @@ namespace {
 
 using namespace sga;
 
-Architecture full_size() {
+Architecture full_size(std::int64_t image_size = 32) {
     Architecture a;
-    a.image_size = 32;
+    a.image_size = static_cast<int>(image_size);
     a.channels = 3;
     return a;
 }
 
-Tensor random_images(std::int64_t n) {
+Tensor random_images(std::int64_t n, std::int64_t size = 32) {
     std::mt19937 rng(1);
     std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-    std::vector<float> v(static_cast<std::size_t>(n * 3 * 32 * 32));
+    std::vector<float> v(static_cast<std::size_t>(n * 3 * size * size));
     for (float& x : v) x = dist(rng);
-    return Tensor::from_host(Shape{n, 3, 32, 32}, v);
+    return Tensor::from_host(Shape{n, 3, size, size}, v);
 }
 
 double peak_resident_mib() {
@@ -35,13 +38,13 @@ double peak_resident_mib() {
 }
 
 void BM_TrainStep_Cpu(benchmark::State& state) {
-    const std::int64_t batch = state.range(0);
+    const std::int64_t size = state.range(0), batch = state.range(1);
     Context ctx(Device::Cpu);
-    SkipGanomaly model(full_size(), {}, {});
+    SkipGanomaly model(full_size(size), {}, {});
     model.materialize(ctx);
     RandomStream random(0);
     model.initialize(ctx, random);
-    const Tensor images = random_images(batch);
+    const Tensor images = random_images(batch, size);
     Tape tape(ctx);
     model.train_step(ctx, tape, images, random);  // warm-up: arena and Eigen buffers settle
     for (auto _ : state) benchmark::DoNotOptimize(model.train_step(ctx, tape, images, random));
@@ -50,13 +53,13 @@ void BM_TrainStep_Cpu(benchmark::State& state) {
 }
 
 void BM_ScoreBatch_Cpu(benchmark::State& state) {
-    const std::int64_t batch = state.range(0);
+    const std::int64_t size = state.range(0), batch = state.range(1);
     Context ctx(Device::Cpu);
-    SkipGanomaly model(full_size(), {}, {});
+    SkipGanomaly model(full_size(size), {}, {});
     model.materialize(ctx);
     RandomStream random(0);
     model.initialize(ctx, random);
-    const Tensor images = random_images(batch);
+    const Tensor images = random_images(batch, size);
     Tape tape(ctx);
     model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false);
     for (auto _ : state) benchmark::DoNotOptimize(model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false));
@@ -64,8 +67,64 @@ void BM_ScoreBatch_Cpu(benchmark::State& state) {
     state.counters["peak_MiB"] = peak_resident_mib();
 }
 
+// One model shared by N application threads, each scoring its own batch (of 1, as an
+// embedding application does per image) with its own context, as Detector::score does.
+// items_per_second is the total over all threads; the CPU thread budget (set_cpu_threads)
+// is what keeps N callers from starting N teams of every core.
+const SkipGanomaly& shared_model() {
+    static const std::unique_ptr<SkipGanomaly> model = [] {
+        Context ctx(Device::Cpu);
+        auto m = std::make_unique<SkipGanomaly>(full_size(), AdamHyperparameters{}, LossWeights{});
+        m->materialize(ctx);
+        RandomStream random(0);
+        m->initialize(ctx, random);
+        return m;
+    }();
+    return *model;
+}
+
+void BM_ScoreConcurrent_Cpu(benchmark::State& state) {
+    const std::int64_t batch = state.range(0);
+    const SkipGanomaly& model = shared_model();
+    Context ctx(Device::Cpu);
+    const Tensor images = random_images(batch);
+    Tape tape(ctx);
+    model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false);
+    for (auto _ : state) benchmark::DoNotOptimize(model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false));
+    state.SetItemsProcessed(state.iterations() * batch);
+}
+
 }  // namespace
 
-BENCHMARK(BM_TrainStep_Cpu)->Arg(64)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_ScoreBatch_Cpu)->Arg(64)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ScoreConcurrent_Cpu)
+    ->ArgName("batch")
+    ->Arg(1)
+    ->Threads(1)
+    ->Threads(2)
+    ->Threads(4)
+    ->Threads(8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+// Batches: 64 where a step takes well under a second on 2 cores, smaller at 128 and 256 so that
+// one run of all sizes fits in minutes (the same batches as the PyTorch side).
+BENCHMARK(BM_TrainStep_Cpu)
+    ->ArgNames({"isize", "batch"})
+    ->Args({32, 64})
+    ->Args({64, 64})
+    ->Args({128, 16})
+    ->Args({256, 8})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ScoreBatch_Cpu)
+    ->ArgNames({"isize", "batch"})
+    ->Args({32, 64})
+    ->Args({32, 1})
+    ->Args({64, 64})
+    ->Args({64, 1})
+    ->Args({128, 32})
+    ->Args({128, 1})
+    ->Args({256, 16})
+    ->Args({256, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_MAIN();

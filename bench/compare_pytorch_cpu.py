@@ -1,17 +1,26 @@
 #!/usr/bin/python3
-"""Side-by-side CPU speed: the same Skip-GANomaly in Debian's PyTorch and in skipganomaly.
+"""Side-by-side CPU speed and memory: the same Skip-GANomaly in PyTorch and in skipganomaly.
 
-Full size: isize 32, nc 3, ngf = ndf = 64, nz 100, float32, 2 threads each. Measures one
-training step at batch 64 (G and D updates, exactly the official optimize_params), scoring
-throughput at batch 64 and latency at batch 1 (eval mode, no gradients), and each process's
-peak resident memory. Prints a table with the ratios (PyTorch time / ours: > 1 means we are
-faster).
+nc 3, ngf = ndf = 64, nz 100, float32, 2 threads each, at isize 32, 64, 128 and 256: one
+training step (G and D updates, exactly the official optimize_params), scoring at a large
+batch and at batch 1 (eval mode, no gradients), and the peak resident memory of each. Every
+measurement runs in a process of its own, so each peak is that measurement's alone. The
+machine's practical GEMM peak (Eigen's 1024 x 1024 float GEMM, bench_conv2d_cpu) is measured
+in the same run. Prints a markdown table; ratio = ours / PyTorch (time or memory: < 1 is ours
+better).
 
-    /usr/bin/python3 bench/compare_pytorch_cpu.py --bench build/bench/bench_model_cpu
+PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13. Its stock
+ConvTranspose2d runs on the reference BLAS, 20-50x slower than its convolutions (oneDNN), so
+every ConvTranspose2d is computed as conv2d's input gradient (torch.nn.grad.conv2d_input, the
+same arithmetic, differentiable) unless --stock-conv-transpose is given (a footnote figure).
+
+    chrt -f 10 /usr/bin/python3 bench/compare_pytorch_cpu.py --bench build/bench/bench_model_cpu \\
+        --gemm-bench build/bench/bench_conv2d_cpu
 """
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -19,18 +28,40 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 
+# isize -> (training batch, scoring batch): 64 where that is quick, smaller at 128 and 256 so
+# that the whole table takes minutes on 2 cores. The same batches are registered in
+# bench/bench_model_cpu.cpp.
+BATCHES = {32: (64, 64), 64: (64, 64), 128: (16, 32), 256: (8, 16)}
+THREADS = 2
 
-def pytorch_measurements(repeats):
+
+def use_fast_conv_transpose(torch):
+    """ConvTranspose2d.forward as conv2d's input gradient: oneDNN instead of the reference BLAS."""
+
+    def forward(self, x, output_size=None):
+        n, _, h, w = x.shape
+        s, p, k, o = self.stride, self.padding, self.kernel_size, self.output_padding
+        size = (n, self.out_channels, (h - 1) * s[0] - 2 * p[0] + k[0] + o[0], (w - 1) * s[1] - 2 * p[1] + k[1] + o[1])
+        y = torch.nn.grad.conv2d_input(size, self.weight, x, stride=s, padding=p, dilation=self.dilation,
+                                       groups=self.groups)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    torch.nn.ConvTranspose2d.forward = forward
+
+
+def pytorch_measurement(isize, what, batch, repeats, stock):
     import torch
     import make_fixtures as mf  # the official modules, rebuilt for the parity fixtures
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
+    if not stock:
+        use_fast_conv_transpose(torch)
     torch.manual_seed(0)
-    netg, netd = mf.make_networks(32, 3, 64, 64, 100)
+    netg, netd = mf.make_networks(isize, 3, 64, 64, 100)
     g = torch.Generator().manual_seed(0)
     mf.init_dcgan(netg, g, False)
     mf.init_dcgan(netd, g, False)
-    x = torch.rand(64, 3, 32, 32) * 2 - 1
+    x = torch.rand(batch, 3, isize, isize) * 2 - 1
 
     def best_of(fn, n):
         fn()  # warm-up
@@ -41,61 +72,113 @@ def pytorch_measurements(repeats):
             times.append(time.perf_counter() - start)
         return min(times)
 
-    train = best_of(lambda: mf.official_train_step(netg, netd, x), repeats)
-    netg.eval()
-    netd.eval()
+    if what == "train":
+        seconds = best_of(lambda: mf.official_train_step(netg, netd, x), repeats)
+    else:
+        netg.eval()
+        netd.eval()
 
-    def score(batch):
-        with torch.no_grad():
-            fake = netg(batch)
-            _, f_real = netd(batch)
-            _, f_fake = netd(fake)
-            rec = ((batch - fake) ** 2).flatten(1).mean(1)
-            lat = ((f_real - f_fake) ** 2).flatten(1).mean(1)
-            return 0.9 * rec + 0.1 * lat
+        def score():
+            with torch.no_grad():
+                fake = netg(x)
+                _, f_real = netd(x)
+                _, f_fake = netd(fake)
+                rec = ((x - fake) ** 2).flatten(1).mean(1)
+                lat = ((f_real - f_fake) ** 2).flatten(1).mean(1)
+                return 0.9 * rec + 0.1 * lat
 
-    score64 = best_of(lambda: score(x), 10 * repeats)
-    score1 = best_of(lambda: score(x[:1]), 50 * repeats)
+        seconds = best_of(score, repeats * (10 if batch == 1 else 2))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {"train_step_s": train, "score64_s": score64, "score1_s": score1, "peak_mib": peak,
-            "torch": torch.__version__}
+    return {"seconds": seconds, "peak_mib": peak, "torch": torch.__version__}
 
 
-def ours(bench):
-    out = subprocess.run([bench, "--benchmark_format=json", "--benchmark_min_time=3"], check=True,
-                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="2")).stdout
-    runs = {b["name"]: b for b in json.loads(out)["benchmarks"]}
-    seconds = lambda name: runs[name]["real_time"] / 1e3  # reported in ms
-    return {"train_step_s": seconds("BM_TrainStep_Cpu/64/real_time"),
-            "score64_s": seconds("BM_ScoreBatch_Cpu/64/real_time"),
-            "score1_s": seconds("BM_ScoreBatch_Cpu/1/real_time"),
-            "peak_mib": max(b["peak_MiB"] for b in runs.values())}
+def run_pytorch(isize, what, batch, repeats, stock):
+    command = [sys.executable, __file__, "--pytorch-only", f"{isize},{what},{batch}", "--repeats", str(repeats),
+               "--threads", str(THREADS)]
+    if stock:
+        command.append("--stock-conv-transpose")
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def run_ours(bench, isize, what, batch, min_time):
+    name = f"BM_{'TrainStep' if what == 'train' else 'ScoreBatch'}_Cpu/isize:{isize}/batch:{batch}/real_time"
+    out = subprocess.run([bench, f"--benchmark_filter=^{name}$", "--benchmark_format=json",
+                          f"--benchmark_min_time={min_time}"], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS=str(THREADS))).stdout
+    runs = json.loads(out)["benchmarks"]
+    if not runs:
+        raise SystemExit(f"{bench} has no benchmark {name}")
+    return {"seconds": runs[0]["real_time"] / 1e3, "peak_mib": runs[0]["peak_MiB"]}  # real_time in ms
+
+
+def gemm_peak(gemm_bench):
+    out = subprocess.run([gemm_bench, "--benchmark_filter=^BM_EigenGemm_Cpu/1024", "--benchmark_format=json",
+                          "--benchmark_min_time=1"], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS=str(THREADS))).stdout
+    run = json.loads(out)["benchmarks"][0]
+    return run["FLOP"] / 1e9
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, load average {load[0]:.1f} at start"
 
 
 def main():
+    global THREADS
     parser = argparse.ArgumentParser()
     parser.add_argument("--bench", default="build/bench/bench_model_cpu")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--pytorch-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--gemm-bench", default="build/bench/bench_conv2d_cpu")
+    parser.add_argument("--sizes", default="32,64,128,256")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=THREADS, help="threads of each side (default 2)")
+    parser.add_argument("--min-time", type=float, default=1.0, help="Google Benchmark min time per measurement (s)")
+    parser.add_argument("--stock-conv-transpose", action="store_true",
+                        help="PyTorch's own ConvTranspose2d (slow reference BLAS on Debian): footnote figures")
+    parser.add_argument("--pytorch-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    THREADS = args.threads
     if args.pytorch_only:
-        print(json.dumps(pytorch_measurements(args.repeats)))
+        isize, what, batch = args.pytorch_only.split(",")
+        print(json.dumps(pytorch_measurement(int(isize), what, int(batch), args.repeats, args.stock_conv_transpose)))
         return
-    # PyTorch in its own process, so each side's peak memory is its own.
-    torch_result = json.loads(subprocess.run([sys.executable, __file__, "--pytorch-only", "--repeats", str(args.repeats)],
-                                             check=True, capture_output=True, text=True).stdout)
-    our_result = ours(args.bench)
-    print(f"PyTorch {torch_result['torch']} (2 threads) vs skipganomaly (2 threads), isize 32, nc 3, ngf=ndf=64")
-    print(f"{'measure':<28}{'PyTorch':>12}{'ours':>12}{'ratio':>10}")
-    rows = [("train step, batch 64 (s)", "train_step_s"), ("score, batch 64 (s)", "score64_s"),
-            ("score, batch 1 (ms)", "score1_s")]
-    for label, key in rows:
-        scale = 1e3 if "ms" in label else 1.0
-        print(f"{label:<28}{torch_result[key] * scale:>12.3f}{our_result[key] * scale:>12.3f}"
-              f"{torch_result[key] / our_result[key]:>9.2f}x")
-    print(f"{'score throughput (img/s)':<28}{64 / torch_result['score64_s']:>12.0f}{64 / our_result['score64_s']:>12.0f}")
-    print(f"{'peak memory (MiB)':<28}{torch_result['peak_mib']:>12.0f}{our_result['peak_mib']:>12.0f}"
-          f"{torch_result['peak_mib'] / our_result['peak_mib']:>9.2f}x")
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"machine: {machine()}; {started}", flush=True)
+    peak = gemm_peak(args.gemm_bench) if os.path.exists(args.gemm_bench) else float("nan")
+    print(f"GEMM peak (Eigen 1024^3 float, {THREADS} threads): {peak:.1f} GFLOP/s", flush=True)
+    rows = []
+    torch_version = "?"
+    for isize in (int(s) for s in args.sizes.split(",")):
+        train_batch, score_batch = BATCHES[isize]
+        for label, what, batch in (("training step", "train", train_batch), ("scoring", "score", score_batch),
+                                   ("scoring", "score", 1)):
+            theirs = run_pytorch(isize, what, batch, args.repeats, args.stock_conv_transpose)
+            torch_version = theirs["torch"]
+            ours = run_ours(args.bench, isize, what, batch, args.min_time)
+            rows.append((isize, f"{label}, batch {batch}", theirs, ours, batch))
+            print(f"  isize {isize} {label} batch {batch}: PyTorch {theirs['seconds'] * 1e3:.1f} ms "
+                  f"{theirs['peak_mib']:.0f} MiB, ours {ours['seconds'] * 1e3:.1f} ms {ours['peak_mib']:.0f} MiB",
+                  file=sys.stderr, flush=True)
+    conv_t = "stock ConvTranspose2d" if args.stock_conv_transpose else "ConvTranspose2d as conv2d_input (oneDNN)"
+    print(f"\nPyTorch {torch_version} ({THREADS} threads, {conv_t}) vs skipganomaly ({THREADS} threads); "
+          f"nc 3, ngf = ndf = 64, nz 100\n")
+    print("| isize | measure | PyTorch | ours | ours / PyTorch time | PyTorch peak MiB | our peak MiB | ours / PyTorch memory |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for isize, label, theirs, ours, batch in rows:
+        def shown(seconds):
+            return f"{seconds * 1e3:.1f} ms" + (f" ({batch / seconds:.0f} img/s)" if batch > 1 and "scoring" in label else "")
+        print(f"| {isize} | {label} | {shown(theirs['seconds'])} | {shown(ours['seconds'])} | "
+              f"{ours['seconds'] / theirs['seconds']:.2f} | {theirs['peak_mib']:.0f} | {ours['peak_mib']:.0f} | "
+              f"{ours['peak_mib'] / theirs['peak_mib']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import numpy as np
 
 CHECKSUM_PREFIX = "crc32:"
 MAX_HEADER_BYTES = 16 << 20
-_DTYPES = {"F32": np.dtype("<f4"), "I64": np.dtype("<i8")}
+_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I64": np.dtype("<i8")}
 
 
 class ModelFileError(ValueError):
@@ -94,13 +94,15 @@ def read_model(path, verify_checksum=True):
     for name, record in header.items():
         dtype = _DTYPES.get(record.get("dtype"))
         if dtype is None:
-            raise ModelFileError(f"{path}: tensor {name!r}: expected dtype F32 or I64, found {record.get('dtype')!r}")
+            raise ModelFileError(f"{path}: tensor {name!r}: expected dtype F32, F16 or I64, found {record.get('dtype')!r}")
         shape = tuple(int(d) for d in record["shape"])
         begin, end = (int(o) for o in record["data_offsets"])
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if not 0 <= begin <= end <= len(body) or end - begin != count * dtype.itemsize:
             raise ModelFileError(f"{path}: tensor {name!r}: offsets [{begin}, {end}) do not hold {shape} {record['dtype']}")
-        tensors[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+        values = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
+        # F16 weights (Detector::save with WeightStorage::Float16) are widened, as the library does.
+        tensors[name] = values.astype(np.float32) if record["dtype"] == "F16" else values.astype(dtype.newbyteorder("="))
     metadata = OrderedDict((k, _decode(v)) for k, v in raw_metadata.items())
     return Model(tensors, metadata)
 

@@ -863,11 +863,11 @@ const PixelStatistics& Detector::pixel_statistics() const { return checked_impl(
 Device Detector::device() const { return checked_impl("device").device(); }
 const SkipGanomaly& Detector::model() const { return *checked_impl("model").model; }
 
-void Detector::save(const std::string& path) const {
+void Detector::save(const std::string& path, WeightStorage storage) const {
     Impl& impl = checked_impl("save");
     std::shared_lock lock(impl.model_mutex);
     impl.require_trained();
-    model_file::save(path, *impl.model, {{"detector", impl.detector_metadata()}}, nullptr);
+    model_file::save(path, *impl.model, {{"detector", impl.detector_metadata()}}, nullptr, storage);
 }
 
 Detector Detector::load(const std::string& path, Device device) {

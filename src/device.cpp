@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -47,20 +49,53 @@ std::string to_string(Device device) {
 }
 
 namespace {
+// The default budget: OpenMP's own default (OMP_NUM_THREADS, else the core count), read once
+// when the library is loaded, before any lease changed a thread's setting.
 int default_threads() {
-    static const int threads = omp_get_max_threads();
+    static const int threads = std::max(1, omp_get_max_threads());
     return threads;
+}
+[[maybe_unused]] const int default_threads_at_load = default_threads();
+
+std::atomic<int> configured_threads{0};  // 0: the default
+std::atomic<int> leased_threads{0};      // threads taken by live leases, all application threads together
+thread_local int lease_depth = 0;
+
+int thread_budget() {
+    const int configured = configured_threads.load(std::memory_order_relaxed);
+    return configured > 0 ? configured : default_threads();
 }
 }  // namespace
 
 void set_cpu_threads(int threads) {
     SGA_CHECK_ARGUMENT(threads >= 0, "thread count must not be negative");
-    // Read the default before the first change: read lazily afterwards, it would be that change.
-    const int fallback = default_threads();
-    omp_set_num_threads(threads == 0 ? fallback : threads);
+    configured_threads.store(threads, std::memory_order_relaxed);
 }
 
-int cpu_threads() { return omp_get_max_threads(); }
+int cpu_threads() { return thread_budget(); }
+
+CpuThreadLease::CpuThreadLease() noexcept {
+    if (lease_depth++ > 0) {
+        threads_ = omp_get_max_threads();
+        return;
+    }
+    const int budget = thread_budget();
+    int leased = leased_threads.load(std::memory_order_relaxed);
+    int take = 1;
+    do {
+        take = std::clamp(budget - leased, 1, budget);
+    } while (!leased_threads.compare_exchange_weak(leased, leased + take, std::memory_order_relaxed));
+    taken_ = take;
+    threads_ = take;
+    previous_ = omp_get_max_threads();
+    if (previous_ != take) omp_set_num_threads(take);
+}
+
+CpuThreadLease::~CpuThreadLease() {
+    if (--lease_depth > 0) return;
+    if (previous_ != threads_) omp_set_num_threads(previous_);
+    leased_threads.fetch_sub(taken_, std::memory_order_relaxed);
+}
 
 void CudaStateDeleter::operator()(CudaState* state) const noexcept {
 #if SKIPGANOMALY_WITH_CUDA

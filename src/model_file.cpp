@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -34,12 +35,26 @@ struct Planned {
     std::vector<char> bytes;
 };
 
-void plan_block(std::vector<Planned>& out, const std::string& prefix, const ParameterBlock& block) {
+void plan_block(std::vector<Planned>& out, const std::string& prefix, const ParameterBlock& block,
+                bool as_half = false) {
     const std::vector<float> values = Tensor::host_values(block.values());
     for (const ParameterBlock::Entry& e : block.entries()) {
-        Planned p{prefix + e.name, "F32", e.shape.dims(), {}};
-        const char* begin = reinterpret_cast<const char*>(values.data() + e.offset);
-        p.bytes.assign(begin, begin + e.shape.numel() * static_cast<std::int64_t>(sizeof(float)));
+        Planned p{prefix + e.name, as_half ? "F16" : "F32", e.shape.dims(), {}};
+        const float* first = values.data() + e.offset;
+        const std::int64_t count = e.shape.numel();
+        if (as_half) {
+            p.bytes.resize(static_cast<std::size_t>(count) * sizeof(std::uint16_t));
+            for (std::int64_t i = 0; i < count; ++i) {
+                const std::uint16_t h = float_to_half(first[i]);
+                if ((h & 0x7C00u) == 0x7C00u && std::isfinite(first[i]))
+                    throw InvalidArgument("save: weight " + prefix + e.name + "[" + std::to_string(i) + "] = " +
+                                          std::to_string(first[i]) + " does not fit in float16; save as Float32");
+                std::memcpy(p.bytes.data() + i * 2, &h, sizeof h);  // little-endian hosts only, as the F32 path
+            }
+        } else {
+            const char* begin = reinterpret_cast<const char*>(first);
+            p.bytes.assign(begin, begin + count * static_cast<std::int64_t>(sizeof(float)));
+        }
         out.push_back(std::move(p));
     }
 }
@@ -65,12 +80,12 @@ void plan_flat(std::vector<Planned>& out, const std::string& name, TensorView fl
     out.push_back(std::move(p));
 }
 
-std::vector<Planned> plan_model(const SkipGanomaly& model, const TrainingState* training) {
+std::vector<Planned> plan_model(const SkipGanomaly& model, const TrainingState* training, bool half_weights) {
     std::vector<Planned> planned;
-    plan_block(planned, "netg.", model.generator.parameters);
+    plan_block(planned, "netg.", model.generator.parameters, half_weights);
     plan_block(planned, "netg.", model.generator.statistics);
     plan_batches_tracked(planned, "netg.", model.generator.statistics, model.generator.training_passes);
-    plan_block(planned, "netd.", model.discriminator.parameters);
+    plan_block(planned, "netd.", model.discriminator.parameters, half_weights);
     plan_block(planned, "netd.", model.discriminator.statistics);
     plan_batches_tracked(planned, "netd.", model.discriminator.statistics, model.discriminator.training_passes);
     if (training) {
@@ -88,24 +103,26 @@ struct ExpectedTensor {
     std::string name;
     std::string dtype;
     std::vector<std::int64_t> shape;
+    bool half_allowed = false;  // a learned weight: F16 accepted too
 };
 
 std::vector<ExpectedTensor> expected_tensors(const Architecture& arch, bool with_training_state) {
     const Generator generator(arch);
     const Discriminator discriminator(arch);
     std::vector<ExpectedTensor> expected;
-    auto add_block = [&](const std::string& prefix, const ParameterBlock& block) {
-        for (const ParameterBlock::Entry& e : block.entries()) expected.push_back({prefix + e.name, "F32", e.shape.dims()});
+    auto add_block = [&](const std::string& prefix, const ParameterBlock& block, bool half_allowed = false) {
+        for (const ParameterBlock::Entry& e : block.entries())
+            expected.push_back({prefix + e.name, "F32", e.shape.dims(), half_allowed});
     };
     auto add_batches_tracked = [&](const std::string& prefix, const ParameterBlock& statistics) {
         std::vector<Planned> counters;
         plan_batches_tracked(counters, prefix, statistics, 0);
         for (const Planned& p : counters) expected.push_back({p.name, p.dtype, p.shape});
     };
-    add_block("netg.", generator.parameters);
+    add_block("netg.", generator.parameters, true);
     add_block("netg.", generator.statistics);
     add_batches_tracked("netg.", generator.statistics);
-    add_block("netd.", discriminator.parameters);
+    add_block("netd.", discriminator.parameters, true);
     add_block("netd.", discriminator.statistics);
     add_batches_tracked("netd.", discriminator.statistics);
     if (with_training_state) {
@@ -179,10 +196,50 @@ std::uint32_t crc32(const char* bytes, std::size_t size) {
     return static_cast<std::uint32_t>(crc);
 }
 
+std::uint16_t float_to_half(float value) {
+    std::uint32_t x = 0;
+    std::memcpy(&x, &value, sizeof x);
+    const std::uint16_t sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
+    x &= 0x7FFFFFFFu;
+    if (x >= 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7C00u | (x > 0x7F800000u ? 0x200u : 0u));
+    if (x >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // rounds to >= 65520: infinity
+    if (x < 0x38800000u) {
+        // Below 2^-14: a subnormal half, value * 2^24 rounded to nearest even (exact in float;
+        // 1024 is the smallest normal, which the same bits encode).
+        float magnitude = 0;
+        std::memcpy(&magnitude, &x, sizeof magnitude);
+        return static_cast<std::uint16_t>(sign | static_cast<std::uint16_t>(std::nearbyint(magnitude * 16777216.0f)));
+    }
+    // Normal: rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even;
+    // a carry out of the mantissa correctly bumps the exponent.
+    x += 0xC8000FFFu + ((x >> 13) & 1u);
+    return static_cast<std::uint16_t>(sign | (x >> 13));
+}
+
+float half_to_float(std::uint16_t half) {
+    const std::uint32_t sign = static_cast<std::uint32_t>(half & 0x8000u) << 16;
+    const std::uint32_t exponent = (half >> 10) & 0x1Fu, mantissa = half & 0x3FFu;
+    std::uint32_t bits = 0;
+    if (exponent == 0) {
+        const float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
+        std::memcpy(&bits, &magnitude, sizeof bits);
+    } else if (exponent == 31) {
+        bits = 0x7F800000u | (mantissa << 13);
+    } else {
+        bits = ((exponent + 112u) << 23) | (mantissa << 13);
+    }
+    bits |= sign;
+    float value = 0;
+    std::memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
 void save(const std::string& path, const SkipGanomaly& model, const nlohmann::json& metadata,
-          const TrainingState* training) {
+          const TrainingState* training, WeightStorage storage) {
     SGA_CHECK_ARGUMENT(!path.empty(), "save: the path is empty");
-    std::vector<Planned> planned = plan_model(model, training);
+    SGA_CHECK_ARGUMENT(storage == WeightStorage::Float32 || !training,
+                       "save: a checkpoint keeps its weights in float32 (resuming needs them exact)");
+    std::vector<Planned> planned = plan_model(model, training, storage == WeightStorage::Float16);
 
     ordered_json meta;
     meta["format"] = format_name;
@@ -310,8 +367,8 @@ Reader Reader::from_bytes(std::vector<char> bytes, const std::string& path) {
             throw FormatError(where + ": expected dtype, shape and data_offsets");
         TensorRecord rec;
         rec.dtype = t["dtype"].get<std::string>();
-        if (rec.dtype != "F32" && rec.dtype != "I64")
-            throw FormatError(where + ": expected dtype F32 or I64, found " + rec.dtype);
+        if (rec.dtype != "F32" && rec.dtype != "F16" && rec.dtype != "I64")
+            throw FormatError(where + ": expected dtype F32, F16 or I64, found " + rec.dtype);
         std::uint64_t elements = 1;
         for (const nlohmann::json& d : t["shape"]) {
             if (!d.is_number_unsigned() || d.get<std::uint64_t>() > (std::uint64_t{1} << 32))
@@ -324,7 +381,7 @@ Reader Reader::from_bytes(std::vector<char> bytes, const std::string& path) {
             if (!o.is_number_unsigned()) throw FormatError(where + ": data offsets must be non-negative integers");
         rec.begin = t["data_offsets"][0].get<std::uint64_t>();
         rec.end = t["data_offsets"][1].get<std::uint64_t>();
-        const std::uint64_t element_size = rec.dtype == "F32" ? 4 : 8;
+        const std::uint64_t element_size = rec.dtype == "F32" ? 4 : rec.dtype == "F16" ? 2 : 8;
         if (rec.begin > rec.end || rec.end > data_size)
             throw FormatError(where + ": data offsets [" + std::to_string(rec.begin) + ", " + std::to_string(rec.end) +
                               ") lie outside the " + std::to_string(data_size) + " data bytes (file truncated?)");
@@ -380,18 +437,31 @@ const Reader::TensorRecord& Reader::record(const std::string& name) const {
     throw FormatError("model file '" + path_ + "': expected tensor '" + name + "', found none");
 }
 
-void Reader::copy_flat(const std::string& name, TensorView destination) const {
+void Reader::copy_flat(const std::string& name, TensorView destination, bool half_allowed) const {
     const TensorRecord& rec = record(name);
     const std::vector<std::int64_t> expected = destination.shape().dims();
-    if (rec.dtype != "F32" || rec.shape != expected)
-        throw FormatError("model file '" + path_ + "', tensor '" + name + "': expected F32 " + shape_string(expected) +
-                          ", found " + rec.dtype + " " + shape_string(rec.shape));
-    copy_bytes(destination.data(), destination.device(), bytes_.data() + data_start_ + rec.begin, Device::Cpu,
-               rec.end - rec.begin);
+    const bool half = half_allowed && rec.dtype == "F16";
+    if ((rec.dtype != "F32" && !half) || rec.shape != expected)
+        throw FormatError("model file '" + path_ + "', tensor '" + name + "': expected " +
+                          (half_allowed ? "F32 or F16 " : "F32 ") + shape_string(expected) + ", found " + rec.dtype +
+                          " " + shape_string(rec.shape));
+    const char* source = bytes_.data() + data_start_ + rec.begin;
+    if (!half) {
+        copy_bytes(destination.data(), destination.device(), source, Device::Cpu, rec.end - rec.begin);
+        return;
+    }
+    std::vector<float> widened(static_cast<std::size_t>(destination.numel()));
+    for (std::size_t i = 0; i < widened.size(); ++i) {
+        std::uint16_t h = 0;
+        std::memcpy(&h, source + 2 * i, sizeof h);
+        widened[i] = half_to_float(h);
+    }
+    copy_bytes(destination.data(), destination.device(), widened.data(), Device::Cpu, widened.size() * sizeof(float));
 }
 
-void Reader::copy_block(const std::string& prefix, ParameterBlock& block) const {
-    for (int i = 0; i < static_cast<int>(block.entries().size()); ++i) copy_flat(prefix + block.entry(i).name, block.value(i));
+void Reader::copy_block(const std::string& prefix, ParameterBlock& block, bool half_allowed) const {
+    for (int i = 0; i < static_cast<int>(block.entries().size()); ++i)
+        copy_flat(prefix + block.entry(i).name, block.value(i), half_allowed);
 }
 
 void Reader::check_tensors(const Architecture& arch) const {
@@ -405,19 +475,21 @@ void Reader::check_tensors(const Architecture& arch) const {
     }
     for (const ExpectedTensor& e : expected) {
         const TensorRecord& rec = record(e.name);
-        if (rec.dtype != e.dtype || rec.shape != e.shape)
-            throw FormatError("model file '" + path_ + "', tensor '" + e.name + "': expected " + e.dtype + " " +
-                              shape_string(e.shape) + ", found " + rec.dtype + " " + shape_string(rec.shape));
+        const bool dtype_ok = rec.dtype == e.dtype || (e.half_allowed && rec.dtype == "F16");
+        if (!dtype_ok || rec.shape != e.shape)
+            throw FormatError("model file '" + path_ + "', tensor '" + e.name + "': expected " + e.dtype +
+                              (e.half_allowed ? " or F16 " : " ") + shape_string(e.shape) + ", found " + rec.dtype + " " +
+                              shape_string(rec.shape));
     }
 }
 
 void Reader::load_into(SkipGanomaly& model) const {
     check_tensors(model.architecture());
     const std::optional<TrainingState> training = training_state();
-    copy_block("netg.", model.generator.parameters);
-    copy_block("netg.", model.generator.statistics);
-    copy_block("netd.", model.discriminator.parameters);
-    copy_block("netd.", model.discriminator.statistics);
+    copy_block("netg.", model.generator.parameters, true);
+    copy_block("netg.", model.generator.statistics, false);
+    copy_block("netd.", model.discriminator.parameters, true);
+    copy_block("netd.", model.discriminator.statistics, false);
     auto passes = [&](const std::string& prefix, const ParameterBlock& statistics) -> std::int64_t {
         for (const ParameterBlock::Entry& e : statistics.entries()) {
             const std::string suffix = "running_mean";

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "skipganomaly/detector.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
 
 namespace sga::model_file {
@@ -29,9 +30,17 @@ struct TrainingState {
 
 // Writes `model` (weights, batch-norm statistics) and `metadata` (merged into the
 // "__metadata__" map, each value serialised as a JSON string), plus optimiser moments when
-// `training` is given. Atomic: temporary file, flush, rename.
+// `training` is given. Atomic: temporary file, flush, rename. `storage` Float16 writes the
+// learned weights (the two parameter blocks) as IEEE half ("F16", rounded to nearest even);
+// batch-norm statistics and optimiser moments stay F32. Throws InvalidArgument when a weight
+// does not fit in float16 (|w| >= 65520) or when a checkpoint (training) asks for Float16.
 void save(const std::string& path, const SkipGanomaly& model, const nlohmann::json& metadata,
-          const TrainingState* training);
+          const TrainingState* training, WeightStorage storage = WeightStorage::Float32);
+
+// IEEE binary16 <-> float32: round to nearest even (overflow gives infinity, NaN stays NaN);
+// half_to_float is exact.
+std::uint16_t float_to_half(float value);
+float half_to_float(std::uint16_t half);
 
 // A validated file in memory.
 class Reader {
@@ -49,7 +58,7 @@ public:
     // file's declared architecture, which anyone can forge.
     void check_tensors(const Architecture& arch) const;
     // Copies every tensor into `model` (built from architecture()), after check_tensors.
-    // Loads optimiser moments when present.
+    // Loads optimiser moments when present. F16 weights are widened to float32.
     void load_into(SkipGanomaly& model) const;
 
 private:
@@ -59,8 +68,8 @@ private:
         std::uint64_t begin = 0, end = 0;
     };
     const TensorRecord& record(const std::string& name) const;
-    void copy_block(const std::string& prefix, ParameterBlock& block) const;
-    void copy_flat(const std::string& name, TensorView destination) const;
+    void copy_block(const std::string& prefix, ParameterBlock& block, bool half_allowed) const;
+    void copy_flat(const std::string& name, TensorView destination, bool half_allowed = false) const;
 
     std::string path_;
     std::vector<char> bytes_;

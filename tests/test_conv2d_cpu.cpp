@@ -1,5 +1,7 @@
 // The CPU convolution kernels (src/cpu/conv2d.cpp) against the naive reference
 // (tests/reference.hpp), and finite-difference gradient checks of the reference itself.
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -189,14 +191,18 @@ void check_primitive(Primitive primitive, const ConvGeometry& g, float beta, std
     actual.require_guards_intact(what);
 }
 
-// Sets the CPU kernels' thread count for a scope. The kernels pick the per-image or the
+// Sets the calling thread's OpenMP team size for a scope: these tests call sga::cpu::*
+// directly, below the dispatcher's CpuThreadLease. The kernels pick the per-image or the
 // batched path from the batch size per thread, so tests run at several thread counts.
 class ThreadCount {
 public:
-    explicit ThreadCount(int threads) { sga::set_cpu_threads(threads); }
-    ~ThreadCount() { sga::set_cpu_threads(0); }
+    explicit ThreadCount(int threads) : previous_(omp_get_max_threads()) { omp_set_num_threads(threads); }
+    ~ThreadCount() { omp_set_num_threads(previous_); }
     ThreadCount(const ThreadCount&) = delete;
     ThreadCount& operator=(const ThreadCount&) = delete;
+
+private:
+    int previous_;
 };
 
 void check_all_geometries(Primitive primitive) {

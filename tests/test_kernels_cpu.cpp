@@ -8,6 +8,8 @@
 // float kernel may differ from them only by float rounding. Sums run in double in both, so
 // reduction length adds nothing to the error beyond the last rounding to float; where a
 // check still scales atol with the reduction length it says why.
+#include <omp.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -754,12 +756,14 @@ TEST_CASE("reductions give the same bits for any thread count", "[cpu][losses]")
         sga::cpu::per_sample_mse(ctx, 1, n, a.data(), b.data(), &results[3]);
         return results;
     };
+    // sga::cpu::* directly, below the dispatcher's CpuThreadLease: set the team size here.
+    const int initial = omp_get_max_threads();
     const std::vector<float> with_default = run_all();
-    sga::set_cpu_threads(1);
+    omp_set_num_threads(1);
     const std::vector<float> with_one = run_all();
-    sga::set_cpu_threads(3);
+    omp_set_num_threads(3);
     const std::vector<float> with_three = run_all();
-    sga::set_cpu_threads(0);
+    omp_set_num_threads(initial);
     REQUIRE(with_default == with_one);
     REQUIRE(with_default == with_three);
 }

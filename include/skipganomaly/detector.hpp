@@ -58,6 +58,12 @@ enum class ScoringMode {
     OfficialBatchStatistics,
 };
 
+// How the model file stores the learned weights (Detector::save).
+enum class WeightStorage {
+    Float32,  // exact
+    Float16,  // IEEE half, rounded to nearest even: half the file size, opt-in
+};
+
 struct DetectorOptions {
     // image_size, channels, ngf, ndf, nz. Their defaults (32, 3, 64, 64, 100: the official
     // code's) live in struct Architecture in networks.hpp.
@@ -237,8 +243,12 @@ public:
     Device device() const;
 
     // One self-contained safetensors file (docs/model-format.md), written atomically: a
-    // temporary file in the same folder, flushed, then renamed over `path`.
-    void save(const std::string& path) const;
+    // temporary file in the same folder, flushed, then renamed over `path`. Float16 stores the
+    // learned weights as IEEE half: the file is about half as large; load() widens them back
+    // to float32 and computes in float32, so scores move by the rounding of the weights only
+    // (docs/model-format.md gives the measured difference). Throws InvalidArgument when a
+    // weight does not fit in float16.
+    void save(const std::string& path, WeightStorage storage = WeightStorage::Float32) const;
     // Checks magic, version, architecture, every tensor's shape and the checksum; throws
     // FormatError saying what was expected and what was found.
     static Detector load(const std::string& path, Device device = Device::Auto);

@@ -26,15 +26,40 @@ std::string cuda_unavailable_reason();
 
 std::string to_string(Device device);
 
-// Threads used by the CPU kernels (our OpenMP loops and Eigen's matrix products, which run
-// on OpenMP too) for fit() and score() calls made *from the calling thread* afterwards:
-// OpenMP keeps the setting per thread, so other application threads keep their own (by
-// default OMP_NUM_THREADS, else the core count; tests/test_detector checks this). 0 restores
-// that default. It changes nothing on the CUDA backend, and it is not a limit on the total:
-// eight threads each scoring with 4 CPU threads use up to 32. To score from many threads at
-// once, 1 thread per call is usually fastest. Throws InvalidArgument when threads < 0.
+// The process-wide CPU thread budget: the most threads that the CPU kernels (our OpenMP
+// loops and the matrix products) of all calls together may use, whichever application
+// thread makes them. Default: OMP_NUM_THREADS when set at start-up, else the core count;
+// set_cpu_threads(0) restores it. It changes nothing on the CUDA backend.
+//
+// Every CPU kernel call leases threads from the budget (CpuThreadLease below): as many as are
+// free, at least 1 (the calling thread itself), at most the budget. So a lone caller gets all
+// of them, and N application threads scoring at once share them instead of each starting a
+// team of every core: the library never adds worker threads beyond the budget, and when more
+// threads than the budget call at once, each kernel runs on its caller's thread alone.
+// Results do not depend on how many threads a kernel gets (tests/test_detector checks that
+// scores are bit-identical from 1 thread and from many concurrent callers).
+// Throws InvalidArgument when threads < 0.
 void set_cpu_threads(int threads);
-// The calling thread's current setting.
+// The current budget (never 0).
 int cpu_threads();
+
+// One lease on the budget, held for the duration of one kernel (kernels.hpp takes it around
+// every CPU kernel): sets the calling thread's OpenMP team size to the threads taken and
+// restores it on destruction. Leases nest: an inner lease on the same thread takes nothing
+// and keeps the outer one's team size. Not copyable; destroy on the thread that made it.
+class CpuThreadLease {
+public:
+    CpuThreadLease() noexcept;
+    ~CpuThreadLease();
+    CpuThreadLease(const CpuThreadLease&) = delete;
+    CpuThreadLease& operator=(const CpuThreadLease&) = delete;
+    // Threads the calling thread's OpenMP teams use under this lease.
+    int threads() const { return threads_; }
+
+private:
+    int taken_ = 0;     // threads taken from the budget; 0 for a nested lease
+    int previous_ = 1;  // the thread's OpenMP team size before the lease
+    int threads_ = 1;
+};
 
 }  // namespace sga

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "skipganomaly/context.hpp"
+#include "skipganomaly/device.hpp"
 #include "skipganomaly/error.hpp"
 
 namespace sga {
@@ -66,8 +67,10 @@ namespace kernels {
     inline void name parameters {                                                \
         Arena::Scope scratch(ctx.arena());                                       \
         switch (ctx.device()) {                                                  \
-            case Device::Cpu:                                                    \
+            case Device::Cpu: {                                                  \
+                CpuThreadLease threads;                                          \
                 return ::sga::cpu::name arguments;                               \
+            }                                                                    \
                 SGA_CUDA_BRANCH(name, arguments)                                 \
             case Device::Auto:                                                   \
                 break;                                                           \
