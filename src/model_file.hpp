@@ -13,6 +13,8 @@
 
 #include "skipganomaly/skip_ganomaly.hpp"
 
+// Not a public header (not installed), but exported from a shared library all the same
+// (SKIPGANOMALY_API): the tests and bench/replay_steps read and write model files with it.
 namespace sga::model_file {
 
 inline constexpr const char* format_name = "skipganomaly";
@@ -30,11 +32,11 @@ struct TrainingState {
 // Writes `model` (weights, batch-norm statistics) and `metadata` (merged into the
 // "__metadata__" map, each value serialised as a JSON string), plus optimiser moments when
 // `training` is given. Atomic: temporary file, flush, rename.
-void save(const std::string& path, const SkipGanomaly& model, const nlohmann::json& metadata,
+SKIPGANOMALY_API void save(const std::string& path, const SkipGanomaly& model, const nlohmann::json& metadata,
           const TrainingState* training);
 
 // A validated file in memory.
-class Reader {
+class SKIPGANOMALY_API Reader {
 public:
     // Reads and checks structure and checksum; throws IoError / FormatError.
     static Reader open(const std::string& path);
@@ -70,6 +72,6 @@ private:
 };
 
 // CRC-32 (zlib) of `bytes`.
-std::uint32_t crc32(const char* bytes, std::size_t size);
+SKIPGANOMALY_API std::uint32_t crc32(const char* bytes, std::size_t size);
 
 }  // namespace sga::model_file

@@ -16,15 +16,15 @@ enum class Device {
 };
 
 // Never returns Device::Auto.
-Device resolve_device(Device requested);
+SKIPGANOMALY_API Device resolve_device(Device requested);
 
 // True when this build has the CUDA backend and a GPU that can run it is visible.
-bool cuda_device_available();
+SKIPGANOMALY_API bool cuda_device_available();
 // Why cuda_device_available() is false, with CUDA's exact error (for example a driver too
 // old for this build's CUDA runtime); empty when it is true.
-std::string cuda_unavailable_reason();
+SKIPGANOMALY_API std::string cuda_unavailable_reason();
 
-std::string to_string(Device device);
+SKIPGANOMALY_API std::string to_string(Device device);
 
 // Threads used by the CPU kernels (our OpenMP loops and Eigen's matrix products, which run
 // on OpenMP too) for fit() and score() calls made *from the calling thread* afterwards:
@@ -33,8 +33,8 @@ std::string to_string(Device device);
 // that default. It changes nothing on the CUDA backend, and it is not a limit on the total:
 // eight threads each scoring with 4 CPU threads use up to 32. To score from many threads at
 // once, 1 thread per call is usually fastest. Throws InvalidArgument when threads < 0.
-void set_cpu_threads(int threads);
+SKIPGANOMALY_API void set_cpu_threads(int threads);
 // The calling thread's current setting.
-int cpu_threads();
+SKIPGANOMALY_API int cpu_threads();
 
 }  // namespace sga
