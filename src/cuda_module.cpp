@@ -33,6 +33,7 @@ struct LoadResult {
     std::string error;
 };
 
+#if SKIPGANOMALY_WITH_CUDA
 // Constant-initialised: usable from any static initialiser.
 constexpr CudaHostServices host_services{.abi = cuda_module_abi,
                                          .version = SKIPGANOMALY_VERSION_STRING,
@@ -55,6 +56,7 @@ std::string own_folder() {
     const std::size_t slash = path.find_last_of('/');
     return slash == std::string::npos ? std::string() : path.substr(0, slash);
 }
+#endif
 
 LoadResult load() {
 #if !SKIPGANOMALY_WITH_CUDA
