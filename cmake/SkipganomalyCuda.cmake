@@ -1,5 +1,7 @@
 # Decides SKIPGANOMALY_WITH_CUDA from SKIPGANOMALY_CUDA (AUTO|ON|OFF) and
-# provides skipganomaly_add_cuda_sources(target).
+# provides skipganomaly_add_cuda_module(), which adds the CUDA backend as its own shared
+# library, skipganomaly_cuda (libskipganomaly_cuda.so.<version>): the library loads it at run
+# time (src/cuda_module.cpp), so neither the library nor a program using it links CUDA.
 #
 # AUTO turns CUDA on when nvcc and cuDNN are both found. Building the CUDA
 # sources needs no GPU; whether one is present is decided at run time.
@@ -39,12 +41,27 @@ if(SKIPGANOMALY_WITH_CUDA)
 endif()
 message(STATUS "skipganomaly: CUDA backend ${SKIPGANOMALY_WITH_CUDA} (requested ${SKIPGANOMALY_CUDA})")
 
-function(skipganomaly_add_cuda_sources target)
+function(skipganomaly_add_cuda_module)
   file(GLOB cuda_sources CONFIGURE_DEPENDS
     ${PROJECT_SOURCE_DIR}/src/cuda/*.cu ${PROJECT_SOURCE_DIR}/src/cuda/*.cpp)
-  target_sources(${target} PRIVATE ${cuda_sources})
-  target_include_directories(${target} PRIVATE ${SKIPGANOMALY_CUDNN_INCLUDE_DIR})
-  target_link_libraries(${target} PRIVATE CUDA::cudart_static ${SKIPGANOMALY_CUDNN_LIBRARY})
-  set_target_properties(${target} PROPERTIES CUDA_SEPARABLE_COMPILATION OFF)
-  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -Xcompiler=-fopenmp>)
+  add_library(skipganomaly_cuda SHARED ${cuda_sources})
+  # The module does not link the library: the few library functions its sources call are
+  # stand-ins in src/cuda/module.cpp, fed by the library when it loads the module, and
+  # --no-undefined keeps it that way. The version script (not -fvisibility, which would hide
+  # sga::cuda::* too) exports the entry point, and sga::cuda::* for the CUDA tests and
+  # benchmarks, which link the module directly; everything else stays local.
+  target_include_directories(skipganomaly_cuda PRIVATE
+    ${PROJECT_SOURCE_DIR}/include ${PROJECT_BINARY_DIR}/include ${PROJECT_SOURCE_DIR}/src
+    ${SKIPGANOMALY_CUDNN_INCLUDE_DIR})
+  target_link_libraries(skipganomaly_cuda PRIVATE CUDA::cudart_static ${SKIPGANOMALY_CUDNN_LIBRARY})
+  set(version_script ${PROJECT_SOURCE_DIR}/src/cuda/module.map)
+  target_link_options(skipganomaly_cuda PRIVATE
+    -Wl,--no-undefined -Wl,--version-script=${version_script})
+  # Both sides must come from the same build (src/cuda/module.hpp), so the file name carries
+  # the whole version.
+  set_target_properties(skipganomaly_cuda PROPERTIES
+    CUDA_SEPARABLE_COMPILATION OFF
+    VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION}
+    LINK_DEPENDS ${version_script})
+  target_compile_options(skipganomaly_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr>)
 endfunction()

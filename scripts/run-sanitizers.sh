@@ -16,7 +16,7 @@
 #
 # Environment: BUILD_DIR (default build-asan / build-tsan), JOBS (build parallelism, default
 # nproc), CTEST_ARGS (extra ctest arguments, e.g. "-R images" to run fewer tests).
-# CUDA, benchmarks and examples are off. install_consumer is skipped: it builds a separate
+# CUDA, benchmarks and examples are off. The install_consumer tests are skipped: they build a separate
 # project against the installed library without the sanitizer's link flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ case "$mode" in
     export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:check_initialization_order=1}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
     targets=()  # everything
-    ctest_select=(-E '^install_consumer$')
+    ctest_select=(-E '^install_consumer(_shared)?$')
     ;;
   tsan)
     flags="-fsanitize=thread -g"

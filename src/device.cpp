@@ -10,26 +10,18 @@
 
 #include "skipganomaly/context.hpp"
 #include "skipganomaly/error.hpp"
-#if SKIPGANOMALY_WITH_CUDA
-#include "cuda/runtime.hpp"
-#endif
+#include "cuda/module.hpp"
 
 namespace sga {
 
 bool cuda_device_available() {
-#if SKIPGANOMALY_WITH_CUDA
-    return cuda::device_available();
-#else
-    return false;
-#endif
+    const detail::CudaModule* cuda = detail::cuda_module();
+    return cuda && cuda->device_status().available;
 }
 
 std::string cuda_unavailable_reason() {
-#if SKIPGANOMALY_WITH_CUDA
-    return cuda::device_status().reason;
-#else
-    return "this build of skipganomaly has no CUDA backend";
-#endif
+    const detail::CudaModule* cuda = detail::cuda_module();
+    return cuda ? cuda->device_status().reason : detail::cuda_module_error();
 }
 
 Device resolve_device(Device requested) {
@@ -97,81 +89,59 @@ CpuThreadLease::~CpuThreadLease() {
     leased_threads.fetch_sub(taken_, std::memory_order_relaxed);
 }
 
+// A CudaState exists only when the module is loaded.
 void CudaStateDeleter::operator()(CudaState* state) const noexcept {
-#if SKIPGANOMALY_WITH_CUDA
-    cuda::destroy_state(state);
-#else
-    (void)state;
-#endif
+    if (state) detail::cuda_module()->destroy_state(state);
 }
 
 void synchronize_cuda_state(const CudaState* state, bool throw_on_error) {
-#if SKIPGANOMALY_WITH_CUDA
     if (!state) return;
+    const detail::CudaModule* cuda = detail::cuda_module();
     if (throw_on_error) {
-        cuda::synchronize(state);
+        cuda->synchronize(state);
         return;
     }
     try {
-        cuda::synchronize(state);
+        cuda->synchronize(state);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "skipganomaly: %s\n", e.what());
     }
-#else
-    (void)state;
-    (void)throw_on_error;
-#endif
 }
 
 Context::Context(Device device, std::uint64_t seed)
     : device_(resolve_device(device)), arena_(device_), random_(seed) {
     if (device_ == Device::Cuda) {
-#if SKIPGANOMALY_WITH_CUDA
-        if (!cuda::device_available())
-            throw DeviceError("a CUDA context was requested but no GPU is usable: " + cuda::device_status().reason);
-        cuda_.reset(cuda::create_state());
+        const detail::CudaModule* cuda = detail::cuda_module();
+        if (!cuda) throw DeviceError("a CUDA context was requested but " + detail::cuda_module_error());
+        if (!cuda->device_status().available)
+            throw DeviceError("a CUDA context was requested but no GPU is usable: " + cuda->device_status().reason);
+        cuda_.reset(cuda->create_state());
         arena_.set_stream_owner(cuda_.get());
-#else
-        throw DeviceError("a CUDA context was requested but this build of skipganomaly has no CUDA backend");
-#endif
     }
 }
 
 Context::~Context() = default;
 
 void Context::synchronize() const {
-#if SKIPGANOMALY_WITH_CUDA
-    if (cuda_) cuda::synchronize(cuda_.get());
-#endif
+    if (cuda_) detail::cuda_module()->synchronize(cuda_.get());
 }
 
 void Context::set_cuda_workspace_limit(std::size_t bytes) {
-#if SKIPGANOMALY_WITH_CUDA
-    if (cuda_) cuda::set_workspace_limit(*cuda_, bytes);
-#else
-    (void)bytes;
-#endif
+    if (cuda_) detail::cuda_module()->set_workspace_limit(*cuda_, bytes);
 }
 
 std::size_t Context::cuda_workspace_limit() const {
-#if SKIPGANOMALY_WITH_CUDA
-    if (cuda_) return cuda::workspace_limit(*cuda_);
-#endif
-    return 0;
+    return cuda_ ? detail::cuda_module()->workspace_limit(*cuda_) : 0;
 }
 
 void copy_bytes(Context& ctx, void* destination, Device destination_device, const void* source, Device source_device,
                 std::size_t bytes) {
     if (bytes == 0) return;
-#if SKIPGANOMALY_WITH_CUDA
     if (ctx.cuda() && (destination_device == Device::Cuda || source_device == Device::Cuda)) {
-        cuda::copy(*ctx.cuda(), destination, destination_device == Device::Cuda, source, source_device == Device::Cuda,
-                   bytes);
+        detail::cuda_module()->copy_on_stream(*ctx.cuda(), destination, destination_device == Device::Cuda, source,
+                                              source_device == Device::Cuda, bytes);
         return;
     }
-#else
-    (void)ctx;
-#endif
     // A CPU context, or host to host: nothing of ctx's is involved.
     copy_bytes(destination, destination_device, source, source_device, bytes);
 }

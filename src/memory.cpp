@@ -7,20 +7,12 @@
 #include <string>
 
 #include "skipganomaly/error.hpp"
-#if SKIPGANOMALY_WITH_CUDA
-#include "cuda/runtime.hpp"
-#endif
+#include "cuda/module.hpp"
 
 namespace sga {
 namespace {
 std::atomic<std::uint64_t> successful_allocations{0};
 constexpr std::size_t alignment = 64;
-
-#if !SKIPGANOMALY_WITH_CUDA
-[[noreturn]] void no_cuda(const char* what) {
-    throw DeviceError(std::string(what) + ": this build of skipganomaly has no CUDA backend");
-}
-#endif
 }  // namespace
 
 void* allocate(Device device, std::size_t bytes) {
@@ -32,12 +24,8 @@ void* allocate(Device device, std::size_t bytes) {
             if (!pointer) throw DeviceError("out of host memory allocating " + std::to_string(bytes) + " bytes");
             break;
         case Device::Cuda:
-#if SKIPGANOMALY_WITH_CUDA
-            pointer = cuda::allocate(size);
+            pointer = detail::require_cuda_module("allocate").allocate(size);
             break;
-#else
-            no_cuda("allocate");
-#endif
         case Device::Auto:
             throw InvalidArgument("allocate: resolve Device::Auto first");
     }
@@ -51,9 +39,8 @@ void deallocate(Device device, void* pointer) noexcept {
         std::free(pointer);
         return;
     }
-#if SKIPGANOMALY_WITH_CUDA
-    if (device == Device::Cuda) cuda::deallocate(pointer);
-#endif
+    // CUDA memory exists only when the module is loaded.
+    if (device == Device::Cuda) detail::cuda_module()->deallocate(pointer);
 }
 
 void copy_bytes(void* destination, Device destination_device, const void* source, Device source_device,
@@ -63,11 +50,8 @@ void copy_bytes(void* destination, Device destination_device, const void* source
         std::memcpy(destination, source, bytes);
         return;
     }
-#if SKIPGANOMALY_WITH_CUDA
-    cuda::copy(destination, destination_device == Device::Cuda, source, source_device == Device::Cuda, bytes);
-#else
-    no_cuda("copy_bytes");
-#endif
+    detail::require_cuda_module("copy_bytes")
+        .copy(destination, destination_device == Device::Cuda, source, source_device == Device::Cuda, bytes);
 }
 
 std::uint64_t allocation_count() { return successful_allocations.load(std::memory_order_relaxed); }

@@ -14,6 +14,8 @@
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
 
+// Not a public header (not installed), but exported from a shared library all the same
+// (SKIPGANOMALY_API): the tests and bench/replay_steps read and write model files with it.
 namespace sga::model_file {
 
 inline constexpr const char* format_name = "skipganomaly";
@@ -34,16 +36,16 @@ struct TrainingState {
 // learned weights (the two parameter blocks) as IEEE half ("F16", rounded to nearest even);
 // batch-norm statistics and optimiser moments stay F32. Throws InvalidArgument when a weight
 // does not fit in float16 (|w| >= 65520) or when a checkpoint (training) asks for Float16.
-void save(const std::string& path, const SkipGanomaly& model, const nlohmann::json& metadata,
+SKIPGANOMALY_API void save(const std::string& path, const SkipGanomaly& model, const nlohmann::json& metadata,
           const TrainingState* training, WeightStorage storage = WeightStorage::Float32);
 
 // IEEE binary16 <-> float32: round to nearest even (overflow gives infinity, NaN stays NaN);
 // half_to_float is exact.
-std::uint16_t float_to_half(float value);
-float half_to_float(std::uint16_t half);
+SKIPGANOMALY_API std::uint16_t float_to_half(float value);
+SKIPGANOMALY_API float half_to_float(std::uint16_t half);
 
 // A validated file in memory.
-class Reader {
+class SKIPGANOMALY_API Reader {
 public:
     // Reads and checks structure and checksum; throws IoError / FormatError.
     static Reader open(const std::string& path);
@@ -79,6 +81,6 @@ private:
 };
 
 // CRC-32 (zlib) of `bytes`.
-std::uint32_t crc32(const char* bytes, std::size_t size);
+SKIPGANOMALY_API std::uint32_t crc32(const char* bytes, std::size_t size);
 
 }  // namespace sga::model_file

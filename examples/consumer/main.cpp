@@ -21,6 +21,10 @@ int main() {
         options.device = sga::Device::Cpu;
         sga::Detector detector(options);
         std::cout << "detector on " << sga::to_string(detector.device()) << "\n";
+        // The CUDA backend is a module the library loads only when asked (here, to answer):
+        // this program links no CUDA library either way.
+        std::cout << "cuda: " << (sga::cuda_device_available() ? "available" : sga::cuda_unavailable_reason())
+                  << "\n";
 
         // Ten 32x32 grey squares of different brightness.
         std::vector<sga::Image> images;

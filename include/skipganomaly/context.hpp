@@ -2,6 +2,7 @@
 // random stream and (opaque) CUDA state. No mutable globals elsewhere.
 #pragma once
 
+#include "skipganomaly/config.hpp"
 #include <algorithm>
 #include <cstddef>
 #include <memory>
@@ -15,12 +16,12 @@ namespace sga {
 // Stream, cuDNN handle, algorithm cache and workspace of a CUDA context; defined in
 // src/cuda so that public headers never include CUDA headers.
 struct CudaState;
-struct CudaStateDeleter {
+struct SKIPGANOMALY_API CudaStateDeleter {
     void operator()(CudaState* state) const noexcept;
 };
 // Blocks until the work queued on `state`'s stream has finished. throw_on_error false:
 // logs a failure instead of throwing (for destructors). No-op for null.
-void synchronize_cuda_state(const CudaState* state, bool throw_on_error);
+SKIPGANOMALY_API void synchronize_cuda_state(const CudaState* state, bool throw_on_error);
 
 // Bump allocator for temporaries (activations, gradients, kernel scratch). Everything
 // allocated since the last reset() is released together by the next reset(); a Scope
@@ -125,7 +126,7 @@ private:
     const CudaState* stream_owner_ = nullptr;
 };
 
-class Context {
+class SKIPGANOMALY_API Context {
 public:
     // Device::Auto is resolved here (see resolve_device()).
     explicit Context(Device device = Device::Cpu, std::uint64_t seed = 0);
@@ -162,9 +163,9 @@ private:
 // page-locked staging buffer and waits for its own work only, not for every context's (the
 // context-free copy_bytes() runs on the legacy default stream, which waits for all of
 // them). Any side may be on the CPU; device sides must be on ctx's device. Returns once done.
-void copy_bytes(Context& ctx, void* destination, Device destination_device, const void* source, Device source_device,
+SKIPGANOMALY_API void copy_bytes(Context& ctx, void* destination, Device destination_device, const void* source, Device source_device,
                 std::size_t bytes);
 // The values of `source` on the host, copied on ctx's stream.
-std::vector<float> host_values(Context& ctx, TensorView source);
+SKIPGANOMALY_API std::vector<float> host_values(Context& ctx, TensorView source);
 
 }  // namespace sga

@@ -2,6 +2,7 @@
 // anomalib's "Folder" layout, MVTec AD, and MNIST-style IDX files for one-class splits.
 #pragma once
 
+#include "skipganomaly/config.hpp"
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -24,7 +25,7 @@ struct LabeledImage {
 // Every PNG, JPG, JPEG and BMP file directly in dir (extension case-insensitive, not
 // recursive), sorted by file name (byte order). An empty folder gives an empty vector.
 // Throws IoError when dir is not a readable folder, and load_image's errors for a bad file.
-std::vector<Image> load_image_folder(const std::string& dir);
+SKIPGANOMALY_API std::vector<Image> load_image_folder(const std::string& dir);
 
 // anomalib's Folder layout: every image of normal_dir has label 0, every image of
 // abnormal_dir label 1 (abnormal_dir may be empty: no anomalous samples). With mask_dir, each
@@ -32,17 +33,17 @@ std::vector<Image> load_image_folder(const std::string& dir);
 // masks are reduced to one channel (the largest colour channel) and must match the image size.
 // Order: normal images then abnormal ones, each sorted by file name.
 // Throws FormatError when normal_dir has no images, a mask is missing or of the wrong size.
-std::vector<LabeledImage> load_folder_dataset(const std::string& normal_dir,
+SKIPGANOMALY_API std::vector<LabeledImage> load_folder_dataset(const std::string& normal_dir,
                                               const std::string& abnormal_dir,
                                               const std::optional<std::string>& mask_dir = std::nullopt);
 
 // MVTec AD, one category folder: root/train/good. Throws FormatError when it holds no images.
-std::vector<Image> load_mvtec_train(const std::string& root);
+SKIPGANOMALY_API std::vector<Image> load_mvtec_train(const std::string& root);
 
 // MVTec AD test set: every root/test/<defect>/ folder in name order, "good" normal (label 0,
 // no mask), the others anomalous with the mask root/ground_truth/<defect>/<stem>_mask.png.
 // Throws FormatError when a mask is missing or of the wrong size, or there are no images.
-std::vector<LabeledImage> load_mvtec_test(const std::string& root);
+SKIPGANOMALY_API std::vector<LabeledImage> load_mvtec_test(const std::string& root);
 
 // An IDX file of unsigned-byte images (magic 2051), such as MNIST's: count images of
 // rows x cols pixels, (count, rows, cols) row-major.
@@ -57,9 +58,9 @@ struct IdxImages {
 // (magic number, positive dimensions, at most 2^30 bytes of data) before the data is read, and
 // the file must hold exactly the bytes the header declares. Throws IoError when the file
 // cannot be opened or read, FormatError ("expected X, found Y") when it is malformed.
-IdxImages read_idx_images(const std::string& path);
+SKIPGANOMALY_API IdxImages read_idx_images(const std::string& path);
 // IDX unsigned-byte labels (magic 2049): one byte per item.
-std::vector<std::uint8_t> read_idx_labels(const std::string& path);
+SKIPGANOMALY_API std::vector<std::uint8_t> read_idx_labels(const std::string& path);
 
 // A one-class split: train on one class only, test on everything.
 struct OneClassSplit {
@@ -71,7 +72,7 @@ struct OneClassSplit {
 // test holds every test image, label 1 when its digit is not normal_digit (in file order).
 // Throws InvalidArgument when normal_digit is not 0..9, FormatError when image and label
 // counts differ or a label is not a digit, and the IDX readers' errors.
-OneClassSplit mnist_one_class(const std::string& train_images_path,
+SKIPGANOMALY_API OneClassSplit mnist_one_class(const std::string& train_images_path,
                               const std::string& train_labels_path,
                               const std::string& test_images_path,
                               const std::string& test_labels_path, int normal_digit);
@@ -85,6 +86,6 @@ OneClassSplit mnist_one_class(const std::string& train_images_path,
 // Classes: 0 airplane, 1 automobile, 2 bird, 3 cat, 4 deer, 5 dog, 6 frog, 7 horse, 8 ship,
 // 9 truck. Throws InvalidArgument for a class outside 0..9, IoError / FormatError for missing
 // or malformed files.
-OneClassSplit cifar10_one_class(const std::string& dir, int normal_class, std::size_t max_train = 0);
+SKIPGANOMALY_API OneClassSplit cifar10_one_class(const std::string& dir, int normal_class, std::size_t max_train = 0);
 
 }  // namespace sga

@@ -32,6 +32,7 @@
 //   - CPU threads: see set_cpu_threads in device.hpp.
 #pragma once
 
+#include "skipganomaly/config.hpp"
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -64,7 +65,7 @@ enum class WeightStorage {
     Float16,  // IEEE half, rounded to nearest even: half the file size, opt-in
 };
 
-struct DetectorOptions {
+struct SKIPGANOMALY_API DetectorOptions {
     // image_size, channels, ngf, ndf, nz. Their defaults (32, 3, 64, 64, 100: the official
     // code's) live in struct Architecture in networks.hpp.
     Architecture architecture;
@@ -203,7 +204,7 @@ struct CalibrationResult {
     std::size_t normal_images = 0, anomalous_images = 0;
 };
 
-class Detector {
+class SKIPGANOMALY_API Detector {
 public:
     explicit Detector(DetectorOptions options = {});
     ~Detector();

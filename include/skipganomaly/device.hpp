@@ -16,15 +16,15 @@ enum class Device {
 };
 
 // Never returns Device::Auto.
-Device resolve_device(Device requested);
+SKIPGANOMALY_API Device resolve_device(Device requested);
 
 // True when this build has the CUDA backend and a GPU that can run it is visible.
-bool cuda_device_available();
+SKIPGANOMALY_API bool cuda_device_available();
 // Why cuda_device_available() is false, with CUDA's exact error (for example a driver too
 // old for this build's CUDA runtime); empty when it is true.
-std::string cuda_unavailable_reason();
+SKIPGANOMALY_API std::string cuda_unavailable_reason();
 
-std::string to_string(Device device);
+SKIPGANOMALY_API std::string to_string(Device device);
 
 // The process-wide CPU thread budget: the most threads that the CPU kernels (our OpenMP
 // loops and the matrix products) of all calls together may use, whichever application
@@ -39,15 +39,15 @@ std::string to_string(Device device);
 // Results do not depend on how many threads a kernel gets (tests/test_detector checks that
 // scores are bit-identical from 1 thread and from many concurrent callers).
 // Throws InvalidArgument when threads < 0.
-void set_cpu_threads(int threads);
+SKIPGANOMALY_API void set_cpu_threads(int threads);
 // The current budget (never 0).
-int cpu_threads();
+SKIPGANOMALY_API int cpu_threads();
 
 // One lease on the budget, held for the duration of one kernel (kernels.hpp takes it around
 // every CPU kernel): sets the calling thread's OpenMP team size to the threads taken and
 // restores it on destruction. Leases nest: an inner lease on the same thread takes nothing
 // and keeps the outer one's team size. Not copyable; destroy on the thread that made it.
-class CpuThreadLease {
+class SKIPGANOMALY_API CpuThreadLease {
 public:
     CpuThreadLease() noexcept;
     ~CpuThreadLease();

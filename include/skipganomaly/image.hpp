@@ -2,6 +2,7 @@
 // and helpers to resize anomaly maps and draw them over the original image.
 #pragma once
 
+#include "skipganomaly/config.hpp"
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -14,7 +15,7 @@ namespace sga {
 enum class PixelFormat { Gray, Rgb, Rgba, Bgr, Bgra };
 
 // Bytes per pixel of an interleaved 8-bit format (1, 3 or 4).
-int bytes_per_pixel(PixelFormat format);
+SKIPGANOMALY_API int bytes_per_pixel(PixelFormat format);
 
 // A caller's 8-bit interleaved image; the view does not own or copy the pixels.
 // Row y starts at data + y * row_stride_bytes; a row holds width * bytes_per_pixel(format) bytes,
@@ -41,7 +42,7 @@ struct FloatImageView {
 
 // An owned 8-bit image, (H, W, C) interleaved with C = channels in {1, 3, 4}:
 // 1 = grey, 3 = RGB, 4 = RGBA. pixels.size() == width * height * channels.
-struct Image {
+struct SKIPGANOMALY_API Image {
     int width = 0;
     int height = 0;
     int channels = 0;
@@ -65,12 +66,12 @@ inline constexpr std::int64_t max_image_pixels = std::int64_t{1} << 28;
 // image, is truncated or corrupt, declares a size beyond the limits above, or holds too little
 // data for the size it declares (a JPEG with fewer bits than 8 x 8 blocks, a PNG whose
 // compressed data cannot inflate to its pixels, a BMP shorter than its rows).
-Image load_image(const std::string& path);
+SKIPGANOMALY_API Image load_image(const std::string& path);
 
 // Writes image as a PNG. The bytes go to a temporary file in the same folder that is then
 // renamed over path, so a reader never sees a half-written file.
 // Throws InvalidArgument for an inconsistent image, IoError when writing fails.
-void save_png(const std::string& path, const Image& image);
+SKIPGANOMALY_API void save_png(const std::string& path, const Image& image);
 
 // The pre-processing of the reference implementation (torchvision Resize(size) on a PIL image,
 // then ToTensor and Normalize(0.5, 0.5)), reproduced bit for bit on 8-bit input:
@@ -89,7 +90,7 @@ void save_png(const std::string& path, const Image& image);
 // output receives (channels, size, size) floats, channel-major (CHW); channels is 1 or 3.
 // Throws InvalidArgument for a null pointer, non-positive sizes, a stride smaller than a row,
 // sizes whose product overflows, or more than max_image_pixels pixels in or out.
-void preprocess(const ImageView& image, int size, int channels, float* output);
+SKIPGANOMALY_API void preprocess(const ImageView& image, int size, int channels, float* output);
 
 // The same conversion and resize for a caller holding float (channels_in, height, width) CHW
 // data already scaled to [-1, 1]; channels_in is 1, 3 (RGB) or 4 (RGBA, alpha ignored).
@@ -98,17 +99,17 @@ void preprocess(const ImageView& image, int size, int channels, float* output);
 // the same content this differs from preprocess by at most 1.5 levels (3/255) when resizing
 // or converting to grey, and not at all otherwise. Values outside [-1, 1] are passed through.
 // Throws InvalidArgument for NaN or infinite input values and for the errors of preprocess.
-void preprocess_float_chw(const float* chw, int channels_in, int height, int width, int size,
+SKIPGANOMALY_API void preprocess_float_chw(const float* chw, int channels_in, int height, int width, int size,
                           int channels, float* output);
 
 // preprocess_float_chw on a FloatImageView: the same conversion, named fields.
-void preprocess(const FloatImageView& image, int size, int channels, float* output);
+SKIPGANOMALY_API void preprocess(const FloatImageView& image, int size, int channels, float* output);
 
 // Resizes one (height, width) float plane to (out_height, out_width) with the filter of
 // preprocess_float_chw (bilinear, antialiased when shrinking); used to bring anomaly maps
 // back to the original image resolution. Throws InvalidArgument for bad sizes or a
 // non-finite value.
-std::vector<float> resize_plane(const float* plane, int height, int width, int out_height,
+SKIPGANOMALY_API std::vector<float> resize_plane(const float* plane, int height, int width, int out_height,
                                 int out_width);
 
 // An RGB picture of an anomaly map over its image: the original (grey or colour, converted to
@@ -116,7 +117,7 @@ std::vector<float> resize_plane(const float* plane, int height, int width, int o
 // [0, 1] (blue = normal, red = anomalous). map holds original.height * original.width scores,
 // row-major, at the original's resolution (see resize_plane).
 // Throws InvalidArgument when the sizes differ, vmax <= vmin, or a value is not finite.
-Image anomaly_overlay(const ImageView& original, const std::vector<float>& map, float vmin,
+SKIPGANOMALY_API Image anomaly_overlay(const ImageView& original, const std::vector<float>& map, float vmin,
                       float vmax);
 
 }  // namespace sga

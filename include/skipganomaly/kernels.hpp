@@ -1,7 +1,8 @@
 // The kernel line. Everything above it (tensors, autograd, layers, the networks, the
 // optimiser, Detector) is portable C++ calling sga::kernels::*; everything below it is a
-// backend: sga::cpu::* (src/cpu, Eigen) and sga::cuda::* (src/cuda, CUDA + cuDNN).
-// The list itself lives in kernels.def; a backend missing a kernel fails to link.
+// backend: sga::cpu::* (src/cpu, Eigen) and sga::cuda::* (src/cuda, CUDA + cuDNN, built as a
+// module loaded at run time). The list itself lives in kernels.def; a backend missing a kernel
+// fails to link (the CPU library, or the CUDA module with its kernel table).
 #pragma once
 
 #include <cstdint>
@@ -41,28 +42,36 @@ struct AdamHyperparameters {
     float epsilon = 1e-8f;
 };
 
-#define SGA_KERNEL(name, parameters, arguments) void name parameters;
+// The CPU backend, part of the library.
+#define SGA_KERNEL(name, parameters, arguments) SKIPGANOMALY_API void name parameters;
 namespace cpu {
 #include "skipganomaly/kernels.def"
 }
-#if SKIPGANOMALY_WITH_CUDA
+#undef SGA_KERNEL
+// The CUDA backend lives in a separate module (libskipganomaly_cuda.so, src/cuda) that the
+// library loads at run time when a CUDA context is first asked for; programs never link it.
+// These declarations are the module's own (its definitions are checked against them); the
+// dispatcher below reaches them through the module's kernel table.
+#define SGA_KERNEL(name, parameters, arguments) void name parameters;
 namespace cuda {
 #include "skipganomaly/kernels.def"
 }
-#endif
 #undef SGA_KERNEL
+
+namespace detail {
+// One pointer per kernel of the list, filled in by the CUDA module.
+struct CudaKernelTable {
+#define SGA_KERNEL(name, parameters, arguments) void(*name) parameters = nullptr;
+#include "skipganomaly/kernels.def"
+#undef SGA_KERNEL
+};
+// The loaded CUDA module's kernels. Throws DeviceError when no module is loaded (then no
+// CUDA context can exist either, so a dispatch never gets here without one).
+SKIPGANOMALY_API const CudaKernelTable& cuda_kernels();
+}  // namespace detail
 
 // The one place that branches on the device.
 namespace kernels {
-#if SKIPGANOMALY_WITH_CUDA
-#define SGA_CUDA_BRANCH(name, arguments) \
-    case Device::Cuda:                   \
-        return ::sga::cuda::name arguments;
-#else
-#define SGA_CUDA_BRANCH(name, arguments) \
-    case Device::Cuda:                   \
-        throw DeviceError(std::string(#name) + ": this build of skipganomaly has no CUDA backend");
-#endif
 #define SGA_KERNEL(name, parameters, arguments)                                  \
     inline void name parameters {                                                \
         Arena::Scope scratch(ctx.arena());                                       \
@@ -71,7 +80,8 @@ namespace kernels {
                 CpuThreadLease threads;                                          \
                 return ::sga::cpu::name arguments;                               \
             }                                                                    \
-                SGA_CUDA_BRANCH(name, arguments)                                 \
+            case Device::Cuda:                                                   \
+                return ::sga::detail::cuda_kernels().name arguments;             \
             case Device::Auto:                                                   \
                 break;                                                           \
         }                                                                        \
@@ -79,7 +89,6 @@ namespace kernels {
     }
 #include "skipganomaly/kernels.def"
 #undef SGA_KERNEL
-#undef SGA_CUDA_BRANCH
 }  // namespace kernels
 
 }  // namespace sga

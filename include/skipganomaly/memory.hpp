@@ -10,13 +10,13 @@
 namespace sga {
 
 // Returns memory aligned to at least 64 bytes. Throws DeviceError on failure.
-void* allocate(Device device, std::size_t bytes);
-void deallocate(Device device, void* pointer) noexcept;
+SKIPGANOMALY_API void* allocate(Device device, std::size_t bytes);
+SKIPGANOMALY_API void deallocate(Device device, void* pointer) noexcept;
 // Copies between any two devices; blocks until the copy is done.
-void copy_bytes(void* destination, Device destination_device, const void* source,
+SKIPGANOMALY_API void copy_bytes(void* destination, Device destination_device, const void* source,
                 Device source_device, std::size_t bytes);
 
 // Number of successful allocate() calls since the process started, on all devices.
-std::uint64_t allocation_count();
+SKIPGANOMALY_API std::uint64_t allocation_count();
 
 }  // namespace sga

@@ -5,6 +5,7 @@
 // label other than 0/1 or only one class, or a NaN score. Infinite scores are ordered as usual.
 #pragma once
 
+#include "skipganomaly/config.hpp"
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -16,11 +17,11 @@ namespace sga {
 // Area under the ROC curve, exact: the Mann-Whitney statistic, the fraction of (anomalous,
 // normal) pairs ranked correctly with half credit for tied scores, which is the trapezoid
 // over tied groups (sklearn.metrics.roc_auc_score).
-double roc_auc(std::span<const float> scores, std::span<const int> labels);
+SKIPGANOMALY_API double roc_auc(std::span<const float> scores, std::span<const int> labels);
 
 // Average precision, sklearn.metrics.average_precision_score: sum over the distinct score
 // thresholds t (descending) of (R(t) - R(previous t)) * P(t), no interpolation.
-double average_precision(std::span<const float> scores, std::span<const int> labels);
+SKIPGANOMALY_API double average_precision(std::span<const float> scores, std::span<const int> labels);
 
 // The best F1 over all thresholds; score >= threshold counts as anomalous. The threshold is
 // one of the scores; among thresholds of equal F1 (compared exactly) the lowest is returned,
@@ -29,7 +30,7 @@ struct F1Max {
     double f1 = 0.0;
     float threshold = 0.0f;
 };
-F1Max f1_max(std::span<const float> scores, std::span<const int> labels);
+SKIPGANOMALY_API F1Max f1_max(std::span<const float> scores, std::span<const int> labels);
 
 // The default threshold rule: an estimate of the `level` quantile (0 < level <= 1) of the
 // distribution that `normal_scores` (held-out normal images, not trained on) were drawn
@@ -57,7 +58,7 @@ F1Max f1_max(std::span<const float> scores, std::span<const int> labels);
 // the scores do not vary, returns the smallest float above them, so none is flagged. Scores
 // <= 0 (never produced by the detector) use the exponential tail alone.
 // Throws InvalidArgument for no scores, a non-finite score, or a level outside (0, 1].
-double threshold_from_normal_scores(std::span<const float> normal_scores, double level);
+SKIPGANOMALY_API double threshold_from_normal_scores(std::span<const float> normal_scores, double level);
 
 // ROC points for every distinct score, thresholds descending; point i counts score >=
 // thresholds[i] as anomalous. The first point is (0, 0) at threshold +infinity, the last (1, 1).
@@ -67,22 +68,22 @@ struct RocCurve {
     std::vector<double> tpr;
     std::vector<float> thresholds;
 };
-RocCurve roc_curve(std::span<const float> scores, std::span<const int> labels);
+SKIPGANOMALY_API RocCurve roc_curve(std::span<const float> scores, std::span<const int> labels);
 
 // Pixel-level ROC AUC: every pixel of every map pooled, mask value > 0 = anomalous pixel.
 // maps[i] and masks[i] must have the same length (the same resolution).
-double pixel_roc_auc(const std::vector<std::vector<float>>& maps,
+SKIPGANOMALY_API double pixel_roc_auc(const std::vector<std::vector<float>>& maps,
                      const std::vector<std::vector<std::uint8_t>>& masks);
 
 // A size x size RGB plot of a ROC curve: white background, black axes, the chance diagonal in
 // grey, the curve in blue. No text. Throws InvalidArgument for size < 32 or a malformed curve.
-Image plot_roc_curve(const RocCurve& curve, int size);
+SKIPGANOMALY_API Image plot_roc_curve(const RocCurve& curve, int size);
 
 // A width x height RGB histogram of two score sets over their common range: normal scores in
 // blue, anomalous in red, blended where they overlap; bars are scaled to the fullest bin of
 // either set. No text. Either set may be empty, not both. Throws InvalidArgument for
 // width or height < 32, no scores, or a non-finite score.
-Image plot_score_histogram(std::span<const float> normal_scores,
+SKIPGANOMALY_API Image plot_score_histogram(std::span<const float> normal_scores,
                            std::span<const float> anomalous_scores, int width, int height);
 
 }  // namespace sga
