@@ -91,7 +91,7 @@ TEST_CASE("skip gating: masks, draws and refusals", "[recipe]") {
     CHECK_NOTHROW((SkipGating{4, 0.0f}.validate(arch)));
 }
 
-TEST_CASE("a closed skip changes the reconstruction; none closed is the official generator", "[recipe]") {
+TEST_CASE("a closed skip changes the reconstruction, and none closed is the official generator", "[recipe]") {
     TinyModel m;
     const Tensor x = batch_tensor(4, 21);
     const std::vector<float> official = generator_output(m, x, 0);
@@ -228,7 +228,7 @@ TEST_CASE("recomputed batch-norm statistics are the exact mean over the batches"
     CHECK(only_a != only_b);
 }
 
-TEST_CASE("the stopping rule keeps the epoch chosen on normal images; a recipe round-trips through a file", "[recipe][detector]") {
+TEST_CASE("the stopping rule keeps the epoch chosen on normal images, and a recipe round-trips through a file", "[recipe][detector]") {
     DetectorOptions o = sga::testing::tiny_detector_options();
     o.recipe = Recipe::robust();  // and every other piece, so the file carries them all
     o.recipe.stopping = StoppingRule::BestSyntheticAnomalies;
@@ -270,7 +270,7 @@ TEST_CASE("the stopping rule keeps the epoch chosen on normal images; a recipe r
     }
 }
 
-TEST_CASE("a stopping rule without held-out images is refused; unknown recipes are named", "[recipe][errors]") {
+TEST_CASE("a stopping rule without held-out images is refused, and unknown recipes are named", "[recipe][errors]") {
     DetectorOptions o = sga::testing::tiny_detector_options();
     o.recipe = Recipe::robust();
     o.recipe.stopping = StoppingRule::BestSyntheticAnomalies;
