@@ -137,17 +137,6 @@ double test_auroc(const SkipGanomaly& model, const std::vector<float>& samples, 
     return roc_auc(scores, labels);
 }
 
-nlohmann::json recipe_settings(const Recipe& r) {
-    return {{"name", r.name},
-            {"gated_skips", r.skip_gating.gated_skips},
-            {"training_open_probability", r.skip_gating.training_open_probability},
-            {"restoration", corruption_name(r.restoration.corruption)},
-            {"restoration_grid", r.restoration.grid},
-            {"restoration_gray", r.restoration.gray},
-            {"recompute_batch_norm", r.recompute_batch_norm},
-            {"stopping", stopping_rule_name(r.stopping)}};
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -227,7 +216,7 @@ int main(int argc, char** argv) try {
                            {"training_images", report.training_images},
                            {"validation_images", report.validation_images},
                            {"epochs", report.epochs_completed},
-                           {"recipe", recipe_settings(args.recipe)},
+                           {"recipe", nlohmann::json::parse(recipe_to_json(args.recipe))},
                            {"bottleneck_channels", args.bottleneck_channels},
                            {"kept_epoch", report.kept_epoch},
                            {"auroc_eval_mode", final_eval},

@@ -112,26 +112,49 @@ const char* scoring_mode_name(ScoringMode mode) {
     return mode == ScoringMode::RunningStatistics ? "running_statistics" : "official_batch_statistics";
 }
 
-// Every tensor that defines where training stands, copied so that a diverged or
-// cancelled run can return to the end of its last completed epoch.
-struct TrainingSnapshot {
+// Copies of a fixed list of device tensors, taken and put back as a whole.
+struct TensorCopies {
     std::vector<Tensor> tensors;
-    std::int64_t generator_passes = 0, discriminator_passes = 0, generator_steps = 0, discriminator_steps = 0;
-    std::uint64_t random_offset = 0;
 
-    static std::vector<TensorView> views(SkipGanomaly& m) {
-        return {m.generator.parameters.values(), m.generator.parameters.first_moments(),
-                m.generator.parameters.second_moments(), m.generator.statistics.values(),
-                m.discriminator.parameters.values(), m.discriminator.parameters.first_moments(),
-                m.discriminator.parameters.second_moments(), m.discriminator.statistics.values()};
-    }
-    void capture(SkipGanomaly& m, const RandomStream& random) {
-        const std::vector<TensorView> sources = views(m);
+    void capture(const std::vector<TensorView>& sources) {
         if (tensors.empty())
             for (TensorView v : sources) tensors.emplace_back(v.shape(), v.device());
         for (std::size_t i = 0; i < sources.size(); ++i)
             copy_bytes(tensors[i].data(), tensors[i].device(), sources[i].data(), sources[i].device(),
                        static_cast<std::size_t>(sources[i].numel()) * sizeof(float));
+    }
+    void restore(const std::vector<TensorView>& targets) const {
+        for (std::size_t i = 0; i < targets.size(); ++i)
+            copy_bytes(targets[i].data(), targets[i].device(), tensors[i].data(), tensors[i].device(),
+                       static_cast<std::size_t>(targets[i].numel()) * sizeof(float));
+    }
+};
+
+// The weights and batch-norm statistics of both networks: what the stopping rule keeps of
+// its best epoch (the optimiser state is not needed to score).
+std::vector<TensorView> weight_views(SkipGanomaly& m) {
+    return {m.generator.parameters.values(), m.generator.statistics.values(), m.discriminator.parameters.values(),
+            m.discriminator.statistics.values()};
+}
+
+// Every tensor that defines where training stands (weights, statistics, Adam moments) and
+// the counters beside them, so that a diverged or cancelled run can return to the end of
+// its last completed epoch.
+struct TrainingSnapshot {
+    TensorCopies copies;
+    std::int64_t generator_passes = 0, discriminator_passes = 0, generator_steps = 0, discriminator_steps = 0;
+    std::uint64_t random_offset = 0;
+
+    static std::vector<TensorView> views(SkipGanomaly& m) {
+        std::vector<TensorView> all = weight_views(m);
+        for (ParameterBlock* block : {&m.generator.parameters, &m.discriminator.parameters}) {
+            all.push_back(block->first_moments());
+            all.push_back(block->second_moments());
+        }
+        return all;
+    }
+    void capture(SkipGanomaly& m, const RandomStream& random) {
+        copies.capture(views(m));
         generator_passes = m.generator.training_passes;
         discriminator_passes = m.discriminator.training_passes;
         generator_steps = m.generator_optimizer.steps();
@@ -139,10 +162,7 @@ struct TrainingSnapshot {
         random_offset = random.offset();
     }
     void restore(SkipGanomaly& m, RandomStream& random) const {
-        const std::vector<TensorView> targets = views(m);
-        for (std::size_t i = 0; i < targets.size(); ++i)
-            copy_bytes(targets[i].data(), targets[i].device(), tensors[i].data(), tensors[i].device(),
-                       static_cast<std::size_t>(targets[i].numel()) * sizeof(float));
+        copies.restore(views(m));
         m.generator.training_passes = generator_passes;
         m.discriminator.training_passes = discriminator_passes;
         m.generator_optimizer.set_steps(generator_steps);
@@ -151,32 +171,7 @@ struct TrainingSnapshot {
     }
 };
 
-// The weights and batch-norm statistics of both networks: what the stopping rule keeps of
-// its best epoch (the optimiser state is not needed to score).
-struct WeightsSnapshot {
-    std::vector<Tensor> tensors;
-
-    static std::vector<TensorView> views(SkipGanomaly& m) {
-        return {m.generator.parameters.values(), m.generator.statistics.values(), m.discriminator.parameters.values(),
-                m.discriminator.statistics.values()};
-    }
-    void capture(SkipGanomaly& m) {
-        const std::vector<TensorView> sources = views(m);
-        if (tensors.empty())
-            for (TensorView v : sources) tensors.emplace_back(v.shape(), v.device());
-        for (std::size_t i = 0; i < sources.size(); ++i)
-            copy_bytes(tensors[i].data(), tensors[i].device(), sources[i].data(), sources[i].device(),
-                       static_cast<std::size_t>(sources[i].numel()) * sizeof(float));
-    }
-    void restore(SkipGanomaly& m) const {
-        const std::vector<TensorView> targets = views(m);
-        for (std::size_t i = 0; i < targets.size(); ++i)
-            copy_bytes(targets[i].data(), targets[i].device(), tensors[i].data(), tensors[i].device(),
-                       static_cast<std::size_t>(targets[i].numel()) * sizeof(float));
-    }
-};
-
-nlohmann::json recipe_json(const Recipe& r) {
+nlohmann::json recipe_settings(const Recipe& r) {
     return {{"name", r.name},
             {"gated_skips", r.skip_gating.gated_skips},
             {"training_open_probability", r.skip_gating.training_open_probability},
@@ -207,6 +202,8 @@ Recipe recipe_from_json(const nlohmann::json& j) {
 }
 
 }  // namespace
+
+std::string recipe_to_json(const Recipe& recipe) { return recipe_settings(recipe).dump(); }
 
 void DetectorOptions::validate() const {
     architecture.validate();
@@ -476,7 +473,7 @@ struct Detector::Impl {
                 {"validation_statistics", statistics_json(statistics)},
                 {"pixel_statistics", pixel_statistics_json(pixel_statistics)},
                 {"score_weights", {{"reconstruction", 0.9}, {"latent", 0.1}}},
-                {"recipe", recipe_json(o.recipe)},
+                {"recipe", recipe_settings(o.recipe)},
                 {"kept_epoch", kept_epoch},
                 {"scoring_mode", scoring_mode_name(o.scoring_mode)},
                 {"preprocessing",
@@ -606,7 +603,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         synthetic_samples = make_cutpaste_anomalies(validation_samples, static_cast<std::int64_t>(validation.size()),
                                                     a.channels, a.image_size, synthetic_random);
     }
-    WeightsSnapshot best_weights;
+    TensorCopies best_weights;  // weight_views of the best epoch so far
     double best_synthetic_auroc = -1;
 
     FitReport report;
@@ -693,7 +690,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
             summary.synthetic_auroc = separation_auroc(validation_samples, synthetic_samples, validation.size());
             if (summary.synthetic_auroc > best_synthetic_auroc) {
                 best_synthetic_auroc = summary.synthetic_auroc;
-                best_weights.capture(*model);
+                best_weights.capture(weight_views(*model));
                 report.kept_epoch = epoch + 1;
             }
         } else {
@@ -714,7 +711,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     }
 
     if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies && !best_weights.tensors.empty())
-        best_weights.restore(*model);  // with the statistics recomputed for that epoch
+        best_weights.restore(weight_views(*model));  // with the statistics recomputed for that epoch
     else if (options.recipe.recompute_batch_norm && report.epochs_completed > 0)
         recompute_batch_norm(tape, batch_tensor, samples, training);
     kept_epoch = report.kept_epoch;

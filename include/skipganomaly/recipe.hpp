@@ -94,4 +94,8 @@ inline const char* stopping_rule_name(StoppingRule rule) {
     return rule == StoppingRule::FinalEpoch ? "final_epoch" : "best_synthetic_anomalies";
 }
 
+// The recipe's name and every setting, as a JSON object: what a model file records
+// (docs/model-format.md) and what evaluation results carry.
+SKIPGANOMALY_API std::string recipe_to_json(const Recipe& recipe);
+
 }  // namespace sga

@@ -216,18 +216,30 @@ private:
         const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
         Var x = tape.constant(images);
         Var x_hat = generator.forward(tape, tape.constant(generator_input), mode, scoring_closed_skips);
-        Var f_real = discriminator.forward(tape, x, mode).features;
-        Var f_fake = discriminator.forward(tape, x_hat, mode).features;
+        TensorView f_real, f_fake;
+        if (mode == BatchNormMode::RunningStatistics) {
+            // With running statistics an image's features do not depend on its batch: one
+            // discriminator pass over [x; x_hat] (2N images) instead of two passes over N.
+            TensorView both = tape.allocate({2 * n, s[1], s[2], s[3]});
+            const std::size_t bytes = static_cast<std::size_t>(n * sample) * sizeof(float);
+            copy_bytes(ctx, both.data(), both.device(), x.value().data(), x.value().device(), bytes);
+            copy_bytes(ctx, both.data() + n * sample, both.device(), x_hat.value().data(), x_hat.value().device(), bytes);
+            const TensorView features = discriminator.forward(tape, tape.constant(both), mode).features.value();
+            f_real = features.slice_batch(0, n);
+            f_fake = features.slice_batch(n, n);
+        } else {  // batch statistics: each half must be normalised over itself, as the official code does
+            f_real = discriminator.forward(tape, x, mode).features.value();
+            f_fake = discriminator.forward(tape, x_hat, mode).features.value();
+        }
         TensorView per_sample = tape.allocate({2, n});
         kernels::per_sample_mse(ctx, n, sample, x.value().data(), x_hat.value().data(), per_sample.data());
-        kernels::per_sample_mse(ctx, n, f_real.value().numel() / n, f_real.value().data(), f_fake.value().data(),
-                                per_sample.data() + n);
-        const std::vector<float> parts = Tensor::host_values(per_sample);
+        kernels::per_sample_mse(ctx, n, f_real.numel() / n, f_real.data(), f_fake.data(), per_sample.data() + n);
+        const std::vector<float> parts = host_values(ctx, per_sample);
         BatchScores out;
         out.reconstruction.assign(parts.begin(), parts.begin() + n);
         out.latent.assign(parts.begin() + n, parts.end());
         if (with_error_maps) {
-            const std::vector<float> input = Tensor::host_values(x.value()), output = Tensor::host_values(x_hat.value());
+            const std::vector<float> input = host_values(ctx, x.value()), output = host_values(ctx, x_hat.value());
             const std::int64_t channels = s[1], plane = s[2] * s[3];
             out.error_maps.assign(static_cast<std::size_t>(n * plane), 0.0f);
             for (std::int64_t i = 0; i < n; ++i)
