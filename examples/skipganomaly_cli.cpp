@@ -458,8 +458,8 @@ options (every default shown):
                                score statistics and the threshold (default 0.1; at least one
                                image when > 0).
                                0 holds out nothing: the statistics and threshold are then
-                               in-sample (the training images' own scores, too low), and the
-                               robust recipe is refused
+                               in-sample (the training images' own scores, too low); every
+                               recipe keeps its last epoch, so both train
   --threshold-quantile X       the threshold estimates this quantile of normal scores from the
                                held-out ones (default 0.99; robust below 1000 held-out images,
                                see threshold_from_normal_scores in metrics.hpp)

@@ -171,6 +171,39 @@ struct TrainingSnapshot {
     }
 };
 
+// fit()'s images, preprocessed on demand instead of all at once: holding the whole set as
+// float32 would cost 4x the 8-bit images themselves (2 GB for 10,000 RGB images at 128 px).
+// Preprocessing is deterministic, so each use gets the same floats.
+class SampleSource {
+public:
+    SampleSource(std::span<const ImageView> images, int size, int channels)
+        : images_(images), size_(size), channels_(channels),
+          sample_(static_cast<std::size_t>(channels) * static_cast<std::size_t>(size) * static_cast<std::size_t>(size)) {
+        // Every image once, up front: a bad one is refused before training starts.
+        std::vector<float> scratch(sample_);
+        for (std::size_t i = 0; i < images.size(); ++i) {
+            try {
+                copy(i, scratch.data());
+            } catch (const InvalidArgument& e) {
+                throw InvalidArgument("image " + std::to_string(i) + ": " + e.what());
+            }
+        }
+    }
+    std::size_t sample_floats() const { return sample_; }
+    void copy(std::size_t index, float* out) const { preprocess(images_[index], size_, channels_, out); }
+    // The samples of `indices`, in that order, side by side.
+    std::vector<float> gather(const std::vector<std::size_t>& indices) const {
+        std::vector<float> out(indices.size() * sample_);
+        for (std::size_t i = 0; i < indices.size(); ++i) copy(indices[i], out.data() + i * sample_);
+        return out;
+    }
+
+private:
+    std::span<const ImageView> images_;
+    int size_, channels_;
+    std::size_t sample_;
+};
+
 nlohmann::json recipe_settings(const Recipe& r) {
     return {{"name", r.name},
             {"gated_skips", r.skip_gating.gated_skips},
@@ -499,14 +532,13 @@ struct Detector::Impl {
     }
 
     // Precise batch norm over the training images (full batches, in `training` order).
-    void recompute_batch_norm(Tape& tape, Tensor& batch_tensor, const std::vector<float>& samples,
+    void recompute_batch_norm(Tape& tape, Tensor& batch_tensor, const SampleSource& samples,
                               const std::vector<std::size_t>& training) {
         const std::size_t sample = static_cast<std::size_t>(sample_floats()), batch = static_cast<std::size_t>(options.batch_size);
         std::vector<float> staging(batch * sample);
         model->recompute_batch_norm_statistics(*context, tape, static_cast<int>(training.size() / batch), [&](int k) {
             for (std::size_t j = 0; j < batch; ++j)
-                std::copy_n(samples.data() + training[static_cast<std::size_t>(k) * batch + j] * sample, sample,
-                            staging.data() + j * sample);
+                samples.copy(training[static_cast<std::size_t>(k) * batch + j], staging.data() + j * sample);
             copy_bytes(*context, batch_tensor.data(), batch_tensor.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
             return batch_tensor.view();
         });
@@ -536,8 +568,8 @@ struct Detector::Impl {
 FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallbacks& callbacks) {
     const Clock::time_point start = Clock::now();
     SGA_CHECK_ARGUMENT(!images.empty(), "fit: the training set is empty");
-    const std::vector<float> samples = preprocess_all(images);
-    const std::size_t sample = static_cast<std::size_t>(sample_floats());
+    const SampleSource samples(images, options.architecture.image_size, options.architecture.channels);
+    const std::size_t sample = samples.sample_floats();
 
     // One stream fixes initialisation, the split, every shuffle and re-initialisation.
     RandomStream random(options.seed);
@@ -595,9 +627,8 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
 
     // The stopping rule's yardstick: held-out normal images against CutPaste anomalies made
     // from them, drawn once from a stream of their own so training's stream is untouched.
-    std::vector<float> validation_samples(validation.size() * sample), synthetic_samples;
-    for (std::size_t i = 0; i < validation.size(); ++i)
-        std::copy_n(samples.data() + validation[i] * sample, sample, validation_samples.data() + i * sample);
+    const std::vector<float> validation_samples = samples.gather(validation);
+    std::vector<float> synthetic_samples;
     if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies) {
         RandomStream synthetic_random(options.seed ^ 0x5c7e11a5eedULL);
         synthetic_samples = make_cutpaste_anomalies(validation_samples, static_cast<std::int64_t>(validation.size()),
@@ -625,7 +656,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         summary.epoch = epoch + 1;
         for (std::size_t b = 0; b < batches; ++b) {
             for (std::size_t j = 0; j < batch; ++j)
-                std::copy_n(samples.data() + epoch_order[b * batch + j] * sample, sample, staging.data() + j * sample);
+                samples.copy(epoch_order[b * batch + j], staging.data() + j * sample);
             copy_bytes(ctx, batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
             std::optional<TensorView> generator_input;
             if (restoration.enabled()) {
@@ -719,9 +750,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     // Score statistics on the held-out normal images (the training images when none are
     // held out), and the default threshold from them.
     const std::vector<std::size_t>& reference = validation.empty() ? training : validation;
-    std::vector<float> reference_samples(reference.size() * sample);
-    for (std::size_t i = 0; i < reference.size(); ++i)
-        std::copy_n(samples.data() + reference[i] * sample, sample, reference_samples.data() + i * sample);
+    const std::vector<float> reference_samples = validation.empty() ? samples.gather(training) : validation_samples;
     const BatchScores parts = score_samples(reference_samples, reference.size(), false);
     std::vector<float> scores(reference.size());
     for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
