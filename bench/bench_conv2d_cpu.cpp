@@ -12,6 +12,11 @@
 // The counter FLOP is 2 * multiply-adds of the dense convolution (taps over padding included,
 // the usual convention) per second of wall time; every direction costs the same FLOPs.
 //
+// The .../scoring4/... entries time the forward directions of the deep layers at batch 4: one
+// image scored with the default recipe's four rotation views. With at most 16 output positions
+// in the batch they take the skinny kernels (conv2d.cpp), which are bound by reading the weight
+// once; their counter weight_bytes is the weight's size per second.
+//
 // Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2 (results, method and why under
 // `chrt -f` on a shared machine: docs/benchmarks-conv-cpu.md).
 #include <benchmark/benchmark.h>
@@ -148,6 +153,9 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
     }
     state.counters["FLOP"] = benchmark::Counter(2.0 * g.multiply_adds() * static_cast<double>(state.iterations()),
                                                 benchmark::Counter::kIsRate);
+    state.counters["weight_bytes"] =
+        benchmark::Counter(static_cast<double>(g.weight_size()) * sizeof(float) * static_cast<double>(state.iterations()),
+                           benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
 }
 
 void run_eigen_gemm(benchmark::State& state) {
@@ -219,6 +227,21 @@ void register_benchmarks() {
         for (const Layer& layer : transposed_layers())
             configure(benchmark::RegisterBenchmark((d.name + layer.name).c_str(), run_primitive, d.primitive,
                                                    layer.geometry, d.beta));
+    // Scoring one image (four views): the layers whose batch has at most 16 output positions.
+    for (const Layer& layer : convolution_layers()) {
+        ConvGeometry g = layer.geometry;
+        g.batch = 4;
+        if (g.out_height * g.out_width <= 4)
+            configure(benchmark::RegisterBenchmark(("BM_Conv2dForward_Cpu/scoring4/" + layer.name).c_str(), run_primitive,
+                                                   Primitive::forward, g, 0.0f));
+    }
+    for (const Layer& layer : transposed_layers()) {
+        ConvGeometry g = layer.geometry;
+        g.batch = 4;
+        if (g.out_height * g.out_width <= 4)
+            configure(benchmark::RegisterBenchmark(("BM_ConvTranspose2dForward_Cpu/scoring4/" + layer.name).c_str(),
+                                                   run_primitive, Primitive::backward_data, g, 0.0f));
+    }
     const std::string bias_shape = "G.decoder5_bias_64x3x32x32";
     configure(
         benchmark::RegisterBenchmark(("BM_AddChannelBiasForward_Cpu/" + bias_shape).c_str(), run_channel_bias, false));
