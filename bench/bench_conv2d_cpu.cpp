@@ -13,9 +13,9 @@
 // the usual convention) per second of wall time; every direction costs the same FLOPs.
 //
 // The .../scoring4/... entries time the forward directions of the deep layers at batch 4: one
-// image scored with the default recipe's four rotation views. With at most 16 output positions
-// in the batch they take the skinny kernels (conv2d.cpp), which are bound by reading the weight
-// once; their counter weight_bytes is the weight's size per second.
+// image scored with the default recipe's four rotation views. The 2x2 -> 1x1 layers and their
+// mirror take the skinny kernels there (conv2d.cpp); the counter weight_bytes is the weight's
+// size per second, the bound of a layer that reads its weight once.
 //
 // Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2 (results, method and why under
 // `chrt -f` on a shared machine: docs/benchmarks-conv-cpu.md).

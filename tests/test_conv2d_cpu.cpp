@@ -78,15 +78,17 @@ std::vector<ConvGeometry> test_geometries() {
         make_geometry(6, 5, 16, 16, 9, 4, 4, 2, 1),  // 16x16 -> 8x8, k4 s2 p1
         make_geometry(5, 3, 12, 10, 4, 3, 3, 1, 0),  // 12x10 -> 10x8
         make_geometry(7, 6, 13, 11, 5, 4, 4, 2, 1),  // odd 13x11 -> 6x5 is P = 30: batched
-        // At most 16 output positions in the whole batch take the skinny kernels (several of
-        // the small geometries above do too); these reach their register blocks' tails and
-        // the rows they specialise for, and the same layers with more rows reach the GEMMs.
+        // At most 16 output positions in the whole batch and dropped taps take the skinny
+        // kernels (so do the 2x2 -> 1x1 and classifier geometries above); these reach their
+        // register blocks' tails and the rows they specialise for, and the same layers with
+        // more rows, or every tap active, reach the GEMMs.
         make_geometry(2, 70, 2, 2, 37, 4, 4, 2, 1),   // 2 rows, 4 of 16 taps, 37 = 9 x 4 + 1 channels
-        make_geometry(4, 33, 4, 4, 70, 4, 4, 2, 1),   // 16 rows: 4 images of 2x2
-        make_geometry(3, 21, 3, 3, 6, 3, 3, 2, 1),    // 12 rows: no specialisation
-        make_geometry(8, 9, 4, 4, 5, 4, 4, 1, 0),     // input is the columns, 8 rows
-        make_geometry(20, 13, 2, 2, 9, 4, 4, 2, 1),   // 2x2 -> 1x1 at 20 images: the GEMM path
-        make_geometry(17, 10, 4, 4, 7, 4, 4, 1, 0),   // input is the columns at 17 images: the GEMM path
+        make_geometry(16, 33, 2, 2, 70, 4, 4, 2, 1),  // 16 rows, 4 of 16 taps
+        make_geometry(3, 21, 3, 3, 6, 4, 4, 2, 1),    // 3x3 -> 1x1 k4 s2 p1: 9 of 16 taps, 3 rows (no specialisation)
+        make_geometry(8, 9, 2, 2, 5, 4, 4, 2, 1),     // 8 rows, 4 of 16 taps
+        make_geometry(4, 33, 4, 4, 70, 4, 4, 2, 1),   // 16 rows, every tap active: the GEMMs
+        make_geometry(20, 13, 2, 2, 9, 4, 4, 2, 1),   // 2x2 -> 1x1 at 20 images: the GEMMs
+        make_geometry(17, 10, 4, 4, 7, 4, 4, 1, 0),   // input is the columns at 17 images
     };
 }
 

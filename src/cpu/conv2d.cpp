@@ -25,14 +25,18 @@
 //   (N, Cout, P) and (Cout, N * P) of the output or grad_output, a copy of that tensor,
 //   skipped where the layouts already agree (one image; or P = 1, where (N, Cout) row-major
 //   is the result itself).
-// - Skinny, when the whole batch has at most 16 output positions (rows) and so the weight
-//   dwarfs everything else: the deep layers when scoring one image (four with a rotation
-//   restoration's views). There Eigen's GEMM packs the whole weight on every call, after
-//   gemm_weight has compacted it: in a perf profile of batch-1 scoring at isize 32 (one
-//   thread) compaction took 27% of the samples and packing 31%, multiplying 11%. The skinny
-//   kernels read each active weight element once, straight from the caller's array, and keep
-//   every row of the product in registers (skinny_forward, skinny_backward_data). Each result
-//   is summed in one fixed order by one thread: identical at any thread count.
+// - Skinny, when the whole batch has at most 16 output positions (rows) and the layer drops
+//   kernel taps that only read padding: the 2x2 -> 1x1 convolution and its transposed mirror,
+//   whose weights are the model's largest, when scoring one image (four with a rotation
+//   restoration's views). There gemm_weight compacts the active quarter of the weight and
+//   Eigen's GEMM then packs it, on every call: in a perf profile of batch-1 scoring at isize
+//   32 (one thread) compaction took 27% of the samples and packing 31%, multiplying 11%. The
+//   skinny kernels read each weight row once, in place, and keep the few rows of the product
+//   in registers (skinny_forward, skinny_backward_data): 1.5-1.7x faster on those layers at
+//   batch 4 (bench_conv2d_cpu .../scoring4/...). With every tap active, Eigen's GEMM was as
+//   fast or faster even at 4-16 rows (its packing is one pass over a weight it then reuses),
+//   so those layers stay on it. Each skinny result is summed in one fixed order by one
+//   thread: identical at any thread count.
 // Further choices:
 // - Kernel taps that only ever read zero padding are dropped from the GEMM (the 2x2 -> 1x1
 //   layers with k4 p1 use 4 of 16 taps; the 1x1 classifier with k3 p1 uses 1 of 9). That cuts
@@ -136,7 +140,7 @@ struct Plan {
     bool full_window = false;       // every tap is active: the weight is used in place
     bool input_is_columns = false;  // P = 1 and the window is the whole unpadded input
     bool per_image = false;         // one single-threaded GEMM per image (see the top)
-    bool skinny = false;            // batch * P <= skinny_max_rows: the skinny kernels (see the top)
+    bool skinny = false;            // few rows and dropped taps: the skinny kernels (see the top)
     Index spatial = 0;              // P = OH * OW
     Index images_per_chunk = 1;     // batched path only
 };
@@ -171,7 +175,7 @@ Plan make_plan(const ConvGeometry& g) {
         plan.spatial == 1 && g.padding == 0 && g.kernel_height == g.in_height && g.kernel_width == g.in_width;
     plan.per_image = !plan.input_is_columns && plan.spatial >= per_image_min_positions &&
                      g.batch >= 2 * Index{omp_get_max_threads()};
-    plan.skinny = !plan.per_image && g.batch * plan.spatial <= skinny_max_rows;
+    plan.skinny = !plan.per_image && !plan.full_window && g.batch * plan.spatial <= skinny_max_rows;
     const Index per_image = std::max<Index>(1, plan.spatial * plan.depth);
     plan.images_per_chunk = std::clamp<Index>(max_column_floats / per_image, 1, std::max<Index>(1, g.batch));
     return plan;
