@@ -570,8 +570,15 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     Context& ctx = *context;
     model->generator_optimizer.set_steps(0);
     model->discriminator_optimizer.set_steps(0);
+    // Gradients and Adam's moments live for this fit only: a trained detector scores without
+    // them (three copies of the weights less), and the next fit starts them from zero.
+    model->allocate_training_buffers(ctx);
     model->generator.parameters.zero_moments(ctx);
     model->discriminator.parameters.zero_moments(ctx);
+    struct ReleaseTrainingBuffers {
+        SkipGanomaly& model;
+        ~ReleaseTrainingBuffers() { model.release_training_buffers(); }
+    } release_training_buffers{*model};
     model->initialize(ctx, random);
 
     // Validation split: a seeded shuffle, the first images held out.
@@ -744,7 +751,8 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     // Score statistics on the held-out normal images (the training images when none are
     // held out), and the default threshold from them.
     const std::vector<std::size_t>& reference = validation.empty() ? training : validation;
-    const std::vector<float> reference_samples = validation.empty() ? samples.gather(training) : validation_samples;
+    const std::vector<float> training_samples = validation.empty() ? samples.gather(training) : std::vector<float>{};
+    const std::vector<float>& reference_samples = validation.empty() ? training_samples : validation_samples;
     const BatchScores parts = score_samples(reference_samples, reference.size(), false);
     std::vector<float> scores(reference.size());
     for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);

@@ -504,13 +504,17 @@ void Reader::load_into(SkipGanomaly& model) const {
     };
     model.generator.training_passes = passes("netg.", model.generator.statistics);
     model.discriminator.training_passes = passes("netd.", model.discriminator.statistics);
+    // The optimiser's moments matter only to a fit that resumes (which allocates them first);
+    // loading a checkpoint to score leaves them out.
     if (training) {
+        model.generator_optimizer.set_steps(training->generator_adam_steps);
+        model.discriminator_optimizer.set_steps(training->discriminator_adam_steps);
+    }
+    if (training && model.has_training_buffers()) {
         copy_flat("training.netg.exp_avg", model.generator.parameters.first_moments());
         copy_flat("training.netg.exp_avg_sq", model.generator.parameters.second_moments());
         copy_flat("training.netd.exp_avg", model.discriminator.parameters.first_moments());
         copy_flat("training.netd.exp_avg_sq", model.discriminator.parameters.second_moments());
-        model.generator_optimizer.set_steps(training->generator_adam_steps);
-        model.discriminator_optimizer.set_steps(training->discriminator_adam_steps);
     }
     // A finite-looking file can still carry NaN weights; refuse them rather than score with them.
     for (ParameterBlock* block : {&model.generator.parameters, &model.discriminator.parameters,

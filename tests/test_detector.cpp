@@ -12,6 +12,7 @@
 #include "model_file.hpp"
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
+#include "reference.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -225,6 +226,45 @@ TEST_CASE("save and load round-trip the model exactly", "[detector][io]") {
         ++files;
     }
     CHECK(files == 1);
+}
+
+TEST_CASE("gradients and optimiser moments exist only while fit runs", "[detector][memory]") {
+    // A detector that only scores holds its weights once, not four times.
+    const Detector& trained = trained_detector();
+    CHECK_FALSE(trained.model().has_training_buffers());
+    TempDir dir;
+    const std::string path = (dir.path / "model.safetensors").string();
+    trained.save(path);
+    CHECK_FALSE(Detector::load(path, Device::Cpu).model().has_training_buffers());
+
+    // A second fit allocates them again, from zero: it repeats the first exactly.
+    Detector twice(tiny_options());
+    twice.fit(training_set());
+    twice.fit(training_set());
+    const std::vector<Image> probe = blob_images(4, 61);
+    CHECK(scores_of(twice, probe) == scores_of(trained, probe));
+
+    // Underneath: a training forward without them is refused; train_step allocates them.
+    Context ctx(Device::Cpu);
+    const DetectorOptions o = tiny_options();
+    SkipGanomaly model(o.architecture, o.adam, o.loss_weights);
+    model.materialize(ctx);
+    CHECK_FALSE(model.has_training_buffers());
+    const int size = o.architecture.image_size, channels = o.architecture.channels;
+    const Tensor x = Tensor::from_host(Shape{2, channels, size, size},
+                                       sga::testing::random_vector(static_cast<std::size_t>(2 * channels * size * size), 7));
+    Tape tape(ctx);
+    CHECK_THROWS_AS(model.generator.forward(tape, tape.constant(x.view()), BatchNormMode::Training), InvalidArgument);
+    {
+        NoGradGuard no_grad(tape);
+        CHECK_NOTHROW(model.generator.forward(tape, tape.constant(x.view()), BatchNormMode::RunningStatistics));
+    }
+    sga::RandomStream random(3);
+    model.initialize(ctx, random);
+    model.train_step(ctx, tape, x.view(), random);
+    CHECK(model.has_training_buffers());
+    model.release_training_buffers();
+    CHECK_FALSE(model.has_training_buffers());
 }
 
 TEST_CASE("a float16 model file loads through Detector and scores close to the float file", "[detector][io][float16]") {

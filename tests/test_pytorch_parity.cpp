@@ -489,6 +489,7 @@ void require_statistics(const Fixture& f, const std::string& prefix, const sga::
 TEST_CASE("the tiny networks in train mode match PyTorch, running statistics included", "[parity][model]") {
     const Fixture& f = model_fixture();
     TinyModel m(f);
+    m.model.allocate_training_buffers(m.ctx);  // a training forward records gradients into them
     const Tensor x = f.tensor("x_forward");
     const Var input = m.tape.constant(x.view());
     const Var out = m.model.generator.forward(m.tape, input, sga::BatchNormMode::Training);

@@ -154,7 +154,17 @@ inline float item(Var v) {
 // ---- ops --------------------------------------------------------------------------------
 namespace ops {
 
+// What the caller of an elementwise op promises about its input. Dead: nothing reads the
+// input after the op. Then, while the tape records no gradient (backward would need the
+// input), the op writes its result over the input instead of taking new memory, so an
+// inference pass keeps one buffer per layer instead of one per op.
+enum class Input { Kept, Dead };
+
 namespace detail {
+inline TensorView elementwise_output(Var input, Input after) {
+    Tape& tape = *input.tape;
+    return after == Input::Dead && !tape.grad_enabled() ? input.value() : tape.allocate(input.shape());
+}
 inline void require_rank4(Var v, const char* op) {
     SGA_CHECK_ARGUMENT(v.shape().rank() == 4, std::string(op) + ": expected an (N, C, H, W) tensor, found " + v.shape().str());
 }
@@ -250,7 +260,9 @@ struct BatchNormState {
 // Batch norm 2-D. With batch statistics (training) the running statistics in `state`, when
 // given, are updated in place; otherwise the running statistics normalise and no gradient
 // is recorded (inference).
-inline Var batch_norm(Var input, Var weight, Var bias, const BatchNormState& state, bool use_batch_statistics) {
+// With running statistics the op is elementwise, so `after` may let it work in place.
+inline Var batch_norm(Var input, Var weight, Var bias, const BatchNormState& state, bool use_batch_statistics,
+                      Input after = Input::Kept) {
     detail::require_rank4(input, "batch_norm");
     const Shape x = input.shape();
     const std::int64_t n = x[0], c = x[1], spatial = x[2] * x[3];
@@ -260,9 +272,9 @@ inline Var batch_norm(Var input, Var weight, Var bias, const BatchNormState& sta
                        "batch_norm: parameters do not match the " + std::to_string(c) + " input channels");
     Tape& tape = *input.tape;
     Context& ctx = tape.context();
-    TensorView out = tape.allocate(x);
     if (!use_batch_statistics) {
         SGA_CHECK_ARGUMENT(has_running, "batch_norm: inference needs running statistics");
+        const TensorView out = detail::elementwise_output(input, after);
         kernels::batch_norm_forward_inference(ctx, n, c, spatial, input.value().data(), weight.value().data(),
                                               bias.value().data(), state.running_mean.data(),
                                               state.running_var.data(), state.epsilon, out.data());
@@ -270,6 +282,7 @@ inline Var batch_norm(Var input, Var weight, Var bias, const BatchNormState& sta
         return tape.constant(out);
     }
     SGA_CHECK_ARGUMENT(n * spatial > 1, "batch_norm: batch statistics need more than one value per channel, found input " + x.str());
+    const TensorView out = tape.allocate(x);
     TensorView saved_mean = tape.allocate({c});
     TensorView saved_inv_std = tape.allocate({c});
     kernels::batch_norm_forward_training(ctx, n, c, spatial, input.value().data(), weight.value().data(),
@@ -288,9 +301,9 @@ inline Var batch_norm(Var input, Var weight, Var bias, const BatchNormState& sta
                        });
 }
 
-inline Var leaky_relu(Var input, float negative_slope) {
+inline Var leaky_relu(Var input, float negative_slope, Input after = Input::Kept) {
     Tape& tape = *input.tape;
-    TensorView out = tape.allocate(input.shape());
+    const TensorView out = detail::elementwise_output(input, after);
     kernels::leaky_relu_forward(tape.context(), out.numel(), input.value().data(), out.data(), negative_slope);
     return tape.record(out, {input}, [input, negative_slope](Tape& t, int self) {
         kernels::leaky_relu_backward(t.context(), input.value().numel(), input.value().data(), t.grad(self).data(),
@@ -298,11 +311,11 @@ inline Var leaky_relu(Var input, float negative_slope) {
     });
 }
 
-inline Var relu(Var input) { return leaky_relu(input, 0.0f); }
+inline Var relu(Var input, Input after = Input::Kept) { return leaky_relu(input, 0.0f, after); }
 
-inline Var tanh(Var input) {
+inline Var tanh(Var input, Input after = Input::Kept) {
     Tape& tape = *input.tape;
-    TensorView out = tape.allocate(input.shape());
+    const TensorView out = detail::elementwise_output(input, after);
     kernels::tanh_forward(tape.context(), out.numel(), input.value().data(), out.data());
     return tape.record(out, {input}, [input, out](Tape& t, int self) {
         kernels::tanh_backward(t.context(), out.numel(), out.data(), t.grad(self).data(), t.grad(input).data());

@@ -25,9 +25,10 @@ SKIPGANOMALY_API void synchronize_cuda_state(const CudaState* state, bool throw_
 
 // Bump allocator for temporaries (activations, gradients, kernel scratch). Everything
 // allocated since the last reset() is released together by the next reset(); a Scope
-// releases what was allocated inside it (kernel scratch) as soon as it closes. When a cycle
-// overflows the block, reset() replaces the chunks by one block as large as the cycle's
-// peak, so from the second identical cycle on the arena allocates nothing.
+// releases what was allocated inside it (kernel scratch, the activations of a scoring pass)
+// as soon as it closes. When a cycle outgrows the block, reset() replaces the chunks by one
+// block as large as the cycle's peak, so from the second identical cycle on the arena
+// allocates nothing.
 class Arena {
 public:
     explicit Arena(Device device) : device_(device) {}
@@ -63,11 +64,13 @@ public:
     // releasing them waits for the context's stream first. (Reusing the kept block needs no
     // wait: later work is queued on the same stream, behind it.)
     void reset() {
-        if (chunks_.size() > 1) {
-            const std::size_t needed = peak_bytes_;
+        // Inside one block allocations form a stack, so a block of the peak's size holds the
+        // next identical cycle.
+        const bool fits = chunks_.size() == 1 && chunks_.back().bytes >= peak_bytes_;
+        if (!fits && peak_bytes_ > 0) {
             synchronize_cuda_state(stream_owner_, true);
             release_all();
-            chunks_.push_back(Chunk{allocate(device_, needed), needed, 0});
+            chunks_.push_back(Chunk{allocate(device_, peak_bytes_), peak_bytes_, 0});
         }
         if (!chunks_.empty()) chunks_.back().used = 0;
         live_bytes_ = peak_bytes_ = 0;
@@ -82,9 +85,14 @@ public:
             : arena_(arena), chunks_(arena.chunks_.size()),
               used_(arena.chunks_.empty() ? 0 : arena.chunks_.back().used), live_(arena.live_bytes_) {}
         ~Scope() {
-            // After growth inside the scope the old chunk is no longer last: keep everything
-            // (the peak then over-estimates, which only makes the merged block larger).
-            if (arena_.chunks_.size() != chunks_) return;
+            // Chunks added inside the scope hold only what dies with it: free them (after
+            // the stream that may still use them), so the memory is back for what follows.
+            if (arena_.chunks_.size() > chunks_) {
+                synchronize_cuda_state(arena_.stream_owner_, false);
+                for (std::size_t i = chunks_; i < arena_.chunks_.size(); ++i)
+                    deallocate(arena_.device_, arena_.chunks_[i].data);
+                arena_.chunks_.resize(chunks_);
+            }
             if (!arena_.chunks_.empty()) arena_.chunks_.back().used = used_;
             arena_.live_bytes_ = live_;
         }

@@ -73,14 +73,14 @@ struct BatchNorm2d {
         return layer;
     }
     Var operator()(Tape& tape, const ParameterBlock& params, const ParameterBlock& statistics, Var input,
-                   BatchNormMode mode) const {
+                   BatchNormMode mode, ops::Input after = ops::Input::Kept) const {
         ops::BatchNormState state{{}, {}, momentum, epsilon};
         if (mode != BatchNormMode::BatchStatistics) {
             state.running_mean = statistics.value(running_mean);
             state.running_var = statistics.value(running_var);
         }
         return ops::batch_norm(input, params.bind(tape, weight), params.bind(tape, bias), state,
-                               mode != BatchNormMode::RunningStatistics);
+                               mode != BatchNormMode::RunningStatistics, after);
     }
 };
 

@@ -82,8 +82,10 @@ inline void initialize_dcgan(Context& ctx, RandomStream& random, ParameterBlock&
 // and how often they ran a training forward.
 class Network {
 public:
+    // Values and statistics only: training allocates the training buffers it needs
+    // (SkipGanomaly::allocate_training_buffers).
     void materialize(Context& ctx) {
-        parameters.materialize(ctx);
+        parameters.materialize(ctx, false);
         statistics.materialize(ctx);
     }
     void initialize(Context& ctx, RandomStream& random) {
@@ -174,22 +176,25 @@ private:
         norms_.push_back(BatchNorm2d::declare(parameters, statistics, prefix, channels));
         return static_cast<int>(norms_.size()) - 1;
     }
+    // Every input of a norm or activation below is a fresh op output read by nothing else, so
+    // each may work in place (ops::Input::Dead; only while no gradient is recorded). x, the
+    // level's input, is such an output too: the level above's convolution or norm.
     Var norm(Tape& tape, int index, Var x, BatchNormMode mode) const {
-        return norms_[static_cast<std::size_t>(index)](tape, parameters, statistics, x, mode);
+        return norms_[static_cast<std::size_t>(index)](tape, parameters, statistics, x, mode, ops::Input::Dead);
     }
     Var level_forward(Tape& tape, std::size_t level, Var x, BatchNormMode mode, SkipMask closed_skips) const {
         const Level& l = levels_[level];
         if (level == 0) {
             Var inner = level_forward(tape, 1, l.down(tape, parameters, x), mode, closed_skips);
-            return ops::tanh(l.up(tape, parameters, ops::relu(inner)));
+            return ops::tanh(l.up(tape, parameters, ops::relu(inner, ops::Input::Dead)), ops::Input::Dead);
         }
-        Var activated = ops::leaky_relu(x, 0.2f);
+        Var activated = ops::leaky_relu(x, 0.2f, ops::Input::Dead);
         Var down = l.down(tape, parameters, activated);
         if (l.squeeze.weight >= 0) down = l.expand(tape, parameters, l.squeeze(tape, parameters, down));
         Var inner = level + 1 == levels_.size()
                         ? down
                         : level_forward(tape, level + 1, norm(tape, l.down_norm, down, mode), mode, closed_skips);
-        Var up = norm(tape, l.up_norm, l.up(tape, parameters, ops::relu(inner)), mode);
+        Var up = norm(tape, l.up_norm, l.up(tape, parameters, ops::relu(inner, ops::Input::Dead)), mode);
         const bool closed = (closed_skips >> (level - 1)) & 1u;
         return ops::concat_channels(closed ? ops::full_like(activated, 0.0f) : activated, up);
     }
@@ -232,10 +237,14 @@ public:
         initialize_dcgan(ctx, random, parameters, norms_, nullptr);
     }
 
+    // Norms and activations work in place while no gradient is recorded (their inputs are
+    // fresh convolution or norm outputs; see ops::Input).
     Output forward(Tape& tape, Var x, BatchNormMode mode) const {
-        Var h = ops::leaky_relu(first_(tape, parameters, x), 0.2f);
+        constexpr ops::Input dead = ops::Input::Dead;
+        Var h = ops::leaky_relu(first_(tape, parameters, x), 0.2f, dead);
         for (std::size_t i = 0; i < pyramid_.size(); ++i)
-            h = ops::leaky_relu(norms_[i](tape, parameters, statistics, pyramid_[i](tape, parameters, h), mode), 0.2f);
+            h = ops::leaky_relu(norms_[i](tape, parameters, statistics, pyramid_[i](tape, parameters, h), mode, dead), 0.2f,
+                                dead);
         Var features = final_(tape, parameters, h);
         Var prediction = ops::sigmoid(classifier_(tape, parameters, features));
         return {prediction, features};

@@ -30,17 +30,28 @@ public:
         return static_cast<int>(entries_.size()) - 1;
     }
 
-    // Allocates the block on `device`, zero-filled.
-    void materialize(Context& ctx) {
+    // Allocates the values on ctx's device, zero-filled, and for a trainable block also the
+    // training buffers (gradients and Adam's moments, three more copies of the values) unless
+    // `with_training_buffers` is false: a model that only scores never needs them.
+    void materialize(Context& ctx, bool with_training_buffers = true) {
         values_ = Tensor({size_}, ctx.device());
         kernels::fill(ctx, size_, 0.0f, values_.data());
-        if (trainable_) {
-            grads_ = Tensor({size_}, ctx.device());
-            first_moments_ = Tensor({size_}, ctx.device());
-            second_moments_ = Tensor({size_}, ctx.device());
-            for (Tensor* t : {&grads_, &first_moments_, &second_moments_}) kernels::fill(ctx, size_, 0.0f, t->data());
-        }
+        if (with_training_buffers) allocate_training_buffers(ctx);
     }
+
+    // Gradients and moments, zero-filled; no-op when they exist or the block is not trainable.
+    void allocate_training_buffers(Context& ctx) {
+        if (!trainable_ || has_training_buffers()) return;
+        grads_ = Tensor({size_}, ctx.device());
+        first_moments_ = Tensor({size_}, ctx.device());
+        second_moments_ = Tensor({size_}, ctx.device());
+        for (Tensor* t : {&grads_, &first_moments_, &second_moments_}) kernels::fill(ctx, size_, 0.0f, t->data());
+    }
+    // Frees gradients and moments (the optimiser's state is lost); the values stay.
+    void release_training_buffers() {
+        for (Tensor* t : {&grads_, &first_moments_, &second_moments_}) *t = Tensor();
+    }
+    bool has_training_buffers() const { return grads_.data() != nullptr; }
 
     bool trainable() const { return trainable_; }
     const std::vector<Entry>& entries() const { return entries_; }
@@ -66,9 +77,10 @@ public:
     TensorView first_moments() const { return first_moments_.view(); }
     TensorView second_moments() const { return second_moments_.view(); }
 
-    // A tape leaf for slice `index` whose gradient accumulates into this block.
+    // A tape leaf for slice `index` whose gradient accumulates into this block (a constant
+    // while the tape records no gradients, so scoring needs no training buffers).
     Var bind(Tape& tape, int index) const {
-        if (!trainable_) return tape.constant(value(index));
+        if (!trainable_ || !tape.grad_enabled()) return tape.constant(value(index));
         return tape.parameter(value(index), grad(index));
     }
 
@@ -84,7 +96,9 @@ public:
 private:
     TensorView slice(const Tensor& flat, int index) const {
         const Entry& e = entry(index);
-        SGA_CHECK_ARGUMENT(flat.data() != nullptr, "ParameterBlock used before materialize (or has no such buffer)");
+        SGA_CHECK_ARGUMENT(flat.data() != nullptr,
+                           "ParameterBlock: buffer not allocated (materialize, or allocate_training_buffers for "
+                           "gradients and moments)");
         return {flat.data() + e.offset, e.shape, flat.device()};
     }
 

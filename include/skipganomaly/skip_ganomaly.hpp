@@ -41,10 +41,22 @@ public:
 
     const Architecture& architecture() const { return generator.architecture(); }
 
+    // Weights and statistics: what scoring needs. The training buffers (gradients and Adam's
+    // moments, three more copies of the weights) come with the first train_step, or with
+    // allocate_training_buffers, and go with release_training_buffers.
     void materialize(Context& ctx) {
         generator.materialize(ctx);
         discriminator.materialize(ctx);
     }
+    void allocate_training_buffers(Context& ctx) {
+        generator.parameters.allocate_training_buffers(ctx);
+        discriminator.parameters.allocate_training_buffers(ctx);
+    }
+    void release_training_buffers() {
+        generator.parameters.release_training_buffers();
+        discriminator.parameters.release_training_buffers();
+    }
+    bool has_training_buffers() const { return generator.parameters.has_training_buffers(); }
     // Generator first, then discriminator, from one stream: one seed fixes both.
     void initialize(Context& ctx, RandomStream& random) {
         generator.initialize(ctx, random);
@@ -67,6 +79,7 @@ public:
                           std::optional<TensorView> generator_input = std::nullopt) {
         tape.clear();
         ctx.arena().reset();
+        allocate_training_buffers(ctx);
         StepLosses out;
         Var x = tape.constant(images);
         Var x_hat = generator.forward(tape, generator_input ? tape.constant(*generator_input) : x,
@@ -214,32 +227,37 @@ private:
         NoGradGuard no_grad(tape);
         const Shape& s = images.shape();
         const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
-        Var x = tape.constant(images);
-        Var x_hat = generator.forward(tape, tape.constant(generator_input), mode, scoring_closed_skips);
+        // [x; x_hat] in one buffer: the parts compare its halves, and with running statistics
+        // the discriminator sees it as one batch of 2N.
+        const TensorView both = tape.allocate({2 * n, s[1], s[2], s[3]});
+        const TensorView x = both.slice_batch(0, n), x_hat = both.slice_batch(n, n);
+        const std::size_t bytes = static_cast<std::size_t>(n * sample) * sizeof(float);
+        copy_bytes(ctx, x.data(), x.device(), images.data(), images.device(), bytes);
+        {
+            // The generator's activations die here, so the discriminator reuses their memory.
+            Arena::Scope generator_activations(ctx.arena());
+            const Var g = generator.forward(tape, tape.constant(generator_input), mode, scoring_closed_skips);
+            copy_bytes(ctx, x_hat.data(), x_hat.device(), g.value().data(), g.value().device(), bytes);
+        }
         TensorView f_real, f_fake;
         if (mode == BatchNormMode::RunningStatistics) {
-            // With running statistics an image's features do not depend on its batch: one
-            // discriminator pass over [x; x_hat] (2N images) instead of two passes over N.
-            TensorView both = tape.allocate({2 * n, s[1], s[2], s[3]});
-            const std::size_t bytes = static_cast<std::size_t>(n * sample) * sizeof(float);
-            copy_bytes(ctx, both.data(), both.device(), x.value().data(), x.value().device(), bytes);
-            copy_bytes(ctx, both.data() + n * sample, both.device(), x_hat.value().data(), x_hat.value().device(), bytes);
+            // With running statistics an image's features do not depend on its batch.
             const TensorView features = discriminator.forward(tape, tape.constant(both), mode).features.value();
             f_real = features.slice_batch(0, n);
             f_fake = features.slice_batch(n, n);
         } else {  // batch statistics: each half must be normalised over itself, as the official code does
-            f_real = discriminator.forward(tape, x, mode).features.value();
-            f_fake = discriminator.forward(tape, x_hat, mode).features.value();
+            f_real = discriminator.forward(tape, tape.constant(x), mode).features.value();
+            f_fake = discriminator.forward(tape, tape.constant(x_hat), mode).features.value();
         }
         TensorView per_sample = tape.allocate({2, n});
-        kernels::per_sample_mse(ctx, n, sample, x.value().data(), x_hat.value().data(), per_sample.data());
+        kernels::per_sample_mse(ctx, n, sample, x.data(), x_hat.data(), per_sample.data());
         kernels::per_sample_mse(ctx, n, f_real.numel() / n, f_real.data(), f_fake.data(), per_sample.data() + n);
         const std::vector<float> parts = host_values(ctx, per_sample);
         BatchScores out;
         out.reconstruction.assign(parts.begin(), parts.begin() + n);
         out.latent.assign(parts.begin() + n, parts.end());
         if (with_error_maps) {
-            const std::vector<float> input = host_values(ctx, x.value()), output = host_values(ctx, x_hat.value());
+            const std::vector<float> input = host_values(ctx, x), output = host_values(ctx, x_hat);
             const std::int64_t channels = s[1], plane = s[2] * s[3];
             out.error_maps.assign(static_cast<std::size_t>(n * plane), 0.0f);
             for (std::int64_t i = 0; i < n; ++i)
