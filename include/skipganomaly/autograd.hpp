@@ -3,7 +3,9 @@
 // Ops run their forward kernels eagerly and append a node holding the output and a
 // backward rule written in terms of kernels (so every backend gets autodiff for free).
 // Values and intermediate gradients live in the context's arena: the owner of the tape
-// resets tape and arena together at step boundaries. Parameter gradients live in the
+// resets tape and arena together at step boundaries. A backward pass hands the gradient
+// buffer of each node whose rule has run on to earlier nodes, so only the gradients still
+// to be propagated are live at once. Parameter gradients live in the
 // parameter blocks and accumulate across backward passes until zeroed explicitly.
 #pragma once
 
@@ -61,11 +63,12 @@ public:
         const Node& n = node(v);
         return n.requires_grad && !n.blocked;
     }
-    // The gradient buffer of `v`, allocated from the arena and zeroed on first use.
+    // The gradient buffer of `v`, zeroed on first use: during backward() a buffer that an
+    // earlier node has finished with, otherwise new memory from the arena.
     TensorView grad(Var v) {
         Node& n = node(v);
         if (n.grad.empty()) {
-            n.grad = ctx_.arena().tensor(n.value.shape());
+            n.grad = reuse_or_allocate(n.value.shape());
             kernels::fill(ctx_, n.grad.numel(), 0.0f, n.grad.data());
         }
         return n.grad;
@@ -82,6 +85,7 @@ public:
         SGA_CHECK_ARGUMENT(loss.tape == this, "backward: the loss belongs to another tape");
         SGA_CHECK_ARGUMENT(loss.value().numel() == 1, "backward: the loss must be a scalar, found shape " +
                                                           loss.value().shape().str());
+        finished_grads_.clear();  // after a backward that threw
         for (Node& n : nodes_)
             if (!n.is_parameter) n.grad = {};
         for (Var v : stop_at) node(v).blocked = true;
@@ -89,9 +93,16 @@ public:
             kernels::fill(ctx_, 1, 1.0f, grad(loss).data());
             for (int i = loss.index; i >= 0; --i) {
                 Node& n = nodes_[static_cast<std::size_t>(i)];
-                if (n.rule && !n.grad.empty() && !n.blocked) n.rule(*this, i);
+                if (n.rule && !n.grad.empty() && !n.blocked) {
+                    n.rule(*this, i);
+                    // Every consumer of node i comes later on the tape and has run, and only
+                    // node i's rule reads its gradient: the buffer can serve an earlier node.
+                    finished_grads_.push_back(n.grad);
+                    n.grad = {};
+                }
             }
         }
+        finished_grads_.clear();
         for (Var v : stop_at) node(v).blocked = false;
     }
 
@@ -111,6 +122,18 @@ private:
         BackwardRule rule;
         bool blocked = false;
     };
+    // The smallest finished gradient buffer that holds `shape`, or new arena memory.
+    TensorView reuse_or_allocate(const Shape& shape) {
+        std::size_t best = finished_grads_.size();
+        for (std::size_t k = 0; k < finished_grads_.size(); ++k)
+            if (finished_grads_[k].numel() >= shape.numel() &&
+                (best == finished_grads_.size() || finished_grads_[k].numel() < finished_grads_[best].numel()))
+                best = k;
+        if (best == finished_grads_.size()) return ctx_.arena().tensor(shape);
+        const TensorView reused{finished_grads_[best].data(), shape, finished_grads_[best].device()};
+        finished_grads_.erase(finished_grads_.begin() + static_cast<std::ptrdiff_t>(best));
+        return reused;
+    }
     Var push(Node n) {
         nodes_.push_back(std::move(n));
         return Var{this, static_cast<int>(nodes_.size()) - 1};
@@ -125,6 +148,9 @@ private:
     Context& ctx_;
     std::vector<Node> nodes_;
     bool grad_enabled_ = true;
+    // During backward(): gradient buffers of nodes whose rule has run (arena memory of this
+    // backward pass only, so never stale).
+    std::vector<TensorView> finished_grads_;
 };
 
 inline TensorView Var::value() const { return tape->value(*this); }
