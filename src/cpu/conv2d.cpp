@@ -74,6 +74,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "skipganomaly/kernels.hpp"
 
@@ -641,20 +642,29 @@ void skinny_forward_channels(const ConvGeometry& g, const Plan& plan, const floa
         }
 }
 
+// f(std::integral_constant<Index, R>{}) with R = rows for the row counts the skinny kernels
+// specialise (1, 2, 4, 8, 16), R = 0 (any count, known at run time only) otherwise.
+template <class F>
+void with_fixed_rows(Index rows, F&& f) {
+    switch (rows) {
+        case 1: return f(std::integral_constant<Index, 1>{});
+        case 2: return f(std::integral_constant<Index, 2>{});
+        case 4: return f(std::integral_constant<Index, 4>{});
+        case 8: return f(std::integral_constant<Index, 8>{});
+        case 16: return f(std::integral_constant<Index, 16>{});
+        default: return f(std::integral_constant<Index, 0>{});
+    }
+}
+
 void skinny_forward(const ConvGeometry& g, const Plan& plan, const float* columns, Index rows, const float* weight,
                     const Pitched& out, float beta) {
     const Index blocks = ceil_div(g.out_channels, 4);
 #pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
     for (Index block = 0; block < blocks; ++block) {
         const Index first = block * 4, count = std::min<Index>(4, g.out_channels - first);
-        switch (rows) {
-            case 1: skinny_forward_channels<1>(g, plan, columns, rows, weight, first, count, out, beta); break;
-            case 2: skinny_forward_channels<2>(g, plan, columns, rows, weight, first, count, out, beta); break;
-            case 4: skinny_forward_channels<4>(g, plan, columns, rows, weight, first, count, out, beta); break;
-            case 8: skinny_forward_channels<8>(g, plan, columns, rows, weight, first, count, out, beta); break;
-            case 16: skinny_forward_channels<16>(g, plan, columns, rows, weight, first, count, out, beta); break;
-            default: skinny_forward_channels<0>(g, plan, columns, rows, weight, first, count, out, beta); break;
-        }
+        with_fixed_rows(rows, [&](auto fixed) {
+            skinny_forward_channels<decltype(fixed)::value>(g, plan, columns, rows, weight, first, count, out, beta);
+        });
     }
 }
 
@@ -715,14 +725,11 @@ void skinny_backward_data(Context& ctx, const ConvGeometry& g, const Plan& plan,
         const Index first = std::min(g.in_channels, omp_get_thread_num() * per_thread);
         const Index count = std::min(g.in_channels, first + per_thread) - first;
         float* sums = scratch.for_this_thread();
-        if (count > 0) switch (rows) {
-                case 1: skinny_backward_data_channels<1>(g, plan, gradient, rows, weight, first, count, sums, out, beta); break;
-                case 2: skinny_backward_data_channels<2>(g, plan, gradient, rows, weight, first, count, sums, out, beta); break;
-                case 4: skinny_backward_data_channels<4>(g, plan, gradient, rows, weight, first, count, sums, out, beta); break;
-                case 8: skinny_backward_data_channels<8>(g, plan, gradient, rows, weight, first, count, sums, out, beta); break;
-                case 16: skinny_backward_data_channels<16>(g, plan, gradient, rows, weight, first, count, sums, out, beta); break;
-                default: skinny_backward_data_channels<0>(g, plan, gradient, rows, weight, first, count, sums, out, beta); break;
-            }
+        if (count > 0)
+            with_fixed_rows(rows, [&](auto fixed) {
+                skinny_backward_data_channels<decltype(fixed)::value>(g, plan, gradient, rows, weight, first, count, sums,
+                                                                      out, beta);
+            });
     }
 }
 
