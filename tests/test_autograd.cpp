@@ -19,6 +19,17 @@ std::vector<float> random_values(std::size_t n, std::uint64_t seed, float low = 
     return v;
 }
 
+// A full Skip-GANomaly at isize 32 with 4 features per level: every layer, little compute.
+Architecture small_architecture(int channels) {
+    Architecture arch;
+    arch.image_size = 32;
+    arch.channels = channels;
+    arch.generator_features = 4;
+    arch.discriminator_features = 4;
+    arch.latent_size = 8;
+    return arch;
+}
+
 void upload(TensorView destination, const std::vector<float>& values) {
     REQUIRE(static_cast<std::int64_t>(values.size()) == destination.numel());
     copy_bytes(destination.data(), destination.device(), values.data(), Device::Cpu, values.size() * sizeof(float));
@@ -180,14 +191,8 @@ TEST_CASE("gradients of a composed network match central finite differences", "[
 }
 
 TEST_CASE("a steady-state Skip-GANomaly training step allocates no memory", "[autograd][memory]") {
-    Architecture arch;
-    arch.image_size = 32;
-    arch.channels = 1;
-    arch.generator_features = 4;
-    arch.discriminator_features = 4;
-    arch.latent_size = 8;
     Context ctx(Device::Cpu);
-    SkipGanomaly model(arch, {}, {});
+    SkipGanomaly model(small_architecture(1), {}, {});
     model.materialize(ctx);
     RandomStream random(3);
     model.initialize(ctx, random);
@@ -231,14 +236,8 @@ TEST_CASE("an arena scope frees what was allocated inside it, chunks grown insid
 }
 
 TEST_CASE("inference works in place: the same bits as out of place, in less memory", "[autograd][memory]") {
-    Architecture arch;
-    arch.image_size = 32;
-    arch.channels = 3;
-    arch.generator_features = 4;
-    arch.discriminator_features = 4;
-    arch.latent_size = 8;
     Context ctx(Device::Cpu);
-    SkipGanomaly model(arch, {}, {});
+    SkipGanomaly model(small_architecture(3), {}, {});
     model.materialize(ctx);
     RandomStream random(4);
     model.initialize(ctx, random);
