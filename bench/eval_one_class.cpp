@@ -9,6 +9,11 @@
 //
 //   eval_one_class --dataset mnist --data data/mnist --classes 0,1,2 --out results.json
 //   eval_one_class --dataset cifar10 --data data/cifar10 --max-train 1000 --out cifar.json
+//   --save-models DIR: also save each class's kept model as DIR/class<C>_seed<S>.safetensors.
+//   --dump-data DIR: train nothing; write each class's preprocessed images as raw float32
+//     (N, nc, 32, 32) for analysis scripts (bench/prototype_rotation_head.py):
+//     DIR/<dataset>_class<C>_train.f32, DIR/<dataset>_test.f32 and
+//     DIR/<dataset>_class<C>_test_labels.json (1: anomalous).
 //   --paper-protocol: the paper's MNIST set-up instead, class c anomalous and the other nine
 //   normal (training images of the nine, the same test images with labels flipped).
 #include <nlohmann/json.hpp>
@@ -43,6 +48,8 @@ struct Arguments {
     Recipe recipe = Recipe::robust();
     int bottleneck_channels = 0;
     float validation_fraction = -1;  // -1: 0 for recipes without a stopping rule (the official protocol), else 0.1
+    std::string save_models;         // a folder: each class's kept model is saved there as class<C>_seed<S>.safetensors
+    std::string dump_data;           // a folder: write each class's preprocessed images there instead of training
 };
 
 Arguments parse(int argc, char** argv) {
@@ -78,6 +85,8 @@ Arguments parse(int argc, char** argv) {
         else if (flag == "--no-restoration") a.recipe.restoration.corruption = Corruption::None;
         else if (flag == "--bottleneck") a.bottleneck_channels = std::stoi(value());
         else if (flag == "--validation-fraction") a.validation_fraction = std::stof(value());
+        else if (flag == "--save-models") a.save_models = value();
+        else if (flag == "--dump-data") a.dump_data = value();
         else if (flag == "--classes" || flag == "--digits") {
             a.classes.clear();
             std::stringstream list(value());
@@ -137,6 +146,27 @@ double test_auroc(const SkipGanomaly& model, const std::vector<float>& samples, 
     return roc_auc(scores, labels);
 }
 
+void write_floats(const std::string& path, const std::vector<float>& values) {
+    std::ofstream file(path, std::ios::binary);
+    file.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
+    if (!file) throw IoError("cannot write '" + path + "'");
+}
+
+void dump_data(const Arguments& args, int normal_class, const OneClassSplit& split, const std::vector<float>& test_samples,
+               const std::vector<int>& labels) {
+    const int channels = args.dataset == "cifar10" ? 3 : 1, size = 32;
+    const std::size_t per = static_cast<std::size_t>(channels * size * size);
+    std::vector<float> train(split.train_normal.size() * per);
+    for (std::size_t i = 0; i < split.train_normal.size(); ++i)
+        preprocess(split.train_normal[i].view(), size, channels, train.data() + i * per);
+    const std::string stem = args.dump_data + "/" + args.dataset;
+    write_floats(stem + "_class" + std::to_string(normal_class) + "_train.f32", train);
+    write_floats(stem + "_test.f32", test_samples);
+    std::ofstream(stem + "_class" + std::to_string(normal_class) + "_test_labels.json") << nlohmann::json(labels).dump() << "\n";
+    std::printf("%5d  wrote %zu training and %zu test images to %s\n", normal_class, split.train_normal.size(), labels.size(),
+                args.dump_data.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -154,6 +184,11 @@ int main(int argc, char** argv) try {
         for (std::size_t i = 0; i < split.test.size(); ++i) {
             preprocess(split.test[i].image.view(), size, channels, test_samples.data() + i * per);
             labels.push_back(split.test[i].label);
+        }
+
+        if (!args.dump_data.empty()) {
+            dump_data(args, normal_class, split, test_samples, labels);
+            continue;
         }
 
         DetectorOptions options;
@@ -194,6 +229,9 @@ int main(int argc, char** argv) try {
         const auto start = std::chrono::steady_clock::now();
         const FitReport report = detector.fit(split.train_normal, callbacks);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (!args.save_models.empty())  // for later analysis of the same model (e.g. other scores)
+            detector.save(args.save_models + "/class" + std::to_string(normal_class) + "_seed" + std::to_string(args.seed) +
+                          ".safetensors");
         // The reported figures: the model fit() kept.
         const double final_eval = test_auroc(detector.model(), test_samples, labels, BatchNormMode::RunningStatistics);
         const double final_train_mode =
@@ -229,6 +267,7 @@ int main(int argc, char** argv) try {
                            {"total_seconds", seconds}});
         std::ofstream(args.out) << results.dump(2) << "\n";  // after every class: a partial run keeps its results
     }
+    if (!args.dump_data.empty()) return 0;
     const double count = static_cast<double>(args.classes.size());
     std::printf("mean   AUROC(eval) %.4f  AUROC(train-mode) %.4f over %zu classes (seed %llu, recipe %s)\n", sum_eval / count,
                 sum_train / count, args.classes.size(), static_cast<unsigned long long>(args.seed), args.recipe.name.c_str());
