@@ -137,7 +137,7 @@ double test_auroc(const SkipGanomaly& model, const std::vector<float>& samples, 
         const BatchScores parts = model.score(ctx, tape, input.view().slice_batch(0, count), mode, false);
         for (std::int64_t i = 0; i < count; ++i) {
             const std::size_t at = static_cast<std::size_t>(i);
-            scores.push_back(anomaly_score(parts.reconstruction[at], parts.latent[at]));
+            scores.push_back(model.combined_score(parts, at));
             reconstruction.push_back(parts.reconstruction[at]);
             latent.push_back(parts.latent[at]);
         }

@@ -14,7 +14,9 @@ the converter recorded (0 for models trained here), so that
     convert_official_weights.py --netg DIR/netG.pth --netd DIR/netD.pth --out again.safetensors
 gives again.safetensors bit for bit equal to model.safetensors when that file came from the
 converter (scripts/check_official_round_trip.py tests this). A model trained here converts
-back with the same weights but placeholder metadata (no threshold, no statistics).
+back with the same weights but placeholder metadata (no threshold, no statistics). The
+rotation head of a robust_rotation model (netd.rotation.*) is left out: the official
+discriminator has none, and the official code scores with 0.9 x reconstruction + 0.1 x latent.
 
 Example:
   /usr/bin/python3 scripts/export_official_weights.py model.safetensors weights/
@@ -40,6 +42,8 @@ def export(model_path, folder):
     for network, file_name, epoch_key in (("netg", "netG.pth", "netg_epoch"), ("netd", "netD.pth", "netd_epoch")):
         state = OrderedDict()
         for key, array in model.state_dict(network).items():
+            if key.startswith("rotation."):  # the robust_rotation recipe's head: the official D has none
+                continue
             state[key] = torch.from_numpy(array.copy())
         epoch = source.get(epoch_key)
         path = os.path.join(folder, file_name)

@@ -199,13 +199,20 @@ private:
 };
 
 nlohmann::json recipe_settings(const Recipe& r) {
-    return {{"name", r.name},
-            {"gated_skips", r.skip_gating.gated_skips},
-            {"training_open_probability", r.skip_gating.training_open_probability},
-            {"restoration",
-             {{"corruption", corruption_name(r.restoration.corruption)}, {"gray", r.restoration.gray}, {"grid", r.restoration.grid}}},
-            {"recompute_batch_norm", r.recompute_batch_norm},
-            {"stopping", stopping_rule_name(r.stopping)}};
+    nlohmann::json j{{"name", r.name},
+                     {"gated_skips", r.skip_gating.gated_skips},
+                     {"training_open_probability", r.skip_gating.training_open_probability},
+                     {"restoration",
+                      {{"corruption", corruption_name(r.restoration.corruption)},
+                       {"gray", r.restoration.gray},
+                       {"grid", r.restoration.grid}}},
+                     {"recompute_batch_norm", r.recompute_batch_norm},
+                     {"stopping", stopping_rule_name(r.stopping)}};
+    // Only when on, so that the other recipes' files stay as they were.
+    if (r.rotation_prediction.enabled)
+        j["rotation_prediction"] = {{"loss_weight", r.rotation_prediction.loss_weight},
+                                    {"score_weight", r.rotation_prediction.score_weight}};
+    return j;
 }
 
 Recipe recipe_from_json(const nlohmann::json& j) {
@@ -225,6 +232,11 @@ Recipe recipe_from_json(const nlohmann::json& j) {
     if (stopping == stopping_rule_name(StoppingRule::FinalEpoch)) r.stopping = StoppingRule::FinalEpoch;
     else if (stopping == stopping_rule_name(StoppingRule::BestSyntheticAnomalies)) r.stopping = StoppingRule::BestSyntheticAnomalies;
     else throw FormatError("unknown stopping rule '" + stopping + "'");
+    if (j.contains("rotation_prediction")) {
+        r.rotation_prediction.enabled = true;
+        r.rotation_prediction.loss_weight = j.at("rotation_prediction").at("loss_weight").get<float>();
+        r.rotation_prediction.score_weight = j.at("rotation_prediction").at("score_weight").get<float>();
+    }
     return r;
 }
 
@@ -285,12 +297,15 @@ struct Detector::Impl {
     mutable std::vector<std::unique_ptr<ScoringSlot>> pool;
 
     explicit Impl(DetectorOptions o) : options(std::move(o)) {
+        // The recipe decides whether the discriminator needs its rotation head.
+        options.architecture.rotation_head = options.recipe.rotation_prediction.enabled;
         options.validate();
         context = std::make_unique<Context>(options.device, options.seed);
         model = std::make_unique<SkipGanomaly>(options.architecture, options.adam, options.loss_weights);
         model->reinit_threshold = options.discriminator_reinit_threshold;
         model->scoring_closed_skips = options.recipe.skip_gating.scoring_closed();
         model->restoration = options.recipe.restoration;
+        model->rotation_prediction = options.recipe.rotation_prediction;
         model->materialize(*context);
     }
 
@@ -357,6 +372,7 @@ struct Detector::Impl {
             BatchScores part = model->score(slot->ctx, slot->tape, batch, mode, maps);
             all.reconstruction.insert(all.reconstruction.end(), part.reconstruction.begin(), part.reconstruction.end());
             all.latent.insert(all.latent.end(), part.latent.begin(), part.latent.end());
+            all.rotation.insert(all.rotation.end(), part.rotation.begin(), part.rotation.end());
             all.error_maps.insert(all.error_maps.end(), part.error_maps.begin(), part.error_maps.end());
             if (reconstructions) {
                 // A second generator pass on the same batch in the same mode: SkipGanomaly::score
@@ -387,7 +403,8 @@ struct Detector::Impl {
         ScoreResult r;
         r.reconstruction_error = parts.reconstruction[i];
         r.latent_error = parts.latent[i];
-        r.score = anomaly_score(r.reconstruction_error, r.latent_error);
+        if (!parts.rotation.empty()) r.rotation_error = parts.rotation[i];
+        r.score = model->combined_score(parts, i);
         if (!std::isfinite(r.score))
             throw NumericalError("the model produced a non-finite score; its weights are damaged");
         r.threshold = threshold.load();
@@ -475,7 +492,7 @@ struct Detector::Impl {
     std::vector<float> learn_normal_statistics(const std::vector<float>& normal_samples, std::size_t count) {
         const BatchScores parts = score_samples(normal_samples, count, false);
         std::vector<float> scores(count);
-        for (std::size_t i = 0; i < count; ++i) scores[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
+        for (std::size_t i = 0; i < count; ++i) scores[i] = model->combined_score(parts, i);
         statistics = describe(scores, options.threshold_quantile);
         pixel_statistics = learn_pixel_statistics(normal_samples, count);
         return scores;
@@ -493,6 +510,18 @@ struct Detector::Impl {
     }
 
     nlohmann::json detector_metadata() const {
+        nlohmann::json j = official_detector_metadata();
+        if (model->discriminator.has_rotation_head()) {  // only then, so other files stay as they were
+            const ScoreStandardisation& s = model->score_standardisation;
+            j["score_standardisation"] = {{"official_mean", s.official_mean},
+                                          {"official_std", s.official_std},
+                                          {"rotation_mean", s.rotation_mean},
+                                          {"rotation_std", s.rotation_std}};
+        }
+        return j;
+    }
+
+    nlohmann::json official_detector_metadata() const {
         const DetectorOptions& o = options;
         return {{"trained", trained},
                 {"threshold", threshold.load()},
@@ -544,11 +573,11 @@ struct Detector::Impl {
         std::vector<float> scores;
         std::vector<int> labels;
         for (std::size_t i = 0; i < count; ++i) {
-            scores.push_back(anomaly_score(a.reconstruction[i], a.latent[i]));
+            scores.push_back(model->combined_score(a, i));
             labels.push_back(0);
         }
         for (std::size_t i = 0; i < count; ++i) {
-            scores.push_back(anomaly_score(b.reconstruction[i], b.latent[i]));
+            scores.push_back(model->combined_score(b, i));
             labels.push_back(1);
         }
         for (float v : scores)
@@ -602,7 +631,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         const Architecture& b = options.architecture;
         if (a.image_size != b.image_size || a.channels != b.channels || a.generator_features != b.generator_features ||
             a.discriminator_features != b.discriminator_features || a.latent_size != b.latent_size ||
-            a.bottleneck_channels != b.bottleneck_channels)
+            a.bottleneck_channels != b.bottleneck_channels || a.rotation_head != b.rotation_head)
             throw InvalidArgument("resume_from: the checkpoint's architecture differs from the options'");
         const std::optional<model_file::TrainingState> state = reader.training_state();
         if (!state) throw InvalidArgument("resume_from: '" + options.resume_from + "' is a model, not a checkpoint");
@@ -618,6 +647,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     const Restoration& restoration = options.recipe.restoration;
     Tensor corrupted_tensor;
     std::vector<float> corrupted_staging;
+    std::vector<int> quarter_turns;  // of each generator input: the rotation head's targets
     if (restoration.enabled()) {
         corrupted_tensor = Tensor({options.batch_size, a.channels, a.image_size, a.image_size}, ctx.device());
         corrupted_staging.resize(batch * sample);
@@ -661,7 +691,8 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
             copy_bytes(ctx, batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
             std::optional<TensorView> generator_input;
             if (restoration.enabled()) {
-                restoration.corrupt(staging.data(), corrupted_staging.data(), options.batch_size, a.channels, a.image_size, random);
+                restoration.corrupt(staging.data(), corrupted_staging.data(), options.batch_size, a.channels, a.image_size, random,
+                                    &quarter_turns);
                 copy_bytes(ctx, corrupted_tensor.data(), ctx.device(), corrupted_staging.data(), Device::Cpu,
                            corrupted_staging.size() * sizeof(float));
                 generator_input = corrupted_tensor.view();
@@ -669,7 +700,8 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
             StepLosses losses;
             try {
                 const SkipMask closed = options.recipe.skip_gating.draw_training_closed(random);
-                losses = model->train_step(ctx, tape, batch_tensor.view(), random, closed, generator_input);
+                losses = model->train_step(ctx, tape, batch_tensor.view(), random, closed, generator_input,
+                                           restoration.enabled() ? &quarter_turns : nullptr);
             } catch (const NumericalError& e) {
                 snapshot.restore(*model, random);
                 throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch + 1) + ", batch " +
@@ -754,8 +786,13 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     const std::vector<float> training_samples = validation.empty() ? samples.gather(training) : std::vector<float>{};
     const std::vector<float>& reference_samples = validation.empty() ? training_samples : validation_samples;
     const BatchScores parts = score_samples(reference_samples, reference.size(), false);
+    if (model->discriminator.has_rotation_head()) {  // the scale of the two score parts, from these normal images
+        std::vector<float> official(reference.size());
+        for (std::size_t i = 0; i < official.size(); ++i) official[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
+        model->score_standardisation = ScoreStandardisation::of(official, parts.rotation);
+    }
     std::vector<float> scores(reference.size());
-    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
+    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = model->combined_score(parts, i);
     statistics = describe(scores, options.threshold_quantile);
     threshold = learn_thresholds(reference_samples, scores);
     threshold_source = "validation_quantile";
@@ -829,7 +866,7 @@ CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::sp
     const std::vector<float> anomalous_samples = impl.preprocess_all(anomalous);
     std::vector<float> scores = impl.learn_normal_statistics(normal_samples, normal.size());
     const BatchScores parts = impl.score_samples(anomalous_samples, anomalous.size(), false);
-    for (std::size_t i = 0; i < anomalous.size(); ++i) scores.push_back(anomaly_score(parts.reconstruction[i], parts.latent[i]));
+    for (std::size_t i = 0; i < anomalous.size(); ++i) scores.push_back(impl.model->combined_score(parts, i));
     for (float v : scores)
         if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
     std::vector<int> labels(scores.size(), 0);
@@ -909,6 +946,7 @@ Detector Detector::load(const std::string& path, Device device) {
     const nlohmann::json& d = meta["detector"];
     ScoreStatistics statistics;
     PixelStatistics pixel_statistics;
+    ScoreStandardisation standardisation;
     float threshold = 0;
     std::string threshold_source;
     try {
@@ -937,6 +975,19 @@ Detector Detector::load(const std::string& path, Device device) {
         if (d.contains("pixel_statistics")) pixel_statistics = pixel_statistics_from_json(d.at("pixel_statistics"));
         threshold = d.at("threshold").get<float>();
         threshold_source = d.at("threshold_source").get<std::string>();
+        if (options.recipe.rotation_prediction.enabled) {
+            const nlohmann::json& z = d.at("score_standardisation");
+            standardisation = {z.at("official_mean").get<double>(), z.at("official_std").get<double>(),
+                               z.at("rotation_mean").get<double>(), z.at("rotation_std").get<double>()};
+            for (double v : {standardisation.official_mean, standardisation.official_std, standardisation.rotation_mean,
+                             standardisation.rotation_std})
+                if (!std::isfinite(v)) throw FormatError("the score standardisation is not finite");
+            if (!(standardisation.official_std > 0 && standardisation.rotation_std > 0))
+                throw FormatError("the score standardisation's deviations must be positive");
+        }
+        options.architecture.rotation_head = options.recipe.rotation_prediction.enabled;
+        if (options.architecture.rotation_head != reader.architecture().rotation_head)
+            throw FormatError("the recipe and the architecture disagree on the rotation head");
         options.validate();
     } catch (const nlohmann::json::exception& e) {
         throw FormatError("model file '" + path + "': malformed detector metadata: " + e.what());
@@ -952,6 +1003,7 @@ Detector Detector::load(const std::string& path, Device device) {
     reader.load_into(*detector.impl_->model);
     detector.impl_->statistics = statistics;
     detector.impl_->pixel_statistics = pixel_statistics;
+    detector.impl_->model->score_standardisation = standardisation;
     detector.impl_->threshold = threshold;
     detector.impl_->threshold_source = threshold_source;
     detector.impl_->kept_epoch = d.value("kept_epoch", 0);

@@ -142,6 +142,7 @@ std::string architecture_json(const Architecture& a) {
                    {"latent_size", a.latent_size}};
     // Only when present, so files of the official architecture stay byte for byte as before.
     if (a.bottleneck_channels > 0) j["bottleneck_channels"] = a.bottleneck_channels;
+    if (a.rotation_head) j["rotation_head"] = true;
     return j.dump();
 }
 
@@ -407,6 +408,7 @@ Architecture Reader::architecture() const {
         arch.discriminator_features = a.at("discriminator_features").get<int>();
         arch.latent_size = a.at("latent_size").get<int>();
         arch.bottleneck_channels = a.value("bottleneck_channels", 0);
+        arch.rotation_head = a.value("rotation_head", false);
         arch.validate();
     } catch (const nlohmann::json::exception& e) {
         throw FormatError("model file '" + path_ + "': malformed architecture " + a.dump() + ": " + e.what());

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -333,4 +334,106 @@ TEST_CASE("rotation restoration: views are the greyed quarter turns, training in
             if (std::equal(grey_view.begin(), grey_view.end(), corrupted.begin() + i * plane)) seen.insert(v);
         }
     CHECK(seen.size() == 4);
+}
+
+namespace {
+
+// A grey image with an orientation: brighter towards the bottom, plus noise.
+sga::Image upright_image(unsigned seed) {
+    std::mt19937 rng(seed);
+    sga::Image image{32, 32, 1, std::vector<std::uint8_t>(32 * 32)};
+    for (int y = 0; y < 32; ++y)
+        for (int x = 0; x < 32; ++x)
+            image.pixels[static_cast<std::size_t>(y * 32 + x)] = static_cast<std::uint8_t>(y * 6 + static_cast<int>(rng() % 40));
+    return image;
+}
+
+}  // namespace
+
+TEST_CASE("rotation prediction: the head's loss falls, the score combines the standardised parts, the file round-trips",
+          "[recipe][rotation]") {
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::robust_rotation();
+    o.epochs = 40;  // 160 steps of batch 8
+    std::vector<Image> images;
+    for (unsigned i = 0; i < 48; ++i) images.push_back(upright_image(500 + i));
+    Detector d(o);
+    CHECK(d.options().architecture.rotation_head);
+    CHECK(d.model().discriminator.has_rotation_head());
+    std::vector<float> rotation_losses;
+    FitCallbacks callbacks;
+    callbacks.on_batch = [&](const TrainingProgress& p) { rotation_losses.push_back(p.losses.discriminator_rotation); };
+    d.fit(images, callbacks);
+    REQUIRE(rotation_losses.size() == 160);
+    for (float loss : rotation_losses) REQUIRE(std::isfinite(loss));
+    // A head that knows nothing scores log 2 = 0.69 per output; the turns of a gradient are
+    // easy to tell, so a head that learns them gets below that.
+    float first = 0, last = 0;
+    for (std::size_t i = 0; i < 8; ++i) first += rotation_losses[i] / 8, last += rotation_losses[152 + i] / 8;
+    CHECK(first > 0.68f);
+    CHECK(last < 0.85f * first);
+
+    // The score is the standardised combination of the two parts.
+    const ScoreStandardisation& s = d.model().score_standardisation;
+    CHECK(s.official_std > 0);
+    CHECK(s.rotation_std > 0);
+    const Image upright = upright_image(900), noise = sga::testing::random_image(32, 32, 1, 901);
+    for (const Image* image : {&upright, &noise}) {
+        const ScoreResult r = d.score(image->view());
+        const double w = o.recipe.rotation_prediction.score_weight;
+        const double expected = (1 - w) * (0.9 * r.reconstruction_error + 0.1 * r.latent_error - s.official_mean) / s.official_std +
+                                w * (r.rotation_error - s.rotation_mean) / s.rotation_std;
+        CHECK(r.score == Approx(expected).epsilon(1e-5).margin(1e-5));
+        CHECK(r.rotation_error > 0);
+    }
+    // A picture without an up is harder to turn back than one of the normal images.
+    CHECK(d.score(noise.view()).rotation_error > d.score(upright.view()).rotation_error);
+
+    const fs::path path = fs::temp_directory_path() / "sga_test_rotation.safetensors";
+    d.save(path.string());
+    const Detector loaded = Detector::load(path.string(), Device::Cpu);
+    const model_file::Reader reader = model_file::Reader::open(path.string());
+    fs::remove(path);
+    CHECK(reader.architecture().rotation_head);
+    CHECK(loaded.options().recipe.name == "robust_rotation");
+    CHECK(loaded.options().recipe.rotation_prediction.enabled);
+    CHECK(loaded.model().score_standardisation.rotation_mean == s.rotation_mean);
+    CHECK(loaded.model().score_standardisation.official_std == s.official_std);
+    for (const Image* image : {&upright, &noise}) {
+        const ScoreResult a = d.score(image->view()), b = loaded.score(image->view());
+        CHECK(a.score == b.score);
+        CHECK(a.rotation_error == b.rotation_error);
+    }
+}
+
+TEST_CASE("rotation prediction needs the rotation restoration and the final epoch, and other recipes have no head",
+          "[recipe][rotation][errors]") {
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::robust_rotation();
+    o.recipe.restoration.corruption = Corruption::None;
+    CHECK(sga::testing::message_of<InvalidArgument>([&] { Detector d(o); }).find("rotation restoration") != std::string::npos);
+    o.recipe = Recipe::robust_rotation();
+    o.recipe.stopping = StoppingRule::BestSyntheticAnomalies;
+    CHECK(sga::testing::message_of<InvalidArgument>([&] { Detector d(o); }).find("final epoch") != std::string::npos);
+    o.recipe = Recipe::robust_rotation();
+    o.recipe.rotation_prediction.score_weight = 1.5f;
+    CHECK(sga::testing::message_of<InvalidArgument>([&] { Detector d(o); }).find("score_weight") != std::string::npos);
+    CHECK(Recipe::named("robust_rotation").rotation_prediction.enabled);
+    // The official and robust recipes build the official discriminator: no head, no extra tensor.
+    for (const Recipe& recipe : {Recipe::official(), Recipe::robust()}) {
+        o.recipe = recipe;
+        const Detector d(o);
+        CHECK_FALSE(d.model().discriminator.has_rotation_head());
+        for (const ParameterBlock::Entry& e : d.model().discriminator.parameters.entries())
+            CHECK(e.name.find("rotation") == std::string::npos);
+    }
+    // A head trains only with the turned inputs and their turns.
+    Architecture arch = tiny_architecture();
+    arch.rotation_head = true;
+    TinyModel m(arch);
+    m.model.restoration = {Corruption::Rotation, true, 2};
+    const Tensor x = batch_tensor(4, 77);
+    RandomStream random(1);
+    CHECK(sga::testing::message_of<InvalidArgument>([&] { m.model.train_step(m.ctx, m.tape, x.view(), random); })
+              .find("turns") != std::string::npos);
 }

@@ -170,9 +170,12 @@ struct ScoreOptions {
 };
 
 struct ScoreResult {
-    float score = 0;                 // 0.9 x reconstruction_error + 0.1 x latent_error
+    // 0.9 x reconstruction_error + 0.1 x latent_error; with the robust_rotation recipe, that and
+    // rotation_error standardised and combined (rotation_prediction.hpp)
+    float score = 0;
     float reconstruction_error = 0;  // mean over C,H,W of (x - G(x))^2
     float latent_error = 0;          // mean over nz of (f(x) - f(G(x)))^2
+    float rotation_error = 0;        // robust_rotation only: how badly D recognises the image's quarter turns
     // clamp((score - threshold) / (validation max - validation min) + 0.5, 0, 1): 0.5 at the
     // threshold, so normalized_score >= 0.5 exactly when is_anomaly.
     float normalized_score = 0;

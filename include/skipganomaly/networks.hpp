@@ -23,6 +23,9 @@ struct Architecture {
     // convolutions, 8 ngf -> this -> 8 ngf); 0: none, the official network. It bounds what
     // the code can carry, so the decoder cannot rebuild whatever it is given (recipe.hpp).
     int bottleneck_channels = 0;
+    // The discriminator also has a rotation head (latent -> 4, rotation_prediction.hpp); false:
+    // the official network.
+    bool rotation_head = false;
 
     void validate() const {
         const bool power_of_two = image_size > 0 && (image_size & (image_size - 1)) == 0;
@@ -227,6 +230,8 @@ public:
         }
         final_ = Conv2d::declare(parameters, "feat.final-" + std::to_string(width) + "-1-conv.", width, arch.latent_size, 4, 1, 0, false);
         classifier_ = Conv2d::declare(parameters, "clas.classifier.", arch.latent_size, 1, 3, 1, 1, false);
+        // Declared last, so that the official parameters keep their order and initial draws.
+        if (arch.rotation_head) rotation_ = Conv2d::declare(parameters, "rotation.", arch.latent_size, 4, 1, 1, 0, true);
     }
 
     const Architecture& architecture() const { return arch_; }
@@ -240,22 +245,34 @@ public:
     // Norms and activations work in place while no gradient is recorded (their inputs are
     // fresh convolution or norm outputs; see ops::Input).
     Output forward(Tape& tape, Var x, BatchNormMode mode) const {
+        Var f = features(tape, x, mode);
+        Var prediction = ops::sigmoid(classifier_(tape, parameters, f));
+        return {prediction, f};
+    }
+
+    bool has_rotation_head() const { return rotation_.weight >= 0; }
+    // (N, 4, 1, 1): the rotation head's logits, one per quarter turn (Architecture::rotation_head).
+    Var rotation_logits(Tape& tape, Var x, BatchNormMode mode) const {
+        SGA_CHECK_ARGUMENT(has_rotation_head(), "this discriminator has no rotation head");
+        return rotation_(tape, parameters, features(tape, x, mode));
+    }
+
+private:
+    Var features(Tape& tape, Var x, BatchNormMode mode) const {
         constexpr ops::Input dead = ops::Input::Dead;
         Var h = ops::leaky_relu(first_(tape, parameters, x), 0.2f, dead);
         for (std::size_t i = 0; i < pyramid_.size(); ++i)
             h = ops::leaky_relu(norms_[i](tape, parameters, statistics, pyramid_[i](tape, parameters, h), mode, dead), 0.2f,
                                 dead);
-        Var features = final_(tape, parameters, h);
-        Var prediction = ops::sigmoid(classifier_(tape, parameters, features));
-        return {prediction, features};
+        return final_(tape, parameters, h);
     }
 
-private:
     Architecture arch_;
     Conv2d first_;
     std::vector<Conv2d> pyramid_;
     Conv2d final_;
     Conv2d classifier_;
+    Conv2d rotation_;  // weight -1 when the architecture has no rotation head
 };
 
 }  // namespace sga

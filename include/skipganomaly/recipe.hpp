@@ -16,6 +16,9 @@
 //   - SkipGating: the outermost skips closed when scoring and open only in part of training;
 //   - a stopping rule that keeps the epoch whose model best separates held-out normal images
 //     from CutPaste anomalies made from them (synthetic_anomalies.hpp).
+// `robust_rotation` is robust plus rotation prediction (rotation_prediction.hpp): the
+// discriminator also learns which quarter turn the generator's input had, and the score adds
+// how badly it recognises the turns of an image. Opt-in while it is being measured.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +27,7 @@
 #include "skipganomaly/networks.hpp"
 #include "skipganomaly/random.hpp"
 #include "skipganomaly/restoration.hpp"
+#include "skipganomaly/rotation_prediction.hpp"
 
 namespace sga {
 
@@ -66,6 +70,7 @@ struct Recipe {
     Restoration restoration;
     bool recompute_batch_norm = false;
     StoppingRule stopping = StoppingRule::FinalEpoch;
+    RotationPrediction rotation_prediction;
 
     // The official code's recipe, bit for bit.
     static Recipe official() { return {}; }
@@ -77,16 +82,32 @@ struct Recipe {
         r.recompute_batch_norm = true;
         return r;
     }
-    // "official" or "robust"; throws InvalidArgument naming the known recipes otherwise.
+    // robust, and the discriminator predicts rotations (rotation_prediction.hpp).
+    static Recipe robust_rotation() {
+        Recipe r = robust();
+        r.name = "robust_rotation";
+        r.rotation_prediction.enabled = true;
+        return r;
+    }
+    // "official", "robust" or "robust_rotation"; throws InvalidArgument naming the known
+    // recipes otherwise.
     static Recipe named(const std::string& name) {
         if (name == "official") return official();
         if (name == "robust") return robust();
-        throw InvalidArgument("unknown recipe '" + name + "': expected 'official' or 'robust'");
+        if (name == "robust_rotation") return robust_rotation();
+        throw InvalidArgument("unknown recipe '" + name + "': expected 'official', 'robust' or 'robust_rotation'");
     }
 
     void validate(const Architecture& arch) const {
         skip_gating.validate(arch);
         restoration.validate(arch.image_size);
+        if (rotation_prediction.enabled) {
+            rotation_prediction.validate();
+            SGA_CHECK_ARGUMENT(restoration.corruption == Corruption::Rotation,
+                               "rotation prediction needs the rotation restoration (its inputs are the turned images)");
+            SGA_CHECK_ARGUMENT(stopping == StoppingRule::FinalEpoch,
+                               "rotation prediction keeps the final epoch: its score scale is learnt once, after training");
+        }
     }
 };
 

@@ -97,18 +97,22 @@ struct Restoration {
     }
 
     // The training input: each of count clean images (count, channels, size, size) on the host,
-    // corrupted independently. Draws from `random` only when enabled.
+    // corrupted independently. Draws from `random` only when enabled. With a rotation,
+    // `quarter_turns` (when given) receives each image's turn (rotation_prediction.hpp).
     void corrupt(const float* clean, float* corrupted, std::int64_t count, std::int64_t channels, std::int64_t size,
-                 RandomStream& random) const {
+                 RandomStream& random, std::vector<int>* quarter_turns = nullptr) const {
         const std::int64_t plane = size * size, sample = channels * plane;
         switch (corruption) {
             case Corruption::None:
                 std::copy_n(clean, count * sample, corrupted);
                 return;
             case Corruption::Rotation:
-                for (std::int64_t i = 0; i < count; ++i)
-                    scoring_view(clean + i * sample, corrupted + i * sample, 1, channels, size,
-                                 static_cast<int>(random.uniform_index(4)));
+                if (quarter_turns) quarter_turns->clear();
+                for (std::int64_t i = 0; i < count; ++i) {
+                    const int turn = static_cast<int>(random.uniform_index(4));
+                    scoring_view(clean + i * sample, corrupted + i * sample, 1, channels, size, turn);
+                    if (quarter_turns) quarter_turns->push_back(turn);
+                }
                 return;
             case Corruption::Puzzle:
                 break;

@@ -9,6 +9,7 @@
 
 #include "skipganomaly/networks.hpp"
 #include "skipganomaly/restoration.hpp"
+#include "skipganomaly/rotation_prediction.hpp"
 
 namespace sga {
 
@@ -21,6 +22,7 @@ struct LossWeights {
 struct StepLosses {
     float generator = 0, generator_adversarial = 0, generator_contextual = 0, generator_latent = 0;  // weighted
     float discriminator = 0, discriminator_real = 0, discriminator_fake = 0;
+    float discriminator_rotation = 0;  // weighted; rotation prediction only
     bool discriminator_reinitialized = false;
 };
 
@@ -29,6 +31,7 @@ struct BatchScores {
     std::vector<float> reconstruction;  // (N): mean over C,H,W of (x - x_hat)^2
     std::vector<float> latent;          // (N): mean over nz of (f(x) - f(x_hat))^2
     std::vector<float> error_maps;      // (N, S, S) channel-mean (x - x_hat)^2, when asked for
+    std::vector<float> rotation;        // (N): the rotation error, with a rotation head (rotation_prediction.hpp)
 };
 
 // The official score weights: 0.9 x reconstruction + 0.1 x latent.
@@ -72,11 +75,19 @@ public:
     //   D re-initialised when its loss falls below `reinit_threshold`.
     // `closed_skips` closes generator skips for this step (SkipGating); `generator_input`, when
     // given (same shape as images), is what G sees instead of x (restoration training,
-    // restoration.hpp): every loss still compares with the clean x. Defaults: the official step.
+    // restoration.hpp): every loss still compares with the clean x. With a rotation head,
+    // `generator_input_turns` gives each generator input's quarter turn, and D's loss adds
+    // rotation_prediction.loss_weight x the head's BCE on the generator inputs (after the
+    // official passes, so they are unchanged). Defaults: the official step.
     // Resets the tape and ctx's arena first. Throws NumericalError, before touching any
     // weight, when a loss is not finite.
     StepLosses train_step(Context& ctx, Tape& tape, TensorView images, RandomStream& random, SkipMask closed_skips = 0,
-                          std::optional<TensorView> generator_input = std::nullopt) {
+                          std::optional<TensorView> generator_input = std::nullopt,
+                          const std::vector<int>* generator_input_turns = nullptr) {
+        if (discriminator.has_rotation_head())
+            SGA_CHECK_ARGUMENT(generator_input && generator_input_turns &&
+                                   static_cast<std::int64_t>(generator_input_turns->size()) == images.shape()[0],
+                               "a rotation head trains on the turned generator inputs: give them and their turns");
         tape.clear();
         ctx.arena().reset();
         allocate_training_buffers(ctx);
@@ -110,6 +121,16 @@ public:
         Var d_real = ops::bce_loss(real.prediction, ops::full_like(real.prediction, 1.0f));
         Var d_fake = ops::bce_loss(fake_detached.prediction, ops::full_like(fake_detached.prediction, 0.0f));
         Var d_loss = ops::add(ops::add(d_real, d_fake), g_lat);
+        if (discriminator.has_rotation_head()) {
+            const std::vector<float> targets = rotation_targets(*generator_input_turns);
+            const TensorView target = tape.allocate({images.shape()[0], 4, 1, 1});
+            copy_bytes(ctx, target.data(), target.device(), targets.data(), Device::Cpu, targets.size() * sizeof(float));
+            Var logits = discriminator.rotation_logits(tape, tape.constant(*generator_input), BatchNormMode::Training);
+            ++discriminator.training_passes;
+            Var d_rot = ops::scale(ops::bce_loss(ops::sigmoid(logits), tape.constant(target)), rotation_prediction.loss_weight);
+            out.discriminator_rotation = item(d_rot);
+            d_loss = ops::add(d_loss, d_rot);
+        }
         out.discriminator = item(d_loss);
         out.discriminator_real = item(d_real);
         out.discriminator_fake = item(d_fake);
@@ -130,7 +151,8 @@ public:
     // (scoring_closed_skips, and every scoring view of the restoration, stacked as score()
     // stacks them) compute over `batches` batches; batch(k) gives batch k
     // (N, nc, S, S) on ctx's device. The discriminator's statistics average its passes over
-    // real and reconstructed images, the two inputs it sees when scoring. Changes no weight.
+    // real and reconstructed images, the two inputs it sees when scoring (and, with a rotation
+    // head, the generator's inputs, the third). Changes no weight.
     void recompute_batch_norm_statistics(Context& ctx, Tape& tape, int batches, const std::function<TensorView(int)>& batch) {
         SGA_CHECK_ARGUMENT(batches >= 1, "recompute_batch_norm_statistics needs at least one batch");
         for (int k = 0; k < batches; ++k) {
@@ -141,10 +163,15 @@ public:
             Var x = tape.constant(in.target);
             generator.set_batch_norm_momentum(1.0f / static_cast<float>(k + 1));
             Var x_hat = generator.forward(tape, tape.constant(in.generator_input), BatchNormMode::Training, scoring_closed_skips);
-            discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(2 * k + 1));
+            const int passes = discriminator.has_rotation_head() ? 3 : 2;
+            discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(passes * k + 1));
             discriminator.forward(tape, x, BatchNormMode::Training);
-            discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(2 * k + 2));
+            discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(passes * k + 2));
             discriminator.forward(tape, x_hat, BatchNormMode::Training);
+            if (passes == 3) {
+                discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(passes * k + 3));
+                discriminator.rotation_logits(tape, tape.constant(in.generator_input), BatchNormMode::Training);
+            }
         }
         generator.set_batch_norm_momentum(0.1f);
         discriminator.set_batch_norm_momentum(0.1f);
@@ -164,7 +191,8 @@ public:
         ctx.arena().reset();
         const std::int64_t views = restoration.scoring_views();
         const ScoringInputs in = scoring_inputs(ctx, tape, images);
-        const BatchScores all = score_view(ctx, tape, in.target, in.generator_input, mode, with_error_maps);
+        BatchScores all = score_view(ctx, tape, in.target, in.generator_input, mode, with_error_maps);
+        if (discriminator.has_rotation_head()) all.rotation = rotation_errors(ctx, tape, in.generator_input, mode, images.shape()[0]);
         if (views == 1) return all;
 
         const Shape& s = images.shape();
@@ -173,16 +201,29 @@ public:
         const std::size_t count = static_cast<std::size_t>(n), plane = static_cast<std::size_t>(s[2] * s[3]);
         mean.reconstruction.assign(count, 0.0f);
         mean.latent.assign(count, 0.0f);
+        if (!all.rotation.empty()) mean.rotation.assign(count, 0.0f);
         if (with_error_maps) mean.error_maps.assign(count * plane, 0.0f);
         const float scale = 1.0f / static_cast<float>(views);
         for (std::size_t v = 0; v < static_cast<std::size_t>(views); ++v)
             for (std::size_t i = 0; i < count; ++i) {
                 mean.reconstruction[i] += scale * all.reconstruction[v * count + i];
                 mean.latent[i] += scale * all.latent[v * count + i];
+                if (!all.rotation.empty()) mean.rotation[i] += scale * all.rotation[v * count + i];
                 for (std::size_t p = 0; with_error_maps && p < plane; ++p)
                     mean.error_maps[i * plane + p] += scale * all.error_maps[(v * count + i) * plane + p];
             }
         return mean;
+    }
+
+    // The anomaly score of image i of `parts`: the official 0.9 x reconstruction + 0.1 x
+    // latent, or with a rotation head the standardised combination of rotation_prediction.hpp.
+    float combined_score(const BatchScores& parts, std::size_t i) const {
+        const float official = anomaly_score(parts.reconstruction[i], parts.latent[i]);
+        if (!discriminator.has_rotation_head()) return official;
+        const ScoreStandardisation& s = score_standardisation;
+        const double w = rotation_prediction.score_weight;
+        return static_cast<float>((1 - w) * (official - s.official_mean) / s.official_std +
+                                  w * (parts.rotation[i] - s.rotation_mean) / s.rotation_std);
     }
 
     Generator generator;
@@ -193,6 +234,8 @@ public:
     float reinit_threshold = 1e-5f;
     SkipMask scoring_closed_skips = 0;  // generator skips closed when scoring (SkipGating); 0: official
     Restoration restoration;            // the restoration trained for, whose scoring views score() averages
+    RotationPrediction rotation_prediction;     // its weights, when the discriminator has a rotation head
+    ScoreStandardisation score_standardisation;  // learnt by Detector::fit from normal images
 
 private:
     struct ScoringInputs {
@@ -218,6 +261,18 @@ private:
                    inputs.size() * sizeof(float));
         copy_bytes(ctx, out.target.data(), out.target.device(), targets.data(), Device::Cpu, targets.size() * sizeof(float));
         return out;
+    }
+
+    // The rotation error of each of the V x N generator inputs (view v is turned v times).
+    std::vector<float> rotation_errors(Context& ctx, Tape& tape, TensorView inputs, BatchNormMode mode, std::int64_t n) const {
+        SGA_CHECK_ARGUMENT(restoration.corruption == Corruption::Rotation,
+                           "a rotation head scores the rotation restoration's four views");
+        NoGradGuard no_grad(tape);
+        const std::vector<float> logits = host_values(ctx, discriminator.rotation_logits(tape, tape.constant(inputs), mode).value());
+        std::vector<float> errors(static_cast<std::size_t>(inputs.shape()[0]));
+        for (std::size_t i = 0; i < errors.size(); ++i)
+            errors[i] = rotation_error(logits.data() + 4 * i, static_cast<int>(static_cast<std::int64_t>(i) / n));
+        return errors;
     }
 
     // x_hat = G(generator_input); parts compare x_hat and f(x_hat) with the clean `images`.
