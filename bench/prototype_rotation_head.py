@@ -111,8 +111,20 @@ def rotation_classifier(torch, mf, channels, steps, seed, train):
     return score, float(loss)
 
 
-def robust_scorer(torch, mf, path):
-    """The robust recipe's score of a saved model, recomputed with the official modules."""
+def read_dump(torch, data, dataset, normal_class):
+    """(training images, test images, test labels) from `eval_one_class --dump-data`."""
+    channels = 3 if dataset == "cifar10" else 1
+    stem = os.path.join(data, dataset)
+
+    def read(path):
+        return torch.from_numpy(np.fromfile(path, np.float32).reshape(-1, channels, 32, 32))
+    with open(f"{stem}_class{normal_class}_test_labels.json") as f:
+        labels = np.array(json.load(f))
+    return read(f"{stem}_class{normal_class}_train.f32"), read(f"{stem}_test.f32"), labels
+
+
+def load_networks(torch, mf, path):
+    """A saved model's generator and discriminator as the official modules, in eval mode."""
     import skipganomaly_model as sm
     model = sm.read_model(path)
     a = model.architecture
@@ -122,6 +134,12 @@ def robust_scorer(torch, mf, path):
     netd.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict("netd").items()})
     netg.eval()
     netd.eval()
+    return netg, netd
+
+
+def robust_scorer(torch, mf, path):
+    """The robust recipe's score of a saved model, recomputed with the official modules."""
+    netg, netd = load_networks(torch, mf, path)
 
     def score(images):
         out = []
@@ -155,14 +173,7 @@ def main():
     torch.set_num_threads(1)
     use_fast_conv_transpose(torch)
     channels = 3 if args.dataset == "cifar10" else 1
-    stem = os.path.join(args.data, args.dataset)
-
-    def read(path):
-        return torch.from_numpy(np.fromfile(path, np.float32).reshape(-1, channels, 32, 32))
-    images = read(f"{stem}_class{args.normal_class}_train.f32")
-    test = read(f"{stem}_test.f32")
-    with open(f"{stem}_class{args.normal_class}_test_labels.json") as f:
-        labels = np.array(json.load(f))
+    images, test, labels = read_dump(torch, args.data, args.dataset, args.normal_class)
     held = max(1, len(images) // 10)
     train, held_out = images[:-held], images[-held:]
 

@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
-from prototype_rotation_head import grey, roc_auc, use_fast_conv_transpose  # noqa: E402
+from prototype_rotation_head import grey, load_networks, read_dump, roc_auc, use_fast_conv_transpose  # noqa: E402
 
 
 def parts(torch, netg, netd, images):
@@ -67,28 +67,12 @@ def main():
 
     import torch
     import make_fixtures as mf
-    import skipganomaly_model as sm
     torch.set_num_threads(1)
     use_fast_conv_transpose(torch)
-    channels = 3 if args.dataset == "cifar10" else 1
-    stem = os.path.join(args.data, args.dataset)
-
-    def read(path):
-        return torch.from_numpy(np.fromfile(path, np.float32).reshape(-1, channels, 32, 32))
-    test = read(f"{stem}_test.f32")
     for path in args.models:
         normal_class = int(re.search(r"class(\d+)", os.path.basename(path)).group(1))
-        with open(f"{stem}_class{normal_class}_test_labels.json") as f:
-            labels = np.array(json.load(f))
-        train = read(f"{stem}_class{normal_class}_train.f32")
-        model = sm.read_model(path)
-        a = model.architecture
-        netg, netd = mf.make_networks(a["image_size"], a["channels"], a["generator_features"],
-                                      a["discriminator_features"], a["latent_size"])
-        netg.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict("netg").items()})
-        netd.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.state_dict("netd").items()})
-        netg.eval()
-        netd.eval()
+        train, test, labels = read_dump(torch, args.data, args.dataset, normal_class)
+        netg, netd = load_networks(torch, mf, path)
         p = parts(torch, netg, netd, test)
         n = parts(torch, netg, netd, train[-max(1, len(train) // 10):])
         robust = 0.9 * p["reconstruction"] + 0.1 * p["latent"]
