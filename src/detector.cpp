@@ -985,8 +985,7 @@ Detector Detector::load(const std::string& path, Device device) {
             if (!(standardisation.official_std > 0 && standardisation.rotation_std > 0))
                 throw FormatError("the score standardisation's deviations must be positive");
         }
-        options.architecture.rotation_head = options.recipe.rotation_prediction.enabled;
-        if (options.architecture.rotation_head != reader.architecture().rotation_head)
+        if (options.architecture.rotation_head != options.recipe.rotation_prediction.enabled)
             throw FormatError("the recipe and the architecture disagree on the rotation head");
         options.validate();
     } catch (const nlohmann::json::exception& e) {
