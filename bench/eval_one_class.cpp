@@ -45,7 +45,7 @@ struct Arguments {
     bool train_mode_every_epoch = false;
     bool every_epoch = true;  // test AUROC after every epoch (diagnosis); --final-only skips it
     bool train_mode = true;   // also the official batch-statistics scoring of the kept model
-    Recipe recipe = Recipe::robust();
+    Recipe recipe = DetectorOptions{}.recipe;  // fit()'s default
     int bottleneck_channels = 0;
     float validation_fraction = -1;  // -1: 0 for recipes without a stopping rule (the official protocol), else 0.1
     std::string save_models;         // a folder: each class's kept model is saved there as class<C>_seed<S>.safetensors

@@ -443,14 +443,14 @@ data (--data SPEC):
 
 options (every default shown):
   --out PATH                   model file to write (required)
-  --recipe robust|official|robust_rotation
-                               how to train (default robust): robust trains the generator to
-                               restore rotated (and, in colour, greyed) images, scores the
-                               mean over the four rotations and recomputes batch-norm
-                               statistics over the training images; official is the paper's
-                               code as it is; robust_rotation (opt-in, being measured) is
-                               robust whose discriminator also learns the rotations, and
-                               whose score adds how badly it recognises them (recipe.hpp,
+  --recipe robust_rotation|robust|official
+                               how to train (default robust_rotation): robust trains the
+                               generator to restore rotated (and, in colour, greyed) images,
+                               scores the mean over the four rotations and recomputes
+                               batch-norm statistics over the training images;
+                               robust_rotation is robust whose discriminator also learns the
+                               rotations, and whose score adds how badly it recognises them;
+                               official is the paper's code as it is (recipe.hpp,
                                docs/quality.md)
   --epochs N                   training epochs (default 15)
   --batch-size N               images per step (default 64)
@@ -497,8 +497,8 @@ int command_fit(const std::vector<std::string>& args) {
 
     sga::DetectorOptions o;
     if (const auto recipe = a.get("recipe")) {
-        if (*recipe != "robust" && *recipe != "official" && *recipe != "robust_rotation")
-            throw UsageError("--recipe expects robust, official or robust_rotation, found '" + *recipe + "'");
+        if (*recipe != "robust_rotation" && *recipe != "robust" && *recipe != "official")
+            throw UsageError("--recipe expects robust_rotation, robust or official, found '" + *recipe + "'");
         o.recipe = sga::Recipe::named(*recipe);
     }
     double progress_every = 5.0;

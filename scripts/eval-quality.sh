@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 dataset="${1:?usage: $0 mnist|cifar10 [eval_one_class options]}"
 shift
 seeds="${SEEDS:-0 1 2}"
-recipe="${RECIPE:-robust}"
+recipe="${RECIPE:-robust_rotation}"
 out="${OUT:-runs/${dataset}_${recipe}}"
 jobs="${JOBS:-$(nproc)}"
 [ "$dataset" = cifar10 ] && bash scripts/fetch-cifar10.sh

@@ -105,10 +105,10 @@ const Workspace& workspace() {
     return w;
 }
 
-// A model fitted once with the default (robust) recipe: 1 epoch, batch 8.
-const std::string& robust_model() {
+// A model fitted once with the default recipe (robust_rotation): 1 epoch, batch 8.
+const std::string& default_model() {
     static const std::string path = [] {
-        const std::string p = workspace().path("robust.safetensors");
+        const std::string p = workspace().path("default.safetensors");
         const Run r = run_cli("fit --data folder:" + quoted(workspace().path("train")) +
                               " --channels 1 --epochs 1 --batch-size 8 --threads 2 --out " + quoted(p));
         INFO(r.out << r.err);
@@ -125,7 +125,7 @@ std::vector<sga::Image> images_in(const std::string& dir) { return sga::load_ima
 TEST_CASE("fit --help gives every default, the recipes and what validation fraction 0 means", "[cli]") {
     const Run r = run_cli("fit --help");
     REQUIRE(r.exit_code == 0);
-    CHECK_THAT(r.out, Catch::Contains("--recipe robust|official") && Catch::Contains("(default robust)"));
+    CHECK_THAT(r.out, Catch::Contains("--recipe robust_rotation|robust|official") && Catch::Contains("(default robust_rotation)"));
     CHECK_THAT(r.out, Catch::Contains("--threads N") && Catch::Contains("(default: OMP_NUM_THREADS, else every core)"));
     CHECK_THAT(r.out, Catch::Contains("(default 0.1;") && Catch::Contains("0 holds out nothing") &&
                           Catch::Contains("in-sample"));
@@ -164,23 +164,23 @@ TEST_CASE("fit: --recipe official, --validation-fraction 0 warns about in-sample
     CHECK(d.options().recipe.name == "official");
     CHECK(d.validation_statistics().count == 40);
 
-    // The robust recipe keeps its last epoch, so it trains without held-out images too (a
+    // The default recipe keeps its last epoch, so it trains without held-out images too (a
     // recipe with a stopping rule refuses that: tests/test_recipes.cpp).
-    const Run robust_in_sample = run_cli("fit --data folder:" + quoted(workspace().path("train")) +
+    const Run default_in_sample = run_cli("fit --data folder:" + quoted(workspace().path("train")) +
                                          " --validation-fraction 0 --channels 1 --epochs 1 --batch-size 8 --threads 2"
                                          " --out " + quoted(workspace().path("x.safetensors")));
-    INFO(robust_in_sample.out << robust_in_sample.err);
-    CHECK(robust_in_sample.exit_code == 0);
-    CHECK_THAT(robust_in_sample.err, Catch::Contains("warning: --validation-fraction 0"));
+    INFO(default_in_sample.out << default_in_sample.err);
+    CHECK(default_in_sample.exit_code == 0);
+    CHECK_THAT(default_in_sample.err, Catch::Contains("warning: --validation-fraction 0"));
     CHECK(run_cli("fit --data folder:x --recipe fancy --out y").exit_code == 2);
 
-    // The default recipe is robust.
-    CHECK(sga::Detector::load(robust_model(), sga::Device::Cpu).options().recipe.name == "robust");
+    // The default recipe is robust_rotation.
+    CHECK(sga::Detector::load(default_model(), sga::Device::Cpu).options().recipe.name == "robust_rotation");
 }
 
 TEST_CASE("calibrate stores a threshold from normal images, or the F1-optimal one from labelled images", "[cli]") {
     const std::string model = workspace().path("calibrated.safetensors");
-    fs::copy_file(robust_model(), model, fs::copy_options::overwrite_existing);
+    fs::copy_file(default_model(), model, fs::copy_options::overwrite_existing);
     // What the library computes on the same images, from the same starting model.
     sga::Detector expected = sga::Detector::load(model, sga::Device::Cpu);
     const std::vector<Image> normal = images_in(workspace().path("normal"));
@@ -239,19 +239,19 @@ TEST_CASE("score: --scoring-mode is a per-call choice, and --heatmap also writes
         for (std::string line; std::getline(lines, line);) s.push_back(nlohmann::json::parse(line).at("score").get<double>());
         return s;
     };
-    const Run running = run_cli("score --model " + quoted(robust_model()) + " --threads 2" + images);
-    const Run batch = run_cli("score --model " + quoted(robust_model()) + " --scoring-mode batch --threads 2" + images);
-    const Run explicit_running = run_cli("score --model " + quoted(robust_model()) + " --scoring-mode running --threads 2" + images);
+    const Run running = run_cli("score --model " + quoted(default_model()) + " --threads 2" + images);
+    const Run batch = run_cli("score --model " + quoted(default_model()) + " --scoring-mode batch --threads 2" + images);
+    const Run explicit_running = run_cli("score --model " + quoted(default_model()) + " --scoring-mode running --threads 2" + images);
     INFO(running.err << batch.err);
     REQUIRE(running.exit_code == 0);
     REQUIRE(batch.exit_code == 0);
     CHECK(scores_of(running.out).size() == 4);
     CHECK(scores_of(batch.out) != scores_of(running.out));
     CHECK(scores_of(explicit_running.out) == scores_of(running.out));
-    CHECK(run_cli("score --model " + quoted(robust_model()) + " --scoring-mode eval" + images).exit_code == 2);
+    CHECK(run_cli("score --model " + quoted(default_model()) + " --scoring-mode eval" + images).exit_code == 2);
 
     const std::string maps = workspace().path("maps");
-    const Run mapped = run_cli("score --model " + quoted(robust_model()) + " --heatmap " + quoted(maps) + " --threads 2 " +
+    const Run mapped = run_cli("score --model " + quoted(default_model()) + " --heatmap " + quoted(maps) + " --threads 2 " +
                                quoted(workspace().path("abnormal/a0.png")));
     INFO(mapped.out << mapped.err);
     REQUIRE(mapped.exit_code == 0);
@@ -267,20 +267,20 @@ TEST_CASE("score: --scoring-mode is a per-call choice, and --heatmap also writes
     // The same mask as the library's.
     sga::ScoreOptions o;
     o.anomaly_mask = true;
-    const sga::ScoreResult r = sga::Detector::load(robust_model(), sga::Device::Cpu)
+    const sga::ScoreResult r = sga::Detector::load(default_model(), sga::Device::Cpu)
                                    .score(sga::load_image(workspace().path("abnormal/a0.png")).view(), o);
     for (std::size_t i = 0; i < mask.pixels.size(); ++i) CHECK((mask.pixels[i] == 255) == (r.anomaly_mask[i] == 1));
 }
 
 TEST_CASE("eval says anomalies are the positive class and prints the base rate", "[cli]") {
     const std::string data = "anomalib:" + quoted(workspace().path("normal")) + ":" + quoted(workspace().path("abnormal"));
-    const Run text = run_cli("eval --model " + quoted(robust_model()) + " --data " + data + " --threads 2");
+    const Run text = run_cli("eval --model " + quoted(default_model()) + " --data " + data + " --threads 2");
     INFO(text.out << text.err);
     REQUIRE(text.exit_code == 0);
     CHECK_THAT(text.out, Catch::Contains("anomalies are the positive class") && Catch::Contains("base rate"));
     CHECK_THAT(text.out, Catch::Contains("0.3333"));  // 6 anomalous of 18
     CHECK_THAT(text.out, Catch::Contains("(a random score: the base rate, 0.3333)"));
-    const Run json = run_cli("eval --model " + quoted(robust_model()) + " --data " + data + " --json --threads 2");
+    const Run json = run_cli("eval --model " + quoted(default_model()) + " --data " + data + " --json --threads 2");
     REQUIRE(json.exit_code == 0);
     const nlohmann::json j = nlohmann::json::parse(json.out);
     CHECK(j.at("positive_class") == "anomalous");

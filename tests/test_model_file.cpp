@@ -202,7 +202,7 @@ TEST_CASE("a forged architecture is refused before the model is allocated", "[mo
     const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const std::vector<char> forged = forge(bytes, [](nlohmann::json& h) {
         h["__metadata__"]["architecture"] =
-            R"({"image_size":1024,"channels":3,"generator_features":1024,"discriminator_features":1024,"latent_size":4096})";
+            R"({"image_size":1024,"channels":3,"generator_features":1024,"discriminator_features":1024,"latent_size":4096,"rotation_head":true})";
     });
     const std::string forged_path = (saved().dir / "forged_architecture.safetensors").string();
     std::ofstream(forged_path, std::ios::binary).write(forged.data(), static_cast<std::streamsize>(forged.size()));

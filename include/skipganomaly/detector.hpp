@@ -69,9 +69,10 @@ struct SKIPGANOMALY_API DetectorOptions {
     // image_size, channels, ngf, ndf, nz. Their defaults (32, 3, 64, 64, 100: the official
     // code's) live in struct Architecture in networks.hpp.
     Architecture architecture;
-    // How to train and which epoch to keep: Recipe::robust() (the default) or
-    // Recipe::official() (the paper's code bit for bit). See recipe.hpp and docs/quality.md.
-    Recipe recipe = Recipe::robust();
+    // How to train and which epoch to keep: Recipe::robust_rotation() (the default),
+    // Recipe::robust(), or Recipe::official() (the paper's code bit for bit). See recipe.hpp
+    // and docs/quality.md.
+    Recipe recipe = Recipe::robust_rotation();
     int epochs = 15;
     int batch_size = 64;  // the last partial batch of an epoch is dropped, as the official loader does
     AdamHyperparameters adam{2e-4f, 0.5f, 0.999f, 1e-8f};
@@ -170,8 +171,8 @@ struct ScoreOptions {
 };
 
 struct ScoreResult {
-    // 0.9 x reconstruction_error + 0.1 x latent_error; with the robust_rotation recipe, that and
-    // rotation_error standardised and combined (rotation_prediction.hpp)
+    // 0.9 x reconstruction_error + 0.1 x latent_error; with the robust_rotation recipe (the
+    // default), that and rotation_error standardised and combined (rotation_prediction.hpp)
     float score = 0;
     float reconstruction_error = 0;  // mean over C,H,W of (x - G(x))^2
     float latent_error = 0;          // mean over nz of (f(x) - f(G(x)))^2

@@ -1,24 +1,25 @@
 // Training recipes: how Skip-GANomaly is trained and which model fit() keeps.
 //
-// `official` is the paper's code as it is (docs/official-mapping.md). `robust` (the default)
-// keeps the networks, their skip connections, the losses and the score, and adds two
-// label-free techniques measured in docs/quality.md:
+// `official` is the paper's code as it is (docs/official-mapping.md). `robust` keeps the
+// networks, their skip connections, the losses and the score, and adds two label-free
+// techniques measured in docs/quality.md:
 //   - rotation restoration (restoration.hpp): the generator is trained to restore images that
 //     were rotated by a random multiple of 90 degrees (and greyed, for colour images) to the
 //     upright original, and scoring averages the four rotations. Copying the input through
 //     the skips no longer solves the task, so the generator learns what normal images look
 //     like, and its restoration of an anomaly is wrong; detection improves with training
 //     instead of decaying as the official recipe's does;
-//   - recomputed batch-norm statistics: after every epoch the running statistics are set to
-//     the exact mean over the normal training images in the scoring configuration, instead
+//   - recomputed batch-norm statistics: after training (after every epoch whose model is
+//     looked at) the running statistics are set to the exact mean over the normal training
+//     images in the scoring configuration, instead
 //     of a running average over a model that was still moving ("precise BN").
 // It keeps the last epoch. Two more pieces are measured and available, not on by default:
 //   - SkipGating: the outermost skips closed when scoring and open only in part of training;
 //   - a stopping rule that keeps the epoch whose model best separates held-out normal images
 //     from CutPaste anomalies made from them (synthetic_anomalies.hpp).
-// `robust_rotation` is robust plus rotation prediction (rotation_prediction.hpp): the
-// discriminator also learns which quarter turn the generator's input had, and the score adds
-// how badly it recognises the turns of an image. Opt-in while it is being measured.
+// `robust_rotation` (the default) is robust plus rotation prediction (rotation_prediction.hpp):
+// the discriminator also learns which quarter turn the generator's input had, and the score
+// adds how badly it recognises the turns of an image.
 #pragma once
 
 #include <cstdint>
@@ -74,7 +75,7 @@ struct Recipe {
 
     // The official code's recipe, bit for bit.
     static Recipe official() { return {}; }
-    // The default: see the top of this file and docs/quality.md.
+    // See the top of this file and docs/quality.md.
     static Recipe robust() {
         Recipe r;
         r.name = "robust";
@@ -82,7 +83,7 @@ struct Recipe {
         r.recompute_batch_norm = true;
         return r;
     }
-    // robust, and the discriminator predicts rotations (rotation_prediction.hpp).
+    // The default: robust, and the discriminator predicts rotations (rotation_prediction.hpp).
     static Recipe robust_rotation() {
         Recipe r = robust();
         r.name = "robust_rotation";
