@@ -12,10 +12,12 @@
 // The counter FLOP is 2 * multiply-adds of the dense convolution (taps over padding included,
 // the usual convention) per second of wall time; every direction costs the same FLOPs.
 //
-// The .../scoring4/... entries time the forward directions of the deep layers at batch 4: one
-// image scored with the default recipe's four rotation views. The 2x2 -> 1x1 layers and their
-// mirror take the skinny kernels there (conv2d.cpp); the counter weight_bytes is the weight's
-// size per second, the bound of a layer that reads its weight once.
+// The .../scoring1/... and .../scoring4/... entries time every layer's inference direction at
+// batch 1 and 4 (one image scored with the default recipe's four rotation views), with the
+// weight as it is (Eigen's GEMM, or the skinny kernels for the 2x2 -> 1x1 layers and their
+// mirror) and, under .../packed/..., packed once (conv2d_pack_weight, then conv2d_packed). The
+// counter weight_bytes is the weight's size per second, the bound of a layer that reads its
+// weight once.
 //
 // Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2 (results, method and why under
 // `chrt -f` on a shared machine: docs/benchmarks-conv-cpu.md).
@@ -32,6 +34,7 @@
 #include "skipganomaly/context.hpp"
 #include "skipganomaly/device.hpp"
 #include "skipganomaly/kernels.hpp"
+#include "skipganomaly/tensor.hpp"
 
 namespace {
 
@@ -113,7 +116,8 @@ std::vector<Layer> transposed_layers() {
     return layers;
 }
 
-enum class Primitive { forward, backward_data, backward_filter };
+// packed_*: the weight packed once (conv2d_pack_weight, outside the timing), then conv2d_packed.
+enum class Primitive { forward, backward_data, backward_filter, packed_forward, packed_backward_data };
 
 std::vector<float> random_values(std::int64_t n, std::uint64_t seed) {
     std::mt19937_64 engine(seed);
@@ -131,6 +135,13 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
     std::vector<float> input = random_values(g.input_size(), 1);
     std::vector<float> weight = random_values(g.weight_size(), 2);
     std::vector<float> output = random_values(g.output_size(), 3);
+    const bool packed_pass = primitive == Primitive::packed_forward || primitive == Primitive::packed_backward_data;
+    const sga::ConvPass pass = primitive == Primitive::packed_forward ? sga::ConvPass::Forward : sga::ConvPass::BackwardData;
+    sga::Tensor packed;  // 64-byte aligned, as a model's packed weights are
+    if (packed_pass) {
+        packed = sga::Tensor({sga::cpu::conv2d_packed_floats(g, pass)}, sga::Device::Cpu);
+        sga::cpu::conv2d_pack_weight(ctx, g, pass, weight.data(), packed.data());
+    }
     auto call = [&] {
         switch (primitive) {
             case Primitive::forward:
@@ -141,6 +152,12 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
                 break;
             case Primitive::backward_filter:
                 sga::cpu::conv2d_backward_filter(ctx, g, input.data(), output.data(), weight.data(), beta);
+                break;
+            case Primitive::packed_forward:
+                sga::cpu::conv2d_packed(ctx, g, pass, input.data(), packed.data(), output.data());
+                break;
+            case Primitive::packed_backward_data:
+                sga::cpu::conv2d_packed(ctx, g, pass, output.data(), packed.data(), input.data());
                 break;
         }
         ctx.arena().reset();
@@ -227,20 +244,27 @@ void register_benchmarks() {
         for (const Layer& layer : transposed_layers())
             configure(benchmark::RegisterBenchmark((d.name + layer.name).c_str(), run_primitive, d.primitive,
                                                    layer.geometry, d.beta));
-    // Scoring one image (four views): the layers whose batch has at most 16 output positions.
-    for (const Layer& layer : convolution_layers()) {
-        ConvGeometry g = layer.geometry;
-        g.batch = 4;
-        if (g.out_height * g.out_width <= 4)
-            configure(benchmark::RegisterBenchmark(("BM_Conv2dForward_Cpu/scoring4/" + layer.name).c_str(), run_primitive,
+    // Scoring one image (batch 1, or 4: the default recipe's four rotation views), every layer's
+    // inference direction with the weight as it is (Eigen, or the skinny kernels) and packed.
+    for (const std::int64_t images : {1, 4}) {
+        const std::string scoring = "scoring" + std::to_string(images) + "/";
+        for (const Layer& layer : convolution_layers()) {
+            ConvGeometry g = layer.geometry;
+            g.batch = images;
+            configure(benchmark::RegisterBenchmark(("BM_Conv2dForward_Cpu/" + scoring + layer.name).c_str(), run_primitive,
                                                    Primitive::forward, g, 0.0f));
-    }
-    for (const Layer& layer : transposed_layers()) {
-        ConvGeometry g = layer.geometry;
-        g.batch = 4;
-        if (g.out_height * g.out_width <= 4)
-            configure(benchmark::RegisterBenchmark(("BM_ConvTranspose2dForward_Cpu/scoring4/" + layer.name).c_str(),
+            configure(benchmark::RegisterBenchmark(("BM_Conv2dForward_Cpu/" + scoring + "packed/" + layer.name).c_str(),
+                                                   run_primitive, Primitive::packed_forward, g, 0.0f));
+        }
+        for (const Layer& layer : transposed_layers()) {
+            ConvGeometry g = layer.geometry;
+            g.batch = images;
+            configure(benchmark::RegisterBenchmark(("BM_ConvTranspose2dForward_Cpu/" + scoring + layer.name).c_str(),
                                                    run_primitive, Primitive::backward_data, g, 0.0f));
+            configure(
+                benchmark::RegisterBenchmark(("BM_ConvTranspose2dForward_Cpu/" + scoring + "packed/" + layer.name).c_str(),
+                                             run_primitive, Primitive::packed_backward_data, g, 0.0f));
+        }
     }
     const std::string bias_shape = "G.decoder5_bias_64x3x32x32";
     configure(

@@ -52,13 +52,16 @@ void BM_TrainStep_Cpu(benchmark::State& state) {
     state.counters["peak_MiB"] = peak_resident_mib();
 }
 
-void BM_ScoreBatch_Cpu(benchmark::State& state) {
+// Scoring as Detector scores: with the weights packed once (Network::packed), or, for
+// BM_ScoreBatchUnpacked_Cpu, as they are (every GEMM packs its weight operand per call).
+void score_batch(benchmark::State& state, bool packed) {
     const std::int64_t size = state.range(0), batch = state.range(1);
     Context ctx(Device::Cpu);
     SkipGanomaly model(full_size(size), {}, {});
     model.materialize(ctx);
     RandomStream random(0);
     model.initialize(ctx, random);
+    if (packed) model.pack_for_inference(ctx);
     const Tensor images = random_images(batch, size);
     Tape tape(ctx);
     model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false);
@@ -66,9 +69,12 @@ void BM_ScoreBatch_Cpu(benchmark::State& state) {
     state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
     state.counters["peak_MiB"] = peak_resident_mib();
 }
+void BM_ScoreBatch_Cpu(benchmark::State& state) { score_batch(state, true); }
+void BM_ScoreBatchUnpacked_Cpu(benchmark::State& state) { score_batch(state, false); }
 
 // One model shared by N application threads, each scoring its own batch (of 1, as an
-// embedding application does per image) with its own context, as Detector::score does.
+// embedding application does per image) with its own context, as Detector::score does
+// (with the weights packed, as Detector packs them).
 // items_per_second is the total over all threads; the CPU thread budget (set_cpu_threads)
 // is what keeps N callers from starting N teams of every core.
 const SkipGanomaly& shared_model() {
@@ -78,6 +84,7 @@ const SkipGanomaly& shared_model() {
         m->materialize(ctx);
         RandomStream random(0);
         m->initialize(ctx, random);
+        m->pack_for_inference(ctx);
         return m;
     }();
     return *model;
@@ -125,6 +132,13 @@ BENCHMARK(BM_ScoreBatch_Cpu)
     ->Args({128, 1})
     ->Args({256, 16})
     ->Args({256, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ScoreBatchUnpacked_Cpu)
+    ->ArgNames({"isize", "batch"})
+    ->Args({32, 64})
+    ->Args({32, 1})
+    ->Args({128, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK_MAIN();

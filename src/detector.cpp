@@ -779,6 +779,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     else if (options.recipe.recompute_batch_norm && report.epochs_completed > 0)
         recompute_batch_norm(tape, batch_tensor, samples, training);
     kept_epoch = report.kept_epoch;
+    model->pack_for_inference(ctx);  // the weights are final: pack them once for scoring
 
     // Score statistics on the held-out normal images (the training images when none are
     // held out), and the default threshold from them.
@@ -1000,6 +1001,7 @@ Detector Detector::load(const std::string& path, Device device) {
     reader.check_tensors(options.architecture);
     Detector detector(options);
     reader.load_into(*detector.impl_->model);
+    detector.impl_->model->pack_for_inference(*detector.impl_->context);
     detector.impl_->statistics = statistics;
     detector.impl_->pixel_statistics = pixel_statistics;
     detector.impl_->model->score_standardisation = standardisation;

@@ -259,6 +259,69 @@ TEST_CASE("cpu conv2d kernels split a large batch into chunks of images", "[conv
     }
 }
 
+// The packed path (conv2d_pack_weight once, then conv2d_packed) against the double reference,
+// for both passes, on every test geometry plus a few with more rows and channels (row blocks
+// of 8 and their tails of 1-7, odd panel counts); and the same result at 1, 2 and 3 threads,
+// bit for bit.
+TEST_CASE("cpu packed convolution matches the reference at any thread count", "[conv2d][cpu][packed]") {
+    std::vector<ConvGeometry> geometries = test_geometries();
+    geometries.push_back(make_geometry(1, 64, 8, 8, 37, 4, 4, 2, 1));    // 16 rows, N = 37: panels 2 + 1
+    geometries.push_back(make_geometry(3, 20, 2, 2, 70, 4, 4, 2, 1));    // 3 rows, 4 of 16 taps
+    geometries.push_back(make_geometry(2, 9, 9, 9, 21, 3, 3, 1, 1));     // 162 rows: 20 blocks of 8 and a tail of 2
+    geometries.push_back(make_geometry(1, 40, 1, 1, 33, 4, 4, 2, 1));    // the transposed 1x1 -> 2x2 mirror
+    std::uint64_t seed = 5000;
+    for (const ConvGeometry& g : geometries) {
+        for (sga::ConvPass pass : {sga::ConvPass::Forward, sga::ConvPass::BackwardData}) {
+            const bool forward = pass == sga::ConvPass::Forward;
+            const std::vector<float> weight = random_vector(static_cast<std::size_t>(g.weight_size()), seed);
+            const std::vector<float> input =
+                random_vector(static_cast<std::size_t>(forward ? g.input_size() : g.output_size()), seed + 1);
+            const auto result_size = static_cast<std::size_t>(forward ? g.output_size() : g.input_size());
+            std::vector<double> expected(result_size, 0.0);
+            const std::vector<double> input_double = to_double(input), weight_double = to_double(weight);
+            if (forward)
+                sga::reference::conv2d_forward<double>(g, input_double.data(), weight_double.data(), expected.data(), 0.0f);
+            else
+                sga::reference::conv2d_backward_data<double>(g, input_double.data(), weight_double.data(), expected.data(),
+                                                             0.0f);
+            const std::string what = std::string(forward ? "packed forward, " : "packed backward-data, ") + describe(g);
+            const Tolerance tolerance = float_tolerance(forward ? g.in_channels * g.kernel_height * g.kernel_width
+                                                                : g.out_channels * g.kernel_height * g.kernel_width);
+            sga::Context ctx(sga::Device::Cpu);
+            ConvGeometry unbatched = g;
+            unbatched.batch = 0;  // the packing does not depend on the batch
+            std::vector<float> packed(static_cast<std::size_t>(sga::cpu::conv2d_packed_floats(unbatched, pass)), -7.0f);
+            sga::cpu::conv2d_pack_weight(ctx, unbatched, pass, weight.data(), packed.data());
+            std::vector<float> single_thread;
+            for (int threads : {1, 2, 3}) {
+                ThreadCount thread_count(threads);
+                INFO("cpu threads " << threads);
+                Guarded actual(std::vector<float>(result_size, std::numeric_limits<float>::quiet_NaN()));
+                sga::cpu::conv2d_packed(ctx, g, pass, input.data(), packed.data(), actual.data());
+                require_close(actual.values(), expected, tolerance.rtol, tolerance.atol, what);
+                actual.require_guards_intact(what);
+                if (threads == 1)
+                    single_thread = actual.values();
+                else
+                    REQUIRE(actual.values() == single_thread);
+            }
+            seed += 10;
+        }
+    }
+}
+
+TEST_CASE("cpu packed convolution rejects bad geometry", "[conv2d][cpu][packed]") {
+    sga::Context ctx(sga::Device::Cpu);
+    ConvGeometry g = make_geometry(1, 3, 8, 8, 4, 4, 4, 2, 1);
+    g.out_height = 5;  // does not follow from the input
+    std::vector<float> buffer(4096, 0.5f);
+    REQUIRE_THROWS_AS(sga::cpu::conv2d_packed_floats(g, sga::ConvPass::Forward), sga::InvalidArgument);
+    REQUIRE_THROWS_AS(sga::cpu::conv2d_pack_weight(ctx, g, sga::ConvPass::Forward, buffer.data(), buffer.data()),
+                      sga::InvalidArgument);
+    REQUIRE_THROWS_AS(sga::cpu::conv2d_packed(ctx, g, sga::ConvPass::BackwardData, buffer.data(), buffer.data(), buffer.data()),
+                      sga::InvalidArgument);
+}
+
 TEST_CASE("cpu add_channel_bias and its backward match the reference", "[conv2d][cpu][bias]") {
     struct Case {
         std::int64_t batch, channels, spatial;

@@ -277,6 +277,36 @@ TEST_CASE("cuda convolution primitives match the CPU, overwriting (beta 0) and a
     }
 }
 
+// The packed path at batch 1 and 4 (scoring one image): each backend packs the weight in its
+// own layout (the CPU's panels, CUDA's weight as it is) and computes both passes.
+TEST_CASE("cuda packed convolutions match the CPU's", "[cuda][conv2d][packed]") {
+    if (skip_without_gpu()) return;
+    Backends backends;
+    std::uint64_t seed = 7000;
+    for (sga::ConvGeometry g : conv_geometries()) {
+        for (const std::int64_t batch : {std::int64_t{1}, std::int64_t{4}}) {
+            g.batch = batch;
+            ++seed;
+            const Pair weight(random_vector(size_of(g.weight_size()), seed));
+            for (const sga::ConvPass pass : {sga::ConvPass::Forward, sga::ConvPass::BackwardData}) {
+                const bool forward = pass == sga::ConvPass::Forward;
+                const Pair input(random_vector(size_of(forward ? g.input_size() : g.output_size()), seed + 100000));
+                const Pair output(std::vector<float>(size_of(forward ? g.output_size() : g.input_size()), not_a_number));
+                backends.run([&](sga::Context& ctx, Side s) {
+                    const sga::Tensor packed({sga::kernels::conv2d_packed_floats(ctx.device(), g, pass)}, ctx.device());
+                    sga::kernels::conv2d_pack_weight(ctx, g, pass, weight[s], packed.data());
+                    sga::kernels::conv2d_packed(ctx, g, pass, input[s], packed.data(), output[s]);
+                    ctx.synchronize();
+                });
+                require_conv_match(output, describe(forward ? "conv2d_packed forward" : "conv2d_packed backward-data",
+                                                    shape_of(g), seed));
+                weight.require_unchanged("conv2d_packed weight");
+                input.require_unchanged("conv2d_packed input");
+            }
+        }
+    }
+}
+
 namespace {
 // The model's convolutions at the official batch 64 and larger images, where cuDNN picks
 // other algorithms than at 32 x 32 (FFT tiling, Winograd and implicit GEMM variants by

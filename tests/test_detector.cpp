@@ -738,7 +738,7 @@ TEST_CASE("concurrent callers share the thread budget and never exceed it", "[de
 
 // A full-width model (ngf = ndf = 64) with random weights, so that the convolutions take the
 // threaded GEMM paths: scores from 1 thread, from 2 and 3, and from 4 concurrent callers
-// must be the same bits.
+// must be the same bits; with the weights as they are and packed (as Detector scores).
 TEST_CASE("scores are bit-identical for any thread count and under concurrent callers", "[detector][concurrency]") {
     Architecture arch;
     arch.image_size = 32;
@@ -765,25 +765,94 @@ TEST_CASE("scores are bit-identical for any thread count and under concurrent ca
         }
         return out;
     };
-    set_cpu_threads(1);
-    const std::vector<float> single = score_all();
-    REQUIRE(single.size() == 17);
-    for (float v : single) REQUIRE(std::isfinite(v));
-    for (int threads : {2, 3}) {
-        set_cpu_threads(threads);
+    for (const bool packed : {false, true}) {
+        INFO("packed weights: " << packed);
+        if (packed) model.pack_for_inference(setup);
+        set_cpu_threads(1);
+        const std::vector<float> single = score_all();
+        REQUIRE(single.size() == 17);
+        for (float v : single) REQUIRE(std::isfinite(v));
+        for (int threads : {2, 3}) {
+            set_cpu_threads(threads);
+            CHECK(score_all() == single);
+        }
+        set_cpu_threads(0);
         CHECK(score_all() == single);
+        std::vector<std::vector<float>> concurrent(4);
+        std::vector<std::thread> callers;
+        for (std::size_t t = 0; t < concurrent.size(); ++t)
+            callers.emplace_back([&, t] {
+                for (int k = 0; k < 3; ++k) {
+                    const std::vector<float> s = score_all();
+                    if (k == 0 || s != single) concurrent[t] = s;
+                }
+            });
+        for (std::thread& t : callers) t.join();
+        for (const std::vector<float>& s : concurrent) CHECK(s == single);
     }
-    set_cpu_threads(0);
-    CHECK(score_all() == single);
-    std::vector<std::vector<float>> concurrent(4);
-    std::vector<std::thread> callers;
-    for (std::size_t t = 0; t < concurrent.size(); ++t)
-        callers.emplace_back([&, t] {
-            for (int k = 0; k < 3; ++k) {
-                const std::vector<float> s = score_all();
-                if (k == 0 || s != single) concurrent[t] = s;
-            }
-        });
-    for (std::thread& t : callers) t.join();
-    for (const std::vector<float>& s : concurrent) CHECK(s == single);
+}
+
+// Packed weights (Network::packed: Detector packs them at the end of fit and after load)
+// compute the layers they serve in another order of summation: every score part must agree
+// with the unpacked model's to float rounding, at batch 1 (each image's four rotation views:
+// the deep layers packed) and 16 (only the deepest), rotation head included; and whatever
+// changes the weights must discard the packing.
+TEST_CASE("packed weights score as the weights they were packed from", "[detector][packed]") {
+    const Recipe recipe = Recipe::robust_rotation();
+    Architecture arch;
+    arch.image_size = 32;
+    arch.channels = 3;
+    arch.rotation_head = true;
+    SkipGanomaly model(arch, AdamHyperparameters{}, LossWeights{});
+    model.restoration = recipe.restoration;
+    model.rotation_prediction = recipe.rotation_prediction;
+    Context ctx(Device::Cpu);
+    model.materialize(ctx);
+    RandomStream random(91);
+    model.initialize(ctx, random);
+    std::mt19937 rng(92);
+    std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
+    std::vector<float> values(static_cast<std::size_t>(16 * 3 * 32 * 32));
+    for (float& v : values) v = pixel(rng);
+    const Tensor images = Tensor::from_host({16, 3, 32, 32}, values);
+    auto parts_of = [&](std::int64_t n) {
+        Tape tape(ctx);
+        return model.score(ctx, tape, images.view().slice_batch(0, n), BatchNormMode::RunningStatistics, false);
+    };
+    auto require_near = [](const std::vector<float>& actual, const std::vector<float>& expected, const char* part) {
+        REQUIRE(actual.size() == expected.size());
+        REQUIRE_FALSE(expected.empty());
+        double worst = 0;
+        for (std::size_t i = 0; i < expected.size(); ++i) {
+            REQUIRE(std::isfinite(actual[i]));
+            worst = std::max(worst, std::abs(static_cast<double>(actual[i]) - expected[i]) / std::abs(expected[i]));
+        }
+        INFO(part << ": largest relative difference " << worst);
+        CHECK(worst < 1e-5);
+    };
+    REQUIRE_FALSE(model.generator.has_packed_weights());
+    const BatchScores plain_one = parts_of(1), plain_batch = parts_of(16);
+    model.pack_for_inference(ctx);
+    REQUIRE(model.generator.has_packed_weights());
+    REQUIRE(model.discriminator.has_packed_weights());
+    const BatchScores packed_one = parts_of(1), packed_batch = parts_of(16);
+    for (const auto& [packed, plain] : {std::pair{&packed_one, &plain_one}, std::pair{&packed_batch, &plain_batch}}) {
+        require_near(packed->reconstruction, plain->reconstruction, "reconstruction");
+        require_near(packed->latent, plain->latent, "latent");
+        require_near(packed->rotation, plain->rotation, "rotation");
+    }
+    // The packed kernels ran: another order of summation moves the last bits.
+    CHECK((packed_one.reconstruction != plain_one.reconstruction || packed_one.latent != plain_one.latent));
+
+    model.initialize(ctx, random);
+    CHECK_FALSE(model.generator.has_packed_weights());
+    CHECK_FALSE(model.discriminator.has_packed_weights());
+    SkipGanomaly official(Architecture{}, AdamHyperparameters{}, LossWeights{});
+    official.materialize(ctx);
+    official.initialize(ctx, random);
+    official.pack_for_inference(ctx);
+    Tape tape(ctx);
+    official.train_step(ctx, tape, images.view(), random);
+    CHECK_FALSE(official.generator.has_packed_weights());
+    CHECK_FALSE(official.discriminator.has_packed_weights());
 }

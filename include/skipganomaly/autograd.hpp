@@ -200,12 +200,8 @@ inline void require_same_shape(Var a, Var b, const char* op) {
 }
 }  // namespace detail
 
-// input (N, Cin, H, W), weight (Cout, Cin, K, K), bias (Cout) -> (N, Cout, OH, OW).
-inline Var conv2d(Var input, Var weight, std::optional<Var> bias, std::int64_t stride, std::int64_t padding) {
-    detail::require_rank4(input, "conv2d");
-    detail::require_rank4(weight, "conv2d weight");
-    const Shape x = input.shape();
-    const Shape w = weight.shape();
+// The geometry of conv2d on input shape x (N, Cin, H, W) with weight shape w (Cout, Cin, K, K).
+inline ConvGeometry conv2d_geometry(const Shape& x, const Shape& w, std::int64_t stride, std::int64_t padding) {
     SGA_CHECK_ARGUMENT(w[1] == x[1], "conv2d: input has " + std::to_string(x[1]) + " channels, weight expects " +
                                          std::to_string(w[1]));
     ConvGeometry g;
@@ -216,6 +212,30 @@ inline Var conv2d(Var input, Var weight, std::optional<Var> bias, std::int64_t s
     g.out_height = ConvGeometry::output_extent(x[2], w[2], stride, padding);
     g.out_width = ConvGeometry::output_extent(x[3], w[3], stride, padding);
     SGA_CHECK_ARGUMENT(g.out_height > 0 && g.out_width > 0, "conv2d: input " + x.str() + " is smaller than the kernel");
+    return g;
+}
+
+// The geometry of the convolution that conv_transpose2d on input shape x (N, Cin, H, W) with
+// weight shape w (Cin, Cout, K, K) transposes: that convolution's output is our input.
+inline ConvGeometry conv_transpose2d_geometry(const Shape& x, const Shape& w, std::int64_t stride, std::int64_t padding) {
+    SGA_CHECK_ARGUMENT(w[0] == x[1], "conv_transpose2d: input has " + std::to_string(x[1]) +
+                                         " channels, weight expects " + std::to_string(w[0]));
+    ConvGeometry g;
+    g.batch = x[0];
+    g.out_channels = x[1], g.out_height = x[2], g.out_width = x[3];
+    g.in_channels = w[1], g.kernel_height = w[2], g.kernel_width = w[3];
+    g.stride = stride, g.padding = padding;
+    g.in_height = (x[2] - 1) * stride - 2 * padding + w[2];
+    g.in_width = (x[3] - 1) * stride - 2 * padding + w[3];
+    SGA_CHECK_ARGUMENT(g.in_height > 0 && g.in_width > 0, "conv_transpose2d: output would be empty");
+    return g;
+}
+
+// input (N, Cin, H, W), weight (Cout, Cin, K, K), bias (Cout) -> (N, Cout, OH, OW).
+inline Var conv2d(Var input, Var weight, std::optional<Var> bias, std::int64_t stride, std::int64_t padding) {
+    detail::require_rank4(input, "conv2d");
+    detail::require_rank4(weight, "conv2d weight");
+    const ConvGeometry g = conv2d_geometry(input.shape(), weight.shape(), stride, padding);
     Tape& tape = *input.tape;
     Context& ctx = tape.context();
     TensorView out = tape.allocate({g.batch, g.out_channels, g.out_height, g.out_width});
@@ -243,19 +263,7 @@ inline Var conv2d(Var input, Var weight, std::optional<Var> bias, std::int64_t s
 inline Var conv_transpose2d(Var input, Var weight, std::optional<Var> bias, std::int64_t stride, std::int64_t padding) {
     detail::require_rank4(input, "conv_transpose2d");
     detail::require_rank4(weight, "conv_transpose2d weight");
-    const Shape x = input.shape();
-    const Shape w = weight.shape();
-    SGA_CHECK_ARGUMENT(w[0] == x[1], "conv_transpose2d: input has " + std::to_string(x[1]) +
-                                         " channels, weight expects " + std::to_string(w[0]));
-    // The geometry of the convolution this op transposes: its output is our input.
-    ConvGeometry g;
-    g.batch = x[0];
-    g.out_channels = x[1], g.out_height = x[2], g.out_width = x[3];
-    g.in_channels = w[1], g.kernel_height = w[2], g.kernel_width = w[3];
-    g.stride = stride, g.padding = padding;
-    g.in_height = (x[2] - 1) * stride - 2 * padding + w[2];
-    g.in_width = (x[3] - 1) * stride - 2 * padding + w[3];
-    SGA_CHECK_ARGUMENT(g.in_height > 0 && g.in_width > 0, "conv_transpose2d: output would be empty");
+    const ConvGeometry g = conv_transpose2d_geometry(input.shape(), weight.shape(), stride, padding);
     Tape& tape = *input.tape;
     Context& ctx = tape.context();
     TensorView out = tape.allocate({g.batch, g.in_channels, g.in_height, g.in_width});
@@ -274,6 +282,26 @@ inline Var conv_transpose2d(Var input, Var weight, std::optional<Var> bias, std:
     };
     if (bias) return tape.record(out, {input, weight, *bias}, rule);
     return tape.record(out, {input, weight}, rule);
+}
+
+// Inference only: conv2d (ConvPass::Forward) or conv_transpose2d (ConvPass::BackwardData)
+// through a weight packed once by kernels::conv2d_pack_weight for geometry `g` (the
+// convolution's geometry, as conv2d and conv_transpose2d above build it, with the batch of
+// `input`), plus the optional bias (a constant). Records no gradient: the caller checks that
+// none is needed (PackedConvolution, layers.hpp).
+inline Var packed_convolution(Var input, const float* packed, const ConvGeometry& g, ConvPass pass,
+                              std::optional<Var> bias) {
+    Tape& tape = *input.tape;
+    Context& ctx = tape.context();
+    const bool forward = pass == ConvPass::Forward;
+    const std::int64_t channels = forward ? g.out_channels : g.in_channels;
+    const std::int64_t height = forward ? g.out_height : g.in_height, width = forward ? g.out_width : g.in_width;
+    TensorView out = tape.allocate({g.batch, channels, height, width});
+    kernels::conv2d_packed(ctx, g, pass, input.value().data(), packed, out.data());
+    if (bias) kernels::add_channel_bias(ctx, g.batch, channels, height * width, bias->value().data(), out.data());
+    SGA_CHECK_ARGUMENT(!tape.requires_grad(input) && (!bias || !tape.requires_grad(*bias)),
+                       "packed_convolution: records no gradient, but its input needs one");
+    return tape.constant(out);
 }
 
 struct BatchNormState {

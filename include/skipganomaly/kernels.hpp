@@ -35,6 +35,11 @@ struct ConvGeometry {
     std::int64_t weight_size() const { return out_channels * in_channels * kernel_height * kernel_width; }
 };
 
+// The product of a convolution that a packed weight serves (conv2d_pack_weight, kernels.def):
+// Forward is conv2d_forward's; BackwardData is conv2d_backward_data's, which is also the
+// forward of a transposed convolution.
+enum class ConvPass { Forward, BackwardData };
+
 struct AdamHyperparameters {
     float learning_rate = 2e-4f;
     float beta1 = 0.5f;
@@ -46,6 +51,8 @@ struct AdamHyperparameters {
 #define SGA_KERNEL(name, parameters, arguments) SKIPGANOMALY_API void name parameters;
 namespace cpu {
 #include "skipganomaly/kernels.def"
+// Floats of the CPU's packed weight for `geometry` (its batch is ignored).
+SKIPGANOMALY_API std::int64_t conv2d_packed_floats(const ConvGeometry& geometry, ConvPass pass);
 }
 #undef SGA_KERNEL
 // The CUDA backend lives in a separate module (libskipganomaly_cuda.so, src/cuda) that the
@@ -89,6 +96,13 @@ namespace kernels {
     }
 #include "skipganomaly/kernels.def"
 #undef SGA_KERNEL
+
+// Floats of a packed weight for `geometry` (its batch is ignored) on `device`: the CPU keeps
+// the active taps in panels of 16 output columns; CUDA keeps the weight as it is (cuDNN picks
+// its own algorithms per call).
+inline std::int64_t conv2d_packed_floats(Device device, const ConvGeometry& geometry, ConvPass pass) {
+    return device == Device::Cpu ? cpu::conv2d_packed_floats(geometry, pass) : geometry.weight_size();
+}
 }  // namespace kernels
 
 }  // namespace sga

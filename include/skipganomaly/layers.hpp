@@ -1,11 +1,49 @@
 // Layers: named slices of a ParameterBlock plus a forward that records on a tape.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "skipganomaly/parameters.hpp"
 
 namespace sga {
+
+// A convolution's weight packed once for scoring (kernels.def: conv2d_pack_weight,
+// conv2d_packed). At batch 1, Eigen's GEMM spent about half of scoring packing the weights
+// again on every call (docs/benchmarks.md); the packed kernel streams them as they lie. A
+// snapshot of the weight: whoever changes the weights discards it (Network::packed).
+struct PackedConvolution {
+    // The packed kernel serves products of up to this many rows (batch x the convolution's
+    // output positions); above it Eigen's GEMM, which packs per call but blocks for the
+    // caches, was as fast or faster (bench_conv2d_cpu .../scoring4/...: 256 rows).
+    static constexpr std::int64_t max_rows = 64;
+
+    ConvGeometry geometry;  // batch 0: any batch of this geometry
+    ConvPass pass = ConvPass::Forward;
+    Tensor packed;
+
+    static PackedConvolution pack(Context& ctx, ConvGeometry g, ConvPass pass, const float* weight) {
+        g.batch = 0;
+        PackedConvolution p{g, pass, Tensor({kernels::conv2d_packed_floats(ctx.device(), g, pass)}, ctx.device())};
+        kernels::conv2d_pack_weight(ctx, g, pass, weight, p.packed.data());
+        return p;
+    }
+    // Whether this packing computes convolution g (at g's batch).
+    bool serves(const ConvGeometry& g) const {
+        const ConvGeometry& p = geometry;
+        return g.in_channels == p.in_channels && g.in_height == p.in_height && g.in_width == p.in_width &&
+               g.out_channels == p.out_channels && g.out_height == p.out_height && g.out_width == p.out_width &&
+               g.kernel_height == p.kernel_height && g.kernel_width == p.kernel_width && g.stride == p.stride &&
+               g.padding == p.padding && g.batch * g.out_height * g.out_width <= max_rows;
+    }
+};
+
+namespace detail {
+// Whether a layer's output needs no gradient, so that a packed weight may compute it.
+inline bool inference_only(const Tape& tape, Var input, Var weight, const std::optional<Var>& bias) {
+    return !tape.requires_grad(input) && !tape.requires_grad(weight) && (!bias || !tape.requires_grad(*bias));
+}
+}  // namespace detail
 
 struct Conv2d {
     int weight = -1;  // (Cout, Cin, K, K)
@@ -22,10 +60,22 @@ struct Conv2d {
         layer.padding = padding;
         return layer;
     }
-    Var operator()(Tape& tape, const ParameterBlock& params, Var input) const {
+    // The weight packed for square inputs of input_size x input_size.
+    PackedConvolution pack(Context& ctx, const ParameterBlock& params, std::int64_t input_size) const {
+        const TensorView w = params.value(weight);
+        const ConvGeometry g = ops::conv2d_geometry({1, w.shape()[1], input_size, input_size}, w.shape(), stride, padding);
+        return PackedConvolution::pack(ctx, g, ConvPass::Forward, w.data());
+    }
+    // `packed` (optional) computes the output when no gradient is recorded and it serves the geometry.
+    Var operator()(Tape& tape, const ParameterBlock& params, Var input, const PackedConvolution* packed = nullptr) const {
         std::optional<Var> b;
         if (bias >= 0) b = params.bind(tape, bias);
-        return ops::conv2d(input, params.bind(tape, weight), b, stride, padding);
+        const Var w = params.bind(tape, weight);
+        if (packed && detail::inference_only(tape, input, w, b)) {
+            const ConvGeometry g = ops::conv2d_geometry(input.shape(), w.shape(), stride, padding);
+            if (packed->serves(g)) return ops::packed_convolution(input, packed->packed.data(), g, ConvPass::Forward, b);
+        }
+        return ops::conv2d(input, w, b, stride, padding);
     }
 };
 
@@ -44,10 +94,24 @@ struct ConvTranspose2d {
         layer.padding = padding;
         return layer;
     }
-    Var operator()(Tape& tape, const ParameterBlock& params, Var input) const {
+    // The weight packed for square inputs of input_size x input_size.
+    PackedConvolution pack(Context& ctx, const ParameterBlock& params, std::int64_t input_size) const {
+        const TensorView w = params.value(weight);
+        const ConvGeometry g =
+            ops::conv_transpose2d_geometry({1, w.shape()[0], input_size, input_size}, w.shape(), stride, padding);
+        return PackedConvolution::pack(ctx, g, ConvPass::BackwardData, w.data());
+    }
+    // `packed` (optional) computes the output when no gradient is recorded and it serves the geometry.
+    Var operator()(Tape& tape, const ParameterBlock& params, Var input, const PackedConvolution* packed = nullptr) const {
         std::optional<Var> b;
         if (bias >= 0) b = params.bind(tape, bias);
-        return ops::conv_transpose2d(input, params.bind(tape, weight), b, stride, padding);
+        const Var w = params.bind(tape, weight);
+        if (packed && detail::inference_only(tape, input, w, b)) {
+            const ConvGeometry g = ops::conv_transpose2d_geometry(input.shape(), w.shape(), stride, padding);
+            if (packed->serves(g))
+                return ops::packed_convolution(input, packed->packed.data(), g, ConvPass::BackwardData, b);
+        }
+        return ops::conv_transpose2d(input, w, b, stride, padding);
     }
 };
 

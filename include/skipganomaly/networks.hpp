@@ -2,6 +2,7 @@
 // (samet-akcay/skip-ganomaly, lib/models/networks.py), with the same state-dict names.
 #pragma once
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -92,6 +93,7 @@ public:
         statistics.materialize(ctx);
     }
     void initialize(Context& ctx, RandomStream& random) {
+        discard_packed_weights();
         initialize_dcgan(ctx, random, parameters, norms_, &statistics);
         training_passes = 0;
     }
@@ -103,6 +105,18 @@ public:
         for (BatchNorm2d& norm : norms_) norm.momentum = momentum;
     }
 
+    // Convolution weights packed once for scoring (PackedConvolution, layers.hpp): made by
+    // pack_for_inference, which the owner calls when the weights are final (Detector: at the
+    // end of fit and after load), and discarded by whatever changes the weights (initialize,
+    // SkipGanomaly::train_step; call discard_packed_weights after writing weights yourself).
+    // Without them every layer computes from the weights as they are.
+    const PackedConvolution* packed(int weight) const {
+        const auto found = packed_.find(weight);
+        return found == packed_.end() ? nullptr : &found->second;
+    }
+    bool has_packed_weights() const { return !packed_.empty(); }
+    void discard_packed_weights() { packed_.clear(); }
+
     ParameterBlock parameters{true};
     ParameterBlock statistics{false};
     // Forward passes in BatchNormMode::Training so far: PyTorch's num_batches_tracked of
@@ -111,6 +125,7 @@ public:
 
 protected:
     std::vector<BatchNorm2d> norms_;
+    std::map<int, PackedConvolution> packed_;  // by the weight's parameter index
 };
 
 // The official UnetGenerator (num_downs = log2(image_size)): a U-Net whose every level
@@ -167,6 +182,22 @@ public:
         return level_forward(tape, 0, x, mode, closed_skips);
     }
 
+    // Packs every convolution's weight for inputs of the architecture's size (see packed()).
+    void pack_for_inference(Context& ctx) {
+        packed_.clear();
+        const std::int64_t size = arch_.image_size;
+        for (std::size_t level = 0; level < levels_.size(); ++level) {
+            const Level& l = levels_[level];
+            const std::int64_t in = size >> level, out = in / 2;
+            packed_.emplace(l.down.weight, l.down.pack(ctx, parameters, in));
+            if (l.squeeze.weight >= 0) {
+                packed_.emplace(l.squeeze.weight, l.squeeze.pack(ctx, parameters, out));
+                packed_.emplace(l.expand.weight, l.expand.pack(ctx, parameters, out));
+            }
+            packed_.emplace(l.up.weight, l.up.pack(ctx, parameters, out));
+        }
+    }
+
 private:
     struct Level {
         Conv2d down;
@@ -188,16 +219,20 @@ private:
     Var level_forward(Tape& tape, std::size_t level, Var x, BatchNormMode mode, SkipMask closed_skips) const {
         const Level& l = levels_[level];
         if (level == 0) {
-            Var inner = level_forward(tape, 1, l.down(tape, parameters, x), mode, closed_skips);
-            return ops::tanh(l.up(tape, parameters, ops::relu(inner, ops::Input::Dead)), ops::Input::Dead);
+            Var inner = level_forward(tape, 1, l.down(tape, parameters, x, packed(l.down.weight)), mode, closed_skips);
+            return ops::tanh(l.up(tape, parameters, ops::relu(inner, ops::Input::Dead), packed(l.up.weight)),
+                             ops::Input::Dead);
         }
         Var activated = ops::leaky_relu(x, 0.2f, ops::Input::Dead);
-        Var down = l.down(tape, parameters, activated);
-        if (l.squeeze.weight >= 0) down = l.expand(tape, parameters, l.squeeze(tape, parameters, down));
+        Var down = l.down(tape, parameters, activated, packed(l.down.weight));
+        if (l.squeeze.weight >= 0)
+            down = l.expand(tape, parameters, l.squeeze(tape, parameters, down, packed(l.squeeze.weight)),
+                            packed(l.expand.weight));
         Var inner = level + 1 == levels_.size()
                         ? down
                         : level_forward(tape, level + 1, norm(tape, l.down_norm, down, mode), mode, closed_skips);
-        Var up = norm(tape, l.up_norm, l.up(tape, parameters, ops::relu(inner, ops::Input::Dead)), mode);
+        Var up = norm(tape, l.up_norm, l.up(tape, parameters, ops::relu(inner, ops::Input::Dead), packed(l.up.weight)),
+                      mode);
         const bool closed = (closed_skips >> (level - 1)) & 1u;
         return ops::concat_channels(closed ? ops::full_like(activated, 0.0f) : activated, up);
     }
@@ -239,14 +274,29 @@ public:
     // The official reinit_d (weights_init): fresh convolution and batch-norm weights; the
     // running statistics and the optimiser state are left as they are.
     void reinitialize_weights(Context& ctx, RandomStream& random) {
+        discard_packed_weights();
         initialize_dcgan(ctx, random, parameters, norms_, nullptr);
+    }
+
+    // Packs every convolution's weight for inputs of the architecture's size (see packed()).
+    void pack_for_inference(Context& ctx) {
+        packed_.clear();
+        std::int64_t size = arch_.image_size;
+        packed_.emplace(first_.weight, first_.pack(ctx, parameters, size));
+        for (const Conv2d& conv : pyramid_) {
+            size /= 2;
+            packed_.emplace(conv.weight, conv.pack(ctx, parameters, size));
+        }
+        packed_.emplace(final_.weight, final_.pack(ctx, parameters, size / 2));
+        packed_.emplace(classifier_.weight, classifier_.pack(ctx, parameters, 1));
+        if (has_rotation_head()) packed_.emplace(rotation_.weight, rotation_.pack(ctx, parameters, 1));
     }
 
     // Norms and activations work in place while no gradient is recorded (their inputs are
     // fresh convolution or norm outputs; see ops::Input).
     Output forward(Tape& tape, Var x, BatchNormMode mode) const {
         Var f = features(tape, x, mode);
-        Var prediction = ops::sigmoid(classifier_(tape, parameters, f));
+        Var prediction = ops::sigmoid(classifier_(tape, parameters, f, packed(classifier_.weight)));
         return {prediction, f};
     }
 
@@ -254,17 +304,18 @@ public:
     // (N, 4, 1, 1): the rotation head's logits, one per quarter turn (Architecture::rotation_head).
     Var rotation_logits(Tape& tape, Var x, BatchNormMode mode) const {
         SGA_CHECK_ARGUMENT(has_rotation_head(), "this discriminator has no rotation head");
-        return rotation_(tape, parameters, features(tape, x, mode));
+        return rotation_(tape, parameters, features(tape, x, mode), packed(rotation_.weight));
     }
 
 private:
     Var features(Tape& tape, Var x, BatchNormMode mode) const {
         constexpr ops::Input dead = ops::Input::Dead;
-        Var h = ops::leaky_relu(first_(tape, parameters, x), 0.2f, dead);
+        Var h = ops::leaky_relu(first_(tape, parameters, x, packed(first_.weight)), 0.2f, dead);
         for (std::size_t i = 0; i < pyramid_.size(); ++i)
-            h = ops::leaky_relu(norms_[i](tape, parameters, statistics, pyramid_[i](tape, parameters, h), mode, dead), 0.2f,
-                                dead);
-        return final_(tape, parameters, h);
+            h = ops::leaky_relu(norms_[i](tape, parameters, statistics,
+                                          pyramid_[i](tape, parameters, h, packed(pyramid_[i].weight)), mode, dead),
+                                0.2f, dead);
+        return final_(tape, parameters, h, packed(final_.weight));
     }
 
     Architecture arch_;

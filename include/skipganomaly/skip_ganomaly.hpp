@@ -65,6 +65,16 @@ public:
         generator.initialize(ctx, random);
         discriminator.initialize(ctx, random);
     }
+    // Packs both networks' convolution weights for scoring (Network::packed): call it when the
+    // weights are final; train_step and initialize discard the packing.
+    void pack_for_inference(Context& ctx) {
+        generator.pack_for_inference(ctx);
+        discriminator.pack_for_inference(ctx);
+    }
+    void discard_packed_weights() {
+        generator.discard_packed_weights();
+        discriminator.discard_packed_weights();
+    }
 
     // One optimisation step on `images` (N, nc, S, S) in [-1, 1] on ctx's device, as the
     // official optimize_params under PyTorch 1.2:
@@ -90,6 +100,7 @@ public:
                                "a rotation head trains on the turned generator inputs: give them and their turns");
         tape.clear();
         ctx.arena().reset();
+        discard_packed_weights();  // the step changes the weights they were packed from
         allocate_training_buffers(ctx);
         StepLosses out;
         Var x = tape.constant(images);

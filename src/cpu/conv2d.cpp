@@ -69,6 +69,9 @@
 #endif
 #include <Eigen/Core>
 #include <omp.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -763,6 +766,161 @@ void backward_data_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan,
     col2im(ctx, g, plan, columns, g.batch, grad_input, beta);
 }
 
+
+// ---- packed path: a weight packed once for inference (conv2d_pack_weight, conv2d_packed) ----
+//
+// Both passes are one product C (M, N) = A (M, K) * B (K, N) with M = batch * P rows:
+//   ConvPass::Forward       A = im2col columns (M, D), B (D, Cout): the weight's active taps
+//   ConvPass::BackwardData  A = grad_output (M, Cout), B (Cout, D); C = columns, then col2im
+// B is packed once into panels of 16 columns: panel j holds, for k = 0 .. K-1, the 16 floats
+// B(k, 16 j .. 16 j + 15) (zeros past N). Multiplying then streams the weight once, front to
+// back, with no per-call packing: at batch 1 a perf profile of scoring spent about half its
+// time in Eigen packing the weight operand of every GEMM, on every call (docs/benchmarks.md).
+// A, small at inference, is gathered per call into blocks of 8 rows (k-major, 8 floats per
+// k) so that the micro-kernel reads it sequentially. Each element of C is one thread's sum
+// over k in increasing order: identical results at any thread count.
+constexpr Index panel_width = 16;
+constexpr Index row_block = 8;
+
+Index packed_depth(const ConvGeometry& g, const Plan& plan, ConvPass pass) {
+    return pass == ConvPass::Forward ? plan.depth : g.out_channels;
+}
+Index packed_columns(const ConvGeometry& g, const Plan& plan, ConvPass pass) {
+    return pass == ConvPass::Forward ? g.out_channels : plan.depth;
+}
+
+// Element (m, k) of A at data[row_offset[m] + k * k_stride]; element (m, n) of C at
+// data[row_offset[m] + n * n_stride]. The offsets cover every layout the two passes meet
+// (im2col columns, NCHW batches, (N, D) row-major) without reordering copies.
+struct SourceRows {
+    const float* data;
+    const Index* row_offset;
+    Index stride;
+};
+struct TargetRows {
+    float* data;
+    const Index* row_offset;
+    Index stride;
+};
+
+#if defined(__AVX512F__)
+using Lanes = __m512;
+inline Lanes load_lanes(const float* p) { return _mm512_loadu_ps(p); }
+inline Lanes zero_lanes() { return _mm512_setzero_ps(); }
+inline Lanes multiply_add(float a, Lanes b, Lanes sum) { return _mm512_fmadd_ps(_mm512_set1_ps(a), b, sum); }
+inline void store_lanes(float* p, Lanes v) { _mm512_storeu_ps(p, v); }
+#else
+struct Lanes {
+    float v[panel_width];
+};
+inline Lanes load_lanes(const float* p) {
+    Lanes l;
+    std::memcpy(l.v, p, sizeof l.v);
+    return l;
+}
+inline Lanes zero_lanes() { return Lanes{}; }
+inline Lanes multiply_add(float a, Lanes b, Lanes sum) {
+    for (Index i = 0; i < panel_width; ++i) sum.v[i] += a * b.v[i];
+    return sum;
+}
+inline void store_lanes(float* p, Lanes v) { std::memcpy(p, v.v, sizeof v.v); }
+#endif
+
+// C rows [m0, m0 + Rows) x panels [panel, panel + Panels) = packed A block * packed B.
+// Rows x Panels accumulators (at most 8 x 2 = 16 of the 32 vector registers) hide the
+// multiply-add latency; with fewer than 8 (one image's deep layers: 1-4 rows), the depth is
+// split over Split interleaved sets of accumulators, added at the end in a fixed order.
+template <Index Rows, Index Panels>
+void packed_tile(Index K, Index N, const float* a_block, const float* b, Index panel, Index m0, const TargetRows& c) {
+    constexpr Index Split = Rows * Panels >= 8 ? 1 : Rows * Panels >= 4 ? 2 : 4;
+    Lanes sum[Split][Rows][Panels];
+    for (Index s = 0; s < Split; ++s)
+        for (Index i = 0; i < Rows; ++i)
+            for (Index j = 0; j < Panels; ++j) sum[s][i][j] = zero_lanes();
+    const float* b_panel[Panels];
+    for (Index j = 0; j < Panels; ++j) b_panel[j] = b + (panel + j) * K * panel_width;
+    auto step = [&](Lanes(&into)[Rows][Panels], Index k) {
+        Lanes column[Panels];
+        for (Index j = 0; j < Panels; ++j) column[j] = load_lanes(b_panel[j] + k * panel_width);
+        const float* a = a_block + k * Rows;
+        for (Index i = 0; i < Rows; ++i)
+            for (Index j = 0; j < Panels; ++j) into[i][j] = multiply_add(a[i], column[j], into[i][j]);
+    };
+    Index k = 0;
+    for (; k + Split <= K; k += Split)
+        for (Index s = 0; s < Split; ++s) step(sum[s], k + s);
+    for (; k < K; ++k) step(sum[0], k);
+    alignas(64) float lanes[panel_width], total[panel_width];
+    for (Index j = 0; j < Panels; ++j) {
+        const Index n0 = (panel + j) * panel_width, count = std::min(panel_width, N - n0);
+        for (Index i = 0; i < Rows; ++i) {
+            store_lanes(total, sum[0][i][j]);
+            for (Index s = 1; s < Split; ++s) {
+                store_lanes(lanes, sum[s][i][j]);
+                for (Index l = 0; l < panel_width; ++l) total[l] += lanes[l];
+            }
+            float* out = c.data + c.row_offset[m0 + i] + n0 * c.stride;
+            for (Index l = 0; l < count; ++l) out[l * c.stride] = total[l];
+        }
+    }
+}
+
+template <Index Panels>
+void packed_tile_rows(Index rows, Index K, Index N, const float* a_block, const float* b, Index panel, Index m0,
+                      const TargetRows& c) {
+    switch (rows) {
+        case 1: return packed_tile<1, Panels>(K, N, a_block, b, panel, m0, c);
+        case 2: return packed_tile<2, Panels>(K, N, a_block, b, panel, m0, c);
+        case 3: return packed_tile<3, Panels>(K, N, a_block, b, panel, m0, c);
+        case 4: return packed_tile<4, Panels>(K, N, a_block, b, panel, m0, c);
+        case 5: return packed_tile<5, Panels>(K, N, a_block, b, panel, m0, c);
+        case 6: return packed_tile<6, Panels>(K, N, a_block, b, panel, m0, c);
+        case 7: return packed_tile<7, Panels>(K, N, a_block, b, panel, m0, c);
+        default: return packed_tile<8, Panels>(K, N, a_block, b, panel, m0, c);
+    }
+}
+
+// C = A * B for the packed B of `K` x `N`. The threads split the panels (pairs of them), so
+// each streams its own part of the weight once for all rows.
+void packed_product(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* b,
+                    const TargetRows& c) {
+    const Index blocks = ceil_div(M, row_block);
+    float* a_packed = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * row_block * K));
+#pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
+    for (Index block = 0; block < blocks; ++block) {
+        const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
+        float* out = a_packed + m0 * K;
+        for (Index k = 0; k < K; ++k)
+            for (Index i = 0; i < rows; ++i) out[k * rows + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
+    }
+    const Index panels = ceil_div(N, panel_width), pairs = ceil_div(panels, 2);
+#pragma omp parallel for schedule(static) if (M * K * N > parallel_threshold * 16)
+    for (Index pair = 0; pair < pairs; ++pair) {
+        const Index panel = 2 * pair;
+        for (Index block = 0; block < blocks; ++block) {
+            const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
+            if (panel + 1 < panels)
+                packed_tile_rows<2>(rows, K, N, a_packed + m0 * K, b, panel, m0, c);
+            else
+                packed_tile_rows<1>(rows, K, N, a_packed + m0 * K, b, panel, m0, c);
+        }
+    }
+}
+
+// Offsets of the M = batch * P rows of an NCHW tensor with `channels` channels: row
+// n * P + p starts at image n, position p; its channel k lies k * P further.
+Index* nchw_row_offsets(Context& ctx, Index batch, Index channels, Index P) {
+    Index* offsets = reinterpret_cast<Index*>(ctx.arena().allocate_floats(static_cast<std::size_t>(2 * batch * P)));
+    for (Index n = 0; n < batch; ++n)
+        for (Index p = 0; p < P; ++p) offsets[n * P + p] = n * channels * P + p;
+    return offsets;
+}
+Index* strided_row_offsets(Context& ctx, Index rows, Index stride) {
+    Index* offsets = reinterpret_cast<Index*>(ctx.arena().allocate_floats(static_cast<std::size_t>(2 * rows)));
+    for (Index m = 0; m < rows; ++m) offsets[m] = m * stride;
+    return offsets;
+}
+
 }  // namespace
 
 void conv2d_forward(Context& ctx, const ConvGeometry& g, const float* input, const float* weight, float* output,
@@ -924,6 +1082,75 @@ void add_channel_bias_backward(Context& ctx, std::int64_t batch, std::int64_t ch
             total += plane_sum;
         }
         grad_bias[c] += static_cast<float>(total);
+    }
+}
+
+std::int64_t conv2d_packed_floats(const ConvGeometry& g, ConvPass pass) {
+    check_geometry(g, "conv2d_packed_floats");
+    const Plan plan = make_plan(g);
+    return round_up_16(packed_columns(g, plan, pass)) * packed_depth(g, plan, pass);
+}
+
+void conv2d_pack_weight(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* weight, float* packed) {
+    (void)ctx;
+    check_geometry(g, "conv2d_pack_weight");
+    const Plan plan = make_plan(g);
+    const Index K = packed_depth(g, plan, pass), N = packed_columns(g, plan, pass);
+    const Index panels = ceil_div(N, panel_width), kernel_area = g.kernel_height * g.kernel_width;
+    // Active tap d = ci * taps + r * cols.count + c of output channel co, in the weight array.
+    auto weight_at = [&](Index co, Index d) {
+        const Index ci = d / plan.taps, tap = d % plan.taps;
+        const Index kh = plan.rows.first + tap / plan.cols.count, kw = plan.cols.first + tap % plan.cols.count;
+        return weight[(co * g.in_channels + ci) * kernel_area + kh * g.kernel_width + kw];
+    };
+#pragma omp parallel for schedule(static) if (K * N > parallel_threshold)
+    for (Index panel = 0; panel < panels; ++panel)
+        for (Index k = 0; k < K; ++k)
+            for (Index l = 0; l < panel_width; ++l) {
+                const Index n = panel * panel_width + l;
+                float value = 0.0f;
+                if (n < N) value = pass == ConvPass::Forward ? weight_at(n, k) : weight_at(k, n);
+                packed[(panel * K + k) * panel_width + l] = value;
+            }
+}
+
+void conv2d_packed(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* input, const float* packed,
+                   float* output) {
+    check_geometry(g, "conv2d_packed");
+    if (g.batch == 0) return;
+    const Plan plan = make_plan(g);
+    const Index P = plan.spatial, Cout = g.out_channels, K = packed_depth(g, plan, pass), N = packed_columns(g, plan, pass);
+    const Index input_image = g.in_channels * g.in_height * g.in_width, output_image = Cout * P;
+    if (plan.depth == 0) {  // every product is empty: the result is 0
+        scale_or_zero(output, pass == ConvPass::Forward ? g.output_size() : g.input_size(), 0.0f);
+        return;
+    }
+    if (plan.input_is_columns) {  // (N, D) row-major is the columns matrix itself
+        const Index M = g.batch;
+        const Index* by_depth = strided_row_offsets(ctx, M, plan.depth);
+        const Index* by_channels = strided_row_offsets(ctx, M, Cout);
+        if (pass == ConvPass::Forward)
+            packed_product(ctx, M, K, N, {input, by_depth, 1}, packed, {output, by_channels, 1});
+        else
+            packed_product(ctx, M, K, N, {input, by_channels, 1}, packed, {output, by_depth, 1});
+        return;
+    }
+    // In chunks of images, so that the columns of a large batch stay bounded.
+    const Index chunk = plan.images_per_chunk;
+    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * plan.depth));
+    for (Index first = 0; first < g.batch; first += chunk) {
+        Arena::Scope per_chunk(ctx.arena());
+        const Index images = std::min(chunk, g.batch - first), rows = images * P;
+        const Index* nchw_rows = nchw_row_offsets(ctx, images, Cout, P);
+        const Index* column_rows = strided_row_offsets(ctx, rows, 1);
+        if (pass == ConvPass::Forward) {
+            im2col(ctx, g, plan, input + first * input_image, images, columns);
+            packed_product(ctx, rows, K, N, {columns, column_rows, rows}, packed, {output + first * output_image, nchw_rows, P});
+        } else {
+            packed_product(ctx, rows, K, N, {input + first * output_image, nchw_rows, P}, packed,
+                           {columns, column_rows, rows});
+            col2im(ctx, g, plan, columns, images, output + first * input_image, 0.0f);
+        }
     }
 }
 
