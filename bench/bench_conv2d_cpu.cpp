@@ -154,10 +154,10 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
                 sga::cpu::conv2d_backward_filter(ctx, g, input.data(), output.data(), weight.data(), beta);
                 break;
             case Primitive::packed_forward:
-                sga::cpu::conv2d_packed(ctx, g, pass, input.data(), packed.data(), output.data());
+                sga::cpu::conv2d_packed(ctx, g, pass, input.data(), weight.data(), packed.data(), output.data());
                 break;
             case Primitive::packed_backward_data:
-                sga::cpu::conv2d_packed(ctx, g, pass, output.data(), packed.data(), input.data());
+                sga::cpu::conv2d_packed(ctx, g, pass, output.data(), weight.data(), packed.data(), input.data());
                 break;
         }
         ctx.arena().reset();

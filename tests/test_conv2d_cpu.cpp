@@ -259,10 +259,10 @@ TEST_CASE("cpu conv2d kernels split a large batch into chunks of images", "[conv
     }
 }
 
-// The packed path (conv2d_pack_weight once, then conv2d_packed) against the double reference,
-// for both passes, on every test geometry plus a few with more rows and channels (row blocks
-// of 8 and their tails of 1-7, odd panel counts); and the same result at 1, 2 and 3 threads,
-// bit for bit.
+// The prepared path (conv2d_pack_weight once, then conv2d_packed) against the double
+// reference, for both passes, on every test geometry plus a few with more rows and channels
+// (blocks of 4 channels and 4 or 8 rows with their tails, depths that are not a multiple of
+// 16, columns past the last group of 32); and the same result at 1, 2 and 3 threads, bit for bit.
 TEST_CASE("cpu packed convolution matches the reference at any thread count", "[conv2d][cpu][packed]") {
     std::vector<ConvGeometry> geometries = test_geometries();
     geometries.push_back(make_geometry(1, 64, 8, 8, 37, 4, 4, 2, 1));    // 16 rows, N = 37: panels 2 + 1
@@ -297,7 +297,7 @@ TEST_CASE("cpu packed convolution matches the reference at any thread count", "[
                 ThreadCount thread_count(threads);
                 INFO("cpu threads " << threads);
                 Guarded actual(std::vector<float>(result_size, std::numeric_limits<float>::quiet_NaN()));
-                sga::cpu::conv2d_packed(ctx, g, pass, input.data(), packed.data(), actual.data());
+                sga::cpu::conv2d_packed(ctx, g, pass, input.data(), weight.data(), packed.data(), actual.data());
                 require_close(actual.values(), expected, tolerance.rtol, tolerance.atol, what);
                 actual.require_guards_intact(what);
                 if (threads == 1)
@@ -318,7 +318,8 @@ TEST_CASE("cpu packed convolution rejects bad geometry", "[conv2d][cpu][packed]"
     REQUIRE_THROWS_AS(sga::cpu::conv2d_packed_floats(g, sga::ConvPass::Forward), sga::InvalidArgument);
     REQUIRE_THROWS_AS(sga::cpu::conv2d_pack_weight(ctx, g, sga::ConvPass::Forward, buffer.data(), buffer.data()),
                       sga::InvalidArgument);
-    REQUIRE_THROWS_AS(sga::cpu::conv2d_packed(ctx, g, sga::ConvPass::BackwardData, buffer.data(), buffer.data(), buffer.data()),
+    REQUIRE_THROWS_AS(sga::cpu::conv2d_packed(ctx, g, sga::ConvPass::BackwardData, buffer.data(), buffer.data(),
+                                              buffer.data(), buffer.data()),
                       sga::InvalidArgument);
 }
 

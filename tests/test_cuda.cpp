@@ -277,8 +277,9 @@ TEST_CASE("cuda convolution primitives match the CPU, overwriting (beta 0) and a
     }
 }
 
-// The packed path at batch 1 and 4 (scoring one image): each backend packs the weight in its
-// own layout (the CPU's panels, CUDA's weight as it is) and computes both passes.
+// The prepared path at batch 1 and 4 (scoring one image): each backend prepares what it keeps
+// of the weight (the CPU: the active taps where some read only padding; CUDA: nothing) and
+// computes both passes.
 TEST_CASE("cuda packed convolutions match the CPU's", "[cuda][conv2d][packed]") {
     if (skip_without_gpu()) return;
     Backends backends;
@@ -295,7 +296,7 @@ TEST_CASE("cuda packed convolutions match the CPU's", "[cuda][conv2d][packed]") 
                 backends.run([&](sga::Context& ctx, Side s) {
                     const sga::Tensor packed({sga::kernels::conv2d_packed_floats(ctx.device(), g, pass)}, ctx.device());
                     sga::kernels::conv2d_pack_weight(ctx, g, pass, weight[s], packed.data());
-                    sga::kernels::conv2d_packed(ctx, g, pass, input[s], packed.data(), output[s]);
+                    sga::kernels::conv2d_packed(ctx, g, pass, input[s], weight[s], packed.data(), output[s]);
                     ctx.synchronize();
                 });
                 require_conv_match(output, describe(forward ? "conv2d_packed forward" : "conv2d_packed backward-data",

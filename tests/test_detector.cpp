@@ -795,8 +795,9 @@ TEST_CASE("scores are bit-identical for any thread count and under concurrent ca
 // Packed weights (Network::packed: Detector packs them at the end of fit and after load)
 // compute the layers they serve in another order of summation: every score part must agree
 // with the unpacked model's to float rounding, at batch 1 (each image's four rotation views:
-// the deep layers packed) and 16 (only the deepest), rotation head included; and whatever
-// changes the weights must discard the packing.
+// the deep layers prepared) and 16 (only the deepest), rotation head included; the prepared
+// kernels must be what computed them; and whatever changes the weights must discard the
+// packing.
 TEST_CASE("packed weights score as the weights they were packed from", "[detector][packed]") {
     const Recipe recipe = Recipe::robust_rotation();
     Architecture arch;
@@ -841,8 +842,20 @@ TEST_CASE("packed weights score as the weights they were packed from", "[detecto
         require_near(packed->latent, plain->latent, "latent");
         require_near(packed->rotation, plain->rotation, "rotation");
     }
-    // The packed kernels ran: another order of summation moves the last bits.
-    CHECK((packed_one.reconstruction != plain_one.reconstruction || packed_one.latent != plain_one.latent));
+    // The prepared kernels computed these scores: zeroing the compact weights that the packing
+    // keeps (the innermost 2x2 -> 1x1 convolution's active taps, and its mirror's) changes
+    // them; packing again restores them, bit for bit.
+    int compact = 0;
+    for (int i = 0; i < static_cast<int>(model.generator.parameters.entries().size()); ++i)
+        if (const PackedConvolution* p = model.generator.packed(i); p && p->packed.numel() > 0) {
+            std::vector<float> zeros(static_cast<std::size_t>(p->packed.numel()), 0.0f);
+            copy_bytes(p->packed.data(), Device::Cpu, zeros.data(), Device::Cpu, zeros.size() * sizeof(float));
+            ++compact;
+        }
+    CHECK(compact == 2);
+    CHECK(parts_of(1).reconstruction != packed_one.reconstruction);
+    model.pack_for_inference(ctx);
+    CHECK(parts_of(1).reconstruction == packed_one.reconstruction);
 
     model.initialize(ctx, random);
     CHECK_FALSE(model.generator.has_packed_weights());

@@ -285,11 +285,11 @@ inline Var conv_transpose2d(Var input, Var weight, std::optional<Var> bias, std:
 }
 
 // Inference only: conv2d (ConvPass::Forward) or conv_transpose2d (ConvPass::BackwardData)
-// through a weight packed once by kernels::conv2d_pack_weight for geometry `g` (the
+// from `weight` and what kernels::conv2d_pack_weight prepared of it for geometry `g` (the
 // convolution's geometry, as conv2d and conv_transpose2d above build it, with the batch of
 // `input`), plus the optional bias (a constant). Records no gradient: the caller checks that
 // none is needed (PackedConvolution, layers.hpp).
-inline Var packed_convolution(Var input, const float* packed, const ConvGeometry& g, ConvPass pass,
+inline Var packed_convolution(Var input, Var weight, const float* packed, const ConvGeometry& g, ConvPass pass,
                               std::optional<Var> bias) {
     Tape& tape = *input.tape;
     Context& ctx = tape.context();
@@ -297,9 +297,9 @@ inline Var packed_convolution(Var input, const float* packed, const ConvGeometry
     const std::int64_t channels = forward ? g.out_channels : g.in_channels;
     const std::int64_t height = forward ? g.out_height : g.in_height, width = forward ? g.out_width : g.in_width;
     TensorView out = tape.allocate({g.batch, channels, height, width});
-    kernels::conv2d_packed(ctx, g, pass, input.value().data(), packed, out.data());
+    kernels::conv2d_packed(ctx, g, pass, input.value().data(), weight.value().data(), packed, out.data());
     if (bias) kernels::add_channel_bias(ctx, g.batch, channels, height * width, bias->value().data(), out.data());
-    SGA_CHECK_ARGUMENT(!tape.requires_grad(input) && (!bias || !tape.requires_grad(*bias)),
+    SGA_CHECK_ARGUMENT(!tape.requires_grad(input) && !tape.requires_grad(weight) && (!bias || !tape.requires_grad(*bias)),
                        "packed_convolution: records no gradient, but its input needs one");
     return tape.constant(out);
 }

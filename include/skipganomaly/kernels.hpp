@@ -51,7 +51,7 @@ struct AdamHyperparameters {
 #define SGA_KERNEL(name, parameters, arguments) SKIPGANOMALY_API void name parameters;
 namespace cpu {
 #include "skipganomaly/kernels.def"
-// Floats of the CPU's packed weight for `geometry` (its batch is ignored).
+// Floats of the CPU's packed weight for `geometry` (its batch is ignored): 0 or the active taps.
 SKIPGANOMALY_API std::int64_t conv2d_packed_floats(const ConvGeometry& geometry, ConvPass pass);
 }
 #undef SGA_KERNEL
@@ -97,11 +97,11 @@ namespace kernels {
 #include "skipganomaly/kernels.def"
 #undef SGA_KERNEL
 
-// Floats of a packed weight for `geometry` (its batch is ignored) on `device`: the CPU keeps
-// the active taps in panels of 16 output columns; CUDA keeps the weight as it is (cuDNN picks
-// its own algorithms per call).
+// Floats of what conv2d_pack_weight keeps for `geometry` (its batch is ignored) on `device`:
+// the CPU, a compact copy of the active taps when some taps only read padding, else nothing
+// (it reads the weight where it lies); CUDA nothing (cuDNN picks its own algorithms per call).
 inline std::int64_t conv2d_packed_floats(Device device, const ConvGeometry& geometry, ConvPass pass) {
-    return device == Device::Cpu ? cpu::conv2d_packed_floats(geometry, pass) : geometry.weight_size();
+    return device == Device::Cpu ? cpu::conv2d_packed_floats(geometry, pass) : 0;
 }
 }  // namespace kernels
 

@@ -8,15 +8,16 @@
 
 namespace sga {
 
-// A convolution's weight packed once for scoring (kernels.def: conv2d_pack_weight,
-// conv2d_packed). At batch 1, Eigen's GEMM spent about half of scoring packing the weights
-// again on every call (docs/benchmarks.md); the packed kernel streams them as they lie. A
+// A convolution prepared once for scoring (kernels.def: conv2d_pack_weight, conv2d_packed).
+// At batch 1, Eigen's GEMM spent about half of scoring packing the weights again on every
+// call (docs/benchmarks.md); the prepared kernels stream the weight as it lies, and only a
+// layer some of whose taps read nothing but padding keeps a compact copy of the others. A
 // snapshot of the weight: whoever changes the weights discards it (Network::packed).
 struct PackedConvolution {
-    // The packed kernel serves products of up to this many rows (batch x the convolution's
-    // output positions); above it Eigen's GEMM, which packs per call but blocks for the
-    // caches, was as fast or faster (bench_conv2d_cpu .../scoring4/...: 256 rows).
-    static constexpr std::int64_t max_rows = 64;
+    // The prepared kernels serve products of up to this many rows (batch x the convolution's
+    // output positions): they win 1.3-10x at 1-16 rows, where the weight dominates, and lose to
+    // Eigen's cache-blocked GEMM from 64 rows (bench_conv2d_cpu .../scoring1/, .../scoring4/).
+    static constexpr std::int64_t max_rows = 16;
 
     ConvGeometry geometry;  // batch 0: any batch of this geometry
     ConvPass pass = ConvPass::Forward;
@@ -73,7 +74,7 @@ struct Conv2d {
         const Var w = params.bind(tape, weight);
         if (packed && detail::inference_only(tape, input, w, b)) {
             const ConvGeometry g = ops::conv2d_geometry(input.shape(), w.shape(), stride, padding);
-            if (packed->serves(g)) return ops::packed_convolution(input, packed->packed.data(), g, ConvPass::Forward, b);
+            if (packed->serves(g)) return ops::packed_convolution(input, w, packed->packed.data(), g, ConvPass::Forward, b);
         }
         return ops::conv2d(input, w, b, stride, padding);
     }
@@ -109,7 +110,7 @@ struct ConvTranspose2d {
         if (packed && detail::inference_only(tape, input, w, b)) {
             const ConvGeometry g = ops::conv_transpose2d_geometry(input.shape(), w.shape(), stride, padding);
             if (packed->serves(g))
-                return ops::packed_convolution(input, packed->packed.data(), g, ConvPass::BackwardData, b);
+                return ops::packed_convolution(input, w, packed->packed.data(), g, ConvPass::BackwardData, b);
         }
         return ops::conv_transpose2d(input, w, b, stride, padding);
     }

@@ -767,30 +767,23 @@ void backward_data_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan,
 }
 
 
-// ---- packed path: a weight packed once for inference (conv2d_pack_weight, conv2d_packed) ----
+// ---- prepared path: inference with the weight read where it lies (conv2d_pack_weight, conv2d_packed) ----
 //
-// Both passes are one product C (M, N) = A (M, K) * B (K, N) with M = batch * P rows:
-//   ConvPass::Forward       A = im2col columns (M, D), B (D, Cout): the weight's active taps
-//   ConvPass::BackwardData  A = grad_output (M, Cout), B (Cout, D); C = columns, then col2im
-// B is packed once into panels of 16 columns: panel j holds, for k = 0 .. K-1, the 16 floats
-// B(k, 16 j .. 16 j + 15) (zeros past N). Multiplying then streams the weight once, front to
-// back, with no per-call packing: at batch 1 a perf profile of scoring spent about half its
-// time in Eigen packing the weight operand of every GEMM, on every call (docs/benchmarks.md).
-// A, small at inference, is gathered per call into blocks of 8 rows (k-major, 8 floats per
-// k) so that the micro-kernel reads it sequentially. Each element of C is one thread's sum
-// over k in increasing order: identical results at any thread count.
-constexpr Index panel_width = 16;
-constexpr Index row_block = 8;
+// Both passes are one product C (M, N) = A (M, K) * B (K, N) with M = batch * P rows, small
+// when one image is scored: the GEMMs then spent about half their time packing the weight
+// operand again on every call (docs/benchmarks.md). These kernels stream the weight once, as
+// it lies, in the (Cout, D) row-major order of its active taps: the caller's array when every
+// tap is active (no copy, no memory), or the compact copy of the active taps that
+// conv2d_pack_weight makes once (the 2x2 -> 1x1 layers and their mirror: a quarter of the
+// weight, which the per-call path compacted on every call).
+//   Forward:      C (M, Cout) = A (M, D) * W^T: dot products along D (forward_streamed)
+//   BackwardData: C (M, D) = A (M, Cout) * W: rows of W scaled and summed (backward_data_streamed)
+// A, small, is gathered per call into the order each kernel reads. Every element of C is one
+// thread's sum in a fixed order: identical results at any thread count.
+constexpr Index lanes = 16;
 
-Index packed_depth(const ConvGeometry& g, const Plan& plan, ConvPass pass) {
-    return pass == ConvPass::Forward ? plan.depth : g.out_channels;
-}
-Index packed_columns(const ConvGeometry& g, const Plan& plan, ConvPass pass) {
-    return pass == ConvPass::Forward ? g.out_channels : plan.depth;
-}
-
-// Element (m, k) of A at data[row_offset[m] + k * k_stride]; element (m, n) of C at
-// data[row_offset[m] + n * n_stride]. The offsets cover every layout the two passes meet
+// Element (m, k) of A at data[row_offset[m] + k * stride]; element (m, n) of C at
+// data[row_offset[m] + n * stride]. The offsets cover every layout the two passes meet
 // (im2col columns, NCHW batches, (N, D) row-major) without reordering copies.
 struct SourceRows {
     const float* data;
@@ -807,11 +800,12 @@ struct TargetRows {
 using Lanes = __m512;
 inline Lanes load_lanes(const float* p) { return _mm512_loadu_ps(p); }
 inline Lanes zero_lanes() { return _mm512_setzero_ps(); }
-inline Lanes multiply_add(float a, Lanes b, Lanes sum) { return _mm512_fmadd_ps(_mm512_set1_ps(a), b, sum); }
+inline Lanes multiply_add(Lanes a, Lanes b, Lanes sum) { return _mm512_fmadd_ps(a, b, sum); }
+inline Lanes broadcast(float a) { return _mm512_set1_ps(a); }
 inline void store_lanes(float* p, Lanes v) { _mm512_storeu_ps(p, v); }
 #else
 struct Lanes {
-    float v[panel_width];
+    float v[lanes];
 };
 inline Lanes load_lanes(const float* p) {
     Lanes l;
@@ -819,71 +813,148 @@ inline Lanes load_lanes(const float* p) {
     return l;
 }
 inline Lanes zero_lanes() { return Lanes{}; }
-inline Lanes multiply_add(float a, Lanes b, Lanes sum) {
-    for (Index i = 0; i < panel_width; ++i) sum.v[i] += a * b.v[i];
+inline Lanes multiply_add(Lanes a, Lanes b, Lanes sum) {
+    for (Index i = 0; i < lanes; ++i) sum.v[i] += a.v[i] * b.v[i];
     return sum;
+}
+inline Lanes broadcast(float a) {
+    Lanes l;
+    std::fill(l.v, l.v + lanes, a);
+    return l;
 }
 inline void store_lanes(float* p, Lanes v) { std::memcpy(p, v.v, sizeof v.v); }
 #endif
 
-// C rows [m0, m0 + Rows) x panels [panel, panel + Panels) = packed A block * packed B.
-// Rows x Panels accumulators (at most 8 x 2 = 16 of the 32 vector registers) hide the
-// multiply-add latency; with fewer than 8 (one image's deep layers: 1-4 rows), the depth is
-// split over Split interleaved sets of accumulators, added at the end in a fixed order.
-template <Index Rows, Index Panels>
-void packed_tile(Index K, Index N, const float* a_block, const float* b, Index panel, Index m0, const TargetRows& c) {
-    constexpr Index Split = Rows * Panels >= 8 ? 1 : Rows * Panels >= 4 ? 2 : 4;
-    Lanes sum[Split][Rows][Panels];
-    for (Index s = 0; s < Split; ++s)
-        for (Index i = 0; i < Rows; ++i)
-            for (Index j = 0; j < Panels; ++j) sum[s][i][j] = zero_lanes();
-    const float* b_panel[Panels];
-    for (Index j = 0; j < Panels; ++j) b_panel[j] = b + (panel + j) * K * panel_width;
-    auto step = [&](Lanes(&into)[Rows][Panels], Index k) {
-        Lanes column[Panels];
-        for (Index j = 0; j < Panels; ++j) column[j] = load_lanes(b_panel[j] + k * panel_width);
-        const float* a = a_block + k * Rows;
-        for (Index i = 0; i < Rows; ++i)
-            for (Index j = 0; j < Panels; ++j) into[i][j] = multiply_add(a[i], column[j], into[i][j]);
-    };
+// The lanes of v summed in a fixed order.
+inline float sum_lanes(Lanes v) {
+    alignas(64) float l[lanes];
+    store_lanes(l, v);
+    float total = 0.0f;
+    for (Index i = 0; i < lanes; ++i) total += l[i];
+    return total;
+}
+
+// f(std::integral_constant<Index, R>{}) with R = count in 1 .. 4.
+template <class F>
+void with_count_1_to_4(Index count, F&& f) {
+    switch (count) {
+        case 1: return f(std::integral_constant<Index, 1>{});
+        case 2: return f(std::integral_constant<Index, 2>{});
+        case 3: return f(std::integral_constant<Index, 3>{});
+        default: return f(std::integral_constant<Index, 4>{});
+    }
+}
+
+// C (m0 .. m0+Rows, co0 .. co0+Channels) = rows of A (row-major, `K` long) dotted with rows of
+// W: per 16 floats of depth, Channels + Rows loads feed Channels x Rows multiply-adds, with
+// every weight row read front to back once.
+template <Index Channels, Index Rows>
+void dot_tile(Index K, const float* w, const float* a, Index m0, Index co0, const TargetRows& c) {
+    Lanes sum[Channels][Rows];
+    for (Index i = 0; i < Channels; ++i)
+        for (Index j = 0; j < Rows; ++j) sum[i][j] = zero_lanes();
+    const float* w_row[Channels];
+    for (Index i = 0; i < Channels; ++i) w_row[i] = w + (co0 + i) * K;
+    const float* a_row[Rows];
+    for (Index j = 0; j < Rows; ++j) a_row[j] = a + (m0 + j) * K;
     Index k = 0;
-    for (; k + Split <= K; k += Split)
-        for (Index s = 0; s < Split; ++s) step(sum[s], k + s);
-    for (; k < K; ++k) step(sum[0], k);
-    alignas(64) float lanes[panel_width], total[panel_width];
-    for (Index j = 0; j < Panels; ++j) {
-        const Index n0 = (panel + j) * panel_width, count = std::min(panel_width, N - n0);
-        for (Index i = 0; i < Rows; ++i) {
-            store_lanes(total, sum[0][i][j]);
-            for (Index s = 1; s < Split; ++s) {
-                store_lanes(lanes, sum[s][i][j]);
-                for (Index l = 0; l < panel_width; ++l) total[l] += lanes[l];
-            }
-            float* out = c.data + c.row_offset[m0 + i] + n0 * c.stride;
-            for (Index l = 0; l < count; ++l) out[l * c.stride] = total[l];
+    for (; k + lanes <= K; k += lanes) {
+        Lanes wv[Channels];
+        for (Index i = 0; i < Channels; ++i) wv[i] = load_lanes(w_row[i] + k);
+        for (Index j = 0; j < Rows; ++j) {
+            const Lanes av = load_lanes(a_row[j] + k);
+            for (Index i = 0; i < Channels; ++i) sum[i][j] = multiply_add(wv[i], av, sum[i][j]);
         }
     }
+    for (Index i = 0; i < Channels; ++i)
+        for (Index j = 0; j < Rows; ++j) {
+            float total = sum_lanes(sum[i][j]);
+            for (Index t = k; t < K; ++t) total += w_row[i][t] * a_row[j][t];
+            c.data[c.row_offset[m0 + j] + (co0 + i) * c.stride] = total;
+        }
 }
 
-template <Index Panels>
-void packed_tile_rows(Index rows, Index K, Index N, const float* a_block, const float* b, Index panel, Index m0,
+// Forward: C (M, N) = A (M, K) * W^T with W (N, K) row-major. The threads split the output
+// channels, four at a time.
+void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                       const TargetRows& c) {
-    switch (rows) {
-        case 1: return packed_tile<1, Panels>(K, N, a_block, b, panel, m0, c);
-        case 2: return packed_tile<2, Panels>(K, N, a_block, b, panel, m0, c);
-        case 3: return packed_tile<3, Panels>(K, N, a_block, b, panel, m0, c);
-        case 4: return packed_tile<4, Panels>(K, N, a_block, b, panel, m0, c);
-        case 5: return packed_tile<5, Panels>(K, N, a_block, b, panel, m0, c);
-        case 6: return packed_tile<6, Panels>(K, N, a_block, b, panel, m0, c);
-        case 7: return packed_tile<7, Panels>(K, N, a_block, b, panel, m0, c);
-        default: return packed_tile<8, Panels>(K, N, a_block, b, panel, m0, c);
+    float* a_rows = ctx.arena().allocate_floats(static_cast<std::size_t>(M * K));
+#pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
+    for (Index m = 0; m < M; ++m)
+        for (Index k = 0; k < K; ++k) a_rows[m * K + k] = a.data[a.row_offset[m] + k * a.stride];
+    const Index blocks = ceil_div(N, 4);
+#pragma omp parallel for schedule(static) if (M * K * N > parallel_threshold * 16)
+    for (Index block = 0; block < blocks; ++block) {
+        const Index co0 = block * 4, channels = std::min<Index>(4, N - co0);
+        for (Index m0 = 0; m0 < M; m0 += 4)
+            with_count_1_to_4(channels, [&](auto fixed_channels) {
+                with_count_1_to_4(std::min<Index>(4, M - m0), [&](auto fixed_rows) {
+                    dot_tile<decltype(fixed_channels)::value, decltype(fixed_rows)::value>(K, w, a_rows, m0, co0, c);
+                });
+            });
     }
 }
 
-// C = A * B for the packed B of `K` x `N`. The threads split the panels (pairs of them), so
-// each streams its own part of the weight once for all rows.
-void packed_product(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* b,
-                    const TargetRows& c) {
+// One block of up to 8 rows of BackwardData's C over columns [n_begin, n_end): W (K, N)
+// row-major is walked 16 rows (k) at a time and, within those, 32 columns at a time, so that
+// 16 rows of W stream side by side front to back; the block's sums wait in `sums` (rows x
+// (n_end - n_begin), in L1/L2) between the groups of 16 rows.
+template <Index Rows>
+void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_begin, Index n_end, float* sums) {
+    constexpr Index depth_step = 16, width = 2 * lanes;
+    const Index span = n_end - n_begin;
+    std::fill(sums, sums + Rows * span, 0.0f);
+    for (Index k0 = 0; k0 < K; k0 += depth_step) {
+        const Index k1 = std::min(K, k0 + depth_step);
+        Index n = n_begin;
+        for (; n + width <= n_end; n += width) {
+            Lanes sum[Rows][2];
+            for (Index r = 0; r < Rows; ++r) {
+                sum[r][0] = load_lanes(sums + r * span + (n - n_begin));
+                sum[r][1] = load_lanes(sums + r * span + (n - n_begin) + lanes);
+            }
+            for (Index k = k0; k < k1; ++k) {
+                const Lanes w0 = load_lanes(w + k * N + n), w1 = load_lanes(w + k * N + n + lanes);
+                for (Index r = 0; r < Rows; ++r) {
+                    const Lanes av = broadcast(a_block[k * Rows + r]);
+                    sum[r][0] = multiply_add(av, w0, sum[r][0]);
+                    sum[r][1] = multiply_add(av, w1, sum[r][1]);
+                }
+            }
+            for (Index r = 0; r < Rows; ++r) {
+                store_lanes(sums + r * span + (n - n_begin), sum[r][0]);
+                store_lanes(sums + r * span + (n - n_begin) + lanes, sum[r][1]);
+            }
+        }
+        for (; n < n_end; ++n)  // columns past the last whole group of 32
+            for (Index r = 0; r < Rows; ++r) {
+                float s = sums[r * span + (n - n_begin)];
+                for (Index k = k0; k < k1; ++k) s += a_block[k * Rows + r] * w[k * N + n];
+                sums[r * span + (n - n_begin)] = s;
+            }
+    }
+}
+
+template <class F>
+void with_count_1_to_8(Index count, F&& f) {
+    switch (count) {
+        case 1: return f(std::integral_constant<Index, 1>{});
+        case 2: return f(std::integral_constant<Index, 2>{});
+        case 3: return f(std::integral_constant<Index, 3>{});
+        case 4: return f(std::integral_constant<Index, 4>{});
+        case 5: return f(std::integral_constant<Index, 5>{});
+        case 6: return f(std::integral_constant<Index, 6>{});
+        case 7: return f(std::integral_constant<Index, 7>{});
+        default: return f(std::integral_constant<Index, 8>{});
+    }
+}
+
+// BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major. The threads split the
+// columns in ranges of whole groups of 32; A is gathered per call into blocks of 8 rows,
+// k-major (8 floats per k).
+void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
+                            const TargetRows& c) {
+    constexpr Index row_block = 8;
     const Index blocks = ceil_div(M, row_block);
     float* a_packed = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * row_block * K));
 #pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
@@ -893,17 +964,26 @@ void packed_product(Context& ctx, Index M, Index K, Index N, const SourceRows& a
         for (Index k = 0; k < K; ++k)
             for (Index i = 0; i < rows; ++i) out[k * rows + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
     }
-    const Index panels = ceil_div(N, panel_width), pairs = ceil_div(panels, 2);
-#pragma omp parallel for schedule(static) if (M * K * N > parallel_threshold * 16)
-    for (Index pair = 0; pair < pairs; ++pair) {
-        const Index panel = 2 * pair;
-        for (Index block = 0; block < blocks; ++block) {
-            const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
-            if (panel + 1 < panels)
-                packed_tile_rows<2>(rows, K, N, a_packed + m0 * K, b, panel, m0, c);
-            else
-                packed_tile_rows<1>(rows, K, N, a_packed + m0 * K, b, panel, m0, c);
-        }
+    const int threads = M * K * N > parallel_threshold * 16 ? std::max(1, omp_get_max_threads()) : 1;
+    const Index per_thread = ceil_div(ceil_div(N, threads), 2 * lanes) * 2 * lanes;  // whole groups of 32
+    const ThreadScratch scratch = thread_scratch(ctx, row_block * per_thread);
+#pragma omp parallel num_threads(threads)
+    {
+        const Index n_begin = std::min(N, omp_get_thread_num() * per_thread);
+        const Index n_end = std::min(N, n_begin + per_thread);
+        float* sums = scratch.for_this_thread();
+        if (n_end > n_begin)
+            for (Index block = 0; block < blocks; ++block) {
+                const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
+                with_count_1_to_8(rows, [&](auto fixed) {
+                    rows_block<decltype(fixed)::value>(K, N, a_packed + m0 * K, w, n_begin, n_end, sums);
+                });
+                const Index span = n_end - n_begin;
+                for (Index r = 0; r < rows; ++r) {
+                    float* out = c.data + c.row_offset[m0 + r];
+                    for (Index n = n_begin; n < n_end; ++n) out[n * c.stride] = sums[r * span + (n - n_begin)];
+                }
+            }
     }
 }
 
@@ -1086,69 +1166,70 @@ void add_channel_bias_backward(Context& ctx, std::int64_t batch, std::int64_t ch
 }
 
 std::int64_t conv2d_packed_floats(const ConvGeometry& g, ConvPass pass) {
+    (void)pass;
     check_geometry(g, "conv2d_packed_floats");
     const Plan plan = make_plan(g);
-    return round_up_16(packed_columns(g, plan, pass)) * packed_depth(g, plan, pass);
+    return plan.full_window ? 0 : plan.depth * g.out_channels;  // nothing, or the active taps
 }
 
 void conv2d_pack_weight(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* weight, float* packed) {
     (void)ctx;
+    (void)pass;
     check_geometry(g, "conv2d_pack_weight");
     const Plan plan = make_plan(g);
-    const Index K = packed_depth(g, plan, pass), N = packed_columns(g, plan, pass);
-    const Index panels = ceil_div(N, panel_width), kernel_area = g.kernel_height * g.kernel_width;
-    // Active tap d = ci * taps + r * cols.count + c of output channel co, in the weight array.
-    auto weight_at = [&](Index co, Index d) {
-        const Index ci = d / plan.taps, tap = d % plan.taps;
-        const Index kh = plan.rows.first + tap / plan.cols.count, kw = plan.cols.first + tap % plan.cols.count;
-        return weight[(co * g.in_channels + ci) * kernel_area + kh * g.kernel_width + kw];
-    };
-#pragma omp parallel for schedule(static) if (K * N > parallel_threshold)
-    for (Index panel = 0; panel < panels; ++panel)
-        for (Index k = 0; k < K; ++k)
-            for (Index l = 0; l < panel_width; ++l) {
-                const Index n = panel * panel_width + l;
-                float value = 0.0f;
-                if (n < N) value = pass == ConvPass::Forward ? weight_at(n, k) : weight_at(k, n);
-                packed[(panel * K + k) * panel_width + l] = value;
-            }
+    if (plan.full_window) return;
+    const Index kernel_area = g.kernel_height * g.kernel_width;
+#pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
+    for (Index co = 0; co < g.out_channels; ++co)
+        for (Index ci = 0; ci < g.in_channels; ++ci)
+            for (Index r = 0; r < plan.rows.count; ++r)
+                for (Index c = 0; c < plan.cols.count; ++c)
+                    packed[co * plan.depth + ci * plan.taps + r * plan.cols.count + c] =
+                        weight[(co * g.in_channels + ci) * kernel_area + (plan.rows.first + r) * g.kernel_width +
+                               plan.cols.first + c];
 }
 
-void conv2d_packed(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* input, const float* packed,
-                   float* output) {
+void conv2d_packed(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* input, const float* weight,
+                   const float* packed, float* output) {
     check_geometry(g, "conv2d_packed");
     if (g.batch == 0) return;
     const Plan plan = make_plan(g);
-    const Index P = plan.spatial, Cout = g.out_channels, K = packed_depth(g, plan, pass), N = packed_columns(g, plan, pass);
+    const Index P = plan.spatial, Cout = g.out_channels, D = plan.depth;
     const Index input_image = g.in_channels * g.in_height * g.in_width, output_image = Cout * P;
-    if (plan.depth == 0) {  // every product is empty: the result is 0
-        scale_or_zero(output, pass == ConvPass::Forward ? g.output_size() : g.input_size(), 0.0f);
+    const bool forward = pass == ConvPass::Forward;
+    if (D == 0) {  // every product is empty: the result is 0
+        scale_or_zero(output, forward ? g.output_size() : g.input_size(), 0.0f);
         return;
     }
-    if (plan.input_is_columns) {  // (N, D) row-major is the columns matrix itself
-        const Index M = g.batch;
-        const Index* by_depth = strided_row_offsets(ctx, M, plan.depth);
-        const Index* by_channels = strided_row_offsets(ctx, M, Cout);
-        if (pass == ConvPass::Forward)
-            packed_product(ctx, M, K, N, {input, by_depth, 1}, packed, {output, by_channels, 1});
+    const float* w = plan.full_window ? weight : packed;  // (Cout, D) row-major
+    auto product = [&](Index rows, const SourceRows& a, const TargetRows& c) {
+        if (forward)
+            forward_streamed(ctx, rows, D, Cout, a, w, c);
         else
-            packed_product(ctx, M, K, N, {input, by_channels, 1}, packed, {output, by_depth, 1});
+            backward_data_streamed(ctx, rows, Cout, D, a, w, c);
+    };
+    if (plan.input_is_columns) {  // (N, D) row-major is the columns matrix itself
+        const Index* by_depth = strided_row_offsets(ctx, g.batch, D);
+        const Index* by_channels = strided_row_offsets(ctx, g.batch, Cout);
+        if (forward)
+            product(g.batch, {input, by_depth, 1}, {output, by_channels, 1});
+        else
+            product(g.batch, {input, by_channels, 1}, {output, by_depth, 1});
         return;
     }
     // In chunks of images, so that the columns of a large batch stay bounded.
     const Index chunk = plan.images_per_chunk;
-    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * plan.depth));
+    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * D));
     for (Index first = 0; first < g.batch; first += chunk) {
         Arena::Scope per_chunk(ctx.arena());
         const Index images = std::min(chunk, g.batch - first), rows = images * P;
         const Index* nchw_rows = nchw_row_offsets(ctx, images, Cout, P);
         const Index* column_rows = strided_row_offsets(ctx, rows, 1);
-        if (pass == ConvPass::Forward) {
+        if (forward) {
             im2col(ctx, g, plan, input + first * input_image, images, columns);
-            packed_product(ctx, rows, K, N, {columns, column_rows, rows}, packed, {output + first * output_image, nchw_rows, P});
+            product(rows, {columns, column_rows, rows}, {output + first * output_image, nchw_rows, P});
         } else {
-            packed_product(ctx, rows, K, N, {input + first * output_image, nchw_rows, P}, packed,
-                           {columns, column_rows, rows});
+            product(rows, {input + first * output_image, nchw_rows, P}, {columns, column_rows, rows});
             col2im(ctx, g, plan, columns, images, output + first * input_image, 0.0f);
         }
     }

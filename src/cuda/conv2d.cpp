@@ -496,20 +496,19 @@ void report_direction(std::vector<ConvolutionAlgorithmReport>& out, const Direct
 }
 }  // namespace
 
-// The packed weight is the weight itself: cuDNN picks its algorithm per call and geometry.
+// Nothing to prepare (kernels::conv2d_packed_floats is 0 on CUDA): cuDNN picks its algorithm
+// per call and geometry, from the weight as it is.
 void conv2d_pack_weight(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* weight, float* packed) {
-    (void)pass;
-    CudaState& state = state_of(ctx);
-    SGA_CUDA_CHECK(cudaMemcpyAsync(packed, weight, static_cast<std::size_t>(geometry.weight_size()) * sizeof(float),
-                                   cudaMemcpyDeviceToDevice, state.stream));
+    (void)ctx, (void)geometry, (void)pass, (void)weight, (void)packed;
 }
 
-void conv2d_packed(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* input, const float* packed,
-                   float* output) {
+void conv2d_packed(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* input, const float* weight,
+                   const float* packed, float* output) {
+    (void)packed;
     if (pass == ConvPass::Forward)
-        conv2d_forward(ctx, geometry, input, packed, output, 0.0f);
+        conv2d_forward(ctx, geometry, input, weight, output, 0.0f);
     else
-        conv2d_backward_data(ctx, geometry, input, packed, output, 0.0f);
+        conv2d_backward_data(ctx, geometry, input, weight, output, 0.0f);
 }
 
 std::vector<ConvolutionAlgorithmReport> convolution_algorithms(const Context& ctx) {
