@@ -37,6 +37,9 @@
 //   fast or faster even at 4-16 rows (its packing is one pass over a weight it then reuses),
 //   so those layers stay on it. Each skinny result is summed in one fixed order by one
 //   thread: identical at any thread count.
+// - Prepared, for inference only (conv2d_pack_weight once, then conv2d_packed; the layers
+//   call it for products of at most 16 rows): the weight streamed where it lies, see
+//   "prepared path" below.
 // Further choices:
 // - Kernel taps that only ever read zero padding are dropped from the GEMM (the 2x2 -> 1x1
 //   layers with k4 p1 use 4 of 16 taps; the 1x1 classifier with k3 p1 uses 1 of 9). That cuts
