@@ -736,6 +736,17 @@ TEST_CASE("concurrent callers share the thread budget and never exceed it", "[de
     set_cpu_threads(0);
 }
 
+namespace {
+// n uniform random 3x32x32 images in [-1, 1], the input range of the model.
+Tensor random_colour_images(std::int64_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
+    std::vector<float> values(static_cast<std::size_t>(n * 3 * 32 * 32));
+    for (float& v : values) v = pixel(rng);
+    return Tensor::from_host({n, 3, 32, 32}, values);
+}
+}  // namespace
+
 // A full-width model (ngf = ndf = 64) with random weights, so that the convolutions take the
 // threaded GEMM paths: scores from 1 thread, from 2 and 3, and from 4 concurrent callers
 // must be the same bits; with the weights as they are and packed (as Detector scores).
@@ -748,11 +759,7 @@ TEST_CASE("scores are bit-identical for any thread count and under concurrent ca
     model.materialize(setup);
     RandomStream random(77);
     model.initialize(setup, random);
-    std::mt19937 rng(78);
-    std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
-    std::vector<float> values(static_cast<std::size_t>(16 * 3 * 32 * 32));
-    for (float& v : values) v = pixel(rng);
-    const Tensor images = Tensor::from_host({16, 3, 32, 32}, values);
+    const Tensor images = random_colour_images(16, 78);
 
     auto score_all = [&] {
         Context ctx(Device::Cpu);
@@ -811,11 +818,7 @@ TEST_CASE("packed weights score as the weights they were packed from", "[detecto
     model.materialize(ctx);
     RandomStream random(91);
     model.initialize(ctx, random);
-    std::mt19937 rng(92);
-    std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
-    std::vector<float> values(static_cast<std::size_t>(16 * 3 * 32 * 32));
-    for (float& v : values) v = pixel(rng);
-    const Tensor images = Tensor::from_host({16, 3, 32, 32}, values);
+    const Tensor images = random_colour_images(16, 92);
     auto parts_of = [&](std::int64_t n) {
         Tape tape(ctx);
         return model.score(ctx, tape, images.view().slice_batch(0, n), BatchNormMode::RunningStatistics, false);

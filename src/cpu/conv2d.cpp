@@ -81,6 +81,7 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "skipganomaly/kernels.hpp"
 
@@ -837,15 +838,15 @@ inline float sum_lanes(Lanes v) {
     return total;
 }
 
-// f(std::integral_constant<Index, R>{}) with R = count in 1 .. 4.
-template <class F>
-void with_count_1_to_4(Index count, F&& f) {
-    switch (count) {
-        case 1: return f(std::integral_constant<Index, 1>{});
-        case 2: return f(std::integral_constant<Index, 2>{});
-        case 3: return f(std::integral_constant<Index, 3>{});
-        default: return f(std::integral_constant<Index, 4>{});
+// f(std::integral_constant<Index, R>{}) with R = min(count, Max), count >= 1: the kernels'
+// tile sizes are compile-time constants, so a tail of fewer rows or channels picks its own
+// instance.
+template <Index Max, class F>
+void with_count_up_to(Index count, F&& f) {
+    if constexpr (Max > 1) {
+        if (count < Max) return with_count_up_to<Max - 1>(count, std::forward<F>(f));
     }
+    return f(std::integral_constant<Index, Max>{});
 }
 
 // C (m0 .. m0+Rows, co0 .. co0+Channels) = rows of A (row-major, `K` long) dotted with rows of
@@ -890,8 +891,8 @@ void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows&
     for (Index block = 0; block < blocks; ++block) {
         const Index co0 = block * 4, channels = std::min<Index>(4, N - co0);
         for (Index m0 = 0; m0 < M; m0 += 4)
-            with_count_1_to_4(channels, [&](auto fixed_channels) {
-                with_count_1_to_4(std::min<Index>(4, M - m0), [&](auto fixed_rows) {
+            with_count_up_to<4>(channels, [&](auto fixed_channels) {
+                with_count_up_to<4>(M - m0, [&](auto fixed_rows) {
                     dot_tile<decltype(fixed_channels)::value, decltype(fixed_rows)::value>(K, w, a_rows, m0, co0, c);
                 });
             });
@@ -938,20 +939,6 @@ void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_
     }
 }
 
-template <class F>
-void with_count_1_to_8(Index count, F&& f) {
-    switch (count) {
-        case 1: return f(std::integral_constant<Index, 1>{});
-        case 2: return f(std::integral_constant<Index, 2>{});
-        case 3: return f(std::integral_constant<Index, 3>{});
-        case 4: return f(std::integral_constant<Index, 4>{});
-        case 5: return f(std::integral_constant<Index, 5>{});
-        case 6: return f(std::integral_constant<Index, 6>{});
-        case 7: return f(std::integral_constant<Index, 7>{});
-        default: return f(std::integral_constant<Index, 8>{});
-    }
-}
-
 // BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major. The threads split the
 // columns in ranges of whole groups of 32; A is gathered per call into blocks of 8 rows,
 // k-major (8 floats per k).
@@ -978,7 +965,7 @@ void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const Sourc
         if (n_end > n_begin)
             for (Index block = 0; block < blocks; ++block) {
                 const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
-                with_count_1_to_8(rows, [&](auto fixed) {
+                with_count_up_to<row_block>(rows, [&](auto fixed) {
                     rows_block<decltype(fixed)::value>(K, N, a_packed + m0 * K, w, n_begin, n_end, sums);
                 });
                 const Index span = n_end - n_begin;
