@@ -190,6 +190,32 @@ void run_eigen_gemm(benchmark::State& state) {
                                                 benchmark::Counter::kIsRate);
 }
 
+// How fast this machine's threads read memory that they do not write, in bytes/s: the floor
+// under any kernel that streams a weight once. Scoring one image reads every weight of the
+// model once (bench_model_cpu's weights_MiB counter), so weights_MiB / this rate bounds its
+// latency from below. 64 MiB is about the size of the model's weights at isize 32 (this VM's
+// 300 MiB L3 could hold them); 512 MiB is beyond any cache.
+void run_read_bandwidth(benchmark::State& state) {
+    const auto floats = static_cast<std::int64_t>(state.range(0)) * 1024 * 1024 / 4;
+    const std::vector<float> buffer = random_values(floats, 6);
+    constexpr std::int64_t width = 64;  // 4 vectors of independent sums: the loads, not the adds, set the pace
+    auto read_all = [&] {
+        float total = 0.0f;
+#pragma omp parallel reduction(+ : total)
+        {
+            float sums[width] = {};
+#pragma omp for schedule(static)
+            for (std::int64_t block = 0; block < floats / width; ++block)
+                for (std::int64_t i = 0; i < width; ++i) sums[i] += buffer[static_cast<std::size_t>(block * width + i)];
+            for (float s : sums) total += s;
+        }
+        return total;
+    };
+    benchmark::DoNotOptimize(read_all());  // warm-up: pages touched, caches as in steady use
+    for (auto _ : state) benchmark::DoNotOptimize(read_all());
+    state.SetBytesProcessed(state.iterations() * floats * static_cast<std::int64_t>(sizeof(float)));
+}
+
 // The bias of the last decoder layer (the model's only biased convolution): memory-bound, so
 // its counter is bytes moved per second.
 void run_channel_bias(benchmark::State& state, bool backward) {
@@ -220,6 +246,7 @@ void register_benchmarks() {
     auto configure = [](benchmark::internal::Benchmark* b) { b->UseRealTime()->Unit(benchmark::kMillisecond); };
 
     configure(benchmark::RegisterBenchmark("BM_EigenGemm_Cpu", run_eigen_gemm)->Arg(1024)->Arg(2048));
+    configure(benchmark::RegisterBenchmark("BM_ReadBandwidth_Cpu", run_read_bandwidth)->ArgName("MiB")->Arg(64)->Arg(512));
 
     struct Direction {
         const char* name;

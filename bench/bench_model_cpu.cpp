@@ -52,6 +52,24 @@ void BM_TrainStep_Cpu(benchmark::State& state) {
     state.counters["peak_MiB"] = peak_resident_mib();
 }
 
+// MiB of weights one scoring call must read at least once: every parameter of both networks,
+// a layer whose packing keeps a compact copy of its active taps counted at the copy's size
+// (its other taps multiply padding only and are never read). Beside bench_conv2d_cpu's
+// BM_ReadBandwidth_Cpu this bounds batch-1 latency from below: reading them takes
+// weights_MiB / bandwidth, whatever the kernels do.
+double weights_read_mib(const SkipGanomaly& model) {
+    double floats = 0;
+    for (const Network* network : {static_cast<const Network*>(&model.generator),
+                                   static_cast<const Network*>(&model.discriminator)}) {
+        const std::vector<ParameterBlock::Entry>& entries = network->parameters.entries();
+        for (int i = 0; i < static_cast<int>(entries.size()); ++i) {
+            const PackedConvolution* p = network->packed(i);
+            floats += static_cast<double>(p && p->packed.numel() > 0 ? p->packed.numel() : entries[i].shape.numel());
+        }
+    }
+    return floats * sizeof(float) / (1024.0 * 1024.0);
+}
+
 // Scoring as Detector scores: with the weights packed once (Network::packed), or, for
 // BM_ScoreBatchUnpacked_Cpu, as they are (every GEMM packs its weight operand per call).
 void score_batch(benchmark::State& state, bool packed) {
@@ -68,6 +86,7 @@ void score_batch(benchmark::State& state, bool packed) {
     for (auto _ : state) benchmark::DoNotOptimize(model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false));
     state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
     state.counters["peak_MiB"] = peak_resident_mib();
+    state.counters["weights_MiB"] = weights_read_mib(model);
 }
 void BM_ScoreBatch_Cpu(benchmark::State& state) { score_batch(state, true); }
 void BM_ScoreBatchUnpacked_Cpu(benchmark::State& state) { score_batch(state, false); }

@@ -5,9 +5,10 @@ nc 3, ngf = ndf = 64, nz 100, float32, 2 threads each, at isize 32, 64, 128 and 
 training step (G and D updates, exactly the official optimize_params), scoring at a large
 batch and at batch 1 (eval mode, no gradients), and the peak resident memory of each. Every
 measurement runs in a process of its own, so each peak is that measurement's alone. The
-machine's practical GEMM peak (Eigen's 1024 x 1024 float GEMM, bench_conv2d_cpu) is measured
-in the same run. Prints a markdown table; ratio = ours / PyTorch (time or memory: < 1 is ours
-better).
+machine's practical GEMM peak (Eigen's 1024 x 1024 float GEMM, bench_conv2d_cpu) and its read
+bandwidth (BM_ReadBandwidth_Cpu, 64 MiB) are measured in the same run. Prints a markdown table;
+ratio = ours / PyTorch (time or memory: < 1 is ours better), then the batch-1 floor: the
+weights one scoring call reads (bench_model_cpu's weights_MiB) over that bandwidth.
 
 PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13. Its stock
 ConvTranspose2d runs on the reference BLAS, 20-50x slower than its convolutions (oneDNN), so
@@ -108,7 +109,8 @@ def run_ours(bench, isize, what, batch, min_time):
     runs = json.loads(out)["benchmarks"]
     if not runs:
         raise SystemExit(f"{bench} has no benchmark {name}")
-    return {"seconds": runs[0]["real_time"] / 1e3, "peak_mib": runs[0]["peak_MiB"]}  # real_time in ms
+    return {"seconds": runs[0]["real_time"] / 1e3, "peak_mib": runs[0]["peak_MiB"],  # real_time in ms
+            "weights_mib": runs[0].get("weights_MiB")}
 
 
 def gemm_peak(gemm_bench):
@@ -117,6 +119,14 @@ def gemm_peak(gemm_bench):
                          env=dict(os.environ, OMP_NUM_THREADS=str(THREADS))).stdout
     run = json.loads(out)["benchmarks"][0]
     return run["FLOP"] / 1e9
+
+
+def read_bandwidth(gemm_bench, mib):
+    """Bytes/s at which THREADS threads read a buffer of `mib` MiB (BM_ReadBandwidth_Cpu)."""
+    out = subprocess.run([gemm_bench, f"--benchmark_filter=^BM_ReadBandwidth_Cpu/MiB:{mib}/", "--benchmark_format=json",
+                          "--benchmark_min_time=1"], check=True, capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS=str(THREADS))).stdout
+    return json.loads(out)["benchmarks"][0]["bytes_per_second"]
 
 
 def machine():
@@ -155,6 +165,8 @@ def main():
     print(f"machine: {machine()}; {started}", flush=True)
     peak = gemm_peak(args.gemm_bench) if os.path.exists(args.gemm_bench) else float("nan")
     print(f"GEMM peak (Eigen 1024^3 float, {THREADS} threads): {peak:.1f} GFLOP/s", flush=True)
+    bandwidth = read_bandwidth(args.gemm_bench, 64) if os.path.exists(args.gemm_bench) else float("nan")
+    print(f"read bandwidth ({THREADS} threads, 64 MiB buffer): {bandwidth / 1e9:.1f} GB/s", flush=True)
     rows = []
     torch_version = "?"
     for isize in (int(s) for s in args.sizes.split(",")):
@@ -179,6 +191,16 @@ def main():
         print(f"| {isize} | {label} | {shown(theirs['seconds'])} | {shown(ours['seconds'])} | "
               f"{ours['seconds'] / theirs['seconds']:.2f} | {theirs['peak_mib']:.0f} | {ours['peak_mib']:.0f} | "
               f"{ours['peak_mib'] / theirs['peak_mib']:.2f} |")
+    # Scoring one image reads every weight once: at the measured read bandwidth that alone
+    # takes weights / bandwidth, the floor under batch-1 latency whatever the kernels do.
+    print(f"\nBatch-1 floor: the weights one scoring call reads, at {bandwidth / 1e9:.1f} GB/s\n")
+    print("| isize | weights read | floor | ours | PyTorch | floor / PyTorch |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for isize, label, theirs, ours, batch in rows:
+        if batch == 1 and ours.get("weights_mib"):
+            floor = ours["weights_mib"] * 1024 * 1024 / bandwidth
+            print(f"| {isize} | {ours['weights_mib']:.1f} MiB | {floor * 1e3:.2f} ms | {ours['seconds'] * 1e3:.2f} ms | "
+                  f"{theirs['seconds'] * 1e3:.2f} ms | {floor / theirs['seconds']:.2f} |")
 
 
 if __name__ == "__main__":
