@@ -346,6 +346,11 @@ TEST_CASE("leaky_relu forward and backward match the reference", "[cpu][activati
             Guarded output(size_of(n)), grad_input(grad_input0);
             sga::cpu::leaky_relu_forward(ctx, n, input.data(), output.data(), slope);
             sga::cpu::leaky_relu_backward(ctx, n, input.data(), grad_output.data(), grad_input.data(), slope);
+            // In place (scoring's Input::Dead): the same bits.
+            Guarded in_place(input);
+            sga::cpu::leaky_relu_forward(ctx, n, in_place.data(), in_place.data(), slope);
+            REQUIRE(in_place.values() == output.values());
+            in_place.require_guards_intact(what + " in place");
 
             const std::vector<double> input_d = to_double(input), grad_output_d = to_double(grad_output);
             std::vector<double> expected(size_of(n)), expected_grad = to_double(grad_input0);

@@ -14,9 +14,20 @@ constexpr std::int64_t parallel_threshold = std::int64_t{1} << 15;
 }  // namespace
 
 // input, output (n).
+// output may be input (scoring runs activations in place, Input::Dead). A plain loop over
+// possibly-aliased pointers compiles to GCC's runtime overlap check, which then takes the
+// scalar, branching copy: about 10x slower on data of random sign (6% of batch-1 scoring). A
+// block is loaded whole into a local array first, so the compiler may vectorise it in place.
 void leaky_relu_forward(Context& /*ctx*/, std::int64_t n, const float* input, float* output, float negative_slope) {
-#pragma omp parallel for simd schedule(static) if (n >= parallel_threshold)
-    for (std::int64_t i = 0; i < n; ++i) {
+    constexpr std::int64_t width = 16;
+    const std::int64_t blocks = n / width;
+#pragma omp parallel for schedule(static) if (n >= parallel_threshold)
+    for (std::int64_t b = 0; b < blocks; ++b) {
+        float x[width];
+        for (std::int64_t i = 0; i < width; ++i) x[i] = input[b * width + i];
+        for (std::int64_t i = 0; i < width; ++i) output[b * width + i] = x[i] > 0.0f ? x[i] : x[i] * negative_slope;
+    }
+    for (std::int64_t i = blocks * width; i < n; ++i) {
         const float x = input[i];
         output[i] = x > 0.0f ? x : x * negative_slope;
     }
