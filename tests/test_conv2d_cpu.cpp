@@ -261,13 +261,14 @@ TEST_CASE("cpu conv2d kernels split a large batch into chunks of images", "[conv
 
 // The prepared path (conv2d_pack_weight once, then conv2d_packed) against the double
 // reference, for both passes, on every test geometry plus a few with more rows and channels
-// (blocks of 4 channels and 4 or 8 rows with their tails, depths that are not a multiple of
-// 16, columns past the last group of 32); and the same result at 1, 2 and 3 threads, bit for bit.
+// (blocks of 4 channels and 4 or 16 rows with their tails, depths that are not a multiple of
+// 16, columns past the last group of 32 or 16); and the same result at 1, 2 and 3 threads, bit for bit.
 TEST_CASE("cpu packed convolution matches the reference at any thread count", "[conv2d][cpu][packed]") {
     std::vector<ConvGeometry> geometries = test_geometries();
     geometries.push_back(make_geometry(1, 64, 8, 8, 37, 4, 4, 2, 1));    // 16 rows, N = 37: panels 2 + 1
     geometries.push_back(make_geometry(3, 20, 2, 2, 70, 4, 4, 2, 1));    // 3 rows, 4 of 16 taps
-    geometries.push_back(make_geometry(2, 9, 9, 9, 21, 3, 3, 1, 1));     // 162 rows: 20 blocks of 8 and a tail of 2
+    geometries.push_back(make_geometry(2, 9, 9, 9, 21, 3, 3, 1, 1));     // 162 rows: 10 blocks of 16 and a tail of 2
+    geometries.push_back(make_geometry(3, 24, 4, 4, 19, 4, 4, 2, 1));    // 12 rows (one vector wide), N = 304
     geometries.push_back(make_geometry(1, 40, 1, 1, 33, 4, 4, 2, 1));    // the transposed 1x1 -> 2x2 mirror
     std::uint64_t seed = 5000;
     for (const ConvGeometry& g : geometries) {

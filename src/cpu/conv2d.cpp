@@ -899,38 +899,36 @@ void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows&
     }
 }
 
-// One block of up to 8 rows of BackwardData's C over columns [n_begin, n_end): W (K, N)
-// row-major is walked 16 rows (k) at a time and, within those, 32 columns at a time, so that
+// One block of up to 16 rows of BackwardData's C over columns [n_begin, n_end): W (K, N)
+// row-major is walked 16 rows (k) at a time and, within those, 32 columns at a time (16 when
+// the block has more than 8 rows, so that its sums still fit the 32 vector registers), so that
 // 16 rows of W stream side by side front to back; the block's sums wait in `sums` (rows x
-// (n_end - n_begin), in L1/L2) between the groups of 16 rows.
+// (n_end - n_begin), in L1/L2) between the groups of 16 rows. Every output is its k-ordered
+// sum whatever the block's shape, so the bits do not depend on it.
 template <Index Rows>
 void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_begin, Index n_end, float* sums) {
-    constexpr Index depth_step = 16, width = 2 * lanes;
+    constexpr Index depth_step = 16, vectors = Rows <= 8 ? 2 : 1, width = vectors * lanes;
     const Index span = n_end - n_begin;
     std::fill(sums, sums + Rows * span, 0.0f);
     for (Index k0 = 0; k0 < K; k0 += depth_step) {
         const Index k1 = std::min(K, k0 + depth_step);
         Index n = n_begin;
         for (; n + width <= n_end; n += width) {
-            Lanes sum[Rows][2];
-            for (Index r = 0; r < Rows; ++r) {
-                sum[r][0] = load_lanes(sums + r * span + (n - n_begin));
-                sum[r][1] = load_lanes(sums + r * span + (n - n_begin) + lanes);
-            }
+            Lanes sum[Rows][vectors];
+            for (Index r = 0; r < Rows; ++r)
+                for (Index v = 0; v < vectors; ++v) sum[r][v] = load_lanes(sums + r * span + (n - n_begin) + v * lanes);
             for (Index k = k0; k < k1; ++k) {
-                const Lanes w0 = load_lanes(w + k * N + n), w1 = load_lanes(w + k * N + n + lanes);
+                Lanes wv[vectors];
+                for (Index v = 0; v < vectors; ++v) wv[v] = load_lanes(w + k * N + n + v * lanes);
                 for (Index r = 0; r < Rows; ++r) {
                     const Lanes av = broadcast(a_block[k * Rows + r]);
-                    sum[r][0] = multiply_add(av, w0, sum[r][0]);
-                    sum[r][1] = multiply_add(av, w1, sum[r][1]);
+                    for (Index v = 0; v < vectors; ++v) sum[r][v] = multiply_add(av, wv[v], sum[r][v]);
                 }
             }
-            for (Index r = 0; r < Rows; ++r) {
-                store_lanes(sums + r * span + (n - n_begin), sum[r][0]);
-                store_lanes(sums + r * span + (n - n_begin) + lanes, sum[r][1]);
-            }
+            for (Index r = 0; r < Rows; ++r)
+                for (Index v = 0; v < vectors; ++v) store_lanes(sums + r * span + (n - n_begin) + v * lanes, sum[r][v]);
         }
-        for (; n < n_end; ++n)  // columns past the last whole group of 32
+        for (; n < n_end; ++n)  // columns past the last whole group
             for (Index r = 0; r < Rows; ++r) {
                 float s = sums[r * span + (n - n_begin)];
                 for (Index k = k0; k < k1; ++k) s += a_block[k * Rows + r] * w[k * N + n];
@@ -940,11 +938,11 @@ void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_
 }
 
 // BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major. The threads split the
-// columns in ranges of whole groups of 32; A is gathered per call into blocks of 8 rows,
-// k-major (8 floats per k).
+// columns in ranges of whole groups of 32; A is gathered per call into blocks of 16 rows,
+// k-major (16 floats per k): at most 16 rows (PackedConvolution::max_rows), W is read once.
 void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                             const TargetRows& c) {
-    constexpr Index row_block = 8;
+    constexpr Index row_block = 16;
     const Index blocks = ceil_div(M, row_block);
     float* a_packed = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * row_block * K));
 #pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
