@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <mutex>
 
 #include "skipganomaly/context.hpp"
 #include "skipganomaly/error.hpp"
@@ -57,12 +59,41 @@ int thread_budget() {
     const int configured = configured_threads.load(std::memory_order_relaxed);
     return configured > 0 ? configured : default_threads();
 }
+
+std::mutex admission_mutex;
+std::condition_variable admission_freed;
+std::atomic<int> admitted_callers{0};  // changed under admission_mutex; read freely by leases
+thread_local int admission_depth = 0;
 }  // namespace
 
 void set_cpu_threads(int threads) {
     SGA_CHECK_ARGUMENT(threads >= 0, "thread count must not be negative");
-    configured_threads.store(threads, std::memory_order_relaxed);
+    {
+        std::lock_guard<std::mutex> lock(admission_mutex);
+        configured_threads.store(threads, std::memory_order_relaxed);
+    }
+    admission_freed.notify_all();  // a larger budget admits waiting callers now
 }
+
+CpuAdmission::CpuAdmission(bool wanted) {
+    if (!wanted) return;
+    held_ = true;
+    if (admission_depth++ > 0) return;
+    std::unique_lock<std::mutex> lock(admission_mutex);
+    admission_freed.wait(lock, [] { return admitted_callers.load(std::memory_order_relaxed) < thread_budget(); });
+    admitted_callers.fetch_add(1, std::memory_order_relaxed);
+}
+
+CpuAdmission::~CpuAdmission() {
+    if (!held_ || --admission_depth > 0) return;
+    {
+        std::lock_guard<std::mutex> lock(admission_mutex);
+        admitted_callers.fetch_sub(1, std::memory_order_relaxed);
+    }
+    admission_freed.notify_one();
+}
+
+int cpu_callers_admitted() { return admitted_callers.load(std::memory_order_relaxed); }
 
 int cpu_threads() { return thread_budget(); }
 
@@ -72,10 +103,13 @@ CpuThreadLease::CpuThreadLease() noexcept {
         return;
     }
     const int budget = thread_budget();
+    // The admitted callers' fair share: one caller alone gets the whole budget, two callers of
+    // a 2-thread budget one thread each, even while the other is between kernels.
+    const int share = std::max(1, budget / std::max(1, admitted_callers.load(std::memory_order_relaxed)));
     int leased = leased_threads.load(std::memory_order_relaxed);
     int take = 1;
     do {
-        take = std::clamp(budget - leased, 1, budget);
+        take = std::clamp(budget - leased, 1, share);
     } while (!leased_threads.compare_exchange_weak(leased, leased + take, std::memory_order_relaxed));
     taken_ = take;
     threads_ = take;

@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <atomic>
+#include <chrono>
 #include <random>
 #include <thread>
 
@@ -733,6 +735,63 @@ TEST_CASE("concurrent callers share the thread budget and never exceed it", "[de
     });
     after.join();
     CHECK(taken == std::vector<int>{1, 3, 3});
+    set_cpu_threads(0);
+}
+
+TEST_CASE("at most the budget's callers are admitted at once; the others wait; leases take a fair share",
+          "[detector][concurrency]") {
+    set_cpu_threads(2);
+    REQUIRE(cpu_callers_admitted() == 0);
+    {
+        CpuAdmission first;
+        {
+            CpuAdmission nested;  // same thread: takes nothing
+            CHECK(cpu_callers_admitted() == 1);
+            CpuThreadLease alone;  // one caller: the whole budget
+            CHECK(alone.threads() == 2);
+        }
+        // Assertions stay on this thread (Catch is not thread-safe): the others record.
+        std::atomic<bool> second_in{false}, release_second{false}, third_admitted{false};
+        int second_threads = -1;
+        std::thread second([&] {
+            CpuAdmission admitted;  // the second place
+            CpuThreadLease lease;   // two callers of a 2-thread budget: one thread each
+            second_threads = lease.threads();
+            second_in = true;
+            while (!release_second) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        });
+        while (!second_in) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        std::thread third([&] {
+            CpuAdmission waits;  // no place left until `first` or `second` goes
+            third_admitted = true;
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        CHECK_FALSE(third_admitted.load());
+        CHECK(cpu_callers_admitted() == 2);
+        release_second = true;
+        second.join();
+        third.join();
+        CHECK(second_threads == 1);
+        CHECK(third_admitted.load());
+        CpuAdmission unwanted(false);  // a CUDA context's: takes no place
+        CHECK(cpu_callers_admitted() == 1);
+    }
+    CHECK(cpu_callers_admitted() == 0);
+    // A larger budget admits a waiting caller at once.
+    set_cpu_threads(1);
+    {
+        CpuAdmission only;
+        std::atomic<bool> admitted{false};
+        std::thread waiting([&] {
+            CpuAdmission a;
+            admitted = true;
+        });
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        CHECK_FALSE(admitted.load());
+        set_cpu_threads(2);
+        waiting.join();
+        CHECK(admitted.load());
+    }
     set_cpu_threads(0);
 }
 

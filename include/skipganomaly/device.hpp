@@ -31,17 +31,38 @@ SKIPGANOMALY_API std::string to_string(Device device);
 // thread makes them. Default: OMP_NUM_THREADS when set at start-up, else the core count;
 // set_cpu_threads(0) restores it. It changes nothing on the CUDA backend.
 //
-// Every CPU kernel call leases threads from the budget (CpuThreadLease below): as many as are
-// free, at least 1 (the calling thread itself), at most the budget. So a lone caller gets all
-// of them, and N application threads scoring at once share them instead of each starting a
-// team of every core: the library never adds worker threads beyond the budget, and when more
-// threads than the budget call at once, each kernel runs on its caller's thread alone.
+// Two mechanisms keep N application threads scoring at once from oversubscribing the cores:
+// - Admission (CpuAdmission below): each SkipGanomaly::score call (so each Detector::score)
+//   on the CPU is admitted first; at most `budget` calls compute at once and the others wait,
+//   blocked, for one to finish. The admitted callers then run without preempting each other.
+// - Leases (CpuThreadLease below): every CPU kernel call leases threads from the budget: as
+//   many as are free, up to the admitted callers' fair share (budget / callers), at least 1
+//   (the calling thread itself). So a lone caller gets all of them, and two callers of a
+//   2-thread budget get one each instead of each starting a team of every core.
 // Results do not depend on how many threads a kernel gets (tests/test_detector checks that
 // scores are bit-identical from 1 thread and from many concurrent callers).
 // Throws InvalidArgument when threads < 0.
 SKIPGANOMALY_API void set_cpu_threads(int threads);
 // The current budget (never 0).
 SKIPGANOMALY_API int cpu_threads();
+
+// Admission of one application thread's CPU work (SkipGanomaly::score takes one per call):
+// at most cpu_threads() threads hold one at once; the constructor waits, blocked, until one
+// is free. Reentrant on one thread (an inner admission takes nothing). `wanted` false (for
+// example on a CUDA context) admits without taking anything. Not copyable; destroy on the
+// thread that made it.
+class SKIPGANOMALY_API CpuAdmission {
+public:
+    explicit CpuAdmission(bool wanted = true);
+    ~CpuAdmission();
+    CpuAdmission(const CpuAdmission&) = delete;
+    CpuAdmission& operator=(const CpuAdmission&) = delete;
+
+private:
+    bool held_ = false;
+};
+// Callers holding a CpuAdmission now, all application threads together.
+SKIPGANOMALY_API int cpu_callers_admitted();
 
 // One lease on the budget, held for the duration of one kernel (kernels.hpp takes it around
 // every CPU kernel): sets the calling thread's OpenMP team size to the threads taken and

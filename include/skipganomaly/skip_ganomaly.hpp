@@ -195,9 +195,11 @@ public:
     // the restoration's V scoring views (the input rotated and greyed; G restores the upright
     // x), computed as one batch of V x N (in BatchStatistics mode, batch norm then averages
     // over all V x N). Resets the tape and the arena. Reads the weights only, so concurrent
-    // calls with separate contexts are safe.
+    // calls with separate contexts are safe; on the CPU at most cpu_threads() of them compute
+    // at once and the others wait (CpuAdmission, device.hpp).
     BatchScores score(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode, bool with_error_maps) const {
         SGA_CHECK_ARGUMENT(mode != BatchNormMode::Training, "scoring never updates the running statistics");
+        const CpuAdmission admitted(ctx.device() == Device::Cpu);  // at most cpu_threads() callers compute at once
         tape.clear();
         ctx.arena().reset();
         const std::int64_t views = restoration.scoring_views();
