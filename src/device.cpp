@@ -77,11 +77,13 @@ void set_cpu_threads(int threads) {
 
 CpuAdmission::CpuAdmission(bool wanted) {
     if (!wanted) return;
+    if (admission_depth == 0) {
+        std::unique_lock<std::mutex> lock(admission_mutex);
+        admission_freed.wait(lock, [] { return admitted_callers.load(std::memory_order_relaxed) < thread_budget(); });
+        admitted_callers.fetch_add(1, std::memory_order_relaxed);
+    }
+    ++admission_depth;  // only once admitted: a throwing wait leaves nothing held
     held_ = true;
-    if (admission_depth++ > 0) return;
-    std::unique_lock<std::mutex> lock(admission_mutex);
-    admission_freed.wait(lock, [] { return admitted_callers.load(std::memory_order_relaxed) < thread_budget(); });
-    admitted_callers.fetch_add(1, std::memory_order_relaxed);
 }
 
 CpuAdmission::~CpuAdmission() {
