@@ -78,6 +78,7 @@ std::vector<ConvGeometry> test_geometries() {
         make_geometry(6, 5, 16, 16, 9, 4, 4, 2, 1),  // 16x16 -> 8x8, k4 s2 p1
         make_geometry(5, 3, 12, 10, 4, 3, 3, 1, 0),  // 12x10 -> 10x8
         make_geometry(7, 6, 13, 11, 5, 4, 4, 2, 1),  // odd 13x11 -> 6x5 is P = 30: batched
+        make_geometry(4, 64, 16, 16, 40, 4, 4, 2, 1),  // per image, D = 1024: the weight packed in several blocks
         // At most 16 output positions in the whole batch and dropped taps take the skinny
         // kernels (so do the 2x2 -> 1x1 and classifier geometries above); these reach their
         // register blocks' tails and the rows they specialise for, and the same layers with
