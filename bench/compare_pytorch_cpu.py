@@ -15,6 +15,8 @@ PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13. Its 
 ConvTranspose2d runs on the reference BLAS, 20-50x slower than its convolutions (oneDNN), so
 every ConvTranspose2d is computed as conv2d's input gradient (torch.nn.grad.conv2d_input, the
 same arithmetic, differentiable) unless --stock-conv-transpose is given (a footnote figure).
+Both sides run with glibc's malloc keeping its heap (MALLOC_KEPT below): with the defaults,
+PyTorch spent most of its large-isize time in page faults on the VM this was measured on.
 
     chrt -f 10 /usr/bin/python3 bench/compare_pytorch_cpu.py --bench build/bench/bench_model_cpu \\
         --gemm-bench build/bench/bench_conv2d_cpu
@@ -35,6 +37,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 # bench/bench_model_cpu.cpp.
 BATCHES = {32: (64, 64), 64: (64, 64), 128: (16, 32), 256: (8, 16)}
 THREADS = 2
+# glibc's malloc hands every buffer above its mmap threshold back to the kernel when it is
+# freed, so a process that frees and reallocates large buffers on every call (PyTorch's
+# activations) takes fresh page faults on every call. On a VM where faults are expensive that
+# dominated PyTorch's large-isize timings (2026-12-01, AMD EPYC VM: batch-1 scoring at isize 256
+# 1074 ms with the defaults, 193 ms with these settings; 11.7 s of a 16.8 s process in the
+# kernel). Both sides run with the heap kept: the threshold at its maximum (32 MiB), no trimming.
+# --default-malloc measures without them.
+MALLOC_KEPT = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(16 << 30),
+               "MALLOC_TOP_PAD_": str(1 << 30)}
+ENVIRONMENT = dict(os.environ)
 
 
 def use_fast_conv_transpose(torch):
@@ -125,14 +137,14 @@ def run_pytorch(isize, what, batch, repeats, stock):
                "--threads", str(THREADS)]
     if stock:
         command.append("--stock-conv-transpose")
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=ENVIRONMENT).stdout)
 
 
 def run_benchmark(binary, pattern, min_time):
     """The first Google Benchmark run of `binary` matching the regex `pattern`, on THREADS threads."""
     out = subprocess.run([binary, f"--benchmark_filter={pattern}", "--benchmark_format=json",
                           f"--benchmark_min_time={min_time}"], check=True, capture_output=True, text=True,
-                         env=dict(os.environ, OMP_NUM_THREADS=str(THREADS))).stdout
+                         env=dict(ENVIRONMENT, OMP_NUM_THREADS=str(THREADS))).stdout
     runs = json.loads(out)["benchmarks"]
     if not runs:
         raise SystemExit(f"{binary} has no benchmark matching {pattern}")
@@ -179,9 +191,13 @@ def main():
     parser.add_argument("--min-time", type=float, default=1.0, help="Google Benchmark min time per measurement (s)")
     parser.add_argument("--stock-conv-transpose", action="store_true",
                         help="PyTorch's own ConvTranspose2d (slow reference BLAS on Debian): footnote figures")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="glibc malloc's default settings for both sides (see MALLOC_KEPT)")
     parser.add_argument("--pytorch-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     THREADS = args.threads
+    if not args.default_malloc:
+        ENVIRONMENT.update(MALLOC_KEPT)
     if args.pytorch_only:
         isize, what, batch = args.pytorch_only.split(",")
         print(json.dumps(pytorch_measurement(int(isize), what, int(batch), args.repeats, args.stock_conv_transpose)))
@@ -189,6 +205,8 @@ def main():
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"machine: {machine()}; {started}", flush=True)
+    print("malloc: " + ("glibc defaults" if args.default_malloc else
+                        " ".join(f"{k}={v}" for k, v in MALLOC_KEPT.items()) + " (both sides)"), flush=True)
     peak = gemm_peak(args.gemm_bench) if os.path.exists(args.gemm_bench) else float("nan")
     print(f"GEMM peak (Eigen 1024^3 float, {THREADS} threads): {peak:.1f} GFLOP/s", flush=True)
     bandwidth = read_bandwidth(args.gemm_bench, 64) if os.path.exists(args.gemm_bench) else float("nan")
