@@ -9,7 +9,7 @@ machine's practical GEMM peak (Eigen's 1024 x 1024 float GEMM, bench_conv2d_cpu)
 bandwidth (BM_ReadBandwidth_Cpu, 64 MiB) are measured in the same run. Prints a markdown table;
 ratio = ours / PyTorch (time or memory: < 1 is ours better), then the batch-1 floor: the
 weights one scoring call reads (bench_model_cpu's weights_MiB) over that bandwidth, and the
-large-batch scoring rows' convolution FLOP rate against the GEMM peak.
+batched rows' convolution FLOP rate against the GEMM peak.
 
 PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13. Its stock
 ConvTranspose2d runs on the reference BLAS, 20-50x slower than its convolutions (oneDNN), so
@@ -88,6 +88,9 @@ def pytorch_measurement(isize, what, batch, repeats, stock):
 
     if what == "train":
         seconds = best_of(lambda: mf.official_train_step(netg, netd, x), repeats)
+        # Backward costs about twice the forward (input and weight gradients): 3x the
+        # forward passes' FLOPs, an approximation (the first layer needs no input gradient).
+        flop = 3 * count_convolution_flop(torch, (netg, netd), lambda: mf.official_train_step(netg, netd, x))
     else:
         netg.eval()
         netd.eval()
@@ -104,10 +107,7 @@ def pytorch_measurement(isize, what, batch, repeats, stock):
         seconds = best_of(score, repeats * (10 if batch == 1 else 2))
         flop = count_convolution_flop(torch, (netg, netd), score)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    result = {"seconds": seconds, "peak_mib": peak, "torch": torch.__version__}
-    if what != "train":
-        result["gflop"] = flop / 1e9
-    return result
+    return {"seconds": seconds, "peak_mib": peak, "torch": torch.__version__, "gflop": flop / 1e9}
 
 
 def count_convolution_flop(torch, networks, fn):
@@ -245,15 +245,16 @@ def main():
             floor = ours["weights_mib"] * 1024 * 1024 / bandwidth
             print(f"| {isize} | {ours['weights_mib']:.1f} MiB | {floor * 1e3:.2f} ms | {ours['seconds'] * 1e3:.2f} ms | "
                   f"{theirs['seconds'] * 1e3:.2f} ms | {floor / theirs['seconds']:.2f} |")
-    # The large-batch scoring rows against the GEMM peak: the issue's 85% target is on the
-    # FLOPs computed; both sides are given the same dense count.
-    print(f"\nLarge-batch scoring: convolution FLOPs (dense) per second against the GEMM peak ({peak:.1f} GFLOP/s)\n")
-    print("| isize | batch | GFLOP per call | ours GFLOP/s | ours / peak | PyTorch GFLOP/s | PyTorch / peak |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    # The batched rows against the GEMM peak (the issue's 85% target is on the FLOPs
+    # computed); both sides are given the same count, PyTorch's.
+    print(f"\nConvolution FLOPs (dense; training: 3x its forward passes') per second against the GEMM peak "
+          f"({peak:.1f} GFLOP/s)\n")
+    print("| isize | measure | GFLOP per call | ours GFLOP/s | ours / peak | PyTorch GFLOP/s | PyTorch / peak |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
     for isize, label, theirs, ours, batch in rows:
-        if batch > 1 and "gflop" in theirs:
+        if batch > 1:
             gflop = theirs["gflop"]
-            print(f"| {isize} | {batch} | {gflop:.1f} | {gflop / ours['seconds']:.0f} | {gflop / ours['seconds'] / peak:.2f} | "
+            print(f"| {isize} | {label} | {gflop:.1f} | {gflop / ours['seconds']:.0f} | {gflop / ours['seconds'] / peak:.2f} | "
                   f"{gflop / theirs['seconds']:.0f} | {gflop / theirs['seconds'] / peak:.2f} |")
 
 
