@@ -18,7 +18,7 @@ same arithmetic, differentiable) unless --stock-conv-transpose is given (a footn
 Both sides run with glibc's malloc keeping its heap (MALLOC_KEPT below): with the defaults,
 PyTorch spent most of its large-isize time in page faults on the VM this was measured on.
 
-    chrt -f 10 /usr/bin/python3 bench/compare_pytorch_cpu.py --bench build/bench/bench_model_cpu \\
+    /usr/bin/python3 bench/compare_pytorch_cpu.py --bench build/bench/bench_model_cpu \\
         --gemm-bench build/bench/bench_conv2d_cpu
 """
 import argparse

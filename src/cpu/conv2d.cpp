@@ -529,7 +529,7 @@ public:
     // lhs (M x K) column-major with leading dimension M. lhs_scratch: lhs_scratch_floats(),
     // 64-byte aligned.
     void multiply(const float* lhs, float* result, float beta, float* lhs_scratch) const {
-        if (beta == 0.0f) std::fill(result, result + rows_ * cols_, 0.0f);
+        scale_or_zero(result, rows_ * cols_, beta);  // gebp accumulates
         const GemmLhsMapper lhs_mapper(lhs, rows_);
         const GemmResultMapper result_mapper(result, rows_);
         eigen_gemm::gemm_pack_lhs<float, Index, GemmLhsMapper, GemmTraits::mr, GemmTraits::LhsProgress,
