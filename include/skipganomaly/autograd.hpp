@@ -5,7 +5,8 @@
 // Values and intermediate gradients live in the context's arena: the owner of the tape
 // resets tape and arena together at step boundaries. A backward pass hands the gradient
 // buffer of each node whose rule has run on to earlier nodes, so only the gradients still
-// to be propagated are live at once. Parameter gradients live in the
+// to be propagated are live at once; a later backward pass on the same tape starts from the
+// buffers of the earlier ones. Parameter gradients live in the
 // parameter blocks and accumulate across backward passes until zeroed explicitly.
 #pragma once
 
@@ -80,14 +81,17 @@ public:
     // Back-propagates from the scalar `loss` (d loss/d loss = 1). Nodes in `stop_at` take
     // no gradient and pass none on: the way to send a loss into one network only, as the
     // official training does with its discriminator loss. Gradients of intermediate nodes
-    // from any earlier backward pass are discarded first.
+    // from any earlier backward pass are discarded first, and their buffers serve this pass
+    // (a training step's discriminator backward runs in the generator backward's memory).
     void backward(Var loss, std::initializer_list<Var> stop_at = {}) {
         SGA_CHECK_ARGUMENT(loss.tape == this, "backward: the loss belongs to another tape");
         SGA_CHECK_ARGUMENT(loss.value().numel() == 1, "backward: the loss must be a scalar, found shape " +
                                                           loss.value().shape().str());
-        finished_grads_.clear();  // after a backward that threw
         for (Node& n : nodes_)
-            if (!n.is_parameter) n.grad = {};
+            if (!n.is_parameter && !n.grad.empty()) {
+                finished_grads_.push_back(n.grad);
+                n.grad = {};
+            }
         for (Var v : stop_at) node(v).blocked = true;
         if (requires_grad(loss)) {
             kernels::fill(ctx_, 1, 1.0f, grad(loss).data());
@@ -102,12 +106,15 @@ public:
                 }
             }
         }
-        finished_grads_.clear();
         for (Var v : stop_at) node(v).blocked = false;
     }
 
-    // Forgets every node. Values stay valid until the owner resets the arena.
-    void clear() { nodes_.clear(); }
+    // Forgets every node, and the gradient buffers kept for the next backward. Values stay
+    // valid until the owner resets the arena.
+    void clear() {
+        nodes_.clear();
+        finished_grads_.clear();
+    }
     std::size_t size() const { return nodes_.size(); }
 
     bool grad_enabled() const { return grad_enabled_; }
@@ -148,8 +155,9 @@ private:
     Context& ctx_;
     std::vector<Node> nodes_;
     bool grad_enabled_ = true;
-    // During backward(): gradient buffers of nodes whose rule has run (arena memory of this
-    // backward pass only, so never stale).
+    // Gradient buffers that no node reads any more: those of nodes whose rule has run, and
+    // those of an earlier backward pass. Arena memory allocated since the last clear(): the
+    // owner resets tape and arena together, so it is never stale.
     std::vector<TensorView> finished_grads_;
 };
 
