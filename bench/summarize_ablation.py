@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Summarises an ablation: eval_one_class runs of several recipe variants, grouped by the
+techniques each run's recorded recipe switched on (rotation restoration, precise batch norm,
+the rotation head), not by file name. For each variant: the mean over classes of each seed,
+their mean and sample standard deviation, and the change against the official recipe; then
+each variant's per-class mean over seeds. Plain python3 (no numpy).
+
+    python3 bench/summarize_ablation.py runs/ablation_mnist/*/seed*.json docs/mnist_results*.json
+
+Runs of the same variant, seed and class count once (the last file wins). Files written before
+eval_one_class recorded the recipe and seed (docs/mnist_results*.json) are the official recipe;
+their seed is read from the file name (`..._seedN.json`, else 0). A seed counts for a variant
+only when it has every class that variant has.
+"""
+import json
+import os
+import re
+import statistics
+import sys
+
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+NAMED = {  # the named recipes (include/skipganomaly/recipe.hpp), by their techniques
+    (False, False, False): "official",
+    (True, True, False): "robust",
+    (True, True, True): "robust_rotation",
+}
+
+
+def techniques(record):
+    """(rotation restoration, precise batch norm, rotation head) of a run's recipe."""
+    recipe = record.get("recipe")
+    if recipe is None:
+        return (False, False, False)
+    restoration = recipe.get("restoration", "none")
+    corruption = restoration["corruption"] if isinstance(restoration, dict) else restoration
+    if corruption not in ("none", "rotation") or recipe.get("gated_skips", 0) or record.get("bottleneck_channels", 0):
+        sys.exit(f"{record.get('dataset')} class {record.get('class')}: a variant this table has no row for: {recipe}")
+    return (corruption == "rotation", bool(recipe.get("recompute_batch_norm")), "rotation_prediction" in recipe)
+
+
+def label(variant, dataset):
+    restoration, precise_bn, head = variant
+    parts = []
+    if restoration:
+        parts.append("rotation restoration" + (" (and greying)" if dataset == "cifar10" else ""))
+    if precise_bn:
+        parts.append("precise BN")
+    if head:
+        parts.append("rotation head")
+    text = " + ".join(parts) or "none"
+    return f"{text} (`{NAMED[variant]}`)" if variant in NAMED else text
+
+
+def main(paths):
+    key = "auroc_eval_mode"
+    if "--key" in paths:
+        at = paths.index("--key")
+        key = paths[at + 1]
+        del paths[at:at + 2]
+    if not paths:
+        sys.exit(__doc__)
+    runs = {}  # variant -> seed -> class -> AUROC
+    protocol = {}  # class -> (training images, paper protocol): one protocol per table
+    dataset = None
+    for path in paths:
+        match = re.search(r"seed(\d+)", os.path.basename(path))
+        with open(path) as f:
+            for r in json.load(f):
+                seed = r.get("seed", int(match.group(1)) if match else 0)
+                c = r["class"] if "class" in r else r["digit"]
+                this = (r["training_images"], r.get("paper_protocol", False))
+                if protocol.setdefault(c, this) != this:
+                    sys.exit(f"{path}: class {c} was run with {this} (training images, paper protocol) here and "
+                             f"{protocol[c]} elsewhere; summarise one protocol at a time")
+                runs.setdefault(techniques(r), {}).setdefault(seed, {})[c] = r[key]
+                dataset = r.get("dataset", "mnist")
+    order = sorted(runs, key=lambda v: (v[0], v[2], v[1]))  # official first, the default last
+    name = (lambda c: f"{c} {CIFAR10[c]}") if dataset == "cifar10" else str
+
+    def class_means(variant):
+        seeds = runs[variant]
+        classes = sorted(set().union(*(set(s) for s in seeds.values())))
+        complete = sorted(s for s in seeds if set(seeds[s]) == set(classes))
+        return classes, complete, [statistics.mean(seeds[s][c] for c in classes) for s in complete]
+
+    official = class_means((False, False, False))[2] if (False, False, False) in runs else []
+    print("| techniques | seeds | mean of the classes, per seed | mean | sd | change against official |")
+    print("|---|---|---|---|---|---|")
+    for v in order:
+        classes, complete, means = class_means(v)
+        if not means:
+            print(f"| {label(v, dataset)} | no complete seed | | | | |")
+            continue
+        mean = statistics.mean(means)
+        sd = f"{statistics.stdev(means):.4f}" if len(means) > 1 else "-"
+        change = f"{mean - statistics.mean(official):+.4f}" if official and v != (False, False, False) else ""
+        print(f"| {label(v, dataset)} | {', '.join(map(str, complete))} | " +
+              ", ".join(f"{m:.4f}" for m in means) + f" | **{mean:.4f}** | {sd} | {change} |")
+
+    classes = sorted(set().union(*(class_means(v)[0] for v in order)))
+    print("\nPer class, mean over the complete seeds:\n")
+    print("| class | " + " | ".join(label(v, dataset) for v in order) + " |")
+    print("|---" * (len(order) + 1) + "|")
+    for c in classes:
+        cells = []
+        for v in order:
+            _, complete, _ = class_means(v)
+            values = [runs[v][s][c] for s in complete if c in runs[v][s]]
+            cells.append(f"{statistics.mean(values):.4f}" if values else "-")
+        print(f"| {name(c)} | " + " | ".join(cells) + " |")
+    print(f"\n{key}; {len(classes)} classes")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
