@@ -18,7 +18,7 @@ import re
 import statistics
 import sys
 
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+from summarize_one_class import CIFAR10, pop_key
 NAMED = {  # the named recipes (include/skipganomaly/recipe.hpp), by their techniques
     (False, False, False): "official",
     (True, True, False): "robust",
@@ -52,11 +52,7 @@ def label(variant, dataset):
 
 
 def main(paths):
-    key = "auroc_eval_mode"
-    if "--key" in paths:
-        at = paths.index("--key")
-        key = paths[at + 1]
-        del paths[at:at + 2]
+    key = pop_key(paths)
     if not paths:
         sys.exit(__doc__)
     runs = {}  # variant -> seed -> class -> AUROC

@@ -13,12 +13,18 @@ import sys
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+def pop_key(arguments):
+    """Removes `--key NAME` from arguments and returns NAME (default: the eval-mode AUROC)."""
+    if "--key" not in arguments:
+        return "auroc_eval_mode"
+    at = arguments.index("--key")
+    key = arguments[at + 1]
+    del arguments[at:at + 2]
+    return key
+
+
 def main(arguments):
-    key = "auroc_eval_mode"
-    if "--key" in arguments:
-        at = arguments.index("--key")
-        key = arguments[at + 1]
-        del arguments[at:at + 2]
+    key = pop_key(arguments)
     if not arguments:
         sys.exit(__doc__)
     runs = {}  # seed -> class -> record
