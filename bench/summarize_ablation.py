@@ -9,8 +9,11 @@ each variant's per-class mean over seeds. Plain python3 (no numpy).
 
 Runs of the same variant, seed and class count once (the last file wins). Files written before
 eval_one_class recorded the recipe and seed (docs/mnist_results*.json) are the official recipe;
-their seed is read from the file name (`..._seedN.json`, else 0). A seed counts for a variant
-only when it has every class that variant has.
+their seed is read from the file name (`..._seedN.json`, else 0). A seed counts in a variant's
+mean only when it has every class of the table (every class any file has), so that all rows
+average the same classes; a variant without such a seed says how many classes it has. The
+per-class table averages every seed that ran the class, and gives the count of seeds where it
+is fewer than the most any cell has.
 """
 import json
 import os
@@ -73,19 +76,23 @@ def main(paths):
     order = sorted(runs, key=lambda v: (v[0], v[2], v[1]))  # official first, the default last
     name = (lambda c: f"{c} {CIFAR10[c]}") if dataset == "cifar10" else str
 
-    def class_means(variant):
-        seeds = runs[variant]
-        classes = sorted(set().union(*(set(s) for s in seeds.values())))
-        complete = sorted(s for s in seeds if set(seeds[s]) == set(classes))
-        return classes, complete, [statistics.mean(seeds[s][c] for c in classes) for s in complete]
+    classes = sorted(set().union(*(set(s) for seeds in runs.values() for s in seeds.values())))
 
-    official = class_means((False, False, False))[2] if (False, False, False) in runs else []
+    def complete_means(variant):
+        """The seeds of `variant` that ran every class of the table, and their means over the classes."""
+        seeds = runs[variant]
+        complete = sorted(s for s in seeds if set(seeds[s]) >= set(classes))
+        return complete, [statistics.mean(seeds[s][c] for c in classes) for s in complete]
+
+    official = complete_means((False, False, False))[1] if (False, False, False) in runs else []
     print("| techniques | seeds | mean of the classes, per seed | mean | sd | change against official |")
     print("|---|---|---|---|---|---|")
     for v in order:
-        classes, complete, means = class_means(v)
+        complete, means = complete_means(v)
         if not means:
-            print(f"| {label(v, dataset)} | no complete seed | | | | |")
+            ran = set().union(*(set(s) for s in runs[v].values()))
+            print(f"| {label(v, dataset)} | no seed has all {len(classes)} classes "
+                  f"({len(ran)} ran) | | | | |")
             continue
         mean = statistics.mean(means)
         sd = f"{statistics.stdev(means):.4f}" if len(means) > 1 else "-"
@@ -93,19 +100,19 @@ def main(paths):
         print(f"| {label(v, dataset)} | {', '.join(map(str, complete))} | " +
               ", ".join(f"{m:.4f}" for m in means) + f" | **{mean:.4f}** | {sd} | {change} |")
 
-    classes = sorted(set().union(*(class_means(v)[0] for v in order)))
-    print("\nPer class, mean over the complete seeds:\n")
+    per_class = {(v, c): [seeds[c] for seeds in runs[v].values() if c in seeds] for v in order for c in classes}
+    most = max(len(values) for values in per_class.values())
+    print(f"\nPer class, mean over the seeds that ran it ((n): only n of {most} seeds ran):\n")
     print("| class | " + " | ".join(label(v, dataset) for v in order) + " |")
     print("|---" * (len(order) + 1) + "|")
     for c in classes:
         cells = []
         for v in order:
-            _, complete, _ = class_means(v)
-            values = [runs[v][s][c] for s in complete if c in runs[v][s]]
-            cells.append(f"{statistics.mean(values):.4f}" if values else "-")
+            values = per_class[(v, c)]
+            count = f" ({len(values)})" if values and len(values) < most else ""
+            cells.append(f"{statistics.mean(values):.4f}{count}" if values else "-")
         print(f"| {name(c)} | " + " | ".join(cells) + " |")
     print(f"\n{key}; {len(classes)} classes")
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])
