@@ -114,5 +114,6 @@ def main(paths):
         print(f"| {name(c)} | " + " | ".join(cells) + " |")
     print(f"\n{key}; {len(classes)} classes")
 
+
 if __name__ == "__main__":
     main(sys.argv[1:])
