@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarises an ablation: eval_one_class runs of several recipe variants, grouped by the
 techniques each run's recorded recipe switched on (rotation restoration, precise batch norm,
-the rotation head), not by file name. For each variant: the mean over classes of each seed,
+the rotation head; on colour data also whether the restoration greyed), not by file name. For each variant: the mean over classes of each seed,
 their mean and sample standard deviation, and the change against the official recipe; then
 each variant's per-class mean over seeds. Plain python3 (no numpy).
 
@@ -22,10 +22,13 @@ import statistics
 import sys
 
 from summarize_one_class import CIFAR10, pop_key
+# Rotation restoration: 0 none, 1 with colour kept, 2 with colour images greyed (as the named
+# recipes do; on grey data greying changes nothing, so every restoration counts as 2 there).
+NONE, KEEP_COLOUR, GREYING = 0, 1, 2
 NAMED = {  # the named recipes (include/skipganomaly/recipe.hpp), by their techniques
-    (False, False, False): "official",
-    (True, True, False): "robust",
-    (True, True, True): "robust_rotation",
+    (NONE, False, False): "official",
+    (GREYING, True, False): "robust",
+    (GREYING, True, True): "robust_rotation",
 }
 
 
@@ -33,19 +36,24 @@ def techniques(record):
     """(rotation restoration, precise batch norm, rotation head) of a run's recipe."""
     recipe = record.get("recipe")
     if recipe is None:
-        return (False, False, False)
+        return (NONE, False, False)
     restoration = recipe.get("restoration", "none")
     corruption = restoration["corruption"] if isinstance(restoration, dict) else restoration
     if corruption not in ("none", "rotation") or recipe.get("gated_skips", 0) or record.get("bottleneck_channels", 0):
         sys.exit(f"{record.get('dataset')} class {record.get('class')}: a variant this table has no row for: {recipe}")
-    return (corruption == "rotation", bool(recipe.get("recompute_batch_norm")), "rotation_prediction" in recipe)
+    # Records from before greying was a setting have the restoration as a string: it greyed.
+    greyed = not isinstance(restoration, dict) or restoration.get("gray", True) or record.get("dataset") != "cifar10"
+    rotation = NONE if corruption == "none" else GREYING if greyed else KEEP_COLOUR
+    return (rotation, bool(recipe.get("recompute_batch_norm")), "rotation_prediction" in recipe)
 
 
 def label(variant, dataset):
     restoration, precise_bn, head = variant
     parts = []
-    if restoration:
+    if restoration == GREYING:
         parts.append("rotation restoration" + (" (and greying)" if dataset == "cifar10" else ""))
+    elif restoration == KEEP_COLOUR:
+        parts.append("rotation restoration (colour kept)")
     if precise_bn:
         parts.append("precise BN")
     if head:
@@ -73,7 +81,9 @@ def main(paths):
                              f"{protocol[c]} elsewhere; summarise one protocol at a time")
                 runs.setdefault(techniques(r), {}).setdefault(seed, {})[c] = r[key]
                 dataset = r.get("dataset", "mnist")
-    order = sorted(runs, key=lambda v: (v[0], v[2], v[1]))  # official first, the default last
+    # official first, then each technique alone and combined, the default last, its
+    # colour-kept variant after it
+    order = sorted(runs, key=lambda v: (v[0] != NONE, v[2], v[1], -v[0]))
     name = (lambda c: f"{c} {CIFAR10[c]}") if dataset == "cifar10" else str
 
     classes = sorted(set().union(*(set(s) for seeds in runs.values() for s in seeds.values())))
@@ -84,7 +94,8 @@ def main(paths):
         complete = sorted(s for s in seeds if set(seeds[s]) >= set(classes))
         return complete, [statistics.mean(seeds[s][c] for c in classes) for s in complete]
 
-    official = complete_means((False, False, False))[1] if (False, False, False) in runs else []
+    official_variant = (NONE, False, False)
+    official = complete_means(official_variant)[1] if official_variant in runs else []
     print("| techniques | seeds | mean of the classes, per seed | mean | sd | change against official |")
     print("|---|---|---|---|---|---|")
     for v in order:
@@ -96,7 +107,7 @@ def main(paths):
             continue
         mean = statistics.mean(means)
         sd = f"{statistics.stdev(means):.4f}" if len(means) > 1 else "-"
-        change = f"{mean - statistics.mean(official):+.4f}" if official and v != (False, False, False) else ""
+        change = f"{mean - statistics.mean(official):+.4f}" if official and v != official_variant else ""
         print(f"| {label(v, dataset)} | {', '.join(map(str, complete))} | " +
               ", ".join(f"{m:.4f}" for m in means) + f" | **{mean:.4f}** | {sd} | {change} |")
 
