@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Summarises an ablation: eval_one_class runs of several recipe variants, grouped by the
 techniques each run's recorded recipe switched on (rotation restoration, precise batch norm,
-the rotation head; on colour data also whether the restoration greyed), not by file name. For each variant: the mean over classes of each seed,
-their mean and sample standard deviation, and the change against the official recipe; then
-each variant's per-class mean over seeds. Plain python3 (no numpy).
+the rotation head; on colour data also whether the restoration greyed), not by file name.
+For each variant: the mean over classes of each seed, their mean and sample standard
+deviation, and the change against the official recipe; then each variant's per-class mean
+over seeds. Plain python3 (no numpy).
 
     python3 bench/summarize_ablation.py runs/ablation_mnist/*/seed*.json docs/mnist_results*.json
 
