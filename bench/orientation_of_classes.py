@@ -14,15 +14,15 @@ sets of one size.
 import argparse
 import gzip
 import json
-import struct
 
 import numpy as np
 
+from make_rotated_mnist import read_images
+
 
 def mnist(folder):
-    raw = gzip.open(f"{folder}/train-images-idx3-ubyte.gz").read()
-    count, rows, cols = struct.unpack(">III", raw[4:16])
-    images = np.frombuffer(raw[16:], np.uint8).reshape(count, 1, rows, cols).astype(np.float32) / 255
+    rows, cols, pixels = read_images(f"{folder}/train-images-idx3-ubyte.gz")
+    images = np.frombuffer(b"".join(pixels), np.uint8).reshape(len(pixels), 1, rows, cols).astype(np.float32) / 255
     labels = np.frombuffer(gzip.open(f"{folder}/train-labels-idx1-ubyte.gz").read()[8:], np.uint8)
     return images, labels
 
