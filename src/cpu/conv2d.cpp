@@ -10,8 +10,8 @@
 // For one image, (P, Cout) column-major *is* that image's NCHW (Cout, OH, OW) slice.
 //
 // Two ways to run it, chosen per call (Plan::per_image):
-// - Per image, when an image has P >= 32 output positions and the batch gives every thread
-//   at least two images (the 32x32 -> 16x16 and 16x16 -> 8x8 layers at batch 64): OpenMP
+// - Per image, when an image has P >= 32 output positions and the batch has at least 4 images
+//   (the 32x32 -> 16x16 and 16x16 -> 8x8 layers at batch 64): OpenMP
 //   spreads the images over the threads and each thread builds one image's columns in its
 //   own cache-resident scratch and runs a single-threaded Eigen GEMM straight into (or out of)
 //   that image's NCHW slice. No reorder, no column matrix in main memory, and no
@@ -106,6 +106,13 @@ constexpr Index parallel_threshold = Index{1} << 15;
 // threaded GEMM over the batch (measured: 2x better at P = 256 and 1.5x at P = 64, even at
 // P = 16, behind below it).
 constexpr Index per_image_min_positions = 32;
+// Images from which the per-image path is taken: two per thread at the 2 threads it was
+// measured with. A constant, not a function of the threads a call gets: the two paths sum in
+// different orders, and a score must not depend on how many threads computed it (a lone
+// caller leases them all, concurrent callers one each; tests/test_detector.cpp). It was
+// 2 x threads, which gave batch 2 (one image's D pass over x and G(x)) the per-image path on
+// one thread and the batched one on two, and flipped the last bit of some latent errors.
+constexpr Index per_image_min_batch = 4;
 // The skinny kernels' limit on the rows of the product (batch * P): one AVX-512 vector.
 constexpr Index skinny_max_rows = 16;
 
@@ -181,8 +188,7 @@ Plan make_plan(const ConvGeometry& g) {
     plan.spatial = g.out_height * g.out_width;
     plan.input_is_columns =
         plan.spatial == 1 && g.padding == 0 && g.kernel_height == g.in_height && g.kernel_width == g.in_width;
-    plan.per_image = !plan.input_is_columns && plan.spatial >= per_image_min_positions &&
-                     g.batch >= 2 * Index{omp_get_max_threads()};
+    plan.per_image = !plan.input_is_columns && plan.spatial >= per_image_min_positions && g.batch >= per_image_min_batch;
     plan.skinny = !plan.per_image && !plan.full_window && g.batch * plan.spatial <= skinny_max_rows;
     const Index per_image = std::max<Index>(1, plan.spatial * plan.depth);
     plan.images_per_chunk = std::clamp<Index>(max_column_floats / per_image, 1, std::max<Index>(1, g.batch));
