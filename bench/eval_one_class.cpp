@@ -18,7 +18,9 @@
 //   normal (training images of the nine, the same test images with labels flipped).
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -44,6 +46,8 @@ struct Arguments {
     int threads = 0;
     bool train_mode_every_epoch = false;
     bool every_epoch = true;  // test AUROC after every epoch (diagnosis); --final-only skips it
+    bool orientation_curve = false;  // the rotation head's accuracy after every epoch (diagnosis)
+    bool check_only = false;  // train until the orientation check has decided, report it, score nothing
     bool train_mode = true;   // also the official batch-statistics scoring of the kept model
     Recipe recipe = DetectorOptions{}.recipe;  // fit()'s default
     int bottleneck_channels = 0;
@@ -70,6 +74,8 @@ Arguments parse(int argc, char** argv) {
         else if (flag == "--threads") a.threads = std::stoi(value());
         else if (flag == "--train-mode-every-epoch") a.train_mode_every_epoch = true;
         else if (flag == "--final-only") a.every_epoch = false;
+        else if (flag == "--orientation-curve") a.orientation_curve = true;
+        else if (flag == "--check-only") a.check_only = true;
         else if (flag == "--eval-mode-only") a.train_mode = false;
         else if (flag == "--recipe") a.recipe = Recipe::named(value());
         // Ablation knobs on top of --recipe (docs/quality.md).
@@ -83,6 +89,7 @@ Arguments parse(int argc, char** argv) {
         } else if (flag == "--rotation") a.recipe.restoration.corruption = Corruption::Rotation;
         else if (flag == "--gray") a.recipe.restoration.gray = value() == "on";
         else if (flag == "--no-restoration") a.recipe.restoration.corruption = Corruption::None;
+        else if (flag == "--orientation-check") a.recipe.orientation_check.enabled = value() == "on";
         else if (flag == "--bottleneck") a.bottleneck_channels = std::stoi(value());
         else if (flag == "--validation-fraction") a.validation_fraction = std::stof(value());
         else if (flag == "--save-models") a.save_models = value();
@@ -118,6 +125,23 @@ OneClassSplit load_split(const Arguments& args, int normal_class) {
     const OneClassSplit reference = load(normal_class);
     for (std::size_t i = 0; i < split.test.size(); ++i) split.test[i].label = 1 - reference.test[i].label;
     return split;
+}
+
+// The share of the 4 x N quarter turns of `samples` (N, nc, 32, 32) that the rotation head
+// names rightly: what the orientation check (orientation_check.hpp) measures, in batches of 64.
+double head_accuracy(const SkipGanomaly& model, const std::vector<float>& samples, std::int64_t n) {
+    const Architecture& a = model.architecture();
+    const std::int64_t per = std::int64_t{a.channels} * a.image_size * a.image_size, batch = 64;
+    Context ctx(Device::Cpu);
+    Tape tape(ctx);
+    Tensor input({batch, a.channels, a.image_size, a.image_size}, Device::Cpu);
+    std::size_t hits = 0;
+    for (std::int64_t first = 0; first < n; first += batch) {
+        const std::int64_t count = std::min(batch, n - first);
+        std::copy_n(samples.data() + first * per, count * per, input.data());
+        hits += model.rotation_hits(ctx, tape, input.view().slice_batch(0, count), BatchNormMode::BatchStatistics);
+    }
+    return static_cast<double>(hits) / static_cast<double>(4 * n);
 }
 
 // Scores the whole test set in batches of 64 in file order and returns its AUROC.
@@ -226,9 +250,60 @@ int main(int argc, char** argv) try {
                          normal_class, summary.epoch, summary.generator_loss, summary.discriminator_loss,
                          curve_eval.back(), parts.first, parts.second, summary.synthetic_auroc, summary.seconds);
         };
+        std::vector<double> curve_orientation;
+        if (args.orientation_curve) {  // on the first 256 training images, in file order
+            const std::int64_t asked = static_cast<std::int64_t>(std::min<std::size_t>(256, split.train_normal.size()));
+            std::vector<float> normal(static_cast<std::size_t>(asked) * per);
+            for (std::int64_t i = 0; i < asked; ++i)
+                preprocess(split.train_normal[static_cast<std::size_t>(i)].view(), size, channels, normal.data() + i * per);
+            callbacks.on_epoch_model = [&, asked, normal, previous = callbacks.on_epoch_model](const EpochSummary& summary,
+                                                                                                const SkipGanomaly& model) {
+                if (previous) previous(summary, model);
+                if (!model.discriminator.has_rotation_head()) return;
+                curve_orientation.push_back(head_accuracy(model, normal, asked));
+                std::fprintf(stderr, "class %d epoch %2d: rotation head accuracy %.4f\n", normal_class, summary.epoch,
+                             curve_orientation.back());
+            };
+        }
+        // --check-only: stop at the end of the checking epoch, or as the fallback's run starts.
+        std::atomic<bool> stop{false};
+        if (args.check_only) {
+            const std::size_t held_out = static_cast<std::size_t>(
+                std::floor(options.validation_fraction * static_cast<double>(split.train_normal.size())));
+            const std::size_t batches = (split.train_normal.size() - held_out) / 64;
+            const std::size_t check_at = args.recipe.orientation_check.check_at_step(batches * static_cast<std::size_t>(args.epochs));
+            callbacks.cancel = &stop;
+            callbacks.on_epoch = [&, batches, check_at](const EpochSummary& summary) {
+                if (static_cast<std::size_t>(summary.epoch) * batches >= check_at) stop = true;
+            };
+            callbacks.on_batch = [&, last = 0](const TrainingProgress& p) mutable {
+                if (p.epoch < last) stop = true;
+                last = p.epoch;
+            };
+        }
         const auto start = std::chrono::steady_clock::now();
         const FitReport report = detector.fit(split.train_normal, callbacks);
+        if (report.orientation.checked)
+            std::fprintf(stderr, "class %d orientation check: accuracy %.4f over %zu turns, needed %.4f: %s\n", normal_class,
+                         report.orientation.accuracy(), report.orientation.predictions, report.orientation.required_accuracy,
+                         report.orientation.oriented ? "oriented" : "no upright, trained again without the rotation techniques");
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (args.check_only) {
+            results.push_back({{"dataset", args.dataset},
+                               {"class", normal_class},
+                               {"seed", args.seed},
+                               {"validation_fraction", options.validation_fraction},
+                               {"validation_images", report.validation_images},
+                               {"orientation_check",
+                                {{"checked", report.orientation.checked},
+                                 {"images", report.orientation.images},
+                                 {"accuracy", report.orientation.accuracy()},
+                                 {"required_accuracy", report.orientation.required_accuracy},
+                                 {"oriented", report.orientation.oriented}}},
+                               {"total_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}});
+            std::ofstream(args.out) << results.dump(2) << "\n";
+            continue;
+        }
         if (!args.save_models.empty())  // for later analysis of the same model (e.g. other scores)
             detector.save(args.save_models + "/class" + std::to_string(normal_class) + "_seed" + std::to_string(args.seed) +
                           ".safetensors");
@@ -255,6 +330,13 @@ int main(int argc, char** argv) try {
                            {"validation_images", report.validation_images},
                            {"epochs", report.epochs_completed},
                            {"recipe", nlohmann::json::parse(recipe_to_json(args.recipe))},
+                           {"recipe_trained", nlohmann::json::parse(recipe_to_json(detector.options().recipe))},
+                           {"orientation_check",
+                            {{"checked", report.orientation.checked},
+                             {"images", report.orientation.images},
+                             {"accuracy", report.orientation.accuracy()},
+                             {"required_accuracy", report.orientation.required_accuracy},
+                             {"oriented", report.orientation.oriented}}},
                            {"bottleneck_channels", args.bottleneck_channels},
                            {"kept_epoch", report.kept_epoch},
                            {"auroc_eval_mode", final_eval},
@@ -262,6 +344,7 @@ int main(int argc, char** argv) try {
                            {"auroc_eval_mode_per_epoch", curve_eval},
                            {"auroc_train_mode_per_epoch", curve_train},
                            {"synthetic_auroc_per_epoch", curve_synthetic},
+                           {"orientation_accuracy_per_epoch", curve_orientation},
                            {"discriminator_reinits", report.discriminator_reinits},
                            {"training_seconds", training_seconds},
                            {"total_seconds", seconds}});

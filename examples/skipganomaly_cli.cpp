@@ -374,7 +374,14 @@ sga::FitReport fit_with_progress(sga::Detector& detector, const std::vector<sga:
     return report;
 }
 
-void print_fit_report(const sga::FitReport& r) {
+// `recipe_has_orientation_check`: the recipe fit() was asked for has one (recipe.hpp).
+void print_fit_report(const sga::FitReport& r, bool recipe_has_orientation_check) {
+    if (const sga::OrientationFinding& o = r.orientation; o.checked)
+        std::cout << std::fixed << std::setprecision(3) << "orientation check: the rotation head named " << o.accuracy()
+                  << " of " << o.predictions << " turns rightly (chance 0.25, needed " << o.required_accuracy << "): "
+                  << (o.oriented ? "the images have an upright; the rotation techniques stay"
+                                 : "no upright found; trained again without the rotation techniques")
+                  << "\n";
     std::cout << "trained " << r.epochs_completed << " epoch(s)" << (r.cancelled ? " (cancelled)" : "") << " on "
               << r.training_images << " images in " << std::fixed << std::setprecision(1) << r.seconds << " s; "
               << r.discriminator_reinits << " discriminator re-initialisation(s)\n";
@@ -390,6 +397,9 @@ void print_fit_report(const sga::FitReport& r) {
                      "from the images the model was trained on; their scores are lower than unseen normal images', "
                      "and the threshold will flag more normal images than intended. Hold images out, or run "
                      "`skipganomaly calibrate` on normal images the model has not seen.\n";
+    if (in_sample && !r.orientation.checked && recipe_has_orientation_check)
+        std::cerr << "warning: with no image held out, the recipe's orientation check did not run: the rotation "
+                     "techniques stay even if the images have no upright (docs/getting-started.md, \"Which recipe\")\n";
 }
 
 // ---- heat maps ----------------------------------------------------------------------------
@@ -450,6 +460,12 @@ options (every default shown):
                                batch-norm statistics over the training images;
                                robust_rotation is robust whose discriminator also learns the
                                rotations, and whose score adds how badly it recognises them;
+                               after 60 training steps (at the end of that epoch) it
+                               checks that the images have an upright (its head must name
+                               the turns of held-out images better than chance), and where
+                               they have none it trains again without the two rotation
+                               techniques (robust_rotation_unoriented; not checked with
+                               --validation-fraction 0);
                                official is the paper's code as it is (recipe.hpp,
                                docs/quality.md)
   --epochs N                   training epochs (default 15)
@@ -538,7 +554,7 @@ int command_fit(const std::vector<std::string>& args) {
     std::cerr << "training on " << images.size() << " images, " << o.epochs << " epoch(s), recipe " << o.recipe.name
               << ", device " << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s)\n";
     const sga::FitReport report = fit_with_progress(detector, images, progress_every);
-    print_fit_report(report);
+    print_fit_report(report, o.recipe.orientation_check.enabled);
     if (report.epochs_completed == 0)
         std::cerr << "warning: no epoch was completed; the saved model holds the initial weights\n";
     detector.save(out);
@@ -992,7 +1008,7 @@ int command_demo(const std::vector<std::string>& args) {
               << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s))\n"
               << std::flush;
     const sga::FitReport report = fit_with_progress(detector, split.train_normal);
-    print_fit_report(report);
+    print_fit_report(report, o.recipe.orientation_check.enabled);
 
     const std::string model_path = (out / "model.safetensors").string();
     detector.save(model_path);

@@ -212,6 +212,10 @@ nlohmann::json recipe_settings(const Recipe& r) {
     if (r.rotation_prediction.enabled)
         j["rotation_prediction"] = {{"loss_weight", r.rotation_prediction.loss_weight},
                                     {"score_weight", r.rotation_prediction.score_weight}};
+    if (r.orientation_check.enabled)
+        j["orientation_check"] = {{"after_steps", r.orientation_check.after_steps},
+                                  {"images", r.orientation_check.images},
+                                  {"z", r.orientation_check.z}};
     return j;
 }
 
@@ -237,7 +241,22 @@ Recipe recipe_from_json(const nlohmann::json& j) {
         r.rotation_prediction.loss_weight = j.at("rotation_prediction").at("loss_weight").get<float>();
         r.rotation_prediction.score_weight = j.at("rotation_prediction").at("score_weight").get<float>();
     }
+    if (j.contains("orientation_check")) {
+        const nlohmann::json& c = j.at("orientation_check");
+        r.orientation_check = {true, c.at("after_steps").get<int>(), c.at("images").get<int>(), c.at("z").get<double>()};
+    }
     return r;
+}
+
+nlohmann::json orientation_finding_json(const OrientationFinding& f) {
+    return {{"images", f.images}, {"hits", f.hits}, {"required_accuracy", f.required_accuracy}, {"oriented", f.oriented}};
+}
+
+OrientationFinding orientation_finding_from_json(const nlohmann::json& j) {
+    OrientationFinding f = OrientationCheck{}.judge(j.at("images").get<std::size_t>(), j.at("hits").get<std::size_t>());
+    f.required_accuracy = j.at("required_accuracy").get<double>();  // as fit() judged it
+    f.oriented = j.at("oriented").get<bool>();
+    return f;
 }
 
 }  // namespace
@@ -291,22 +310,34 @@ struct Detector::Impl {
     std::atomic<float> threshold{0.0f};
     std::string threshold_source = "none";
     int kept_epoch = 0;  // the epoch fit() kept (FitReport::kept_epoch); 0 when unknown
+    OrientationFinding orientation;  // what fit()'s orientation check saw (FitReport::orientation)
 
     mutable std::shared_mutex model_mutex;  // score: shared; fit, calibrate, threshold changes: exclusive
     mutable std::mutex pool_mutex;
     mutable std::vector<std::unique_ptr<ScoringSlot>> pool;
 
     explicit Impl(DetectorOptions o) : options(std::move(o)) {
-        // The recipe decides whether the discriminator needs its rotation head.
         options.architecture.rotation_head = options.recipe.rotation_prediction.enabled;
         options.validate();
         context = std::make_unique<Context>(options.device, options.seed);
+        adopt(options.recipe);
+    }
+
+    // A new, untrained model for `recipe`, which becomes options.recipe. The recipe decides
+    // whether the discriminator needs its rotation head.
+    void adopt(const Recipe& recipe) {
+        DetectorOptions o = options;
+        o.recipe = recipe;
+        o.architecture.rotation_head = recipe.rotation_prediction.enabled;
+        o.validate();
+        options = std::move(o);
         model = std::make_unique<SkipGanomaly>(options.architecture, options.adam, options.loss_weights);
         model->reinit_threshold = options.discriminator_reinit_threshold;
         model->scoring_closed_skips = options.recipe.skip_gating.scoring_closed();
         model->restoration = options.recipe.restoration;
         model->rotation_prediction = options.recipe.rotation_prediction;
         model->materialize(*context);
+        orientation = {};
     }
 
     Device device() const { return context->device(); }
@@ -346,18 +377,23 @@ struct Detector::Impl {
         std::lock_guard lock(pool_mutex);
         pool.push_back(std::move(slot));
     }
+    // A slot from the pool for the length of a call, given back however the call ends.
+    struct SlotLease {
+        const Impl& impl;
+        std::unique_ptr<ScoringSlot> slot;
+        explicit SlotLease(const Impl& i) : impl(i), slot(i.acquire_slot()) {}
+        ~SlotLease() { impl.release_slot(std::move(slot)); }
+        SlotLease(const SlotLease&) = delete;
+        SlotLease& operator=(const SlotLease&) = delete;
+    };
 
     // Scores preprocessed samples (count x sample_floats) in chunks of score_batch_size.
     // `reconstructions`, when given, receives G(x) of every sample (count x sample_floats).
     BatchScores score_samples(const std::vector<float>& samples, std::size_t count, bool maps,
                               std::optional<ScoringMode> scoring_mode = std::nullopt,
                               std::vector<float>* reconstructions = nullptr) const {
-        std::unique_ptr<ScoringSlot> slot = acquire_slot();
-        struct Return {
-            const Impl* impl;
-            std::unique_ptr<ScoringSlot>& slot;
-            ~Return() { impl->release_slot(std::move(slot)); }
-        } give_back{this, slot};
+        const SlotLease lease(*this);
+        ScoringSlot* slot = lease.slot.get();
         const BatchNormMode mode = scoring_mode.value_or(options.scoring_mode) == ScoringMode::RunningStatistics
                                        ? BatchNormMode::RunningStatistics
                                        : BatchNormMode::BatchStatistics;
@@ -518,6 +554,7 @@ struct Detector::Impl {
                                           {"rotation_mean", s.rotation_mean},
                                           {"rotation_std", s.rotation_std}};
         }
+        if (orientation.checked) j["orientation_check"] = orientation_finding_json(orientation);  // only then, as above
         return j;
     }
 
@@ -585,10 +622,69 @@ struct Detector::Impl {
         return roc_auc(scores, labels);
     }
 
-    FitReport fit(std::span<const ImageView> images, const FitCallbacks& callbacks);
+    // The orientation check (orientation_check.hpp) on the first of the held-out images
+    // `normal`. Batch statistics: the running ones lag a model that is still training, and
+    // each batch holds all four turns of its images alike.
+    OrientationFinding check_orientation(const SampleSource& samples, const std::vector<std::size_t>& normal) const {
+        const OrientationCheck& check = options.recipe.orientation_check;
+        const std::vector<std::size_t> asked(normal.begin(),
+                                             normal.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(
+                                                                  normal.size(), static_cast<std::size_t>(check.images))));
+        const std::vector<float> asked_samples = samples.gather(asked);
+        const SlotLease lease(*this);
+        ScoringSlot& slot = *lease.slot;
+        const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size), sample = static_cast<std::size_t>(sample_floats());
+        std::size_t hits = 0;
+        for (std::size_t first = 0; first < asked.size(); first += chunk) {
+            const std::size_t n = std::min(chunk, asked.size() - first);
+            TensorView batch = slot.input.view().slice_batch(0, static_cast<std::int64_t>(n));
+            copy_bytes(slot.ctx, batch.data(), batch.device(), asked_samples.data() + first * sample, Device::Cpu,
+                       n * sample * sizeof(float));
+            hits += model->rotation_hits(slot.ctx, slot.tape, batch, BatchNormMode::BatchStatistics);
+        }
+        return check.judge(asked.size(), hits);
+    }
+
+    // fit(): train(), and where the orientation check finds no upright, train() again from
+    // the start with the recipe without_orientation().
+    FitReport fit(std::span<const ImageView> images, const FitCallbacks& callbacks) {
+        orientation = {};
+        resume_checkpointed_recipe();
+        FitReport report = train(images, callbacks);
+        if (!report.orientation.checked) {  // no check: the recipe has none, or this run resumed past it
+            report.orientation = orientation;
+            return report;
+        }
+        if (report.orientation.oriented) return report;
+        const OrientationFinding finding = report.orientation;
+        const double probing_seconds = report.seconds;
+        adopt(options.recipe.without_orientation());
+        trained = false;
+        orientation = finding;  // so that checkpoints of the second run record it
+        report = train(images, callbacks);
+        report.orientation = finding;
+        report.seconds += probing_seconds;
+        return report;
+    }
+    // A checkpoint written after the orientation check found no upright holds the recipe
+    // without_orientation() and a discriminator without a head: resuming it with the options'
+    // recipe continues that run.
+    void resume_checkpointed_recipe() {
+        if (options.resume_from.empty() || !options.recipe.orientation_check.enabled) return;
+        const Recipe fallback = options.recipe.without_orientation();
+        const model_file::Reader reader = model_file::Reader::open(options.resume_from);
+        const nlohmann::json& meta = reader.metadata();
+        const nlohmann::json* detector = meta.contains("detector") ? &meta["detector"] : nullptr;
+        if (!detector || !detector->contains("recipe") || (*detector)["recipe"].value("name", "") != fallback.name) return;
+        adopt(fallback);
+        if (detector->contains("orientation_check")) orientation = orientation_finding_from_json((*detector)["orientation_check"]);
+    }
+    // One training run of options.recipe; returns early, untrained, when the orientation
+    // check finds no upright (FitReport::orientation.oriented false).
+    FitReport train(std::span<const ImageView> images, const FitCallbacks& callbacks);
 };
 
-FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallbacks& callbacks) {
+FitReport Detector::Impl::train(std::span<const ImageView> images, const FitCallbacks& callbacks) {
     const Clock::time_point start = Clock::now();
     SGA_CHECK_ARGUMENT(!images.empty(), "fit: the training set is empty");
     const SampleSource samples(images, options.architecture.image_size, options.architecture.channels);
@@ -747,6 +843,15 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
         summary.contextual_loss /= count;
         summary.latent_loss /= count;
         const Recipe& recipe = options.recipe;
+        const std::size_t steps_before = batches * static_cast<std::size_t>(epoch), steps = steps_before + batches;
+        const std::size_t check_at = recipe.orientation_check.check_at_step(batches * static_cast<std::size_t>(options.epochs));
+        if (recipe.orientation_check.enabled && !validation.empty() && steps_before < check_at && steps >= check_at) {
+            report.orientation = check_orientation(samples, validation);
+            if (!report.orientation.oriented) {
+                report.seconds = seconds_since(start);
+                return report;  // fit() trains again without the rotation techniques
+            }
+        }
         // Precise statistics now only when this epoch's model is looked at; else once at the end.
         const bool model_looked_at = recipe.stopping != StoppingRule::FinalEpoch || callbacks.on_epoch_model;
         if (recipe.recompute_batch_norm && model_looked_at) recompute_batch_norm(tape, batch_tensor, samples, training);
@@ -779,6 +884,7 @@ FitReport Detector::Impl::fit(std::span<const ImageView> images, const FitCallba
     else if (options.recipe.recompute_batch_norm && report.epochs_completed > 0)
         recompute_batch_norm(tape, batch_tensor, samples, training);
     kept_epoch = report.kept_epoch;
+    if (report.orientation.checked) orientation = report.orientation;
     model->pack_for_inference(ctx);  // the weights are final: pack them once for scoring
 
     // Score statistics on the held-out normal images (the training images when none are
@@ -926,6 +1032,7 @@ const ScoreStatistics& Detector::validation_statistics() const {
     return checked_impl("validation_statistics").statistics;
 }
 const PixelStatistics& Detector::pixel_statistics() const { return checked_impl("pixel_statistics").pixel_statistics; }
+const OrientationFinding& Detector::orientation() const { return checked_impl("orientation").orientation; }
 Device Detector::device() const { return checked_impl("device").device(); }
 const SkipGanomaly& Detector::model() const { return *checked_impl("model").model; }
 
@@ -948,6 +1055,7 @@ Detector Detector::load(const std::string& path, Device device) {
     ScoreStatistics statistics;
     PixelStatistics pixel_statistics;
     ScoreStandardisation standardisation;
+    OrientationFinding orientation;
     float threshold = 0;
     std::string threshold_source;
     try {
@@ -986,6 +1094,7 @@ Detector Detector::load(const std::string& path, Device device) {
             if (!(standardisation.official_std > 0 && standardisation.rotation_std > 0))
                 throw FormatError("the score standardisation's deviations must be positive");
         }
+        if (d.contains("orientation_check")) orientation = orientation_finding_from_json(d.at("orientation_check"));
         if (options.architecture.rotation_head != options.recipe.rotation_prediction.enabled)
             throw FormatError("the recipe and the architecture disagree on the rotation head");
         options.validate();
@@ -1008,6 +1117,7 @@ Detector Detector::load(const std::string& path, Device device) {
     detector.impl_->threshold = threshold;
     detector.impl_->threshold_source = threshold_source;
     detector.impl_->kept_epoch = d.value("kept_epoch", 0);
+    detector.impl_->orientation = orientation;
     detector.impl_->trained = true;
     return detector;
 }

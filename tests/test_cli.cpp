@@ -106,15 +106,21 @@ const Workspace& workspace() {
 }
 
 // A model fitted once with the default recipe (robust_rotation): 1 epoch, batch 8.
-const std::string& default_model() {
-    static const std::string path = [] {
-        const std::string p = workspace().path("default.safetensors");
-        const Run r = run_cli("fit --data folder:" + quoted(workspace().path("train")) +
-                              " --channels 1 --epochs 1 --batch-size 8 --threads 2 --out " + quoted(p));
+// The run of `fit` that wrote default_model().
+const Run& default_fit() {
+    static const Run run = [] {
+        const Run r = run_cli("fit --data folder:" + quoted(workspace().path("train")) + " --channels 1 --epochs 1 --batch-size 8 "
+                              "--threads 2 --out " + quoted(workspace().path("default.safetensors")));
         INFO(r.out << r.err);
         REQUIRE(r.exit_code == 0);
-        return p;
+        return r;
     }();
+    return run;
+}
+
+const std::string& default_model() {
+    static const std::string path = workspace().path("default.safetensors");
+    default_fit();
     return path;
 }
 
@@ -174,8 +180,22 @@ TEST_CASE("fit: --recipe official, --validation-fraction 0 warns about in-sample
     CHECK_THAT(default_in_sample.err, Catch::Contains("warning: --validation-fraction 0"));
     CHECK(run_cli("fit --data folder:x --recipe fancy --out y").exit_code == 2);
 
-    // The default recipe is robust_rotation.
-    CHECK(sga::Detector::load(default_model(), sga::Device::Cpu).options().recipe.name == "robust_rotation");
+    // Nothing held out: the default recipe's orientation check has no image to ask.
+    CHECK_THAT(default_in_sample.err, Catch::Contains("orientation check did not run"));
+    CHECK_THAT(default_in_sample.out, !Catch::Contains("orientation check:"));
+    CHECK(sga::Detector::load(workspace().path("x.safetensors"), sga::Device::Cpu).options().recipe.name == "robust_rotation");
+
+    // The default recipe is robust_rotation. The blobs have no upright, so its orientation
+    // check sends fit() to robust_rotation_unoriented (recipe.hpp), and fit says so.
+    INFO(default_fit().out << default_fit().err);
+    CHECK_THAT(default_fit().err, Catch::Contains("recipe robust_rotation,"));
+    CHECK_THAT(default_fit().out, Catch::Contains("orientation check: the rotation head named") &&
+                                      Catch::Contains("no upright found; trained again without the rotation techniques"));
+    CHECK_THAT(default_fit().err, !Catch::Contains("orientation check did not run"));
+    const sga::Detector loaded = sga::Detector::load(default_model(), sga::Device::Cpu);
+    CHECK(loaded.options().recipe.name == "robust_rotation_unoriented");
+    CHECK(loaded.orientation().checked);
+    CHECK_FALSE(loaded.orientation().oriented);
 }
 
 TEST_CASE("calibrate stores a threshold from normal images, or the F1-optimal one from labelled images", "[cli]") {

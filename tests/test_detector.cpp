@@ -90,6 +90,20 @@ const Detector& trained_detector() {
     return detector;
 }
 
+// The default recipe with its rotation techniques kept: the blobs would fail its orientation
+// check, and trained_detector() is robust_rotation_unoriented.
+const Detector& rotation_detector() {
+    static const Detector detector = [] {
+        DetectorOptions o = tiny_options();
+        o.recipe.orientation_check.enabled = false;
+        Detector d(o);
+        d.fit(training_set());
+        return d;
+    }();
+    return detector;
+}
+
+
 }  // namespace
 
 TEST_CASE("fit trains, holds out validation images and sets the threshold from them", "[detector]") {
@@ -111,8 +125,14 @@ TEST_CASE("fit trains, holds out validation images and sets the threshold from t
     CHECK(report.training_images == 32);
     CHECK(report.validation_images == 8);
     CHECK(report.epochs_completed == 2);
-    CHECK(batches_seen == 8);
-    CHECK(epochs_seen == 2);
+    // The blobs have no upright: the default recipe's orientation check, at the end of
+    // epoch 1 (a third of 8 steps), finds none, and fit() trains both epochs again without the
+    // rotation techniques (recipe.hpp, orientation_check.hpp).
+    CHECK(report.orientation.checked);
+    CHECK_FALSE(report.orientation.oriented);
+    CHECK(d.options().recipe.name == "robust_rotation_unoriented");
+    CHECK(batches_seen == 4 + 8);
+    CHECK(epochs_seen == 2);  // the probing epoch is not reported
     CHECK(report.validation_scores.count == 8);
     CHECK(report.threshold == d.threshold());
     // threshold_from_normal_scores on 8 held-out images: a robust fit, not an order statistic,
@@ -155,7 +175,7 @@ TEST_CASE("an image's score does not depend on the rest of its batch", "[detecto
 }
 
 TEST_CASE("score results are consistent: parts, threshold, normalised score, anomaly map", "[detector]") {
-    const Detector& d = trained_detector();
+    const Detector& d = rotation_detector();
     const std::vector<Image> images = checker_images(2, 3);
     ScoreOptions with_map;
     with_map.anomaly_map = true;
@@ -352,7 +372,7 @@ TEST_CASE("score is safe from many threads at once, and its bits do not depend o
     official.fit(training_set());
     precise.fit(training_set());
     const std::vector<Image> images = blob_images(8, 31);
-    for (const Detector* d : std::vector<const Detector*>{&official, &precise, &trained_detector()}) {
+    for (const Detector* d : std::vector<const Detector*>{&official, &precise, &rotation_detector(), &trained_detector()}) {
         INFO("recipe " << d->options().recipe.name);
         // Single-thread results of the same calls (one image each: a batch of several images
         // agrees with them to ~1e-6 only, as detector.hpp says).

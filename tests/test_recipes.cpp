@@ -1,11 +1,13 @@
-// The training recipes' pieces (recipe.hpp, restoration.hpp, synthetic_anomalies.hpp): skip
-// gating, the generator bottleneck, restoration corruptions, CutPaste anomalies, recomputed
-// batch-norm statistics, the stopping rule, and the recipe's round trip through a model file.
+// The training recipes' pieces (recipe.hpp, restoration.hpp, synthetic_anomalies.hpp,
+// rotation_prediction.hpp, orientation_check.hpp): skip gating, the generator bottleneck,
+// restoration corruptions, CutPaste anomalies, recomputed batch-norm statistics, the stopping
+// rule, rotation prediction, the orientation check, and the recipe's round trip through a file.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <set>
 
@@ -436,4 +438,232 @@ TEST_CASE("rotation prediction needs the rotation restoration and the final epoc
     RandomStream random(1);
     CHECK(sga::testing::message_of<InvalidArgument>([&] { m.model.train_step(m.ctx, m.tape, x.view(), random); })
               .find("turns") != std::string::npos);
+}
+
+TEST_CASE("the orientation check counts as oriented only what beats chance by z deviations", "[recipe][orientation]") {
+    OrientationCheck check;
+    check.enabled = true;
+    // 256 images, 1024 predictions: chance 0.25, sd sqrt(3/16 / 1024) = 0.01353, z 2.5:
+    // needed 0.28383, 290.6 hits.
+    REQUIRE(check.z == 2.5);
+    const OrientationFinding below = check.judge(256, 290), above = check.judge(256, 291);
+    CHECK(below.checked);
+    CHECK(below.predictions == 1024);
+    CHECK(below.required_accuracy == Approx(0.25 + 2.5 * std::sqrt(0.1875 / 1024)).epsilon(1e-12));
+    CHECK(below.accuracy() == Approx(290.0 / 1024));
+    CHECK_FALSE(below.oriented);
+    CHECK(above.oriented);
+    CHECK(check.judge(256, 1024).oriented);
+    // When: after_steps, or a third of a shorter fit.
+    check.after_steps = 60;
+    CHECK(check.check_at_step(1200) == 60);
+    CHECK(check.check_at_step(180) == 60);
+    CHECK(check.check_at_step(60) == 20);
+    CHECK(check.check_at_step(8) == 3);
+    CHECK(check.check_at_step(1) == 1);
+    CHECK_FALSE(check.judge(256, 256).oriented);  // exactly chance
+    // Fewer images need a larger margin over chance.
+    CHECK(check.judge(16, 32).required_accuracy > above.required_accuracy);
+    check.z = 0;
+    CHECK(check.judge(256, 256).oriented);
+
+    CHECK_THROWS_AS(check.judge(0, 0), InvalidArgument);
+    CHECK_THROWS_AS(check.judge(2, 9), InvalidArgument);
+    for (auto spoil : std::vector<std::function<void(OrientationCheck&)>>{
+             [](OrientationCheck& c) { c.after_steps = 0; }, [](OrientationCheck& c) { c.images = 0; },
+             [](OrientationCheck& c) { c.z = -1; }, [](OrientationCheck& c) { c.z = std::nan(""); }}) {
+        OrientationCheck bad;
+        spoil(bad);
+        CHECK_THROWS_AS(bad.validate(), InvalidArgument);
+    }
+    // It asks the rotation head, so it needs one.
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::robust();
+    o.recipe.orientation_check.enabled = true;
+    CHECK(sga::testing::message_of<InvalidArgument>([&] { Detector d(o); }).find("rotation prediction") != std::string::npos);
+
+    // The default has the check; its fallback keeps everything but the two rotation techniques.
+    const Recipe r = Recipe::robust_rotation();
+    CHECK(r.orientation_check.enabled);
+    CHECK_FALSE(Recipe::robust().orientation_check.enabled);
+    CHECK_FALSE(Recipe::official().orientation_check.enabled);
+    const Recipe fallback = r.without_orientation();
+    CHECK(fallback.name == "robust_rotation_unoriented");
+    CHECK_FALSE(fallback.restoration.enabled());
+    CHECK_FALSE(fallback.rotation_prediction.enabled);
+    CHECK_FALSE(fallback.orientation_check.enabled);
+    CHECK(fallback.recompute_batch_norm == r.recompute_batch_norm);
+    CHECK(fallback.stopping == r.stopping);
+}
+
+TEST_CASE("rotation_hits counts the turns whose largest head logit is the turn", "[recipe][orientation]") {
+    Architecture arch = tiny_architecture();
+    arch.rotation_head = true;
+    TinyModel m(arch);
+    m.model.restoration = {Corruption::Rotation, true, 2};
+    const std::int64_t n = 6;
+    const Tensor x = batch_tensor(n, 91);
+    // Running statistics: each view may then be scored on its own, in any batch.
+    const std::size_t hits = m.model.rotation_hits(m.ctx, m.tape, x.view(), BatchNormMode::RunningStatistics);
+    std::size_t expected = 0;
+    const std::vector<float> clean = Tensor::host_values(x.view());
+    for (int turn = 0; turn < 4; ++turn) {
+        Tensor view({n, 1, 32, 32}, Device::Cpu);
+        m.model.restoration.scoring_view(clean.data(), view.data(), n, 1, 32, turn);
+        m.tape.clear();
+        m.ctx.arena().reset();
+        NoGradGuard no_grad(m.tape);
+        const std::vector<float> logits = Tensor::host_values(
+            m.model.discriminator.rotation_logits(m.tape, m.tape.constant(view.view()), BatchNormMode::RunningStatistics).value());
+        for (std::int64_t i = 0; i < n; ++i) {
+            const float* row = logits.data() + 4 * i;
+            const auto best = static_cast<std::size_t>(std::max_element(row, row + 4) - row);
+            if (best == static_cast<std::size_t>(turn)) ++expected;
+        }
+    }
+    CHECK(hits == expected);
+    CHECK_THROWS_AS(m.model.rotation_hits(m.ctx, m.tape, x.view(), BatchNormMode::Training), InvalidArgument);
+    TinyModel headless;
+    CHECK_THROWS_AS(headless.model.rotation_hits(headless.ctx, headless.tape, x.view(), BatchNormMode::RunningStatistics),
+                    InvalidArgument);
+}
+
+namespace {
+
+// Images without an upright: a bright blob on noise, the blob anywhere, so that every quarter
+// turn of the set is distributed as the set itself.
+std::vector<Image> unoriented_images(unsigned count, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::vector<Image> images;
+    for (unsigned k = 0; k < count; ++k) {
+        Image image{32, 32, 1, std::vector<std::uint8_t>(32 * 32)};
+        const int cx = static_cast<int>(rng() % 24) + 4, cy = static_cast<int>(rng() % 24) + 4;
+        for (int y = 0; y < 32; ++y)
+            for (int x = 0; x < 32; ++x) {
+                const int d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
+                image.pixels[static_cast<std::size_t>(y * 32 + x)] =
+                    static_cast<std::uint8_t>((d2 < 16 ? 200 : 20) + static_cast<int>(rng() % 40));
+            }
+        images.push_back(std::move(image));
+    }
+    return images;
+}
+
+// The default recipe, checked at the end of the tiny options' first epoch (4 steps).
+DetectorOptions checked_early_options() {
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::robust_rotation();
+    o.recipe.orientation_check.after_steps = 4;
+    return o;
+}
+
+std::vector<float> scores_of(const Detector& d, const std::vector<Image>& images) {
+    std::vector<float> scores;
+    for (const Image& image : images) scores.push_back(d.score(image.view()).score);
+    return scores;
+}
+
+}  // namespace
+
+TEST_CASE("without an upright, fit trains the recipe without_orientation(), exactly as if it had been asked for",
+          "[recipe][orientation][detector]") {
+    const DetectorOptions o = checked_early_options();
+    const std::vector<Image> images = unoriented_images(48, 7);
+    Detector d(o);
+    int batches = 0;
+    FitCallbacks callbacks;
+    callbacks.on_batch = [&](const TrainingProgress&) { ++batches; };
+    const FitReport report = d.fit(images, callbacks);
+    REQUIRE(report.orientation.checked);
+    CHECK_FALSE(report.orientation.oriented);
+    CHECK(report.orientation.images == 9);  // the held-out ones (20% of 48)
+    CHECK(report.orientation.accuracy() < report.orientation.required_accuracy);
+    CHECK(batches == 4 + 2 * 4);  // the probing epoch, then both epochs again (39 training images, batch 8)
+    CHECK(report.epochs_completed == 2);
+    CHECK(d.options().recipe.name == "robust_rotation_unoriented");
+    CHECK_FALSE(d.options().architecture.rotation_head);
+    CHECK_FALSE(d.model().discriminator.has_rotation_head());
+    CHECK(d.model().restoration.scoring_views() == 1);
+    CHECK(d.orientation().checked);
+    CHECK_FALSE(d.orientation().oriented);
+
+    DetectorOptions direct_options = o;
+    direct_options.recipe = Recipe::robust_rotation().without_orientation();
+    Detector direct(direct_options);
+    const FitReport direct_report = direct.fit(images);
+    CHECK_FALSE(direct_report.orientation.checked);
+    const std::vector<Image> probe = {sga::testing::random_image(32, 32, 1, 5), unoriented_images(3, 99)[0]};
+    CHECK(scores_of(d, probe) == scores_of(direct, probe));
+    CHECK(d.threshold() == direct.threshold());
+
+    // The file records the recipe trained and what the check saw.
+    const fs::path path = fs::temp_directory_path() / "sga_test_unoriented.safetensors";
+    d.save(path.string());
+    const Detector loaded = Detector::load(path.string(), Device::Cpu);
+    fs::remove(path);
+    CHECK(loaded.options().recipe.name == "robust_rotation_unoriented");
+    CHECK_FALSE(loaded.options().recipe.restoration.enabled());
+    CHECK(loaded.orientation().checked);
+    CHECK_FALSE(loaded.orientation().oriented);
+    CHECK(loaded.orientation().hits == report.orientation.hits);
+    CHECK(loaded.orientation().required_accuracy == report.orientation.required_accuracy);
+    CHECK(scores_of(loaded, probe) == scores_of(d, probe));
+
+    // With no image held out there is nothing to ask: the recipe stays, unchecked.
+    DetectorOptions none_held_out = o;
+    none_held_out.validation_fraction = 0;
+    Detector all_training(none_held_out);
+    const FitReport all_training_report = all_training.fit(images);
+    CHECK_FALSE(all_training_report.orientation.checked);
+    CHECK(all_training.options().recipe.name == "robust_rotation");
+    CHECK(all_training.model().discriminator.has_rotation_head());
+}
+
+TEST_CASE("with an upright, the check changes nothing, and a fallback's checkpoint resumes with the options' recipe",
+          "[recipe][orientation][detector][checkpoint]") {
+    // Upright: a vertical gradient. A learning rate ten times the default lets the tiny head
+    // learn the turns within the epochs before the check.
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::robust_rotation();  // checked after a third of its 16 steps: at the end of epoch 2
+    o.adam.learning_rate = 2e-3f;
+    o.epochs = 4;
+    std::vector<Image> upright;
+    for (unsigned i = 0; i < 48; ++i) upright.push_back(upright_image(700 + i));
+    Detector checked(o);
+    const FitReport report = checked.fit(upright);
+    REQUIRE(report.orientation.checked);
+    CHECK(report.orientation.oriented);
+    CHECK(report.epochs.size() == 4);
+    CHECK(report.orientation.accuracy() >= report.orientation.required_accuracy);
+    CHECK(checked.options().recipe.name == "robust_rotation");
+    CHECK(checked.model().discriminator.has_rotation_head());
+    DetectorOptions unchecked_options = o;
+    unchecked_options.recipe.orientation_check.enabled = false;
+    Detector unchecked(unchecked_options);
+    unchecked.fit(upright);
+    const std::vector<Image> probe = {upright_image(5), sga::testing::random_image(32, 32, 1, 6)};
+    CHECK(scores_of(checked, probe) == scores_of(unchecked, probe));
+
+    // A checkpoint from the second run of a fallback holds the fallback's recipe; resuming it
+    // with the options the user gave continues that run, to the same model as one that was
+    // never interrupted.
+    const std::vector<Image> images = unoriented_images(48, 17);
+    const fs::path checkpoint = fs::temp_directory_path() / "sga_test_unoriented_checkpoint.safetensors";
+    DetectorOptions first = checked_early_options();
+    first.epochs = 1;
+    first.checkpoint_every_epochs = 1;
+    first.checkpoint_path = checkpoint.string();
+    REQUIRE_FALSE(Detector(first).fit(images).orientation.oriented);
+    DetectorOptions resumed_options = checked_early_options();
+    resumed_options.resume_from = checkpoint.string();
+    Detector resumed(resumed_options);
+    const FitReport resumed_report = resumed.fit(images);
+    fs::remove(checkpoint);
+    CHECK(resumed_report.epochs.size() == 1);
+    CHECK(resumed.options().recipe.name == "robust_rotation_unoriented");
+    CHECK(resumed_report.orientation.checked);
+    CHECK_FALSE(resumed_report.orientation.oriented);
+    Detector uninterrupted(checked_early_options());
+    uninterrupted.fit(images);
+    CHECK(scores_of(resumed, probe) == scores_of(uninterrupted, probe));
 }

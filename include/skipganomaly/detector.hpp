@@ -146,6 +146,10 @@ struct FitReport {
     double seconds = 0;
     ScoreStatistics validation_scores;
     float threshold = 0;
+    // The recipe's orientation check (orientation_check.hpp). When it found no upright, fit()
+    // trained again from the start with the recipe without_orientation(), which options()
+    // then shows; everything above describes that second run, `seconds` both.
+    OrientationFinding orientation;
 };
 
 // The pixel-level counterpart of the image threshold: learnt by fit() and calibrate() from
@@ -245,6 +249,9 @@ public:
     const DetectorOptions& options() const;
     const ScoreStatistics& validation_statistics() const;
     const PixelStatistics& pixel_statistics() const;
+    // What the last fit()'s orientation check saw (saved and loaded with the model);
+    // checked is false when the recipe has none.
+    const OrientationFinding& orientation() const;
     Device device() const;
 
     // One self-contained safetensors file (docs/model-format.md), written atomically: a

@@ -19,13 +19,16 @@
 //     from CutPaste anomalies made from them (synthetic_anomalies.hpp).
 // `robust_rotation` (the default) is robust plus rotation prediction (rotation_prediction.hpp):
 // the discriminator also learns which quarter turn the generator's input had, and the score
-// adds how badly it recognises the turns of an image.
+// adds how badly it recognises the turns of an image. Both rotation techniques assume that the
+// data has an upright; an orientation check (orientation_check.hpp) tests that after 60
+// training steps, and where it fails fit() trains without_orientation() instead.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 #include "skipganomaly/networks.hpp"
+#include "skipganomaly/orientation_check.hpp"
 #include "skipganomaly/random.hpp"
 #include "skipganomaly/restoration.hpp"
 #include "skipganomaly/rotation_prediction.hpp"
@@ -72,6 +75,7 @@ struct Recipe {
     bool recompute_batch_norm = false;
     StoppingRule stopping = StoppingRule::FinalEpoch;
     RotationPrediction rotation_prediction;
+    OrientationCheck orientation_check;
 
     // The official code's recipe, bit for bit.
     static Recipe official() { return {}; }
@@ -88,6 +92,17 @@ struct Recipe {
         Recipe r = robust();
         r.name = "robust_rotation";
         r.rotation_prediction.enabled = true;
+        r.orientation_check.enabled = true;
+        return r;
+    }
+    // What fit() trains when the orientation check finds no upright: this recipe without the
+    // rotation restoration, the rotation head and the check (the rest, e.g. precise BN, stays).
+    Recipe without_orientation() const {
+        Recipe r = *this;
+        r.name = name + "_unoriented";
+        r.restoration = {};
+        r.rotation_prediction = {};
+        r.orientation_check = {};
         return r;
     }
     // "official", "robust" or "robust_rotation"; throws InvalidArgument naming the known
@@ -108,6 +123,10 @@ struct Recipe {
                                "rotation prediction needs the rotation restoration (its inputs are the turned images)");
             SGA_CHECK_ARGUMENT(stopping == StoppingRule::FinalEpoch,
                                "rotation prediction keeps the final epoch: its score scale is learnt once, after training");
+        }
+        if (orientation_check.enabled) {
+            orientation_check.validate();
+            SGA_CHECK_ARGUMENT(rotation_prediction.enabled, "the orientation check asks the rotation head: enable rotation prediction");
         }
     }
 };

@@ -2,7 +2,9 @@
 // as the official implementation computes them (see docs/official-mapping.md).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <vector>
@@ -237,6 +239,28 @@ public:
         const double w = rotation_prediction.score_weight;
         return static_cast<float>((1 - w) * (official - s.official_mean) / s.official_std +
                                   w * (parts.rotation[i] - s.rotation_mean) / s.rotation_std);
+    }
+
+    // How many of the 4 x N turns of `images` (N, nc, S, S) on ctx's device the rotation head
+    // names rightly (its largest logit is the turn): the orientation check's count
+    // (orientation_check.hpp). Resets the tape and the arena; reads the weights only.
+    std::size_t rotation_hits(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode) const {
+        SGA_CHECK_ARGUMENT(mode != BatchNormMode::Training, "the orientation check never updates the running statistics");
+        SGA_CHECK_ARGUMENT(discriminator.has_rotation_head() && restoration.corruption == Corruption::Rotation,
+                           "the orientation check needs a rotation head and the rotation restoration");
+        tape.clear();
+        ctx.arena().reset();
+        NoGradGuard no_grad(tape);
+        const ScoringInputs in = scoring_inputs(ctx, tape, images);
+        const std::vector<float> logits =
+            host_values(ctx, discriminator.rotation_logits(tape, tape.constant(in.generator_input), mode).value());
+        const std::size_t n = static_cast<std::size_t>(images.shape()[0]), rows = logits.size() / 4;
+        std::size_t hits = 0;
+        for (std::size_t i = 0; i < rows; ++i) {
+            const float* row = logits.data() + 4 * i;
+            if (std::max_element(row, row + 4) - row == static_cast<std::ptrdiff_t>(i / n)) ++hits;  // view v is turned v times
+        }
+        return hits;
     }
 
     Generator generator;
