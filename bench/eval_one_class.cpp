@@ -46,7 +46,7 @@ struct Arguments {
     int threads = 0;
     bool train_mode_every_epoch = false;
     bool every_epoch = true;  // test AUROC after every epoch (diagnosis); --final-only skips it
-    bool orientation_curve = false;  // the rotation head's accuracy after every epoch (diagnosis)
+    bool orientation_curve = false;  // the orientation check's t after every epoch, on training images (diagnosis)
     bool check_only = false;  // train until the orientation check has decided, report it, score nothing
     bool train_mode = true;   // also the official batch-statistics scoring of the kept model
     Recipe recipe = DetectorOptions{}.recipe;  // fit()'s default
@@ -127,21 +127,23 @@ OneClassSplit load_split(const Arguments& args, int normal_class) {
     return split;
 }
 
-// The share of the 4 x N quarter turns of `samples` (N, nc, 32, 32) that the rotation head
-// names rightly: what the orientation check (orientation_check.hpp) measures, in batches of 64.
-double head_accuracy(const SkipGanomaly& model, const std::vector<float>& samples, std::int64_t n) {
+// The orientation check's finding (orientation_check.hpp) on `samples` (N, nc, 32, 32), in
+// batches of 64.
+OrientationFinding head_finding(const SkipGanomaly& model, const std::vector<float>& samples, std::int64_t n) {
     const Architecture& a = model.architecture();
     const std::int64_t per = std::int64_t{a.channels} * a.image_size * a.image_size, batch = 64;
     Context ctx(Device::Cpu);
     Tape tape(ctx);
     Tensor input({batch, a.channels, a.image_size, a.image_size}, Device::Cpu);
-    std::size_t hits = 0;
+    std::vector<double> margins;
     for (std::int64_t first = 0; first < n; first += batch) {
         const std::int64_t count = std::min(batch, n - first);
         std::copy_n(samples.data() + first * per, count * per, input.data());
-        hits += model.rotation_hits(ctx, tape, input.view().slice_batch(0, count), BatchNormMode::BatchStatistics);
+        const std::vector<double> part =
+            model.rotation_margins(ctx, tape, input.view().slice_batch(0, count), BatchNormMode::BatchStatistics);
+        margins.insert(margins.end(), part.begin(), part.end());
     }
-    return static_cast<double>(hits) / static_cast<double>(4 * n);
+    return OrientationCheck{}.judge(margins);
 }
 
 // Scores the whole test set in batches of 64 in file order and returns its AUROC.
@@ -260,9 +262,10 @@ int main(int argc, char** argv) try {
                                                                                                 const SkipGanomaly& model) {
                 if (previous) previous(summary, model);
                 if (!model.discriminator.has_rotation_head()) return;
-                curve_orientation.push_back(head_accuracy(model, normal, asked));
-                std::fprintf(stderr, "class %d epoch %2d: rotation head accuracy %.4f\n", normal_class, summary.epoch,
-                             curve_orientation.back());
+                const OrientationFinding f = head_finding(model, normal, asked);
+                curve_orientation.push_back(f.t);
+                std::fprintf(stderr, "class %d epoch %2d: orientation margin %.4f t %.2f on %lld training images\n", normal_class,
+                             summary.epoch, f.mean_margin, f.t, static_cast<long long>(asked));
             };
         }
         // --check-only: stop at the end of the checking epoch, or as the fallback's run starts.
@@ -284,8 +287,8 @@ int main(int argc, char** argv) try {
         const auto start = std::chrono::steady_clock::now();
         const FitReport report = detector.fit(split.train_normal, callbacks);
         if (report.orientation.checked)
-            std::fprintf(stderr, "class %d orientation check: accuracy %.4f over %zu turns, needed %.4f: %s\n", normal_class,
-                         report.orientation.accuracy(), report.orientation.predictions, report.orientation.required_accuracy,
+            std::fprintf(stderr, "class %d orientation check: margin %.4f t %.2f over %zu images, needed %.2f: %s\n", normal_class,
+                         report.orientation.mean_margin, report.orientation.t, report.orientation.images, report.orientation.required_t,
                          report.orientation.oriented ? "oriented" : "no upright, trained again without the rotation techniques");
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         if (args.check_only) {
@@ -297,8 +300,9 @@ int main(int argc, char** argv) try {
                                {"orientation_check",
                                 {{"checked", report.orientation.checked},
                                  {"images", report.orientation.images},
-                                 {"accuracy", report.orientation.accuracy()},
-                                 {"required_accuracy", report.orientation.required_accuracy},
+                                 {"mean_margin", report.orientation.mean_margin},
+                                 {"t", report.orientation.t},
+                                 {"required_t", report.orientation.required_t},
                                  {"oriented", report.orientation.oriented}}},
                                {"total_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}});
             std::ofstream(args.out) << results.dump(2) << "\n";
@@ -334,8 +338,9 @@ int main(int argc, char** argv) try {
                            {"orientation_check",
                             {{"checked", report.orientation.checked},
                              {"images", report.orientation.images},
-                             {"accuracy", report.orientation.accuracy()},
-                             {"required_accuracy", report.orientation.required_accuracy},
+                             {"mean_margin", report.orientation.mean_margin},
+                             {"t", report.orientation.t},
+                             {"required_t", report.orientation.required_t},
                              {"oriented", report.orientation.oriented}}},
                            {"bottleneck_channels", args.bottleneck_channels},
                            {"kept_epoch", report.kept_epoch},
@@ -344,7 +349,7 @@ int main(int argc, char** argv) try {
                            {"auroc_eval_mode_per_epoch", curve_eval},
                            {"auroc_train_mode_per_epoch", curve_train},
                            {"synthetic_auroc_per_epoch", curve_synthetic},
-                           {"orientation_accuracy_per_epoch", curve_orientation},
+                           {"orientation_t_per_epoch", curve_orientation},
                            {"discriminator_reinits", report.discriminator_reinits},
                            {"training_seconds", training_seconds},
                            {"total_seconds", seconds}});

@@ -377,8 +377,8 @@ sga::FitReport fit_with_progress(sga::Detector& detector, const std::vector<sga:
 // `recipe_has_orientation_check`: the recipe fit() was asked for has one (recipe.hpp).
 void print_fit_report(const sga::FitReport& r, bool recipe_has_orientation_check) {
     if (const sga::OrientationFinding& o = r.orientation; o.checked)
-        std::cout << std::fixed << std::setprecision(3) << "orientation check: the rotation head named " << o.accuracy()
-                  << " of " << o.predictions << " turns rightly (chance 0.25, needed " << o.required_accuracy << "): "
+        std::cout << std::fixed << std::setprecision(2) << "orientation check: the rotation head tells the turns of "
+                  << o.images << " held-out images apart with t = " << o.t << " (0 by chance, needed " << o.required_t << "): "
                   << (o.oriented ? "the images have an upright; the rotation techniques stay"
                                  : "no upright found; trained again without the rotation techniques")
                   << "\n";

@@ -249,13 +249,21 @@ Recipe recipe_from_json(const nlohmann::json& j) {
 }
 
 nlohmann::json orientation_finding_json(const OrientationFinding& f) {
-    return {{"images", f.images}, {"hits", f.hits}, {"required_accuracy", f.required_accuracy}, {"oriented", f.oriented}};
+    return {{"images", f.images}, {"mean_margin", f.mean_margin}, {"margin_std", f.margin_std},
+            {"t", f.t},           {"required_t", f.required_t},   {"oriented", f.oriented}};
 }
 
 OrientationFinding orientation_finding_from_json(const nlohmann::json& j) {
-    OrientationFinding f = OrientationCheck{}.judge(j.at("images").get<std::size_t>(), j.at("hits").get<std::size_t>());
-    f.required_accuracy = j.at("required_accuracy").get<double>();  // as fit() judged it
+    OrientationFinding f;
+    f.checked = true;
+    f.images = j.at("images").get<std::size_t>();
+    f.mean_margin = j.at("mean_margin").get<double>();
+    f.margin_std = j.at("margin_std").get<double>();
+    f.t = j.at("t").get<double>();
+    f.required_t = j.at("required_t").get<double>();
     f.oriented = j.at("oriented").get<bool>();
+    for (double v : {f.mean_margin, f.margin_std, f.t, f.required_t})
+        if (!std::isfinite(v)) throw FormatError("the orientation check's figures are not finite");
     return f;
 }
 
@@ -634,15 +642,16 @@ struct Detector::Impl {
         const SlotLease lease(*this);
         ScoringSlot& slot = *lease.slot;
         const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size), sample = static_cast<std::size_t>(sample_floats());
-        std::size_t hits = 0;
+        std::vector<double> margins;
         for (std::size_t first = 0; first < asked.size(); first += chunk) {
             const std::size_t n = std::min(chunk, asked.size() - first);
             TensorView batch = slot.input.view().slice_batch(0, static_cast<std::int64_t>(n));
             copy_bytes(slot.ctx, batch.data(), batch.device(), asked_samples.data() + first * sample, Device::Cpu,
                        n * sample * sizeof(float));
-            hits += model->rotation_hits(slot.ctx, slot.tape, batch, BatchNormMode::BatchStatistics);
+            const std::vector<double> part = model->rotation_margins(slot.ctx, slot.tape, batch, BatchNormMode::BatchStatistics);
+            margins.insert(margins.end(), part.begin(), part.end());
         }
-        return check.judge(asked.size(), hits);
+        return check.judge(margins);
     }
 
     // fit(): train(), and where the orientation check finds no upright, train() again from

@@ -189,7 +189,7 @@ TEST_CASE("fit: --recipe official, --validation-fraction 0 warns about in-sample
     // check sends fit() to robust_rotation_unoriented (recipe.hpp), and fit says so.
     INFO(default_fit().out << default_fit().err);
     CHECK_THAT(default_fit().err, Catch::Contains("recipe robust_rotation,"));
-    CHECK_THAT(default_fit().out, Catch::Contains("orientation check: the rotation head named") &&
+    CHECK_THAT(default_fit().out, Catch::Contains("orientation check: the rotation head tells the turns of 4 held-out images apart") &&
                                       Catch::Contains("no upright found; trained again without the rotation techniques"));
     CHECK_THAT(default_fit().err, !Catch::Contains("orientation check did not run"));
     const sga::Detector loaded = sga::Detector::load(default_model(), sga::Device::Cpu);

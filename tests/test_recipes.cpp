@@ -440,20 +440,34 @@ TEST_CASE("rotation prediction needs the rotation restoration and the final epoc
               .find("turns") != std::string::npos);
 }
 
-TEST_CASE("the orientation check counts as oriented only what beats chance by z deviations", "[recipe][orientation]") {
+TEST_CASE("the orientation check counts as oriented a mean margin z standard errors above 0", "[recipe][orientation]") {
     OrientationCheck check;
     check.enabled = true;
-    // 256 images, 1024 predictions: chance 0.25, sd sqrt(3/16 / 1024) = 0.01353, z 2.5:
-    // needed 0.28383, 290.6 hits.
     REQUIRE(check.z == 2.5);
-    const OrientationFinding below = check.judge(256, 290), above = check.judge(256, 291);
-    CHECK(below.checked);
-    CHECK(below.predictions == 1024);
-    CHECK(below.required_accuracy == Approx(0.25 + 2.5 * std::sqrt(0.1875 / 1024)).epsilon(1e-12));
-    CHECK(below.accuracy() == Approx(290.0 / 1024));
-    CHECK_FALSE(below.oriented);
-    CHECK(above.oriented);
-    CHECK(check.judge(256, 1024).oriented);
+    // Margins 0.1 +- 1 (alternating): mean 0.1, sample sd sqrt(n / (n - 1)), t = 0.1 sqrt(n - 1).
+    auto margins = [](std::size_t n, double mean) {
+        std::vector<double> m(n);
+        for (std::size_t i = 0; i < n; ++i) m[i] = mean + (i % 2 == 0 ? 1.0 : -1.0);
+        return m;
+    };
+    const OrientationFinding few = check.judge(margins(400, 0.1)), many = check.judge(margins(1024, 0.1));
+    CHECK(few.checked);
+    CHECK(few.images == 400);
+    CHECK(few.mean_margin == Approx(0.1).epsilon(1e-12));
+    CHECK(few.margin_std == Approx(std::sqrt(400.0 / 399)).epsilon(1e-12));
+    CHECK(few.t == Approx(0.1 * std::sqrt(399.0)).epsilon(1e-9));  // 1.997
+    CHECK(few.required_t == 2.5);
+    CHECK_FALSE(few.oriented);
+    CHECK(many.t == Approx(0.1 * std::sqrt(1023.0)).epsilon(1e-9));  // 3.198: more images, the same margin
+    CHECK(many.oriented);
+    CHECK_FALSE(check.judge(margins(1024, 0.0)).oriented);
+    CHECK_FALSE(check.judge(margins(1024, -0.5)).oriented);
+    // No spread: the sign decides, with a finite t.
+    CHECK(check.judge({0.3}).oriented);
+    CHECK(std::isfinite(check.judge({0.3}).t));
+    CHECK_FALSE(check.judge({0.0, 0.0}).oriented);
+    check.z = 0;
+    CHECK(check.judge(margins(1024, 0.0)).oriented);
     // When: after_steps, or a third of a shorter fit.
     check.after_steps = 60;
     CHECK(check.check_at_step(1200) == 60);
@@ -461,14 +475,9 @@ TEST_CASE("the orientation check counts as oriented only what beats chance by z 
     CHECK(check.check_at_step(60) == 20);
     CHECK(check.check_at_step(8) == 3);
     CHECK(check.check_at_step(1) == 1);
-    CHECK_FALSE(check.judge(256, 256).oriented);  // exactly chance
-    // Fewer images need a larger margin over chance.
-    CHECK(check.judge(16, 32).required_accuracy > above.required_accuracy);
-    check.z = 0;
-    CHECK(check.judge(256, 256).oriented);
 
-    CHECK_THROWS_AS(check.judge(0, 0), InvalidArgument);
-    CHECK_THROWS_AS(check.judge(2, 9), InvalidArgument);
+    CHECK_THROWS_AS(check.judge({}), InvalidArgument);
+    CHECK_THROWS_AS(check.judge({0.1, std::nan("")}), NumericalError);
     for (auto spoil : std::vector<std::function<void(OrientationCheck&)>>{
              [](OrientationCheck& c) { c.after_steps = 0; }, [](OrientationCheck& c) { c.images = 0; },
              [](OrientationCheck& c) { c.z = -1; }, [](OrientationCheck& c) { c.z = std::nan(""); }}) {
@@ -496,7 +505,8 @@ TEST_CASE("the orientation check counts as oriented only what beats chance by z 
     CHECK(fallback.stopping == r.stopping);
 }
 
-TEST_CASE("rotation_hits counts the turns whose largest head logit is the turn", "[recipe][orientation]") {
+TEST_CASE("rotation_margins: per image, the turn's logit less the others' mean, averaged over the four turns",
+          "[recipe][orientation]") {
     Architecture arch = tiny_architecture();
     arch.rotation_head = true;
     TinyModel m(arch);
@@ -504,8 +514,9 @@ TEST_CASE("rotation_hits counts the turns whose largest head logit is the turn",
     const std::int64_t n = 6;
     const Tensor x = batch_tensor(n, 91);
     // Running statistics: each view may then be scored on its own, in any batch.
-    const std::size_t hits = m.model.rotation_hits(m.ctx, m.tape, x.view(), BatchNormMode::RunningStatistics);
-    std::size_t expected = 0;
+    const std::vector<double> margins = m.model.rotation_margins(m.ctx, m.tape, x.view(), BatchNormMode::RunningStatistics);
+    REQUIRE(margins.size() == static_cast<std::size_t>(n));
+    std::vector<double> expected(static_cast<std::size_t>(n), 0.0);
     const std::vector<float> clean = Tensor::host_values(x.view());
     for (int turn = 0; turn < 4; ++turn) {
         Tensor view({n, 1, 32, 32}, Device::Cpu);
@@ -516,15 +527,16 @@ TEST_CASE("rotation_hits counts the turns whose largest head logit is the turn",
         const std::vector<float> logits = Tensor::host_values(
             m.model.discriminator.rotation_logits(m.tape, m.tape.constant(view.view()), BatchNormMode::RunningStatistics).value());
         for (std::int64_t i = 0; i < n; ++i) {
-            const float* row = logits.data() + 4 * i;
-            const auto best = static_cast<std::size_t>(std::max_element(row, row + 4) - row);
-            if (best == static_cast<std::size_t>(turn)) ++expected;
+            double others = 0;
+            for (int u = 0; u < 4; ++u)
+                if (u != turn) others += logits[static_cast<std::size_t>(4 * i + u)] / 3.0;
+            expected[static_cast<std::size_t>(i)] += (logits[static_cast<std::size_t>(4 * i + turn)] - others) / 4;
         }
     }
-    CHECK(hits == expected);
-    CHECK_THROWS_AS(m.model.rotation_hits(m.ctx, m.tape, x.view(), BatchNormMode::Training), InvalidArgument);
+    for (std::size_t i = 0; i < margins.size(); ++i) CHECK(margins[i] == Approx(expected[i]).epsilon(1e-6).margin(1e-7));
+    CHECK_THROWS_AS(m.model.rotation_margins(m.ctx, m.tape, x.view(), BatchNormMode::Training), InvalidArgument);
     TinyModel headless;
-    CHECK_THROWS_AS(headless.model.rotation_hits(headless.ctx, headless.tape, x.view(), BatchNormMode::RunningStatistics),
+    CHECK_THROWS_AS(headless.model.rotation_margins(headless.ctx, headless.tape, x.view(), BatchNormMode::RunningStatistics),
                     InvalidArgument);
 }
 
@@ -577,7 +589,7 @@ TEST_CASE("without an upright, fit trains the recipe without_orientation(), exac
     REQUIRE(report.orientation.checked);
     CHECK_FALSE(report.orientation.oriented);
     CHECK(report.orientation.images == 9);  // the held-out ones (20% of 48)
-    CHECK(report.orientation.accuracy() < report.orientation.required_accuracy);
+    CHECK(report.orientation.t < report.orientation.required_t);
     CHECK(batches == 4 + 2 * 4);  // the probing epoch, then both epochs again (39 training images, batch 8)
     CHECK(report.epochs_completed == 2);
     CHECK(d.options().recipe.name == "robust_rotation_unoriented");
@@ -605,8 +617,9 @@ TEST_CASE("without an upright, fit trains the recipe without_orientation(), exac
     CHECK_FALSE(loaded.options().recipe.restoration.enabled());
     CHECK(loaded.orientation().checked);
     CHECK_FALSE(loaded.orientation().oriented);
-    CHECK(loaded.orientation().hits == report.orientation.hits);
-    CHECK(loaded.orientation().required_accuracy == report.orientation.required_accuracy);
+    CHECK(loaded.orientation().t == report.orientation.t);
+    CHECK(loaded.orientation().mean_margin == report.orientation.mean_margin);
+    CHECK(loaded.orientation().required_t == report.orientation.required_t);
     CHECK(scores_of(loaded, probe) == scores_of(d, probe));
 
     // With no image held out there is nothing to ask: the recipe stays, unchecked.
@@ -634,7 +647,7 @@ TEST_CASE("with an upright, the check changes nothing, and a fallback's checkpoi
     REQUIRE(report.orientation.checked);
     CHECK(report.orientation.oriented);
     CHECK(report.epochs.size() == 4);
-    CHECK(report.orientation.accuracy() >= report.orientation.required_accuracy);
+    CHECK(report.orientation.t >= report.orientation.required_t);
     CHECK(checked.options().recipe.name == "robust_rotation");
     CHECK(checked.model().discriminator.has_rotation_head());
     DetectorOptions unchecked_options = o;

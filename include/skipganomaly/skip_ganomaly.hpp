@@ -241,26 +241,29 @@ public:
                                   w * (parts.rotation[i] - s.rotation_mean) / s.rotation_std);
     }
 
-    // How many of the 4 x N turns of `images` (N, nc, S, S) on ctx's device the rotation head
-    // names rightly (its largest logit is the turn): the orientation check's count
-    // (orientation_check.hpp). Resets the tape and the arena; reads the weights only.
-    std::size_t rotation_hits(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode) const {
+    // The orientation check's margin of each of the N `images` (N, nc, S, S) on ctx's device
+    // (orientation_check.hpp): over the 4 quarter turns v, the mean of the rotation head's
+    // logit for v less the mean of its 3 other logits, on the image turned v times. Resets
+    // the tape and the arena; reads the weights only.
+    std::vector<double> rotation_margins(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode) const {
         SGA_CHECK_ARGUMENT(mode != BatchNormMode::Training, "the orientation check never updates the running statistics");
         SGA_CHECK_ARGUMENT(discriminator.has_rotation_head() && restoration.corruption == Corruption::Rotation,
                            "the orientation check needs a rotation head and the rotation restoration");
         tape.clear();
         ctx.arena().reset();
         NoGradGuard no_grad(tape);
-        const ScoringInputs in = scoring_inputs(ctx, tape, images);
+        const ScoringInputs in = scoring_inputs(ctx, tape, images);  // view v of image i at row v x N + i
         const std::vector<float> logits =
             host_values(ctx, discriminator.rotation_logits(tape, tape.constant(in.generator_input), mode).value());
-        const std::size_t n = static_cast<std::size_t>(images.shape()[0]), rows = logits.size() / 4;
-        std::size_t hits = 0;
-        for (std::size_t i = 0; i < rows; ++i) {
-            const float* row = logits.data() + 4 * i;
-            if (std::max_element(row, row + 4) - row == static_cast<std::ptrdiff_t>(i / n)) ++hits;  // view v is turned v times
-        }
-        return hits;
+        const std::size_t n = static_cast<std::size_t>(images.shape()[0]);
+        std::vector<double> margins(n, 0.0);
+        for (std::size_t v = 0; v < 4; ++v)
+            for (std::size_t i = 0; i < n; ++i) {
+                const float* row = logits.data() + 4 * (v * n + i);
+                const double others = (double{row[0]} + row[1] + row[2] + row[3] - row[v]) / 3;
+                margins[i] += (row[v] - others) / 4;
+            }
+        return margins;
     }
 
     Generator generator;
