@@ -119,6 +119,9 @@ struct EpochSummary {
 };
 
 struct FitCallbacks {
+    // When the recipe's orientation check finds no upright (FitReport::orientation), fit()
+    // trains again from the start: on_batch then sees the epochs count from 1 again, and
+    // on_epoch and on_epoch_model never see the discarded run's checking epoch.
     std::function<void(const TrainingProgress&)> on_batch;
     std::function<void(const EpochSummary&)> on_epoch;
     // Sees the model as it stands after each epoch, for per-epoch evaluation (score it with
