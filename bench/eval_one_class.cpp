@@ -146,6 +146,12 @@ OrientationFinding head_finding(const SkipGanomaly& model, const std::vector<flo
     return OrientationCheck{}.judge(margins);
 }
 
+// What the orientation check saw, as the result files record it.
+nlohmann::json orientation_json(const OrientationFinding& f) {
+    return {{"checked", f.checked}, {"images", f.images},         {"mean_margin", f.mean_margin},
+            {"t", f.t},             {"required_t", f.required_t}, {"oriented", f.oriented}};
+}
+
 // Scores the whole test set in batches of 64 in file order and returns its AUROC.
 // parts_auroc, when given, receives the AUROC of the reconstruction and latent parts alone.
 double test_auroc(const SkipGanomaly& model, const std::vector<float>& samples, const std::vector<int>& labels,
@@ -297,13 +303,7 @@ int main(int argc, char** argv) try {
                                {"seed", args.seed},
                                {"validation_fraction", options.validation_fraction},
                                {"validation_images", report.validation_images},
-                               {"orientation_check",
-                                {{"checked", report.orientation.checked},
-                                 {"images", report.orientation.images},
-                                 {"mean_margin", report.orientation.mean_margin},
-                                 {"t", report.orientation.t},
-                                 {"required_t", report.orientation.required_t},
-                                 {"oriented", report.orientation.oriented}}},
+                               {"orientation_check", orientation_json(report.orientation)},
                                {"total_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()}});
             std::ofstream(args.out) << results.dump(2) << "\n";
             continue;
@@ -335,13 +335,7 @@ int main(int argc, char** argv) try {
                            {"epochs", report.epochs_completed},
                            {"recipe", nlohmann::json::parse(recipe_to_json(args.recipe))},
                            {"recipe_trained", nlohmann::json::parse(recipe_to_json(detector.options().recipe))},
-                           {"orientation_check",
-                            {{"checked", report.orientation.checked},
-                             {"images", report.orientation.images},
-                             {"mean_margin", report.orientation.mean_margin},
-                             {"t", report.orientation.t},
-                             {"required_t", report.orientation.required_t},
-                             {"oriented", report.orientation.oriented}}},
+                           {"orientation_check", orientation_json(report.orientation)},
                            {"bottleneck_channels", args.bottleneck_channels},
                            {"kept_epoch", report.kept_epoch},
                            {"auroc_eval_mode", final_eval},
