@@ -1007,40 +1007,53 @@ void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows&
 }
 
 // One block of up to 16 rows of BackwardData's C over columns [n_begin, n_end): W (K, N)
-// row-major is walked 16 rows (k) at a time and, within those, 32 columns at a time (16 when
-// the block has more than 8 rows, so that its sums still fit the 32 vector registers), so that
-// 16 rows of W stream side by side front to back; the block's sums wait in `sums` (rows x
-// (n_end - n_begin), in L1/L2) between the groups of 16 rows. Every output is its k-ordered
-// sum whatever the block's shape, so the bits do not depend on it.
+// row-major is walked 16 rows (k) at a time, so that 16 rows of W stream side by side front
+// to back, and the block's sums wait in `sums` (rows x (n_end - n_begin), in L1/L2) between
+// these groups of 16. Within a group, the rows of C go 8 at a time over 32 columns at a time:
+// per k, 2 vector loads of W and 8 broadcasts feed 16 multiply-adds, and the 16 sums fit the
+// registers. (One pass over 16 rows, 16 columns wide, needed 17 loads per 16 multiply-adds and
+// was bound by them; the second 8 rows read the group's W, 64 KiB at most per thread, from
+// L2.) Every output is its k-ordered sum whatever the block's shape, so the bits do not
+// depend on it.
+template <Index Rows>
+void rows_sub_block(Index k0, Index k1, Index N, const float* a_block, Index a_rows, Index r0, const float* w,
+                    Index n_begin, Index n_end, float* sums) {
+    constexpr Index vectors = 2, width = vectors * lanes;
+    const Index span = n_end - n_begin;
+    Index n = n_begin;
+    for (; n + width <= n_end; n += width) {
+        Lanes sum[Rows][vectors];
+        for (Index r = 0; r < Rows; ++r)
+            for (Index v = 0; v < vectors; ++v) sum[r][v] = load_lanes(sums + (r0 + r) * span + (n - n_begin) + v * lanes);
+        for (Index k = k0; k < k1; ++k) {
+            Lanes wv[vectors];
+            for (Index v = 0; v < vectors; ++v) wv[v] = load_lanes(w + k * N + n + v * lanes);
+            for (Index r = 0; r < Rows; ++r) {
+                const Lanes av = broadcast(a_block[k * a_rows + r0 + r]);
+                for (Index v = 0; v < vectors; ++v) sum[r][v] = multiply_add(av, wv[v], sum[r][v]);
+            }
+        }
+        for (Index r = 0; r < Rows; ++r)
+            for (Index v = 0; v < vectors; ++v) store_lanes(sums + (r0 + r) * span + (n - n_begin) + v * lanes, sum[r][v]);
+    }
+    for (; n < n_end; ++n)  // columns past the last whole group
+        for (Index r = r0; r < r0 + Rows; ++r) {
+            float s = sums[r * span + (n - n_begin)];
+            for (Index k = k0; k < k1; ++k) s += a_block[k * a_rows + r] * w[k * N + n];
+            sums[r * span + (n - n_begin)] = s;
+        }
+}
+
 template <Index Rows>
 void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_begin, Index n_end, float* sums) {
-    constexpr Index depth_step = 16, vectors = Rows <= 8 ? 2 : 1, width = vectors * lanes;
-    const Index span = n_end - n_begin;
-    std::fill(sums, sums + Rows * span, 0.0f);
+    constexpr Index depth_step = 16, sub_rows = 8;
+    std::fill(sums, sums + Rows * (n_end - n_begin), 0.0f);
     for (Index k0 = 0; k0 < K; k0 += depth_step) {
         const Index k1 = std::min(K, k0 + depth_step);
-        Index n = n_begin;
-        for (; n + width <= n_end; n += width) {
-            Lanes sum[Rows][vectors];
-            for (Index r = 0; r < Rows; ++r)
-                for (Index v = 0; v < vectors; ++v) sum[r][v] = load_lanes(sums + r * span + (n - n_begin) + v * lanes);
-            for (Index k = k0; k < k1; ++k) {
-                Lanes wv[vectors];
-                for (Index v = 0; v < vectors; ++v) wv[v] = load_lanes(w + k * N + n + v * lanes);
-                for (Index r = 0; r < Rows; ++r) {
-                    const Lanes av = broadcast(a_block[k * Rows + r]);
-                    for (Index v = 0; v < vectors; ++v) sum[r][v] = multiply_add(av, wv[v], sum[r][v]);
-                }
-            }
-            for (Index r = 0; r < Rows; ++r)
-                for (Index v = 0; v < vectors; ++v) store_lanes(sums + r * span + (n - n_begin) + v * lanes, sum[r][v]);
-        }
-        for (; n < n_end; ++n)  // columns past the last whole group
-            for (Index r = 0; r < Rows; ++r) {
-                float s = sums[r * span + (n - n_begin)];
-                for (Index k = k0; k < k1; ++k) s += a_block[k * Rows + r] * w[k * N + n];
-                sums[r * span + (n - n_begin)] = s;
-            }
+        for (Index r0 = 0; r0 < Rows; r0 += sub_rows)
+            with_count_up_to<sub_rows>(Rows - r0, [&](auto fixed) {
+                rows_sub_block<decltype(fixed)::value>(k0, k1, N, a_block, Rows, r0, w, n_begin, n_end, sums);
+            });
     }
 }
 
