@@ -106,13 +106,15 @@ constexpr Index parallel_threshold = Index{1} << 15;
 // threaded GEMM over the batch (measured: 2x better at P = 256 and 1.5x at P = 64, even at
 // P = 16, behind below it).
 constexpr Index per_image_min_positions = 32;
-// Images from which the per-image path is taken: two per thread at the 2 threads it was
-// measured with. A constant, not a function of the threads a call gets: the two paths sum in
-// different orders, and a score must not depend on how many threads computed it (a lone
-// caller leases them all, concurrent callers one each; tests/test_detector.cpp). It was
-// 2 x threads, which gave batch 2 (one image's D pass over x and G(x)) the per-image path on
-// one thread and the batched one on two, and flipped the last bit of some latent errors.
-constexpr Index per_image_min_batch = 4;
+// Images from which the per-image path is taken. A constant, not a function of the threads a
+// call gets: the two paths sum in different orders, and a score must not depend on how many
+// threads computed it (a lone caller leases them all, concurrent callers one each;
+// tests/test_detector.cpp). It was 2 x threads, which gave batch 2 (one image's D pass over x
+// and G(x)) the per-image path on one thread and the batched one on two, and flipped the last
+// bit of some latent errors; then 4. At 2, that D pass gives each of two threads one image and
+// a GEMM of its own, with no operand packed twice: D conv1 and conv2 of a batch-1 score took
+// 0.031 and 0.254 ms instead of 0.071 and 0.306 (2 threads, medians of 5 alternating runs).
+constexpr Index per_image_min_batch = 2;
 // The skinny kernels' limit on the rows of the product (batch * P): one AVX-512 vector.
 constexpr Index skinny_max_rows = 16;
 
