@@ -15,9 +15,13 @@ namespace sga {
 // snapshot of the weight: whoever changes the weights discards it (Network::packed).
 struct PackedConvolution {
     // The prepared kernels serve products of up to this many rows (batch x the convolution's
-    // output positions): they win 1.3-10x at 1-16 rows, where the weight dominates, and lose to
-    // Eigen's cache-blocked GEMM from 64 rows (bench_conv2d_cpu .../scoring1/, .../scoring4/).
-    static constexpr std::int64_t max_rows = 16;
+    // output positions), by pass (bench_conv2d_cpu .../scoring1/, .../scoring4/, 2 threads):
+    // forward, they win 1.3-10x at 1-16 rows, where the weight dominates, and lose to Eigen's
+    // cache-blocked GEMM from 64 rows (G encoder2 at batch 1: 0.17-0.20 against 0.13-0.14 ms);
+    // backward-data (transposed convolutions) still win at 64 rows (G decoder4 at batch 1:
+    // 0.19 against 0.21 ms; G decoder3 at four views: 0.71 against 0.86 ms) and lose at 256
+    // (G decoder4 at four views: 1.24 against 0.69 ms).
+    static constexpr std::int64_t max_rows(ConvPass pass) { return pass == ConvPass::Forward ? 16 : 64; }
 
     ConvGeometry geometry;  // batch 0: any batch of this geometry
     ConvPass pass = ConvPass::Forward;
@@ -35,7 +39,7 @@ struct PackedConvolution {
         return g.in_channels == p.in_channels && g.in_height == p.in_height && g.in_width == p.in_width &&
                g.out_channels == p.out_channels && g.out_height == p.out_height && g.out_width == p.out_width &&
                g.kernel_height == p.kernel_height && g.kernel_width == p.kernel_width && g.stride == p.stride &&
-               g.padding == p.padding && g.batch * g.out_height * g.out_width <= max_rows;
+               g.padding == p.padding && g.batch * g.out_height * g.out_width <= max_rows(pass);
     }
 };
 

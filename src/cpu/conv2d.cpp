@@ -1061,7 +1061,8 @@ void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_
 
 // BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major. The threads split the
 // columns in ranges of whole groups of 32; A is gathered per call into blocks of 16 rows,
-// k-major (16 floats per k): at most 16 rows (PackedConvolution::max_rows), W is read once.
+// k-major (16 floats per k). W is streamed from memory once, by the first block; at most 64
+// rows (PackedConvolution::max_rows), the other blocks find it in L2 or L3.
 void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                             const TargetRows& c) {
     constexpr Index row_block = 16;
