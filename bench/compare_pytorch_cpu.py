@@ -8,8 +8,10 @@ measurement runs in a process of its own, so each peak is that measurement's alo
 machine's practical GEMM peak (Eigen's 1024 x 1024 float GEMM, bench_conv2d_cpu) and its read
 bandwidth (BM_ReadBandwidth_Cpu, 64 MiB) are measured in the same run. Prints a markdown table;
 ratio = ours / PyTorch (time or memory: < 1 is ours better), then the batch-1 floor: the
-weights one scoring call reads (bench_model_cpu's weights_MiB) over that bandwidth, and the
-batched rows' convolution FLOP rate against the GEMM peak.
+weights one scoring call reads (bench_model_cpu's weights_MiB) over that bandwidth, and a
+roofline: per convolution layer the longer of its active weights at that bandwidth and its
+active FLOPs at the GEMM peak, summed; then the batched rows' convolution FLOP rate against the
+GEMM peak, and last issue 10's targets against this run, with what each missed one would need.
 
 PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13. Its stock
 ConvTranspose2d runs on the reference BLAS, 20-50x slower than its convolutions (oneDNN), so
@@ -106,8 +108,12 @@ def pytorch_measurement(isize, what, batch, repeats, stock):
 
         seconds = best_of(score, repeats * (10 if batch == 1 else 2))
         flop = count_convolution_flop(torch, (netg, netd), score)
+        layers = count_layer_work(torch, (netg, netd), score)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {"seconds": seconds, "peak_mib": peak, "torch": torch.__version__, "gflop": flop / 1e9}
+    result = {"seconds": seconds, "peak_mib": peak, "torch": torch.__version__, "gflop": flop / 1e9}
+    if what == "score":
+        result["layers"] = layers
+    return result
 
 
 def count_convolution_flop(torch, networks, fn):
@@ -130,6 +136,54 @@ def count_convolution_flop(torch, networks, fn):
     for h in handles:
         h.remove()
     return total
+
+
+def active_pairs(size_in, size_out, kernel, stride, padding, transposed):
+    """Along one axis: the (position, tap) pairs of a convolution that read real input, not
+    padding, and how many of the kernel's taps are in at least one of them. Forward: output o
+    reads input o * stride - padding + tap; transposed: input i writes output
+    i * stride - padding + tap."""
+    pairs, taps = 0, set()
+    for position in range(size_in if transposed else size_out):
+        for tap in range(kernel):
+            other = position * stride - padding + tap
+            if 0 <= other < (size_out if transposed else size_in):
+                pairs += 1
+                taps.add(tap)
+    return pairs, len(taps)
+
+
+def count_layer_work(torch, networks, fn):
+    """Per convolution layer of one call of fn: the bytes of the weight taps that read real
+    input (what a kernel must load at least once) and the FLOPs of those taps (2 per
+    multiply-add, padding skipped). A layer run twice in the call (D on the images and on their
+    reconstructions) counts its FLOPs twice and its weight once, as one batch of both would."""
+    work = {}
+
+    def hook(module, inputs, output):
+        x = inputs[0]
+        transposed = isinstance(module, torch.nn.ConvTranspose2d)
+        axes = [active_pairs(x.shape[2 + a], output.shape[2 + a], module.kernel_size[a], module.stride[a],
+                             module.padding[a], transposed) for a in (0, 1)]
+        channels = module.in_channels * module.out_channels // module.groups
+        weight_bytes = 4 * channels * axes[0][1] * axes[1][1]
+        flop = 2 * x.shape[0] * channels * axes[0][0] * axes[1][0]
+        previous = work.get(id(module), (weight_bytes, 0))
+        work[id(module)] = (weight_bytes, previous[1] + flop)
+
+    handles = [m.register_forward_hook(hook) for net in networks for m in net.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    fn()
+    for h in handles:
+        h.remove()
+    return list(work.values())
+
+
+def roofline_seconds(layers, bandwidth, peak_flop):
+    """A lower bound on one call's time: per layer, its weights at the read bandwidth or its
+    FLOPs at the GEMM peak, whichever is longer, summed over the layers (the layers run one
+    after another; activations, which are small beside the weights at batch 1, are left out)."""
+    return sum(max(weight_bytes / bandwidth, flop / peak_flop) for weight_bytes, flop in layers)
 
 
 def run_pytorch(isize, what, batch, repeats, stock):
@@ -236,15 +290,23 @@ def main():
               f"{ours['seconds'] / theirs['seconds']:.2f} | {theirs['peak_mib']:.0f} | {ours['peak_mib']:.0f} | "
               f"{ours['peak_mib'] / theirs['peak_mib']:.2f} |")
     # Scoring one image reads every weight once: at the measured read bandwidth that alone
-    # takes weights / bandwidth, the floor under batch-1 latency whatever the kernels do.
-    print(f"\nBatch-1 floor: the weights one scoring call reads, at {bandwidth / 1e9:.1f} GB/s\n")
-    print("| isize | weights read | floor | ours | PyTorch | floor / PyTorch |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    # takes weights / bandwidth, the floor under batch-1 latency whatever the kernels do. The
+    # roofline adds the arithmetic: per layer, the longer of its weights at that bandwidth and
+    # its FLOPs at the GEMM peak. The issue's targets are 1/5 of PyTorch's time at isize 32
+    # and 1/2 at 128 and 256 (64 has none; 1/2 is shown).
+    print(f"\nBatch-1 floor: the weights one scoring call reads, at {bandwidth / 1e9:.1f} GB/s; roofline: "
+          f"per layer the longer of its active weights at that bandwidth and its active FLOPs at the GEMM peak\n")
+    print("| isize | weights read | floor | roofline | target | roofline / target | ours | ours / roofline | PyTorch | "
+          "PyTorch / roofline |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for isize, label, theirs, ours, batch in rows:
         if batch == 1 and ours.get("weights_mib"):
             floor = ours["weights_mib"] * 1024 * 1024 / bandwidth
-            print(f"| {isize} | {ours['weights_mib']:.1f} MiB | {floor * 1e3:.2f} ms | {ours['seconds'] * 1e3:.2f} ms | "
-                  f"{theirs['seconds'] * 1e3:.2f} ms | {floor / theirs['seconds']:.2f} |")
+            roof = roofline_seconds(theirs["layers"], bandwidth, peak * 1e9)
+            target = theirs["seconds"] / (5 if isize == 32 else 2)
+            print(f"| {isize} | {ours['weights_mib']:.1f} MiB | {floor * 1e3:.2f} ms | {roof * 1e3:.2f} ms | "
+                  f"{target * 1e3:.2f} ms | {roof / target:.2f} | {ours['seconds'] * 1e3:.2f} ms | "
+                  f"{ours['seconds'] / roof:.2f} | {theirs['seconds'] * 1e3:.2f} ms | {theirs['seconds'] / roof:.2f} |")
     # The batched rows against the GEMM peak (the issue's 85% target is on the FLOPs
     # computed); both sides are given the same count, PyTorch's.
     print(f"\nConvolution FLOPs (dense; training: 3x its forward passes') per second against the GEMM peak "
@@ -256,6 +318,45 @@ def main():
             gflop = theirs["gflop"]
             print(f"| {isize} | {label} | {gflop:.1f} | {gflop / ours['seconds']:.0f} | {gflop / ours['seconds'] / peak:.2f} | "
                   f"{gflop / theirs['seconds']:.0f} | {gflop / theirs['seconds'] / peak:.2f} |")
+    print_targets(rows, bandwidth, peak)
+
+
+# Issue 10's targets: (measure, isize) -> largest ours / PyTorch time allowed. Batch-1 scoring
+# <= 1/5 of PyTorch's time at isize 32 and <= 1/2 at 128 and 256; large-batch scoring >= 1.3x
+# PyTorch's throughput at isize 32; the training step <= 0.5x at 32 and <= 0.6x at 128 and 256.
+TIME_TARGETS = {("score1", 32): 1 / 5, ("score1", 128): 1 / 2, ("score1", 256): 1 / 2, ("scoreN", 32): 1 / 1.3,
+                ("train", 32): 0.5, ("train", 128): 0.6, ("train", 256): 0.6}
+PEAK_SHARE_TARGET = 0.85  # large-batch scoring, on the FLOPs computed
+
+
+def print_targets(rows, bandwidth, peak):
+    """Each target against this run, and for a missed speed target what meeting it would take:
+    batched rows, the FLOP rate the target time needs against the GEMM peak; batch-1 rows, the
+    roofline against the target time (above 1: no implementation of these FLOPs meets it)."""
+    print(f"\nTargets in this run (GEMM peak {peak:.1f} GFLOP/s, read bandwidth {bandwidth / 1e9:.1f} GB/s)\n")
+    print("| target | isize | measured | met | what meeting it needs |")
+    print("|---|---:|---:|---|---|")
+    for isize, label, theirs, ours, batch in rows:
+        kind = "train" if label.startswith("training") else ("score1" if batch == 1 else "scoreN")
+        ratio = ours["seconds"] / theirs["seconds"]
+        limit = TIME_TARGETS.get((kind, isize))
+        if limit is not None:
+            target_seconds = limit * theirs["seconds"]
+            if kind == "score1":
+                roof = roofline_seconds(theirs["layers"], bandwidth, peak * 1e9)
+                need = f"roofline / target time {roof / target_seconds:.2f}; ours / roofline {ours['seconds'] / roof:.2f}"
+            else:
+                need = f"{theirs['gflop'] / target_seconds / peak:.2f} x the GEMM peak"
+            shown = f"{1 / ratio:.2f}x throughput" if kind == "scoreN" else f"{ratio:.2f} of the time"
+            wanted = f">= {1 / limit:.1f}x throughput" if kind == "scoreN" else f"<= {limit:.2f} of the time"
+            print(f"| {label}: {wanted} | {isize} | {shown} | {'yes' if ratio <= limit else 'no'} | "
+                  f"{'' if ratio <= limit else need} |")
+        if kind == "scoreN":
+            share = theirs["gflop"] / ours["seconds"] / peak
+            print(f"| {label}: >= {PEAK_SHARE_TARGET:.2f} of the GEMM peak | {isize} | {share:.2f} | "
+                  f"{'yes' if share >= PEAK_SHARE_TARGET else 'no'} | |")
+        memory = ours["peak_mib"] / theirs["peak_mib"]
+        print(f"| {label}: peak memory <= PyTorch's | {isize} | {memory:.2f} | {'yes' if memory <= 1 else 'no'} | |")
 
 
 if __name__ == "__main__":
