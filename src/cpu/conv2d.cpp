@@ -10,8 +10,9 @@
 // For one image, (P, Cout) column-major *is* that image's NCHW (Cout, OH, OW) slice.
 //
 // Two ways to run it, chosen per call (Plan::per_image):
-// - Per image, when an image has P >= 32 output positions and the batch has at least 4 images
-//   (the 32x32 -> 16x16 and 16x16 -> 8x8 layers at batch 64): OpenMP
+// - Per image, when an image has P >= 32 output positions and the batch has at least 2 images
+//   (the 32x32 -> 16x16 and 16x16 -> 8x8 layers at batch 64, and in D's pass over an image and
+//   its reconstruction): OpenMP
 //   spreads the images over the threads and each thread builds one image's columns in its
 //   own cache-resident scratch and runs a single-threaded Eigen GEMM straight into (or out of)
 //   that image's NCHW slice. No reorder, no column matrix in main memory, and no
