@@ -130,12 +130,19 @@ def count_convolution_flop(torch, networks, fn):
         else:  # every output element is one window of the input
             total += 2 * output.numel() * module.in_channels // module.groups * kh * kw
 
+    run_with_convolution_hook(torch, networks, fn, hook)
+    return total
+
+
+def run_with_convolution_hook(torch, networks, fn, hook):
+    """One call of fn with hook(module, inputs, output) on every convolution of the networks."""
     handles = [m.register_forward_hook(hook) for net in networks for m in net.modules()
                if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    fn()
-    for h in handles:
-        h.remove()
-    return total
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def active_pairs(size_in, size_out, kernel, stride, padding, transposed):
@@ -171,11 +178,7 @@ def count_layer_work(torch, networks, fn):
         previous = work.get(id(module), (weight_bytes, 0))
         work[id(module)] = (weight_bytes, previous[1] + flop)
 
-    handles = [m.register_forward_hook(hook) for net in networks for m in net.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    fn()
-    for h in handles:
-        h.remove()
+    run_with_convolution_hook(torch, networks, fn, hook)
     return list(work.values())
 
 
@@ -292,8 +295,8 @@ def main():
     # Scoring one image reads every weight once: at the measured read bandwidth that alone
     # takes weights / bandwidth, the floor under batch-1 latency whatever the kernels do. The
     # roofline adds the arithmetic: per layer, the longer of its weights at that bandwidth and
-    # its FLOPs at the GEMM peak. The issue's targets are 1/5 of PyTorch's time at isize 32
-    # and 1/2 at 128 and 256 (64 has none; 1/2 is shown).
+    # its FLOPs at the GEMM peak. The target column is TIME_TARGETS' (isize 64 has none; 1/2
+    # is shown).
     print(f"\nBatch-1 floor: the weights one scoring call reads, at {bandwidth / 1e9:.1f} GB/s; roofline: "
           f"per layer the longer of its active weights at that bandwidth and its active FLOPs at the GEMM peak\n")
     print("| isize | weights read | floor | roofline | target | roofline / target | ours | ours / roofline | PyTorch | "
@@ -303,7 +306,7 @@ def main():
         if batch == 1 and ours.get("weights_mib"):
             floor = ours["weights_mib"] * 1024 * 1024 / bandwidth
             roof = roofline_seconds(theirs["layers"], bandwidth, peak * 1e9)
-            target = theirs["seconds"] / (5 if isize == 32 else 2)
+            target = theirs["seconds"] * TIME_TARGETS.get(("score1", isize), 1 / 2)
             print(f"| {isize} | {ours['weights_mib']:.1f} MiB | {floor * 1e3:.2f} ms | {roof * 1e3:.2f} ms | "
                   f"{target * 1e3:.2f} ms | {roof / target:.2f} | {ours['seconds'] * 1e3:.2f} ms | "
                   f"{ours['seconds'] / roof:.2f} | {theirs['seconds'] * 1e3:.2f} ms | {theirs['seconds'] / roof:.2f} |")
