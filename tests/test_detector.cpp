@@ -893,9 +893,12 @@ TEST_CASE("scores are bit-identical for any thread count and under concurrent ca
         Tape tape(ctx);
         std::vector<float> out;
         for (const std::int64_t n : {std::int64_t{16}, std::int64_t{1}}) {
-            const BatchScores parts = model.score(ctx, tape, images.view().slice_batch(0, n), BatchNormMode::RunningStatistics, false);
+            // With the error maps: a last-bit difference in one pixel of a reconstruction can
+            // round away in its mean squared error.
+            const BatchScores parts = model.score(ctx, tape, images.view().slice_batch(0, n), BatchNormMode::RunningStatistics, true);
             for (std::size_t i = 0; i < parts.reconstruction.size(); ++i)
                 out.push_back(anomaly_score(parts.reconstruction[i], parts.latent[i]));
+            out.insert(out.end(), parts.error_maps.begin(), parts.error_maps.end());
         }
         return out;
     };
@@ -904,7 +907,7 @@ TEST_CASE("scores are bit-identical for any thread count and under concurrent ca
         if (packed) model.pack_for_inference(setup);
         set_cpu_threads(1);
         const std::vector<float> single = score_all();
-        REQUIRE(single.size() == 17);
+        REQUIRE(single.size() == 17 * (1 + 32 * 32));
         for (float v : single) REQUIRE(std::isfinite(v));
         for (int threads : {2, 3}) {
             set_cpu_threads(threads);

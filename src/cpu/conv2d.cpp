@@ -458,45 +458,54 @@ void assign(Destination&& destination, const Product& product, float beta) {
         destination.noalias() += product;
 }
 
-// destination (=|+=) lhs * rhs on the batched path, with the threads splitting the destination
-// into disjoint blocks of rows or of columns, each one single-threaded Eigen GEMM. Eigen's own
-// threading makes its threads busy-wait for each other between blocks of the depth, so a
-// preempted thread stalls the other; here they meet once, at the end. Measured at the model's
-// batched layers: no difference on an otherwise idle machine (within the ~10% noise), 1.3-3x
-// faster with another process competing for the 2 cores. Each thread packs all of the
-// operand it does not split, so the split runs along the dimension that duplicates the
+// destination (=|+=) lhs * rhs on the batched path: the destination cut into disjoint blocks
+// of rows or of columns, each one single-threaded Eigen GEMM, the blocks shared out over the
+// threads. Eigen's own threading makes its threads busy-wait for each other between blocks of
+// the depth, so a preempted thread stalls the other; here they meet once, at the end. Measured
+// at the model's batched layers: no difference on an otherwise idle machine (within the ~10%
+// noise), 1.3-3x faster with another process competing for the 2 cores. Each block packs all
+// of the operand it does not split, so the cut runs along the dimension that duplicates the
 // smaller operand.
 //
-// Below 1e6 multiply-adds the product runs on the calling thread alone. Eigen, compiled with
+// The blocks depend on the product's shape only (one block per 128 rows or columns, 2 to 16),
+// never on the thread count: Eigen takes a row at the end of a block with another micro-kernel
+// (and another order of summation) than inside one, so blocks cut by the thread count gave
+// one image's reconstruction other last bits on one thread than on two (SkipGanomaly::
+// score_independent, which scores each image on one thread, found it).
+//
+// Below 1e6 multiply-adds the product is one block on the calling thread. Eigen, compiled with
 // OpenMP, would otherwise start its own team from about 50,000 multiply-adds per thread, and
 // for these products that cost more than it saved: G encoder1 at batch 1 (256 x 48 x 64) took
 // 0.034 ms on two threads against 0.017 ms on one. Eigen asks omp_get_max_threads(), the
-// calling thread's own setting, so that is lowered to 1 around the product.
+// calling thread's own setting, so that is 1 around every block.
 template <typename Destination, typename Lhs, typename Rhs>
 void threaded_product(Destination&& destination, const Lhs& lhs, const Rhs& rhs, float beta) {
     const Index M = destination.rows(), N = destination.cols(), K = lhs.cols();
     const int threads = omp_get_max_threads();
-    if (threads < 2) return assign(destination, lhs * rhs, beta);
-    if (static_cast<double>(M) * N * K < 1e6) {
+    const bool split_rows = N <= M;  // rows: every block packs rhs (K x N); columns: lhs (M x K)
+    const Index extent = split_rows ? M : N;
+    const Index blocks = static_cast<double>(M) * N * K < 1e6 ? 1 : std::clamp<Index>(extent / 128, 2, 16);
+    const Index block = round_up_16(ceil_div(extent, blocks));  // 16: the width of Eigen's AVX-512 micro-kernels
+    auto run_block = [&](Index b) {
+        const Index begin = std::min(extent, b * block), count = std::min(extent, begin + block) - begin;
+        if (count <= 0) return;
+        if (split_rows)
+            assign(destination.middleRows(begin, count), lhs.middleRows(begin, count) * rhs, beta);
+        else
+            assign(destination.middleCols(begin, count), lhs * rhs.middleCols(begin, count), beta);
+    };
+    const int team = static_cast<int>(std::min<Index>(threads, blocks));
+    if (team < 2) {
         omp_set_num_threads(1);
-        assign(destination, lhs * rhs, beta);
+        for (Index b = 0; b < blocks; ++b) run_block(b);
         omp_set_num_threads(threads);
         return;
     }
-    const bool split_rows = N <= M;  // rows: every thread packs rhs (K x N); columns: lhs (M x K)
-    const Index extent = split_rows ? M : N;
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(team)
     {
-        // Blocks in multiples of 16 rows or columns, the width of Eigen's AVX-512 micro-kernels.
-        const Index team = omp_get_num_threads(), block = round_up_16(ceil_div(extent, team));
-        const Index begin = std::min(extent, omp_get_thread_num() * block);
-        const Index count = std::min(extent, begin + block) - begin;
-        if (count > 0) {
-            if (split_rows)
-                assign(destination.middleRows(begin, count), lhs.middleRows(begin, count) * rhs, beta);
-            else
-                assign(destination.middleCols(begin, count), lhs * rhs.middleCols(begin, count), beta);
-        }
+        omp_set_num_threads(1);  // this thread's Eigen products run on it alone
+#pragma omp for schedule(static)
+        for (Index b = 0; b < blocks; ++b) run_block(b);
     }
 }
 
