@@ -158,6 +158,35 @@ Context::Context(Device device, std::uint64_t seed)
 
 Context::~Context() = default;
 
+void for_each_unit(Context& ctx, std::int64_t units, const std::function<void(Context&, std::int64_t)>& body) {
+    if (ctx.device() != Device::Cpu || units <= 1) {
+        for (std::int64_t u = 0; u < units; ++u) body(ctx, u);
+        return;
+    }
+    const CpuThreadLease lease;
+    std::exception_ptr first_error;
+    std::mutex error_mutex;
+#pragma omp parallel num_threads(static_cast<int>(std::min<std::int64_t>(lease.threads(), units)))
+    {
+        // Kept for the thread's life, so that its arena settles like ctx's does.
+        thread_local Context worker_context(Device::Cpu);
+        const bool caller = omp_get_thread_num() == 0;
+        Context& own = caller ? ctx : worker_context;
+        if (!caller) own.arena().reset();  // the kernels' scopes freed everything; settle into one block
+        omp_set_num_threads(1);            // this thread's kernels (and their leases) run on it alone
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t u = 0; u < units; ++u) {
+            try {
+                body(own, u);
+            } catch (...) {
+                const std::lock_guard lock(error_mutex);
+                if (!first_error) first_error = std::current_exception();
+            }
+        }
+    }
+    if (first_error) std::rethrow_exception(first_error);
+}
+
 void Context::synchronize() const {
     if (cuda_) detail::cuda_module()->synchronize(cuda_.get());
 }

@@ -120,6 +120,16 @@ public:
     bool grad_enabled() const { return grad_enabled_; }
     void set_grad_enabled(bool enabled) { grad_enabled_ = enabled; }
 
+    // How many independent units of equal size every batch on this tape is made of (1: one
+    // batch). While it is above 1 (IndependentUnitsGuard), each convolution gives every unit
+    // the bits it would get alone (layers.hpp), so that independent callers' images scored in
+    // one pass get their lone scores exactly (SkipGanomaly::score_independent).
+    std::int64_t independent_units() const { return independent_units_; }
+    void set_independent_units(std::int64_t units) {
+        SGA_CHECK_ARGUMENT(units >= 1, "independent_units must be at least 1");
+        independent_units_ = units;
+    }
+
 private:
     struct Node {
         TensorView value;
@@ -155,6 +165,7 @@ private:
     Context& ctx_;
     std::vector<Node> nodes_;
     bool grad_enabled_ = true;
+    std::int64_t independent_units_ = 1;
     // Gradient buffers that no node reads any more: those of nodes whose rule has run, and
     // those of an earlier backward pass. Arena memory allocated since the last clear(): the
     // owner resets tape and arena together, so it is never stale.
@@ -174,6 +185,22 @@ public:
 private:
     Tape& tape_;
     bool previous_;
+};
+
+// Declares every batch on the tape to be `units` independent units of equal size for its
+// lifetime (Tape::independent_units).
+class IndependentUnitsGuard {
+public:
+    IndependentUnitsGuard(Tape& tape, std::int64_t units) : tape_(tape), previous_(tape.independent_units()) {
+        tape.set_independent_units(units);
+    }
+    ~IndependentUnitsGuard() { tape_.set_independent_units(previous_); }
+    IndependentUnitsGuard(const IndependentUnitsGuard&) = delete;
+    IndependentUnitsGuard& operator=(const IndependentUnitsGuard&) = delete;
+
+private:
+    Tape& tape_;
+    std::int64_t previous_;
 };
 
 // Reads a scalar (1-element) value back to the host, on the stream of the tape's context
@@ -309,6 +336,48 @@ inline Var packed_convolution(Var input, Var weight, const float* packed, const 
     if (bias) kernels::add_channel_bias(ctx, g.batch, channels, height * width, bias->value().data(), out.data());
     SGA_CHECK_ARGUMENT(!tape.requires_grad(input) && !tape.requires_grad(weight) && (!bias || !tape.requires_grad(*bias)),
                        "packed_convolution: records no gradient, but its input needs one");
+    return tape.constant(out);
+}
+
+// Inference only: conv2d (ConvPass::Forward) or conv_transpose2d (ConvPass::BackwardData) of
+// a batch of `units` independent units of equal size (geometry g, the whole batch's), one
+// kernel call per unit with that unit's geometry, so that each unit's result is bit for bit
+// what conv2d or conv_transpose2d give it alone (Tape::independent_units). Records no gradient.
+inline Var convolution_per_unit(Var input, Var weight, const std::optional<Var>& bias, const ConvGeometry& g,
+                                ConvPass pass, std::int64_t units) {
+    Tape& tape = *input.tape;
+    Context& ctx = tape.context();
+    SGA_CHECK_ARGUMENT(!tape.requires_grad(input) && !tape.requires_grad(weight) && (!bias || !tape.requires_grad(*bias)),
+                       "convolution_per_unit: records no gradient, but its input needs one");
+    SGA_CHECK_ARGUMENT(units >= 1 && g.batch % units == 0, "convolution_per_unit: the batch does not divide into the units");
+    const bool forward = pass == ConvPass::Forward;
+    const std::int64_t channels = forward ? g.out_channels : g.in_channels;
+    const std::int64_t height = forward ? g.out_height : g.in_height, width = forward ? g.out_width : g.in_width;
+    TensorView out = tape.allocate({g.batch, channels, height, width});
+    ConvGeometry unit = g;
+    unit.batch = g.batch / units;
+    const std::int64_t in_floats = input.value().numel() / units, out_floats = out.numel() / units;
+    const float* in = input.value().data();
+    const float* w = weight.value().data();
+    float* result = out.data();
+    auto one_unit = [&](Context& c, std::int64_t u) {
+        if (forward)
+            kernels::conv2d_forward(c, unit, in + u * in_floats, w, result + u * out_floats, 0.0f);
+        else
+            kernels::conv2d_backward_data(c, unit, in + u * in_floats, w, result + u * out_floats, 0.0f);
+    };
+    // Small units run side by side, one per thread, as one image scored on one thread runs:
+    // on two threads, one image's small products gain less than they cost. Large ones use the
+    // threads themselves, one after another (and keep no per-thread scratch: for_each_unit).
+    constexpr double side_by_side_multiply_adds = 1 << 26;
+    const double multiply_adds = static_cast<double>(unit.batch * unit.out_height * unit.out_width) *
+                                 static_cast<double>(unit.in_channels * unit.kernel_height * unit.kernel_width) *
+                                 static_cast<double>(unit.out_channels);
+    if (multiply_adds <= side_by_side_multiply_adds)
+        for_each_unit(ctx, units, one_unit);
+    else
+        for (std::int64_t u = 0; u < units; ++u) one_unit(ctx, u);
+    if (bias) kernels::add_channel_bias(ctx, g.batch, channels, height * width, bias->value().data(), out.data());
     return tape.constant(out);
 }
 

@@ -5,6 +5,7 @@
 #include "skipganomaly/config.hpp"
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -166,6 +167,15 @@ private:
     Arena arena_;
     RandomStream random_;
 };
+
+// Runs body(context, u) for u = 0 .. units - 1, each unit's work independent of the others'.
+// On a CPU context the units spread over the calling thread's lease of the thread budget
+// (CpuThreadLease, device.hpp), one unit per thread at a time, each body with an OpenMP team
+// of one and a context of its thread's own for its scratch (ctx on the calling thread; on the
+// others one kept per thread, whose arena keeps the largest scratch it held). Kernels give
+// the same bits at any thread count, so each unit's result is what it would be alone. On a
+// CUDA context the units run one after another on ctx. Rethrows the first exception.
+SKIPGANOMALY_API void for_each_unit(Context& ctx, std::int64_t units, const std::function<void(Context&, std::int64_t)>& body);
 
 // copy_bytes() (memory.hpp) on `ctx`'s stream: a CUDA context moves host data through its
 // page-locked staging buffer and waits for its own work only, not for every context's (the

@@ -48,6 +48,23 @@ namespace detail {
 inline bool inference_only(const Tape& tape, Var input, Var weight, const std::optional<Var>& bias) {
     return !tape.requires_grad(input) && !tape.requires_grad(weight) && (!bias || !tape.requires_grad(*bias));
 }
+
+// A convolution (geometry g, the whole batch's) computed without a gradient: by the prepared
+// kernel when `packed` serves one unit of the tape's independent units (its every result is
+// one row's sum in a fixed order, so the whole batch runs as one product and each unit gets
+// the bits it gets alone, while the weight is read once for all), else once per unit when
+// there are several (Tape::independent_units); nullopt: the plain op.
+inline std::optional<Var> inference_convolution(Var input, Var weight, const std::optional<Var>& bias,
+                                                const ConvGeometry& g, ConvPass pass, const PackedConvolution* packed) {
+    const std::int64_t units = input.tape->independent_units();
+    SGA_CHECK_ARGUMENT(g.batch % units == 0, "a batch of " + std::to_string(g.batch) + " does not divide into " +
+                                                 std::to_string(units) + " independent units");
+    ConvGeometry unit = g;
+    unit.batch = g.batch / units;
+    if (packed && packed->serves(unit)) return ops::packed_convolution(input, weight, packed->packed.data(), g, pass, bias);
+    if (units > 1) return ops::convolution_per_unit(input, weight, bias, g, pass, units);
+    return std::nullopt;
+}
 }  // namespace detail
 
 struct Conv2d {
@@ -71,14 +88,15 @@ struct Conv2d {
         const ConvGeometry g = ops::conv2d_geometry({1, w.shape()[1], input_size, input_size}, w.shape(), stride, padding);
         return PackedConvolution::pack(ctx, g, ConvPass::Forward, w.data());
     }
-    // `packed` (optional) computes the output when no gradient is recorded and it serves the geometry.
+    // Without a gradient: `packed` (optional) computes the output when it serves the geometry
+    // (detail::inference_convolution).
     Var operator()(Tape& tape, const ParameterBlock& params, Var input, const PackedConvolution* packed = nullptr) const {
         std::optional<Var> b;
         if (bias >= 0) b = params.bind(tape, bias);
         const Var w = params.bind(tape, weight);
-        if (packed && detail::inference_only(tape, input, w, b)) {
+        if (detail::inference_only(tape, input, w, b)) {
             const ConvGeometry g = ops::conv2d_geometry(input.shape(), w.shape(), stride, padding);
-            if (packed->serves(g)) return ops::packed_convolution(input, w, packed->packed.data(), g, ConvPass::Forward, b);
+            if (std::optional<Var> out = detail::inference_convolution(input, w, b, g, ConvPass::Forward, packed)) return *out;
         }
         return ops::conv2d(input, w, b, stride, padding);
     }
@@ -106,15 +124,16 @@ struct ConvTranspose2d {
             ops::conv_transpose2d_geometry({1, w.shape()[0], input_size, input_size}, w.shape(), stride, padding);
         return PackedConvolution::pack(ctx, g, ConvPass::BackwardData, w.data());
     }
-    // `packed` (optional) computes the output when no gradient is recorded and it serves the geometry.
+    // Without a gradient: `packed` (optional) computes the output when it serves the geometry
+    // (detail::inference_convolution).
     Var operator()(Tape& tape, const ParameterBlock& params, Var input, const PackedConvolution* packed = nullptr) const {
         std::optional<Var> b;
         if (bias >= 0) b = params.bind(tape, bias);
         const Var w = params.bind(tape, weight);
-        if (packed && detail::inference_only(tape, input, w, b)) {
+        if (detail::inference_only(tape, input, w, b)) {
             const ConvGeometry g = ops::conv_transpose2d_geometry(input.shape(), w.shape(), stride, padding);
-            if (packed->serves(g))
-                return ops::packed_convolution(input, w, packed->packed.data(), g, ConvPass::BackwardData, b);
+            if (std::optional<Var> out = detail::inference_convolution(input, w, b, g, ConvPass::BackwardData, packed))
+                return *out;
         }
         return ops::conv_transpose2d(input, w, b, stride, padding);
     }

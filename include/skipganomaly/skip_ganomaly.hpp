@@ -201,33 +201,18 @@ public:
     // at once and the others wait (CpuAdmission, device.hpp).
     BatchScores score(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode, bool with_error_maps) const {
         SGA_CHECK_ARGUMENT(mode != BatchNormMode::Training, "scoring never updates the running statistics");
-        const CpuAdmission admitted(ctx.device() == Device::Cpu);  // at most cpu_threads() callers compute at once
-        tape.clear();
-        ctx.arena().reset();
-        const std::int64_t views = restoration.scoring_views();
-        const ScoringInputs in = scoring_inputs(ctx, tape, images);
-        BatchScores all = score_view(ctx, tape, in.target, in.generator_input, mode, with_error_maps);
-        if (discriminator.has_rotation_head()) all.rotation = rotation_errors(ctx, tape, in.generator_input, mode, images.shape()[0]);
-        if (views == 1) return all;
+        return score_units(ctx, tape, images, mode, with_error_maps, 1);
+    }
 
-        const Shape& s = images.shape();
-        const std::int64_t n = s[0];
-        BatchScores mean;
-        const std::size_t count = static_cast<std::size_t>(n), plane = static_cast<std::size_t>(s[2] * s[3]);
-        mean.reconstruction.assign(count, 0.0f);
-        mean.latent.assign(count, 0.0f);
-        if (!all.rotation.empty()) mean.rotation.assign(count, 0.0f);
-        if (with_error_maps) mean.error_maps.assign(count * plane, 0.0f);
-        const float scale = 1.0f / static_cast<float>(views);
-        for (std::size_t v = 0; v < static_cast<std::size_t>(views); ++v)
-            for (std::size_t i = 0; i < count; ++i) {
-                mean.reconstruction[i] += scale * all.reconstruction[v * count + i];
-                mean.latent[i] += scale * all.latent[v * count + i];
-                if (!all.rotation.empty()) mean.rotation[i] += scale * all.rotation[v * count + i];
-                for (std::size_t p = 0; with_error_maps && p < plane; ++p)
-                    mean.error_maps[i * plane + p] += scale * all.error_maps[(v * count + i) * plane + p];
-            }
-        return mean;
+    // Scores each of the N `images` exactly as score() scores it alone, bit for bit, in one
+    // pass with running statistics: the images are N independent units on the tape
+    // (Tape::independent_units), so every convolution whose prepared kernel serves one image
+    // reads its weight once for all N (the weight-bound layers of a lone image's score), and
+    // every other runs once per image. ScoreBatcher (score_batcher.hpp) scores concurrent
+    // callers' images this way.
+    BatchScores score_independent(Context& ctx, Tape& tape, TensorView images, bool with_error_maps) const {
+        const std::int64_t units = std::max<std::int64_t>(1, images.shape()[0]);  // an empty batch: as score()
+        return score_units(ctx, tape, images, BatchNormMode::RunningStatistics, with_error_maps, units);
     }
 
     // The anomaly score of image i of `parts`: the official 0.9 x reconstruction + 0.1 x
@@ -278,22 +263,66 @@ public:
     ScoreStandardisation score_standardisation;  // learnt by Detector::fit from normal images
 
 private:
+    // score() of `units` equal units of `images` together (1: one batch), each unit getting the
+    // bits score() gives it alone (units > 1: running statistics only).
+    BatchScores score_units(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode, bool with_error_maps,
+                            std::int64_t units) const {
+        SGA_CHECK_ARGUMENT(units == 1 || mode == BatchNormMode::RunningStatistics,
+                           "with batch statistics a score depends on its batch: independent units need running statistics");
+        SGA_CHECK_ARGUMENT(images.shape()[0] % units == 0, "the images do not divide into the independent units");
+        const CpuAdmission admitted(ctx.device() == Device::Cpu);  // at most cpu_threads() callers compute at once
+        tape.clear();
+        ctx.arena().reset();
+        const IndependentUnitsGuard independent(tape, units);
+        const std::int64_t views = restoration.scoring_views();
+        const ScoringInputs in = scoring_inputs(ctx, tape, images, units);
+        BatchScores all = score_view(ctx, tape, in.target, in.generator_input, mode, with_error_maps, units);
+        if (discriminator.has_rotation_head()) all.rotation = rotation_errors(ctx, tape, in.generator_input, mode, units);
+        if (views == 1) return all;
+
+        // Row (u x V + v) x m + j of `all` is view v of image j of unit u (m images a unit).
+        const Shape& s = images.shape();
+        const std::size_t count = static_cast<std::size_t>(s[0]), plane = static_cast<std::size_t>(s[2] * s[3]);
+        const std::size_t m = count / static_cast<std::size_t>(units), v_count = static_cast<std::size_t>(views);
+        BatchScores mean;
+        mean.reconstruction.assign(count, 0.0f);
+        mean.latent.assign(count, 0.0f);
+        if (!all.rotation.empty()) mean.rotation.assign(count, 0.0f);
+        if (with_error_maps) mean.error_maps.assign(count * plane, 0.0f);
+        const float scale = 1.0f / static_cast<float>(views);
+        for (std::size_t v = 0; v < v_count; ++v)
+            for (std::size_t i = 0; i < count; ++i) {
+                const std::size_t row = ((i / m) * v_count + v) * m + i % m;
+                mean.reconstruction[i] += scale * all.reconstruction[row];
+                mean.latent[i] += scale * all.latent[row];
+                if (!all.rotation.empty()) mean.rotation[i] += scale * all.rotation[row];
+                for (std::size_t p = 0; with_error_maps && p < plane; ++p)
+                    mean.error_maps[i * plane + p] += scale * all.error_maps[row * plane + p];
+            }
+        return mean;
+    }
+
     struct ScoringInputs {
-        TensorView generator_input;  // (V x N, nc, S, S): view v of image i at v x N + i
-        TensorView target;           // (V x N, nc, S, S): the clean images, V times
+        TensorView generator_input;  // (V x N, nc, S, S): view v of image j of unit u at (u x V + v) x m + j
+        TensorView target;           // (V x N, nc, S, S): the clean images, V times, in the same order
     };
     // What scoring feeds G and compares with: the images themselves, or (V > 1) the
-    // restoration's V scoring views stacked in the arena, with the clean images repeated.
-    ScoringInputs scoring_inputs(Context& ctx, Tape& tape, TensorView images) const {
+    // restoration's V scoring views stacked in the arena, with the clean images repeated;
+    // each of the `units` equal units of m images stacked as one batch of them alone would be.
+    ScoringInputs scoring_inputs(Context& ctx, Tape& tape, TensorView images, std::int64_t units = 1) const {
         const std::int64_t views = restoration.scoring_views();
         if (views == 1) return {images, images};
         const Shape& s = images.shape();
-        const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
+        const std::int64_t n = s[0], m = n / units, sample = s[1] * s[2] * s[3];
         const std::vector<float> clean = host_values(ctx, images);
         std::vector<float> inputs(static_cast<std::size_t>(views * n * sample)), targets(inputs.size());
-        for (std::int64_t v = 0; v < views; ++v) {
-            restoration.scoring_view(clean.data(), inputs.data() + v * n * sample, n, s[1], s[2], static_cast<int>(v));
-            std::copy(clean.begin(), clean.end(), targets.begin() + v * n * sample);
+        for (std::int64_t u = 0; u < units; ++u) {
+            const float* unit_images = clean.data() + u * m * sample;
+            for (std::int64_t v = 0; v < views; ++v) {
+                const std::int64_t at = (u * views + v) * m * sample;
+                restoration.scoring_view(unit_images, inputs.data() + at, m, s[1], s[2], static_cast<int>(v));
+                std::copy(unit_images, unit_images + m * sample, targets.begin() + at);
+            }
         }
         const Shape stacked{views * n, s[1], s[2], s[3]};
         ScoringInputs out{tape.allocate(stacked), tape.allocate(stacked)};
@@ -303,65 +332,79 @@ private:
         return out;
     }
 
-    // The rotation error of each of the V x N generator inputs (view v is turned v times).
-    std::vector<float> rotation_errors(Context& ctx, Tape& tape, TensorView inputs, BatchNormMode mode, std::int64_t n) const {
+    // The rotation error of each generator input (V x N, laid out as scoring_inputs lays them).
+    std::vector<float> rotation_errors(Context& ctx, Tape& tape, TensorView inputs, BatchNormMode mode,
+                                       std::int64_t units) const {
         SGA_CHECK_ARGUMENT(restoration.corruption == Corruption::Rotation,
                            "a rotation head scores the rotation restoration's four views");
         NoGradGuard no_grad(tape);
         const std::vector<float> logits = host_values(ctx, discriminator.rotation_logits(tape, tape.constant(inputs), mode).value());
+        const std::int64_t per_unit = inputs.shape()[0] / units, m = per_unit / restoration.scoring_views();
         std::vector<float> errors(static_cast<std::size_t>(inputs.shape()[0]));
         for (std::size_t i = 0; i < errors.size(); ++i)
-            errors[i] = rotation_error(logits.data() + 4 * i, static_cast<int>(static_cast<std::int64_t>(i) / n));
+            errors[i] = rotation_error(logits.data() + 4 * i, static_cast<int>(static_cast<std::int64_t>(i) % per_unit / m));
         return errors;
     }
 
     // x_hat = G(generator_input); parts compare x_hat and f(x_hat) with the clean `images`.
-    // Uses the tape and arena as they are (the caller resets them).
+    // Per unit of the `units` equal units, the discriminator sees [x; x_hat] as a lone unit's
+    // batch. Uses the tape and arena as they are (the caller resets them).
     BatchScores score_view(Context& ctx, Tape& tape, TensorView images, TensorView generator_input, BatchNormMode mode,
-                           bool with_error_maps) const {
+                           bool with_error_maps, std::int64_t units) const {
         NoGradGuard no_grad(tape);
         const Shape& s = images.shape();
-        const std::int64_t n = s[0], sample = s[1] * s[2] * s[3];
-        // [x; x_hat] in one buffer: the parts compare its halves, and with running statistics
-        // the discriminator sees it as one batch of 2N.
+        const std::int64_t n = s[0], m = n / units, sample = s[1] * s[2] * s[3];
+        // Unit u's [x; x_hat] at 2 m u: the parts compare its halves, and with running
+        // statistics the discriminator sees it as one batch of 2m.
         const TensorView both = tape.allocate({2 * n, s[1], s[2], s[3]});
-        const TensorView x = both.slice_batch(0, n), x_hat = both.slice_batch(n, n);
-        const std::size_t bytes = static_cast<std::size_t>(n * sample) * sizeof(float);
-        copy_bytes(ctx, x.data(), x.device(), images.data(), images.device(), bytes);
+        auto x = [&](std::int64_t u) { return both.slice_batch(2 * m * u, m); };
+        auto x_hat = [&](std::int64_t u) { return both.slice_batch(2 * m * u + m, m); };
+        const std::size_t unit_bytes = static_cast<std::size_t>(m * sample) * sizeof(float);
+        for (std::int64_t u = 0; u < units; ++u)
+            copy_bytes(ctx, x(u).data(), both.device(), images.data() + u * m * sample, images.device(), unit_bytes);
         {
             // The generator's activations die here, so the discriminator reuses their memory.
             Arena::Scope generator_activations(ctx.arena());
             const Var g = generator.forward(tape, tape.constant(generator_input), mode, scoring_closed_skips);
-            copy_bytes(ctx, x_hat.data(), x_hat.device(), g.value().data(), g.value().device(), bytes);
+            for (std::int64_t u = 0; u < units; ++u)
+                copy_bytes(ctx, x_hat(u).data(), both.device(), g.value().data() + u * m * sample, g.value().device(),
+                           unit_bytes);
         }
-        TensorView f_real, f_fake;
+        TensorView features, f_real, f_fake;
         if (mode == BatchNormMode::RunningStatistics) {
             // With running statistics an image's features do not depend on its batch.
-            const TensorView features = discriminator.forward(tape, tape.constant(both), mode).features.value();
-            f_real = features.slice_batch(0, n);
-            f_fake = features.slice_batch(n, n);
+            features = discriminator.forward(tape, tape.constant(both), mode).features.value();
         } else {  // batch statistics: each half must be normalised over itself, as the official code does
-            f_real = discriminator.forward(tape, tape.constant(x), mode).features.value();
-            f_fake = discriminator.forward(tape, tape.constant(x_hat), mode).features.value();
+            SGA_CHECK_ARGUMENT(units == 1, "batch statistics score one batch");
+            f_real = discriminator.forward(tape, tape.constant(x(0)), mode).features.value();
+            f_fake = discriminator.forward(tape, tape.constant(x_hat(0)), mode).features.value();
         }
         TensorView per_sample = tape.allocate({2, n});
-        kernels::per_sample_mse(ctx, n, sample, x.data(), x_hat.data(), per_sample.data());
-        kernels::per_sample_mse(ctx, n, f_real.numel() / n, f_real.data(), f_fake.data(), per_sample.data() + n);
+        for (std::int64_t u = 0; u < units; ++u) {
+            if (mode == BatchNormMode::RunningStatistics) {
+                f_real = features.slice_batch(2 * m * u, m);
+                f_fake = features.slice_batch(2 * m * u + m, m);
+            }
+            kernels::per_sample_mse(ctx, m, sample, x(u).data(), x_hat(u).data(), per_sample.data() + u * m);
+            kernels::per_sample_mse(ctx, m, f_real.numel() / m, f_real.data(), f_fake.data(), per_sample.data() + n + u * m);
+        }
         const std::vector<float> parts = host_values(ctx, per_sample);
         BatchScores out;
         out.reconstruction.assign(parts.begin(), parts.begin() + n);
         out.latent.assign(parts.begin() + n, parts.end());
         if (with_error_maps) {
-            const std::vector<float> input = host_values(ctx, x), output = host_values(ctx, x_hat);
             const std::int64_t channels = s[1], plane = s[2] * s[3];
             out.error_maps.assign(static_cast<std::size_t>(n * plane), 0.0f);
-            for (std::int64_t i = 0; i < n; ++i)
-                for (std::int64_t c = 0; c < channels; ++c)
-                    for (std::int64_t p = 0; p < plane; ++p) {
-                        const std::size_t at = static_cast<std::size_t>((i * channels + c) * plane + p);
-                        const float d = input[at] - output[at];
-                        out.error_maps[static_cast<std::size_t>(i * plane + p)] += d * d / static_cast<float>(channels);
-                    }
+            for (std::int64_t u = 0; u < units; ++u) {
+                const std::vector<float> input = host_values(ctx, x(u)), output = host_values(ctx, x_hat(u));
+                for (std::int64_t i = 0; i < m; ++i)
+                    for (std::int64_t c = 0; c < channels; ++c)
+                        for (std::int64_t p = 0; p < plane; ++p) {
+                            const std::size_t at = static_cast<std::size_t>((i * channels + c) * plane + p);
+                            const float d = input[at] - output[at];
+                            out.error_maps[static_cast<std::size_t>((u * m + i) * plane + p)] += d * d / static_cast<float>(channels);
+                        }
+            }
         }
         return out;
     }
