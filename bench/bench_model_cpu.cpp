@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 
+#include "skipganomaly/score_batcher.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
 
 namespace {
@@ -98,11 +99,15 @@ void score_batch(benchmark::State& state, bool packed) {
 void BM_ScoreBatch_Cpu(benchmark::State& state) { score_batch(state, true); }
 void BM_ScoreBatchUnpacked_Cpu(benchmark::State& state) { score_batch(state, false); }
 
-// One model shared by N application threads, each scoring its own batch (of 1, as an
-// embedding application does per image) with its own context, as Detector::score does
-// (with the weights packed, as Detector packs them).
-// items_per_second is the total over all threads; the CPU thread budget (set_cpu_threads)
-// is what keeps N callers from starting N teams of every core.
+// One model shared by N application threads, each scoring one image per call (as an
+// embedding application does), with the weights packed as Detector packs them.
+// items_per_second is the total over all threads.
+// - BM_ScoreConcurrent_Cpu: each caller runs its own pass with its own context
+//   (SkipGanomaly::score); the CPU thread budget (set_cpu_threads) and admission keep N
+//   callers from starting N teams of every core.
+// - BM_ScoreConcurrentBatched_Cpu: the callers share a ScoreBatcher, as Detector::score of one
+//   image does: the images queued while a pass runs are scored together in the next one, each
+//   bit for bit as alone (score_batcher.hpp).
 const SkipGanomaly& shared_model() {
     static const std::unique_ptr<SkipGanomaly> model = [] {
         Context ctx(Device::Cpu);
@@ -127,8 +132,24 @@ void BM_ScoreConcurrent_Cpu(benchmark::State& state) {
     state.SetItemsProcessed(state.iterations() * batch);
 }
 
+void BM_ScoreConcurrentBatched_Cpu(benchmark::State& state) {
+    static ScoreBatcher batcher;
+    const SkipGanomaly& model = shared_model();
+    const Tensor image = random_images(1);
+    for (int i = 0; i < warm_up_calls; ++i) batcher.score(model, image.data(), false);
+    for (auto _ : state) benchmark::DoNotOptimize(batcher.score(model, image.data(), false));
+    state.SetItemsProcessed(state.iterations());
+}
+
 }  // namespace
 
+BENCHMARK(BM_ScoreConcurrentBatched_Cpu)
+    ->Threads(1)
+    ->Threads(2)
+    ->Threads(4)
+    ->Threads(8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_ScoreConcurrent_Cpu)
     ->ArgName("batch")
     ->Arg(1)

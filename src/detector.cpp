@@ -10,6 +10,7 @@
 
 #include "model_file.hpp"
 #include "skipganomaly/metrics.hpp"
+#include "skipganomaly/score_batcher.hpp"
 #include "skipganomaly/synthetic_anomalies.hpp"
 
 namespace sga {
@@ -308,6 +309,15 @@ struct ScoringSlot {
     Tensor input;  // (score_batch_size, nc, S, S)
 };
 
+// Images one pass of the score batcher may hold: 16 at isize 32, a quarter of that per
+// doubling of the size, 1 from isize 128 (a pass's activations grow with its pixels, and at
+// large sizes the weights, which the images of a pass share, are a small part of the work);
+// never more than score_batch_size. Called before options.validate(): sizes are clamped.
+static std::int64_t images_per_pass(const DetectorOptions& o) {
+    const std::int64_t size = std::max(32, o.architecture.image_size);
+    return std::clamp<std::int64_t>(16 * 32 * 32 / (size * size), 1, std::max(1, o.score_batch_size));
+}
+
 struct Detector::Impl {
     DetectorOptions options;
     std::unique_ptr<Context> context;  // owns nothing but the device choice and training temporaries
@@ -323,6 +333,8 @@ struct Detector::Impl {
     mutable std::shared_mutex model_mutex;  // score: shared; fit, calibrate, threshold changes: exclusive
     mutable std::mutex pool_mutex;
     mutable std::vector<std::unique_ptr<ScoringSlot>> pool;
+    // Single-image CPU scores (score_samples), concurrent callers' images in one pass.
+    mutable ScoreBatcher batcher{images_per_pass(options)};
 
     explicit Impl(DetectorOptions o) : options(std::move(o)) {
         options.architecture.rotation_head = options.recipe.rotation_prediction.enabled;
@@ -400,11 +412,15 @@ struct Detector::Impl {
     BatchScores score_samples(const std::vector<float>& samples, std::size_t count, bool maps,
                               std::optional<ScoringMode> scoring_mode = std::nullopt,
                               std::vector<float>* reconstructions = nullptr) const {
-        const SlotLease lease(*this);
-        ScoringSlot* slot = lease.slot.get();
         const BatchNormMode mode = scoring_mode.value_or(options.scoring_mode) == ScoringMode::RunningStatistics
                                        ? BatchNormMode::RunningStatistics
                                        : BatchNormMode::BatchStatistics;
+        // One image on the CPU with running statistics: through the batcher, which scores the
+        // images of concurrent callers in one pass, each exactly as alone (score_batcher.hpp).
+        if (count == 1 && mode == BatchNormMode::RunningStatistics && device() == Device::Cpu && !reconstructions)
+            return batcher.score(*model, samples.data(), maps);
+        const SlotLease lease(*this);
+        ScoringSlot* slot = lease.slot.get();
         if (reconstructions) reconstructions->clear();
         BatchScores all;
         const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size);

@@ -1,10 +1,14 @@
-// Scoring independent images in one pass (SkipGanomaly::score_independent): every image's
-// score parts must be, bit for bit, what score() gives it alone, whatever else shares its pass.
+// Scoring independent images in one pass (SkipGanomaly::score_independent) and merging
+// concurrent callers' images (ScoreBatcher): every image's score parts must be, bit for bit,
+// what score() gives it alone, whatever else shares its pass.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "skipganomaly/recipe.hpp"
+#include "skipganomaly/score_batcher.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
 
 namespace {
@@ -105,4 +109,48 @@ TEST_CASE("score_independent gives every image the bits score() gives it alone",
                     require_same_bits(together, static_cast<std::size_t>(i), single[static_cast<std::size_t>(9 - n + i)], plane);
             }
         }
+}
+
+TEST_CASE("the score batcher gives each concurrent caller its lone score, bit for bit", "[batcher][concurrency]") {
+    const Tensor images = random_colour_images(12, 6);
+    const std::int64_t sample = 3 * 32 * 32;
+    const auto model = random_model(Recipe::robust_rotation(), true, 12);
+    std::vector<BatchScores> single;
+    for (std::int64_t i = 0; i < 12; ++i) single.push_back(alone(*model, images.view().slice_batch(i, 1), i % 3 == 0));
+
+    ScoreBatcher batcher(4);  // at most 4 images a pass: 8 callers queue, and passes hold 1-4
+    std::vector<std::thread> callers;
+    std::atomic<int> mismatches{0}, calls{0};
+    for (int t = 0; t < 8; ++t)
+        callers.emplace_back([&, t] {
+            for (int k = 0; k < 6; ++k) {
+                const std::size_t i = static_cast<std::size_t>((t * 5 + k) % 12);
+                const BatchScores r = batcher.score(*model, images.data() + static_cast<std::int64_t>(i) * sample, i % 3 == 0);
+                const BatchScores& s = single[i];
+                if (r.reconstruction != s.reconstruction || r.latent != s.latent || r.rotation != s.rotation ||
+                    r.error_maps != s.error_maps)
+                    ++mismatches;
+                ++calls;
+            }
+        });
+    for (std::thread& c : callers) c.join();
+    CHECK(calls.load() == 48);
+    CHECK(mismatches.load() == 0);
+    // A lone caller: a pass of one.
+    const BatchScores lone = batcher.score(*model, images.data() + 3 * sample, true);
+    CHECK(lone.reconstruction == single[3].reconstruction);
+    CHECK(lone.error_maps == single[3].error_maps);
+}
+
+TEST_CASE("the score batcher passes a failing pass's error to its callers and goes on", "[batcher][errors]") {
+    CHECK_THROWS_AS(ScoreBatcher(0), InvalidArgument);
+    const auto model = random_model(Recipe::official(), true, 13);
+    // A rotation head without the rotation restoration cannot score (SkipGanomaly refuses it).
+    const auto broken = random_model(Recipe::robust_rotation(), true, 14);
+    broken->restoration = {};
+    ScoreBatcher batcher(2);
+    const Tensor images = random_colour_images(1, 7);
+    CHECK_THROWS_AS(batcher.score(*broken, images.data(), false), InvalidArgument);
+    const BatchScores after = batcher.score(*model, images.data(), false);
+    CHECK(after.reconstruction == alone(*model, images.view(), false).reconstruction);
 }

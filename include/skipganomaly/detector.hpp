@@ -17,18 +17,25 @@
 //     run on either Detector meanwhile. A moved-from Detector is empty: is_trained() is false
 //     and every other call throws InvalidArgument until a Detector is assigned to it.
 //   - different Detector objects share nothing and may be used freely from different threads.
+//   - On the CPU, score() of one image with running statistics (the default) from several
+//     threads at once goes through a ScoreBatcher (score_batcher.hpp): the images of callers
+//     that arrive while a pass runs are scored together in the next pass (up to 16 images at
+//     isize 32, fewer at larger sizes), each one bit for bit as it scores alone. A caller's
+//     score never depends on the other callers; they only share the weight reads.
 //
 // Numbers to expect:
 //   - Scores of one image scored alone and scored inside a batch (score(span), score_batch_size)
 //     agree to about 1e-6 relative, not bit for bit: how matrix products are blocked and
 //     vectorised depends on the batch size, so sums are taken in another order (test_detector:
-//     "an image's score does not depend on the rest of its batch"). With
+//     "an image's score does not depend on the rest of its batch"); SkipGanomaly::
+//     score_independent scores a batch with each image's lone bits, more slowly. With
 //     ScoringMode::OfficialBatchStatistics a score depends on the other images of its batch by
 //     design.
 //   - Float input (FloatImageView) and 8-bit input of the same picture agree to within 1.5
 //     grey levels (3/255) per pixel after pre-processing when it resizes or converts to grey
 //     (8-bit input is rounded to 8 bits between steps, as PIL does; float input is not), and
 //     exactly otherwise; see preprocess_float_chw in image.hpp.
+//   - A score does not depend on the CPU thread budget or on concurrent callers, to the bit.
 //   - CPU threads: see set_cpu_threads in device.hpp.
 #pragma once
 
