@@ -40,7 +40,9 @@ SKIPGANOMALY_API std::string to_string(Device device);
 //   (the calling thread itself). So a lone caller gets all of them, and two callers of a
 //   2-thread budget get one each instead of each starting a team of every core.
 // Results do not depend on how many threads a kernel gets (tests/test_detector checks that
-// scores are bit-identical from 1 thread and from many concurrent callers).
+// scores and error maps are bit-identical from 1, 2 and 3 threads and from many concurrent
+// callers). Detector::score of single images adds a third mechanism on top: a ScoreBatcher
+// (score_batcher.hpp) scores the images of concurrent callers in shared passes.
 // Throws InvalidArgument when threads < 0.
 SKIPGANOMALY_API void set_cpu_threads(int threads);
 // The current budget (never 0).
