@@ -12,6 +12,7 @@
 // scoring, and N callers run one pass at a time, on the whole CPU thread budget.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -46,8 +47,19 @@ public:
                 finished_.wait(lock);
                 continue;
             }
+            std::unique_ptr<Pass> pass;
+            try {
+                pass = take_pass();
+            } catch (...) {  // no memory for a new pass: leave only if no pass holds our request
+                const auto mine = std::find(queue_.begin(), queue_.end(), &request);
+                if (mine == queue_.end()) {
+                    finished_.wait(lock);
+                    continue;
+                }
+                queue_.erase(mine);
+                throw;
+            }
             ++running_;
-            std::unique_ptr<Pass> pass = take_pass();
             const std::vector<Request*> batch = take_batch();
             lock.unlock();
             run(*pass, batch);
