@@ -863,16 +863,7 @@ TEST_CASE("at most the budget's callers are admitted at once and the others wait
     set_cpu_threads(0);
 }
 
-namespace {
-// n uniform random 3x32x32 images in [-1, 1], the input range of the model.
-Tensor random_colour_images(std::int64_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
-    std::vector<float> values(static_cast<std::size_t>(n * 3 * 32 * 32));
-    for (float& v : values) v = pixel(rng);
-    return Tensor::from_host({n, 3, 32, 32}, values);
-}
-}  // namespace
+using sga::testing::random_colour_images;
 
 // A full-width model (ngf = ndf = 64) with random weights, so that the convolutions take the
 // threaded GEMM paths: scores from 1 thread, from 2 and 3, and from 4 concurrent callers

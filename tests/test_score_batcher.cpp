@@ -10,19 +10,13 @@
 #include "skipganomaly/recipe.hpp"
 #include "skipganomaly/score_batcher.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
+#include "test_support.hpp"
 
 namespace {
 
 using namespace sga;
 
-// n uniform random 3x32x32 images in [-1, 1], the input range of the model.
-Tensor random_colour_images(std::int64_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
-    std::vector<float> values(static_cast<std::size_t>(n * 3 * 32 * 32));
-    for (float& v : values) v = pixel(rng);
-    return Tensor::from_host({n, 3, 32, 32}, values);
-}
+using sga::testing::random_colour_images;
 
 // A full-width model (ngf = ndf = 64, isize 32, nc 3) with random weights and running
 // statistics, so that every convolution path of a real model runs: the official networks, or

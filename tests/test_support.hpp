@@ -14,6 +14,7 @@
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/device.hpp"
 #include "skipganomaly/image.hpp"
+#include "skipganomaly/tensor.hpp"
 
 namespace sga::testing {
 
@@ -27,6 +28,15 @@ std::string message_of(F&& call) {
     }
     FAIL("expected an exception");
     return {};
+}
+
+// n uniform random 3x32x32 images in [-1, 1] (the model's input range), as one tensor.
+inline sga::Tensor random_colour_images(std::int64_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> pixel(-1.0f, 1.0f);
+    std::vector<float> values(static_cast<std::size_t>(n * 3 * 32 * 32));
+    for (float& v : values) v = pixel(rng);
+    return sga::Tensor::from_host({n, 3, 32, 32}, values);
 }
 
 // An 8-bit image of uniformly random pixels, the same for the same arguments.
