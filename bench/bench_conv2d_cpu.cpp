@@ -271,9 +271,10 @@ void register_benchmarks() {
         for (const Layer& layer : transposed_layers())
             configure(benchmark::RegisterBenchmark((d.name + layer.name).c_str(), run_primitive, d.primitive,
                                                    layer.geometry, d.beta));
-    // Scoring one image (batch 1, or 4: the default recipe's four rotation views), every layer's
+    // Scoring one image (batch 1, or 4: the default recipe's four rotation views; 16: a score
+    // batcher pass of 16 images at isize 32), every layer's
     // inference direction with the weight as it is (Eigen, or the skinny kernels) and packed.
-    for (const std::int64_t images : {1, 4}) {
+    for (const std::int64_t images : {1, 4, 16}) {
         const std::string scoring = "scoring" + std::to_string(images) + "/";
         for (const Layer& layer : convolution_layers()) {
             ConvGeometry g = layer.geometry;

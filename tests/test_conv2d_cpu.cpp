@@ -312,6 +312,53 @@ TEST_CASE("cpu packed convolution matches the reference at any thread count", "[
     }
 }
 
+// A score batcher's pass (score_batcher.hpp) runs the prepared products of several images as
+// one: each image's slice of a batch's result must be, bit for bit, what the image gets alone.
+// The geometries have many rows, where the kernels walk the product in another order (forward:
+// several chunks of rows with a tail; backward-data: panels of W in several chunks, a last
+// block of fewer than 16 or 32 rows, columns past the last group of 32), and one whose result
+// rows are not contiguous (the window is the whole input).
+TEST_CASE("cpu packed convolution gives each image of a batch the bits it gets alone", "[conv2d][cpu][packed]") {
+    const std::vector<ConvGeometry> geometries = {
+        make_geometry(9, 96, 8, 8, 37, 4, 4, 2, 1),    // forward: 144 rows, K = 1536: chunks of 40 rows
+        make_geometry(11, 13, 6, 6, 600, 4, 4, 2, 1),  // backward-data: 99 rows, N = 208, K = 600: chunks of 104
+        make_geometry(5, 9, 16, 16, 70, 4, 4, 2, 1),   // 320 rows
+        make_geometry(80, 10, 4, 4, 7, 4, 4, 1, 0),    // one row an image, (N, D) row-major
+    };
+    std::uint64_t seed = 6000;
+    for (const ConvGeometry& g : geometries) {
+        for (sga::ConvPass pass : {sga::ConvPass::Forward, sga::ConvPass::BackwardData}) {
+            const bool forward = pass == sga::ConvPass::Forward;
+            ConvGeometry one = g;
+            one.batch = 1;
+            const std::int64_t in_image = forward ? one.input_size() : one.output_size();
+            const std::int64_t out_image = forward ? one.output_size() : one.input_size();
+            const std::vector<float> weight = random_vector(static_cast<std::size_t>(g.weight_size()), seed);
+            const std::vector<float> input = random_vector(static_cast<std::size_t>(g.batch * in_image), seed + 1);
+            sga::Context ctx(sga::Device::Cpu);
+            ConvGeometry unbatched = g;
+            unbatched.batch = 0;
+            std::vector<float> packed(static_cast<std::size_t>(sga::cpu::conv2d_packed_floats(unbatched, pass)));
+            sga::cpu::conv2d_pack_weight(ctx, unbatched, pass, weight.data(), packed.data());
+            for (int threads : {1, 2, 3}) {
+                ThreadCount thread_count(threads);
+                INFO((forward ? "packed forward, " : "packed backward-data, ") << describe(g) << ", cpu threads "
+                                                                              << threads);
+                std::vector<float> batch(static_cast<std::size_t>(g.batch * out_image));
+                sga::cpu::conv2d_packed(ctx, g, pass, input.data(), weight.data(), packed.data(), batch.data());
+                for (std::int64_t n = 0; n < g.batch; ++n) {
+                    std::vector<float> alone(static_cast<std::size_t>(out_image));
+                    sga::cpu::conv2d_packed(ctx, one, pass, input.data() + n * in_image, weight.data(), packed.data(),
+                                            alone.data());
+                    const auto first = batch.begin() + n * out_image;
+                    REQUIRE(std::vector<float>(first, first + out_image) == alone);
+                }
+            }
+            seed += 10;
+        }
+    }
+}
+
 TEST_CASE("cpu packed convolution rejects bad geometry", "[conv2d][cpu][packed]") {
     sga::Context ctx(sga::Device::Cpu);
     ConvGeometry g = make_geometry(1, 3, 8, 8, 4, 4, 4, 2, 1);

@@ -998,7 +998,11 @@ void dot_tile(Index K, const float* w, const float* a, Index m0, Index co0, cons
 }
 
 // Forward: C (M, N) = A (M, K) * W^T with W (N, K) row-major. The threads split the output
-// channels, four at a time.
+// channels, four at a time. Rows go in chunks of at most 256 KiB of A, each chunk swept by
+// every block of channels: with many rows (a score batcher's pass), a block of channels
+// walking all of A read it from L3 or memory once per four channels (G enc3 over 16 images:
+// 256 rows, 2 MiB of A, twice Eigen's time). Every tile's sums are the same whatever the
+// order of the tiles, so a row has the bits it has in its image's own product.
 void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                       const TargetRows& c) {
     float* a_rows = ctx.arena().allocate_floats(static_cast<std::size_t>(M * K));
@@ -1006,15 +1010,21 @@ void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows&
     for (Index m = 0; m < M; ++m)
         for (Index k = 0; k < K; ++k) a_rows[m * K + k] = a.data[a.row_offset[m] + k * a.stride];
     const Index blocks = ceil_div(N, 4);
-#pragma omp parallel for schedule(static) if (M * K * N > parallel_threshold * 16)
-    for (Index block = 0; block < blocks; ++block) {
-        const Index co0 = block * 4, channels = std::min<Index>(4, N - co0);
-        for (Index m0 = 0; m0 < M; m0 += 4)
-            with_count_up_to<4>(channels, [&](auto fixed_channels) {
-                with_count_up_to<4>(M - m0, [&](auto fixed_rows) {
-                    dot_tile<decltype(fixed_channels)::value, decltype(fixed_rows)::value>(K, w, a_rows, m0, co0, c);
+    const Index row_chunk = std::max<Index>(4, (Index{1} << 16) / K / 4 * 4);
+#pragma omp parallel if (M * K * N > parallel_threshold * 16)
+    for (Index r0 = 0; r0 < M; r0 += row_chunk) {
+        const Index r1 = std::min(M, r0 + row_chunk);
+#pragma omp for schedule(static) nowait
+        for (Index block = 0; block < blocks; ++block) {
+            const Index co0 = block * 4, channels = std::min<Index>(4, N - co0);
+            for (Index m0 = r0; m0 < r1; m0 += 4)
+                with_count_up_to<4>(channels, [&](auto fixed_channels) {
+                    with_count_up_to<4>(r1 - m0, [&](auto fixed_rows) {
+                        dot_tile<decltype(fixed_channels)::value, decltype(fixed_rows)::value>(K, w, a_rows, m0, co0,
+                                                                                               c);
+                    });
                 });
-            });
+        }
     }
 }
 
@@ -1069,24 +1079,127 @@ void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_
     }
 }
 
+// Many rows (a score batcher's pass: the rows of several images in one product): the same
+// sums, computed in another order. Each output is still the chain of multiply-adds over k
+// from zero that rows_block computes (and columns past the last whole group of 32 still the
+// scalar one), so a row has the bits it has in its image's own product; only the walk over the
+// outputs changes. rows_block streams all of the thread's W once per 16 rows, and its 16-row
+// groups of W lie N floats apart, a power-of-two stride that maps them onto a handful of cache
+// sets; it writes C a row at a time, 32 columns M floats apart. At 1024 rows (G dec4, 16
+// images) it ran 4x slower than Eigen's GEMM. Here the thread copies its columns of W, a chunk
+// at a time, into panels of 8 columns x K, contiguous; A is packed in blocks of 16 rows
+// (zero-padded), k-major; a tile of 32 rows x 8 columns keeps its 16 sums in registers over the
+// whole depth (per k: two vectors of A, eight broadcasts from the panel), and stores each
+// column's 16 rows as one vector when C's rows are contiguous (the columns matrix).
+constexpr Index panel_width = 8;
+
+template <Index Blocks>
+void panel_tile(Index K, const float* a_blocks, const float* panel, Index m0, Index M, Index n0,
+                const TargetRows& c) {
+    Lanes sum[panel_width][Blocks];
+    for (Index j = 0; j < panel_width; ++j)
+        for (Index b = 0; b < Blocks; ++b) sum[j][b] = zero_lanes();
+    for (Index k = 0; k < K; ++k) {
+        Lanes av[Blocks];
+        for (Index b = 0; b < Blocks; ++b) av[b] = load_lanes(a_blocks + b * lanes * K + k * lanes);
+        for (Index j = 0; j < panel_width; ++j) {
+            const Lanes wv = broadcast(panel[k * panel_width + j]);
+            for (Index b = 0; b < Blocks; ++b) sum[j][b] = multiply_add(av[b], wv, sum[j][b]);
+        }
+    }
+    for (Index b = 0; b < Blocks; ++b) {
+        const Index first = m0 + b * lanes, rows = std::min(lanes, M - first);
+        const Index* offset = c.row_offset + first;
+        const bool contiguous = rows == lanes && offset[lanes - 1] - offset[0] == lanes - 1;
+        for (Index j = 0; j < panel_width; ++j) {
+            float* out = c.data + (n0 + j) * c.stride;
+            if (contiguous) {
+                store_lanes(out + offset[0], sum[j][b]);
+            } else {
+                alignas(64) float column[lanes];
+                store_lanes(column, sum[j][b]);
+                for (Index i = 0; i < rows; ++i) out[offset[i]] = column[i];
+            }
+        }
+    }
+}
+
+// Columns [n_begin, n_end) of C for all M rows, from A packed in zero-padded blocks of 16 rows
+// (k-major) and W (K, N) row-major; `panels` holds up to chunk_columns x K floats.
+void backward_data_panels(Index M, Index K, Index N, const float* a_blocks, const float* w, Index n_begin,
+                          Index n_end, Index chunk_columns, float* panels, const TargetRows& c) {
+    constexpr Index group = 2 * lanes;  // rows_block's vector columns: whole groups of 32
+    const Index whole_end = n_begin + (n_end - n_begin) / group * group;
+    for (Index c0 = n_begin; c0 < whole_end; c0 += chunk_columns) {
+        const Index c1 = std::min(whole_end, c0 + chunk_columns);
+        for (Index q = c0; q < c1; q += panel_width) {
+            float* panel = panels + (q - c0) * K;
+            for (Index k = 0; k < K; ++k) std::memcpy(panel + k * panel_width, w + k * N + q, sizeof(float) * panel_width);
+        }
+        for (Index m0 = 0; m0 < M; m0 += 2 * lanes) {
+            const float* a = a_blocks + m0 * K;
+            for (Index q = c0; q < c1; q += panel_width) {
+                const float* panel = panels + (q - c0) * K;
+                if (M - m0 > lanes)
+                    panel_tile<2>(K, a, panel, m0, M, q, c);
+                else
+                    panel_tile<1>(K, a, panel, m0, M, q, c);
+            }
+        }
+    }
+    for (Index n = whole_end; n < n_end; ++n)  // columns past the last whole group, summed as rows_sub_block does
+        for (Index m = 0; m < M; ++m) {
+            const float* a = a_blocks + m / lanes * lanes * K + m % lanes;
+            float s = 0.0f;
+            for (Index k = 0; k < K; ++k) s += a[k * lanes] * w[k * N + n];
+            c.data[c.row_offset[m] + n * c.stride] = s;
+        }
+}
+
+// Products of more rows than this take backward_data_panels (the bits are the same either
+// way). At 64 rows the panels were already as fast or faster (G dec4 alone: 0.17-0.18 against
+// 0.21 ms; G dec3 at four views: 0.69-0.73 against 0.70-0.80, bench_conv2d_cpu .../packed/...,
+// 2 threads); at 16 rows or fewer the weight-bound layers keep rows_block, which reads W in
+// place once where the panels would copy it first.
+constexpr Index panel_min_rows = 16;
+
 // BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major. The threads split the
 // columns in ranges of whole groups of 32; A is gathered per call into blocks of 16 rows,
-// k-major (16 floats per k). W is streamed from memory once, by the first block; at most 64
-// rows (PackedConvolution::max_rows), the other blocks find it in L2 or L3.
+// k-major (16 floats per k). Up to 16 rows, rows_block streams W from memory once; beyond,
+// backward_data_panels.
 void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                             const TargetRows& c) {
     constexpr Index row_block = 16;
     const Index blocks = ceil_div(M, row_block);
     float* a_packed = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * row_block * K));
+    // backward_data_panels reads whole blocks of 16 rows: a last block of fewer is zero-padded.
+    const bool panels = M > panel_min_rows;
 #pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
     for (Index block = 0; block < blocks; ++block) {
         const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
+        const Index width = panels ? row_block : rows;
         float* out = a_packed + m0 * K;
-        for (Index k = 0; k < K; ++k)
-            for (Index i = 0; i < rows; ++i) out[k * rows + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
+        for (Index k = 0; k < K; ++k) {
+            for (Index i = 0; i < rows; ++i) out[k * width + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
+            for (Index i = rows; i < width; ++i) out[k * width + i] = 0.0f;
+        }
     }
     const int threads = M * K * N > parallel_threshold * 16 ? std::max(1, omp_get_max_threads()) : 1;
     const Index per_thread = ceil_div(ceil_div(N, threads), 2 * lanes) * 2 * lanes;  // whole groups of 32
+    if (panels) {
+        // Chunks of panels of at most 256 KiB, so that a chunk and 32 rows of A share L2.
+        const Index chunk_columns =
+            std::min(per_thread, std::max<Index>(panel_width, (Index{1} << 16) / K / panel_width * panel_width));
+        const ThreadScratch scratch = thread_scratch(ctx, chunk_columns * K);
+#pragma omp parallel num_threads(threads)
+        {
+            const Index n_begin = std::min(N, omp_get_thread_num() * per_thread);
+            const Index n_end = std::min(N, n_begin + per_thread);
+            if (n_end > n_begin)
+                backward_data_panels(M, K, N, a_packed, w, n_begin, n_end, chunk_columns, scratch.for_this_thread(), c);
+        }
+        return;
+    }
     const ThreadScratch scratch = thread_scratch(ctx, row_block * per_thread);
 #pragma omp parallel num_threads(threads)
     {
