@@ -314,15 +314,17 @@ TEST_CASE("cpu packed convolution matches the reference at any thread count", "[
 
 // A score batcher's pass (score_batcher.hpp) runs the prepared products of several images as
 // one: each image's slice of a batch's result must be, bit for bit, what the image gets alone.
-// The geometries have many rows, where the kernels walk the product in another order (forward:
-// several chunks of rows with a tail; backward-data: panels of W in several chunks, a last
-// block of fewer than 16 or 32 rows, columns past the last group of 32), and one whose result
-// rows are not contiguous (the window is the whole input).
+// The geometries have many rows, where the kernels walk the product in another order: forward
+// with fewer than 16 positions an image in several chunks of rows and a tail; both passes in
+// tiles of 32 rows x 8 columns with a last block of fewer than 16 or 32 rows and columns past
+// the last group of 32 (backward-data beyond 16 rows, forward from 16 positions an image); and
+// one whose result rows are not contiguous (the window is the whole input).
 TEST_CASE("cpu packed convolution gives each image of a batch the bits it gets alone", "[conv2d][cpu][packed]") {
     const std::vector<ConvGeometry> geometries = {
-        make_geometry(9, 96, 8, 8, 37, 4, 4, 2, 1),    // forward: 144 rows, K = 1536: chunks of 40 rows
-        make_geometry(11, 13, 6, 6, 600, 4, 4, 2, 1),  // backward-data: 99 rows, N = 208, K = 600: chunks of 104
-        make_geometry(5, 9, 16, 16, 70, 4, 4, 2, 1),   // 320 rows
+        make_geometry(37, 96, 4, 4, 21, 4, 4, 2, 1),   // 4 positions, 148 rows, K = 1536: chunks of 40 rows
+        make_geometry(9, 96, 8, 8, 37, 4, 4, 2, 1),    // 16 positions, 144 rows, N = 37 (forward)
+        make_geometry(11, 13, 6, 6, 600, 4, 4, 2, 1),  // 99 rows, N = 208 (backward-data), N = 600 (forward)
+        make_geometry(5, 9, 16, 16, 70, 4, 4, 2, 1),   // 64 positions, 320 rows
         make_geometry(80, 10, 4, 4, 7, 4, 4, 1, 0),    // one row an image, (N, D) row-major
     };
     std::uint64_t seed = 6000;

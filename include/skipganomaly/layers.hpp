@@ -15,13 +15,16 @@ namespace sga {
 // snapshot of the weight: whoever changes the weights discards it (Network::packed).
 struct PackedConvolution {
     // The prepared kernels serve products of up to this many rows (batch x the convolution's
-    // output positions), by pass (bench_conv2d_cpu .../scoring1/, .../scoring4/, 2 threads):
-    // forward, they win 1.3-10x at 1-16 rows, where the weight dominates, and lose to Eigen's
-    // cache-blocked GEMM from 64 rows (G encoder2 at batch 1: 0.17-0.20 against 0.13-0.14 ms);
-    // backward-data (transposed convolutions) still win at 64 rows (G decoder4 at batch 1:
-    // 0.19 against 0.21 ms; G decoder3 at four views: 0.71 against 0.86 ms) and lose at 256
-    // (G decoder4 at four views: 1.24 against 0.69 ms).
-    static constexpr std::int64_t max_rows(ConvPass pass) { return pass == ConvPass::Forward ? 16 : 64; }
+    // output positions). Measured with bench_conv2d_cpu .../scoring1/, .../scoring4/, 2 threads,
+    // against the per-call path (Eigen's GEMM, or the skinny kernels): they win 1.3-10x at 1-16
+    // rows, where the weight dominates; at 16-64 rows, in both passes (G encoder2 at batch 1:
+    // 0.13 against 0.15 ms; G encoder3 at four views: 0.37-0.39 against 0.49; G decoder4 at
+    // batch 1: 0.13-0.16 against 0.22-0.25; G decoder3 at four views: 0.52-0.54 against
+    // 0.87-1.00). Beyond 64 rows an image the model has G encoder1, D conv1-2 and G decoder5,
+    // where Eigen's GEMM stays ahead (encoder1, K = 48: 0.027-0.036 against 0.017-0.021 ms;
+    // decoder5, 48 columns, most of them past the kernels' last whole group of 32 and summed one
+    // at a time: 0.28 against 0.03).
+    static constexpr std::int64_t max_rows(ConvPass) { return 64; }
 
     ConvGeometry geometry;  // batch 0: any batch of this geometry
     ConvPass pass = ConvPass::Forward;

@@ -39,8 +39,8 @@
 //   so those layers stay on it. Each skinny result is summed in one fixed order by one
 //   thread: identical at any thread count.
 // - Prepared, for inference only (conv2d_pack_weight once, then conv2d_packed; the layers
-//   call it for products of at most 16 rows): the weight streamed where it lies, see
-//   "prepared path" below.
+//   call it for products of at most 64 rows an image, PackedConvolution::max_rows): the
+//   weight read where it lies, see "prepared path" below.
 // Further choices:
 // - Kernel taps that only ever read zero padding are dropped from the GEMM (the 2x2 -> 1x1
 //   layers with k4 p1 use 4 of 16 taps; the 1x1 classifier with k3 p1 uses 1 of 9). That cuts
@@ -899,10 +899,14 @@ void backward_data_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan,
 // tap is active (no copy, no memory), or the compact copy of the active taps that
 // conv2d_pack_weight makes once (the 2x2 -> 1x1 layers and their mirror: a quarter of the
 // weight, which the per-call path compacted on every call).
-//   Forward:      C (M, Cout) = A (M, D) * W^T: dot products along D (forward_streamed)
-//   BackwardData: C (M, D) = A (M, Cout) * W: rows of W scaled and summed (backward_data_streamed)
-// A, small, is gathered per call into the order each kernel reads. Every element of C is one
-// thread's sum in a fixed order: identical results at any thread count.
+//   Forward:      C (M, Cout) = A (M, D) * W^T: dot products along D (forward_streamed), or
+//                 from 16 positions an image, tiles of rows x channels (panels_streamed)
+//   BackwardData: C (M, D) = A (M, Cout) * W: rows of W scaled and summed (backward_data_streamed),
+//                 beyond 16 rows in tiles (panels_streamed)
+// A is gathered per call into the order each kernel reads. Every element of C is one thread's
+// sum in an order fixed by the geometry alone, not the batch nor the thread count: identical
+// results at any thread count, and each image of a batch the bits it gets alone (a score
+// batcher's pass runs several images' products as one, score_batcher.hpp).
 constexpr Index lanes = 16;
 
 // Element (m, k) of A at data[row_offset[m] + k * stride]; element (m, n) of C at
@@ -1079,31 +1083,41 @@ void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_
     }
 }
 
-// Many rows (a score batcher's pass: the rows of several images in one product): the same
-// sums, computed in another order. Each output is still the chain of multiply-adds over k
-// from zero that rows_block computes (and columns past the last whole group of 32 still the
-// scalar one), so a row has the bits it has in its image's own product; only the walk over the
-// outputs changes. rows_block streams all of the thread's W once per 16 rows, and its 16-row
-// groups of W lie N floats apart, a power-of-two stride that maps them onto a handful of cache
-// sets; it writes C a row at a time, 32 columns M floats apart. At 1024 rows (G dec4, 16
-// images) it ran 4x slower than Eigen's GEMM. Here the thread copies its columns of W, a chunk
-// at a time, into panels of 8 columns x K, contiguous; A is packed in blocks of 16 rows
-// (zero-padded), k-major; a tile of 32 rows x 8 columns keeps its 16 sums in registers over the
-// whole depth (per k: two vectors of A, eight broadcasts from the panel), and stores each
-// column's 16 rows as one vector when C's rows are contiguous (the columns matrix).
+// Products with many rows: a score batcher's pass (the rows of several images in one
+// product), and forward convolutions of 16 or more positions an image. A is packed in blocks of
+// 16 rows (zero-padded), k-major; C is computed in tiles of 32 rows x 8 columns, each keeping
+// its 16 sums in registers over the whole depth: per k, two vectors of A and eight floats of
+// W broadcast, read where W lies. Each output is the chain of multiply-adds over k from zero
+// that rows_block computes (and a column past the last whole group of 32 the same scalar
+// chain), so a transposed convolution's row has the same bits on either path and in any batch.
+// rows_block streams all of the thread's W once per 16 rows, 16 rows of W at a time, N floats
+// apart: a power-of-two stride that maps them onto a handful of cache sets. At 1024 rows (G
+// dec4, 16 images) it ran 4x slower than Eigen's GEMM; this path 10% faster than Eigen. A
+// forward convolution's 8 columns of W are 8 of its rows, read front to back (G enc3, 256 rows:
+// 1.2 ms against Eigen's 1.7 and forward_streamed's 2.6-3.2; 16 rows: 0.10 against 0.15-0.17
+// and 0.16-0.19; bench_conv2d_cpu .../packed/..., 2 threads).
 constexpr Index panel_width = 8;
 
+// W seen as a (K, N) matrix: element (k, n) at data[k * k_stride + n * n_stride]. BackwardData
+// reads the weight (K, N) row-major as it lies; the forward pass its transpose, (N, K) row-major.
+struct WeightMatrix {
+    const float* data;
+    Index k_stride, n_stride;
+    float operator()(Index k, Index n) const { return data[k * k_stride + n * n_stride]; }
+};
+
 template <Index Blocks>
-void panel_tile(Index K, const float* a_blocks, const float* panel, Index m0, Index M, Index n0,
+void panel_tile(Index K, const float* a_blocks, const WeightMatrix& w, Index m0, Index M, Index n0,
                 const TargetRows& c) {
     Lanes sum[panel_width][Blocks];
     for (Index j = 0; j < panel_width; ++j)
         for (Index b = 0; b < Blocks; ++b) sum[j][b] = zero_lanes();
+    const float* column = w.data + n0 * w.n_stride;
     for (Index k = 0; k < K; ++k) {
         Lanes av[Blocks];
         for (Index b = 0; b < Blocks; ++b) av[b] = load_lanes(a_blocks + b * lanes * K + k * lanes);
         for (Index j = 0; j < panel_width; ++j) {
-            const Lanes wv = broadcast(panel[k * panel_width + j]);
+            const Lanes wv = broadcast(column[j * w.n_stride + k * w.k_stride]);
             for (Index b = 0; b < Blocks; ++b) sum[j][b] = multiply_add(av[b], wv, sum[j][b]);
         }
     }
@@ -1116,34 +1130,30 @@ void panel_tile(Index K, const float* a_blocks, const float* panel, Index m0, In
             if (contiguous) {
                 store_lanes(out + offset[0], sum[j][b]);
             } else {
-                alignas(64) float column[lanes];
-                store_lanes(column, sum[j][b]);
-                for (Index i = 0; i < rows; ++i) out[offset[i]] = column[i];
+                alignas(64) float values[lanes];
+                store_lanes(values, sum[j][b]);
+                for (Index i = 0; i < rows; ++i) out[offset[i]] = values[i];
             }
         }
     }
 }
 
-// Columns [n_begin, n_end) of C for all M rows, from A packed in zero-padded blocks of 16 rows
-// (k-major) and W (K, N) row-major; `panels` holds up to chunk_columns x K floats.
-void backward_data_panels(Index M, Index K, Index N, const float* a_blocks, const float* w, Index n_begin,
-                          Index n_end, Index chunk_columns, float* panels, const TargetRows& c) {
+// Columns [n_begin, n_end) of C = A W for all M rows. The columns go in chunks of at most
+// 256 KiB of W, each swept by every block of 32 rows, so that the chunk stays in L2.
+void panel_product(Index M, Index K, const float* a_blocks, const WeightMatrix& w, Index n_begin, Index n_end,
+                   const TargetRows& c) {
     constexpr Index group = 2 * lanes;  // rows_block's vector columns: whole groups of 32
     const Index whole_end = n_begin + (n_end - n_begin) / group * group;
+    const Index chunk_columns = std::max<Index>(panel_width, (Index{1} << 16) / K / panel_width * panel_width);
     for (Index c0 = n_begin; c0 < whole_end; c0 += chunk_columns) {
         const Index c1 = std::min(whole_end, c0 + chunk_columns);
-        for (Index q = c0; q < c1; q += panel_width) {
-            float* panel = panels + (q - c0) * K;
-            for (Index k = 0; k < K; ++k) std::memcpy(panel + k * panel_width, w + k * N + q, sizeof(float) * panel_width);
-        }
         for (Index m0 = 0; m0 < M; m0 += 2 * lanes) {
             const float* a = a_blocks + m0 * K;
             for (Index q = c0; q < c1; q += panel_width) {
-                const float* panel = panels + (q - c0) * K;
                 if (M - m0 > lanes)
-                    panel_tile<2>(K, a, panel, m0, M, q, c);
+                    panel_tile<2>(K, a, w, m0, M, q, c);
                 else
-                    panel_tile<1>(K, a, panel, m0, M, q, c);
+                    panel_tile<1>(K, a, w, m0, M, q, c);
             }
         }
     }
@@ -1151,12 +1161,38 @@ void backward_data_panels(Index M, Index K, Index N, const float* a_blocks, cons
         for (Index m = 0; m < M; ++m) {
             const float* a = a_blocks + m / lanes * lanes * K + m % lanes;
             float s = 0.0f;
-            for (Index k = 0; k < K; ++k) s += a[k * lanes] * w[k * N + n];
+            for (Index k = 0; k < K; ++k) s += a[k * lanes] * w(k, n);
             c.data[c.row_offset[m] + n * c.stride] = s;
         }
 }
 
-// Products of more rows than this take backward_data_panels (the bits are the same either
+// C (M, N) = A (M, K) * W by panel_product, the threads splitting the columns in ranges of
+// whole groups of 32 (as backward_data_streamed does, so that the columns summed one at a time
+// are the same).
+void panels_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const WeightMatrix& w,
+                     const TargetRows& c) {
+    const Index blocks = ceil_div(M, lanes);
+    float* a_blocks = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * lanes * K));
+#pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
+    for (Index block = 0; block < blocks; ++block) {
+        const Index m0 = block * lanes, rows = std::min(lanes, M - m0);
+        float* out = a_blocks + m0 * K;
+        for (Index k = 0; k < K; ++k) {
+            for (Index i = 0; i < rows; ++i) out[k * lanes + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
+            for (Index i = rows; i < lanes; ++i) out[k * lanes + i] = 0.0f;
+        }
+    }
+    const int threads = M * K * N > parallel_threshold * 16 ? std::max(1, omp_get_max_threads()) : 1;
+    const Index per_thread = ceil_div(ceil_div(N, threads), 2 * lanes) * 2 * lanes;  // whole groups of 32
+#pragma omp parallel num_threads(threads)
+    {
+        const Index n_begin = std::min(N, omp_get_thread_num() * per_thread);
+        const Index n_end = std::min(N, n_begin + per_thread);
+        if (n_end > n_begin) panel_product(M, K, a_blocks, w, n_begin, n_end, c);
+    }
+}
+
+// Products of more rows than this take panels_streamed (the bits are the same either
 // way). At 64 rows the panels were already as fast or faster (G dec4 alone: 0.17-0.18 against
 // 0.21 ms; G dec3 at four views: 0.69-0.73 against 0.70-0.80, bench_conv2d_cpu .../packed/...,
 // 2 threads); at 16 rows or fewer the weight-bound layers keep rows_block, which reads W in
@@ -1166,40 +1202,22 @@ constexpr Index panel_min_rows = 16;
 // BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major. The threads split the
 // columns in ranges of whole groups of 32; A is gathered per call into blocks of 16 rows,
 // k-major (16 floats per k). Up to 16 rows, rows_block streams W from memory once; beyond,
-// backward_data_panels.
+// panels_streamed.
 void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                             const TargetRows& c) {
+    if (M > panel_min_rows) return panels_streamed(ctx, M, K, N, a, {w, N, 1}, c);
     constexpr Index row_block = 16;
     const Index blocks = ceil_div(M, row_block);
     float* a_packed = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * row_block * K));
-    // backward_data_panels reads whole blocks of 16 rows: a last block of fewer is zero-padded.
-    const bool panels = M > panel_min_rows;
 #pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
     for (Index block = 0; block < blocks; ++block) {
         const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
-        const Index width = panels ? row_block : rows;
         float* out = a_packed + m0 * K;
-        for (Index k = 0; k < K; ++k) {
-            for (Index i = 0; i < rows; ++i) out[k * width + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
-            for (Index i = rows; i < width; ++i) out[k * width + i] = 0.0f;
-        }
+        for (Index k = 0; k < K; ++k)
+            for (Index i = 0; i < rows; ++i) out[k * rows + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
     }
     const int threads = M * K * N > parallel_threshold * 16 ? std::max(1, omp_get_max_threads()) : 1;
     const Index per_thread = ceil_div(ceil_div(N, threads), 2 * lanes) * 2 * lanes;  // whole groups of 32
-    if (panels) {
-        // Chunks of panels of at most 256 KiB, so that a chunk and 32 rows of A share L2.
-        const Index chunk_columns =
-            std::min(per_thread, std::max<Index>(panel_width, (Index{1} << 16) / K / panel_width * panel_width));
-        const ThreadScratch scratch = thread_scratch(ctx, chunk_columns * K);
-#pragma omp parallel num_threads(threads)
-        {
-            const Index n_begin = std::min(N, omp_get_thread_num() * per_thread);
-            const Index n_end = std::min(N, n_begin + per_thread);
-            if (n_end > n_begin)
-                backward_data_panels(M, K, N, a_packed, w, n_begin, n_end, chunk_columns, scratch.for_this_thread(), c);
-        }
-        return;
-    }
     const ThreadScratch scratch = thread_scratch(ctx, row_block * per_thread);
 #pragma omp parallel num_threads(threads)
     {
@@ -1220,6 +1238,11 @@ void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const Sourc
             }
     }
 }
+
+// Forward convolutions with at least this many output positions an image take panels_streamed
+// (whose sums are not forward_streamed's: the choice is the geometry's, never the batch's, so
+// that an image has the same bits in any batch).
+constexpr Index forward_panel_min_positions = 16;
 
 // Offsets of the M = batch * P rows of an NCHW tensor with `channels` channels: row
 // n * P + p starts at image n, position p; its channel k lies k * P further.
@@ -1438,7 +1461,9 @@ void conv2d_packed(Context& ctx, const ConvGeometry& g, ConvPass pass, const flo
     }
     const float* w = plan.full_window ? weight : packed;  // (Cout, D) row-major
     auto product = [&](Index rows, const SourceRows& a, const TargetRows& c) {
-        if (forward)
+        if (forward && P >= forward_panel_min_positions)
+            panels_streamed(ctx, rows, D, Cout, a, {w, 1, D}, c);
+        else if (forward)
             forward_streamed(ctx, rows, D, Cout, a, w, c);
         else
             backward_data_streamed(ctx, rows, Cout, D, a, w, c);
