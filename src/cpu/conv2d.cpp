@@ -1004,9 +1004,9 @@ void dot_tile(Index K, const float* w, const float* a, Index m0, Index co0, cons
 // Forward: C (M, N) = A (M, K) * W^T with W (N, K) row-major. The threads split the output
 // channels, four at a time. Rows go in chunks of at most 256 KiB of A, each chunk swept by
 // every block of channels: with many rows (a score batcher's pass), a block of channels
-// walking all of A read it from L3 or memory once per four channels (G enc3 over 16 images:
-// 256 rows, 2 MiB of A, twice Eigen's time). Every tile's sums are the same whatever the
-// order of the tiles, so a row has the bits it has in its image's own product.
+// walking all of A would read it from L3 or memory once per four channels. Every tile's sums
+// are the same whatever the order of the tiles, so a row has the bits it has in its image's
+// own product.
 void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                       const TargetRows& c) {
     float* a_rows = ctx.arena().allocate_floats(static_cast<std::size_t>(M * K));
@@ -1032,17 +1032,18 @@ void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows&
     }
 }
 
-// One block of up to 16 rows of BackwardData's C over columns [n_begin, n_end): W (K, N)
-// row-major is walked 16 rows (k) at a time, so that 16 rows of W stream side by side front
-// to back, and the block's sums wait in `sums` (rows x (n_end - n_begin), in L1/L2) between
-// these groups of 16. Within a group, the rows of C go 8 at a time over 32 columns at a time:
+// One block of up to 16 rows of BackwardData's C (A packed by pack_row_blocks) over columns
+// [n_begin, n_end): W (K, N) row-major is walked 16 rows (k) at a time, so that 16 rows of W
+// stream side by side front to back, and the block's sums wait in `sums` (rows x (n_end -
+// n_begin), in L1/L2) between these groups of 16. Within a group, the rows of C go 8 at a time
+// over 32 columns at a time:
 // per k, 2 vector loads of W and 8 broadcasts feed 16 multiply-adds, and the 16 sums fit the
 // registers. (One pass over 16 rows, 16 columns wide, needed 17 loads per 16 multiply-adds and
 // was bound by them; the second 8 rows read the group's W, 64 KiB at most per thread, from
 // L2.) Every output is its k-ordered sum whatever the block's shape, so the bits do not
 // depend on it.
 template <Index Rows>
-void rows_sub_block(Index k0, Index k1, Index N, const float* a_block, Index a_rows, Index r0, const float* w,
+void rows_sub_block(Index k0, Index k1, Index N, const float* a_block, Index r0, const float* w,
                     Index n_begin, Index n_end, float* sums) {
     constexpr Index vectors = 2, width = vectors * lanes;
     const Index span = n_end - n_begin;
@@ -1055,7 +1056,7 @@ void rows_sub_block(Index k0, Index k1, Index N, const float* a_block, Index a_r
             Lanes wv[vectors];
             for (Index v = 0; v < vectors; ++v) wv[v] = load_lanes(w + k * N + n + v * lanes);
             for (Index r = 0; r < Rows; ++r) {
-                const Lanes av = broadcast(a_block[k * a_rows + r0 + r]);
+                const Lanes av = broadcast(a_block[k * lanes + r0 + r]);
                 for (Index v = 0; v < vectors; ++v) sum[r][v] = multiply_add(av, wv[v], sum[r][v]);
             }
         }
@@ -1065,7 +1066,7 @@ void rows_sub_block(Index k0, Index k1, Index N, const float* a_block, Index a_r
     for (; n < n_end; ++n)  // columns past the last whole group
         for (Index r = r0; r < r0 + Rows; ++r) {
             float s = sums[r * span + (n - n_begin)];
-            for (Index k = k0; k < k1; ++k) s += a_block[k * a_rows + r] * w[k * N + n];
+            for (Index k = k0; k < k1; ++k) s += a_block[k * lanes + r] * w[k * N + n];
             sums[r * span + (n - n_begin)] = s;
         }
 }
@@ -1078,10 +1079,40 @@ void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_
         const Index k1 = std::min(K, k0 + depth_step);
         for (Index r0 = 0; r0 < Rows; r0 += sub_rows)
             with_count_up_to<sub_rows>(Rows - r0, [&](auto fixed) {
-                rows_sub_block<decltype(fixed)::value>(k0, k1, N, a_block, Rows, r0, w, n_begin, n_end, sums);
+                rows_sub_block<decltype(fixed)::value>(k0, k1, N, a_block, r0, w, n_begin, n_end, sums);
             });
     }
 }
+
+// A (M, K) gathered into blocks of 16 rows, k-major: element (m, k) at
+// (m / 16) * 16 * K + k * 16 + m % 16, the rows of the last block past M zero.
+float* pack_row_blocks(Context& ctx, Index M, Index K, const SourceRows& a) {
+    const Index blocks = ceil_div(M, lanes);
+    float* packed = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * lanes * K));
+#pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
+    for (Index block = 0; block < blocks; ++block) {
+        const Index m0 = block * lanes, rows = std::min(lanes, M - m0);
+        float* out = packed + m0 * K;
+        for (Index k = 0; k < K; ++k) {
+            for (Index i = 0; i < rows; ++i) out[k * lanes + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
+            for (Index i = rows; i < lanes; ++i) out[k * lanes + i] = 0.0f;
+        }
+    }
+    return packed;
+}
+
+// The threads of an (M, K) x (K, N) product split its N columns in ranges of whole groups of
+// 32, so that the columns past the last whole group (summed one at a time, where the others
+// are summed in vectors) are the same at any thread count.
+struct ColumnSplit {
+    int threads;
+    Index per_thread, N;
+    ColumnSplit(Index M, Index K, Index N)
+        : threads(M * K * N > parallel_threshold * 16 ? std::max(1, omp_get_max_threads()) : 1),
+          per_thread(ceil_div(ceil_div(N, threads), 2 * lanes) * 2 * lanes), N(N) {}
+    Index begin(int thread) const { return std::min(N, thread * per_thread); }
+    Index end(int thread) const { return std::min(N, begin(thread) + per_thread); }
+};
 
 // Products with many rows: a score batcher's pass (the rows of several images in one
 // product), and forward convolutions of 16 or more positions an image. A is packed in blocks of
@@ -1092,7 +1123,7 @@ void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_
 // chain), so a transposed convolution's row has the same bits on either path and in any batch.
 // rows_block streams all of the thread's W once per 16 rows, 16 rows of W at a time, N floats
 // apart: a power-of-two stride that maps them onto a handful of cache sets. At 1024 rows (G
-// dec4, 16 images) it ran 4x slower than Eigen's GEMM; this path 10% faster than Eigen. A
+// dec4, 16 images) it ran 3-4x slower than Eigen's GEMM; this path as fast as Eigen. A
 // forward convolution's 8 columns of W are 8 of its rows, read front to back (G enc3, 256 rows:
 // 1.2 ms against Eigen's 1.7 and forward_streamed's 2.6-3.2; 16 rows: 0.10 against 0.15-0.17
 // and 0.16-0.19; bench_conv2d_cpu .../packed/..., 2 threads).
@@ -1166,76 +1197,50 @@ void panel_product(Index M, Index K, const float* a_blocks, const WeightMatrix& 
         }
 }
 
-// C (M, N) = A (M, K) * W by panel_product, the threads splitting the columns in ranges of
-// whole groups of 32 (as backward_data_streamed does, so that the columns summed one at a time
-// are the same).
+// C (M, N) = A (M, K) * W by panel_product, the columns split as backward_data_streamed splits
+// them (so that the columns summed one at a time are the same).
 void panels_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const WeightMatrix& w,
                      const TargetRows& c) {
-    const Index blocks = ceil_div(M, lanes);
-    float* a_blocks = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * lanes * K));
-#pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
-    for (Index block = 0; block < blocks; ++block) {
-        const Index m0 = block * lanes, rows = std::min(lanes, M - m0);
-        float* out = a_blocks + m0 * K;
-        for (Index k = 0; k < K; ++k) {
-            for (Index i = 0; i < rows; ++i) out[k * lanes + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
-            for (Index i = rows; i < lanes; ++i) out[k * lanes + i] = 0.0f;
-        }
-    }
-    const int threads = M * K * N > parallel_threshold * 16 ? std::max(1, omp_get_max_threads()) : 1;
-    const Index per_thread = ceil_div(ceil_div(N, threads), 2 * lanes) * 2 * lanes;  // whole groups of 32
-#pragma omp parallel num_threads(threads)
+    const float* a_blocks = pack_row_blocks(ctx, M, K, a);
+    const ColumnSplit split(M, K, N);
+#pragma omp parallel num_threads(split.threads)
     {
-        const Index n_begin = std::min(N, omp_get_thread_num() * per_thread);
-        const Index n_end = std::min(N, n_begin + per_thread);
-        if (n_end > n_begin) panel_product(M, K, a_blocks, w, n_begin, n_end, c);
+        const int t = omp_get_thread_num();
+        if (split.end(t) > split.begin(t)) panel_product(M, K, a_blocks, w, split.begin(t), split.end(t), c);
     }
 }
 
 // Products of more rows than this take panels_streamed (the bits are the same either
-// way). At 64 rows the panels were already as fast or faster (G dec4 alone: 0.17-0.18 against
-// 0.21 ms; G dec3 at four views: 0.69-0.73 against 0.70-0.80, bench_conv2d_cpu .../packed/...,
-// 2 threads); at 16 rows or fewer the weight-bound layers keep rows_block, which reads W in
-// place once where the panels would copy it first.
+// way). At 64 rows the panels were faster (G dec4 alone: 0.13-0.14 against 0.17 ms; G dec3 at
+// four views: 0.49-0.56 against 0.64-0.66, bench_conv2d_cpu .../packed/..., 2 threads); at 16
+// rows or fewer the weight-bound layers keep rows_block, which loads W 16 floats at a time
+// where the panels broadcast it one float at a time.
 constexpr Index panel_min_rows = 16;
+static_assert(panel_min_rows <= lanes, "backward_data_streamed packs the rows it keeps in one block");
 
-// BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major. The threads split the
-// columns in ranges of whole groups of 32; A is gathered per call into blocks of 16 rows,
-// k-major (16 floats per k). Up to 16 rows, rows_block streams W from memory once; beyond,
+// BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major, the threads splitting the
+// columns (ColumnSplit). Up to 16 rows, rows_block streams W from memory once; beyond,
 // panels_streamed.
 void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                             const TargetRows& c) {
     if (M > panel_min_rows) return panels_streamed(ctx, M, K, N, a, {w, N, 1}, c);
-    constexpr Index row_block = 16;
-    const Index blocks = ceil_div(M, row_block);
-    float* a_packed = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * row_block * K));
-#pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
-    for (Index block = 0; block < blocks; ++block) {
-        const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
-        float* out = a_packed + m0 * K;
-        for (Index k = 0; k < K; ++k)
-            for (Index i = 0; i < rows; ++i) out[k * rows + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
-    }
-    const int threads = M * K * N > parallel_threshold * 16 ? std::max(1, omp_get_max_threads()) : 1;
-    const Index per_thread = ceil_div(ceil_div(N, threads), 2 * lanes) * 2 * lanes;  // whole groups of 32
-    const ThreadScratch scratch = thread_scratch(ctx, row_block * per_thread);
-#pragma omp parallel num_threads(threads)
+    const float* a_block = pack_row_blocks(ctx, M, K, a);  // one block: M <= 16
+    const ColumnSplit split(M, K, N);
+    const ThreadScratch scratch = thread_scratch(ctx, lanes * split.per_thread);
+#pragma omp parallel num_threads(split.threads)
     {
-        const Index n_begin = std::min(N, omp_get_thread_num() * per_thread);
-        const Index n_end = std::min(N, n_begin + per_thread);
+        const int t = omp_get_thread_num();
+        const Index n_begin = split.begin(t), n_end = split.end(t), span = n_end - n_begin;
         float* sums = scratch.for_this_thread();
-        if (n_end > n_begin)
-            for (Index block = 0; block < blocks; ++block) {
-                const Index m0 = block * row_block, rows = std::min(row_block, M - m0);
-                with_count_up_to<row_block>(rows, [&](auto fixed) {
-                    rows_block<decltype(fixed)::value>(K, N, a_packed + m0 * K, w, n_begin, n_end, sums);
-                });
-                const Index span = n_end - n_begin;
-                for (Index r = 0; r < rows; ++r) {
-                    float* out = c.data + c.row_offset[m0 + r];
-                    for (Index n = n_begin; n < n_end; ++n) out[n * c.stride] = sums[r * span + (n - n_begin)];
-                }
+        if (n_end > n_begin) {
+            with_count_up_to<lanes>(M, [&](auto fixed) {
+                rows_block<decltype(fixed)::value>(K, N, a_block, w, n_begin, n_end, sums);
+            });
+            for (Index r = 0; r < M; ++r) {
+                float* out = c.data + c.row_offset[r];
+                for (Index n = n_begin; n < n_end; ++n) out[n * c.stride] = sums[r * span + (n - n_begin)];
             }
+        }
     }
 }
 
