@@ -136,6 +136,38 @@ TEST_CASE("the score batcher gives each concurrent caller its lone score, bit fo
     CHECK(lone.error_maps == single[3].error_maps);
 }
 
+TEST_CASE("the score batcher does not wait for callers that never call again", "[batcher][concurrency]") {
+    // A free pass slot waits for the callers of the passes that just ended to call again
+    // (score_batcher.hpp). Eight callers that each score once and leave must delay the
+    // callers after them by a pass at most: this test hangs (and times out) if they stall it.
+    const Tensor images = random_colour_images(10, 8);
+    const std::int64_t sample = 3 * 32 * 32;
+    const auto model = random_model(Recipe::official(), true, 15);
+    std::vector<BatchScores> single;
+    for (std::int64_t i = 0; i < 10; ++i) single.push_back(alone(*model, images.view().slice_batch(i, 1), false));
+    ScoreBatcher batcher(4);
+    std::atomic<int> mismatches{0}, calls{0};
+    const auto score = [&](std::size_t i) {
+        const BatchScores r = batcher.score(*model, images.data() + static_cast<std::int64_t>(i) * sample, false);
+        if (r.reconstruction != single[i].reconstruction || r.latent != single[i].latent) ++mismatches;
+        ++calls;
+    };
+    {
+        std::vector<std::thread> once;
+        for (std::size_t t = 0; t < 8; ++t) once.emplace_back(score, t);
+        for (std::thread& c : once) c.join();
+    }
+    std::vector<std::thread> after;
+    for (std::size_t t = 0; t < 2; ++t)
+        after.emplace_back([&, t] {
+            for (int k = 0; k < 5; ++k) score(8 + t);
+        });
+    for (std::thread& c : after) c.join();
+    score(3);  // a lone caller while the eight may still count as returning
+    CHECK(calls.load() == 19);
+    CHECK(mismatches.load() == 0);
+}
+
 TEST_CASE("the score batcher passes a failing pass's error to its callers and goes on", "[batcher][errors]") {
     CHECK_THROWS_AS(ScoreBatcher(0), InvalidArgument);
     const auto model = random_model(Recipe::official(), true, 13);
