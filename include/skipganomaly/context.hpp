@@ -50,7 +50,7 @@ public:
         peak_bytes_ = std::max(peak_bytes_, live_bytes_);
         if (chunks_.empty() || chunks_.back().used + bytes > chunks_.back().bytes) {
             const std::size_t grown = std::max<std::size_t>(bytes, capacity() + (1u << 20));
-            chunks_.push_back(Chunk{allocate(device_, grown), grown, 0});
+            chunks_.push_back(Chunk{allocate_block(device_, grown), grown, 0});
         }
         Chunk& chunk = chunks_.back();
         float* result = reinterpret_cast<float*>(static_cast<char*>(chunk.data) + chunk.used);
@@ -71,7 +71,7 @@ public:
         if (!fits && peak_bytes_ > 0) {
             synchronize_cuda_state(stream_owner_, true);
             release_all();
-            chunks_.push_back(Chunk{allocate(device_, peak_bytes_), peak_bytes_, 0});
+            chunks_.push_back(Chunk{allocate_block(device_, peak_bytes_), peak_bytes_, 0});
         }
         if (!chunks_.empty()) chunks_.back().used = 0;
         live_bytes_ = peak_bytes_ = 0;
@@ -91,7 +91,7 @@ public:
             if (arena_.chunks_.size() > chunks_) {
                 synchronize_cuda_state(arena_.stream_owner_, false);
                 for (std::size_t i = chunks_; i < arena_.chunks_.size(); ++i)
-                    deallocate(arena_.device_, arena_.chunks_[i].data);
+                    deallocate_block(arena_.device_, arena_.chunks_[i].data, arena_.chunks_[i].bytes);
                 arena_.chunks_.resize(chunks_);
             }
             if (!arena_.chunks_.empty()) arena_.chunks_.back().used = used_;
@@ -125,7 +125,7 @@ private:
     };
     static std::size_t round_up(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
     void release_all() noexcept {
-        for (Chunk& c : chunks_) deallocate(device_, c.data);
+        for (Chunk& c : chunks_) deallocate_block(device_, c.data, c.bytes);
         chunks_.clear();
     }
 
