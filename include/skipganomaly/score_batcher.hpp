@@ -118,8 +118,8 @@ private:
         return std::clamp<std::int64_t>((active + slots - 1) / slots, 1, max_images_);
     }
     // Wakes the oldest queued caller to look again; only it: waking every sleeping caller at
-    // each pass end (most of them to sleep again) cost the passes a sixth of their speed
-    // with 8 callers on 2 cores (docs/benchmarks.md).
+    // each pass end (most of them to sleep again) preempted the passes under way: 595-664
+    // against 652-751 images/s with 8 callers on 2 cores (docs/benchmarks.md).
     void wake_front() {
         if (!queue_.empty()) queue_.front()->wake.notify_one();
     }
