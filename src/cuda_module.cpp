@@ -38,7 +38,9 @@ struct LoadResult {
 constexpr CudaHostServices host_services{.abi = cuda_module_abi,
                                          .version = SKIPGANOMALY_VERSION_STRING,
                                          .allocate = &sga::allocate,
-                                         .deallocate = &sga::deallocate};
+                                         .deallocate = &sga::deallocate,
+                                         .allocate_block = &sga::allocate_block,
+                                         .deallocate_block = &sga::deallocate_block};
 
 // The folder of the binary (shared library or program) this code was linked into.
 std::string own_folder() {

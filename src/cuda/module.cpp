@@ -1,5 +1,5 @@
 // The CUDA module's entry point (see module.hpp): fills the kernel table from sga::cuda::*
-// and stands in for the three library functions the CUDA sources call, forwarding memory to
+// and stands in for the five library functions the CUDA sources call, forwarding memory to
 // the library that loaded the module. Everything here but the entry point is local to the
 // module (src/cuda/module.map).
 #include "cuda/module.hpp"
@@ -22,6 +22,15 @@ void* allocate(Device device, std::size_t bytes) {
 
 void deallocate(Device device, void* pointer) noexcept {
     if (host) host->deallocate(device, pointer);
+}
+
+void* allocate_block(Device device, std::size_t bytes) {
+    if (!host) throw DeviceError("the CUDA module was used before the library loaded it (allocate_block)");
+    return host->allocate_block(device, bytes);
+}
+
+void deallocate_block(Device device, void* pointer, std::size_t bytes) noexcept {
+    if (host) host->deallocate_block(device, pointer, bytes);
 }
 
 std::string to_string(Device device) {

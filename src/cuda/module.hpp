@@ -19,7 +19,7 @@
 namespace sga::detail {
 
 // Raise whenever CudaHostServices or CudaModule changes.
-inline constexpr int cuda_module_abi = 1;
+inline constexpr int cuda_module_abi = 2;
 
 // What the library lends the module. abi and version come first and never move.
 struct CudaHostServices {
@@ -27,6 +27,8 @@ struct CudaHostServices {
     const char* version = SKIPGANOMALY_VERSION_STRING;
     void* (*allocate)(Device device, std::size_t bytes) = nullptr;
     void (*deallocate)(Device device, void* pointer) noexcept = nullptr;
+    void* (*allocate_block)(Device device, std::size_t bytes) = nullptr;  // an arena's (memory.hpp)
+    void (*deallocate_block)(Device device, void* pointer, std::size_t bytes) noexcept = nullptr;
 };
 
 // What the module provides: every kernel of kernels.def and the runtime services of
