@@ -1,7 +1,7 @@
 # Decides SKIPGANOMALY_WITH_CUDA from SKIPGANOMALY_CUDA (AUTO|ON|OFF) and
 # provides skipganomaly_add_cuda_module(), which adds the CUDA backend as its own shared
 # library, skipganomaly_cuda (libskipganomaly_cuda.so.<version>): the library loads it at run
-# time (src/cuda_module.cpp), so neither the library nor a program using it links CUDA.
+# time (src/cuda_loader.cpp), so neither the library nor a program using it links CUDA.
 #
 # AUTO turns CUDA on when nvcc and cuDNN are both found. Building the CUDA
 # sources needs no GPU; whether one is present is decided at run time.

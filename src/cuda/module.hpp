@@ -1,5 +1,5 @@
 // Internal: the interface between the library and its CUDA module (libskipganomaly_cuda.so).
-// Plain C++, no CUDA headers: the library's loader (src/cuda_module.cpp) includes it too.
+// Plain C++, no CUDA headers: the library's loader (src/cuda_loader.cpp) includes it too.
 //
 // The module is built from src/cuda with the library, and loaded by it with dlopen the first
 // time CUDA is asked for (Device::Auto or Device::Cuda), so neither the library nor any program
@@ -55,7 +55,7 @@ struct CudaModule {
 using CudaModuleEntry = const CudaModule* (*)(const CudaHostServices* host);
 inline constexpr const char* cuda_module_entry_name = "skipganomaly_cuda_module";
 
-// The library side (src/cuda_module.cpp). The module is loaded on the first call, once per
+// The library side (src/cuda_loader.cpp). The module is loaded on the first call, once per
 // process, and never unloaded. Returns null when it cannot be loaded; then
 // cuda_module_error() says why (no module in this build, not found, or the dynamic
 // loader's message, e.g. a missing libcudnn.so.9).
