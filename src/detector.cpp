@@ -213,6 +213,10 @@ nlohmann::json recipe_settings(const Recipe& r) {
     if (r.rotation_prediction.enabled)
         j["rotation_prediction"] = {{"loss_weight", r.rotation_prediction.loss_weight},
                                     {"score_weight", r.rotation_prediction.score_weight}};
+    if (!r.anomaly_map.is_official())
+        j["anomaly_map"] = {{"error", map_error_name(r.anomaly_map.error)},
+                            {"smoothing_sigma", r.anomaly_map.smoothing_sigma},
+                            {"image_score", image_score_name(r.anomaly_map.image_score)}};
     if (r.orientation_check.enabled)
         j["orientation_check"] = {{"after_steps", r.orientation_check.after_steps},
                                   {"images", r.orientation_check.images},
@@ -229,6 +233,7 @@ Recipe recipe_from_json(const nlohmann::json& j) {
     if (corruption == corruption_name(Corruption::None)) r.restoration.corruption = Corruption::None;
     else if (corruption == corruption_name(Corruption::Puzzle)) r.restoration.corruption = Corruption::Puzzle;
     else if (corruption == corruption_name(Corruption::Rotation)) r.restoration.corruption = Corruption::Rotation;
+    else if (corruption == corruption_name(Corruption::SyntheticDefects)) r.restoration.corruption = Corruption::SyntheticDefects;
     else throw FormatError("unknown restoration corruption '" + corruption + "'");
     r.restoration.grid = j.at("restoration").at("grid").get<int>();
     r.restoration.gray = j.at("restoration").at("gray").get<bool>();
@@ -241,6 +246,17 @@ Recipe recipe_from_json(const nlohmann::json& j) {
         r.rotation_prediction.enabled = true;
         r.rotation_prediction.loss_weight = j.at("rotation_prediction").at("loss_weight").get<float>();
         r.rotation_prediction.score_weight = j.at("rotation_prediction").at("score_weight").get<float>();
+    }
+    if (j.contains("anomaly_map")) {
+        const nlohmann::json& m = j.at("anomaly_map");
+        const std::string error = m.at("error").get<std::string>(), score = m.at("image_score").get<std::string>();
+        if (error == map_error_name(MapError::Squared)) r.anomaly_map.error = MapError::Squared;
+        else if (error == map_error_name(MapError::Absolute)) r.anomaly_map.error = MapError::Absolute;
+        else throw FormatError("unknown anomaly map error '" + error + "'");
+        if (score == image_score_name(ImageScore::Official)) r.anomaly_map.image_score = ImageScore::Official;
+        else if (score == image_score_name(ImageScore::MapMaximum)) r.anomaly_map.image_score = ImageScore::MapMaximum;
+        else throw FormatError("unknown image score '" + score + "'");
+        r.anomaly_map.smoothing_sigma = m.at("smoothing_sigma").get<float>();
     }
     if (j.contains("orientation_check")) {
         const nlohmann::json& c = j.at("orientation_check");
@@ -356,6 +372,7 @@ struct Detector::Impl {
         model->scoring_closed_skips = options.recipe.skip_gating.scoring_closed();
         model->restoration = options.recipe.restoration;
         model->rotation_prediction = options.recipe.rotation_prediction;
+        model->map_rule = options.recipe.anomaly_map;
         model->materialize(*context);
         orientation = {};
     }
@@ -429,11 +446,7 @@ struct Detector::Impl {
             TensorView batch = slot->input.view().slice_batch(0, static_cast<std::int64_t>(n));
             copy_bytes(slot->ctx, batch.data(), batch.device(), samples.data() + first * static_cast<std::size_t>(sample_floats()),
                        Device::Cpu, n * static_cast<std::size_t>(sample_floats()) * sizeof(float));
-            BatchScores part = model->score(slot->ctx, slot->tape, batch, mode, maps);
-            all.reconstruction.insert(all.reconstruction.end(), part.reconstruction.begin(), part.reconstruction.end());
-            all.latent.insert(all.latent.end(), part.latent.begin(), part.latent.end());
-            all.rotation.insert(all.rotation.end(), part.rotation.begin(), part.rotation.end());
-            all.error_maps.insert(all.error_maps.end(), part.error_maps.begin(), part.error_maps.end());
+            all.append(model->score(slot->ctx, slot->tape, batch, mode, maps));
             if (reconstructions) {
                 // A second generator pass on the same batch in the same mode: SkipGanomaly::score
                 // keeps G(x) to itself, and reconstructions are opt-in, so only those asking pay.

@@ -27,6 +27,7 @@
 #include <cstdint>
 #include <string>
 
+#include "skipganomaly/anomaly_map.hpp"
 #include "skipganomaly/networks.hpp"
 #include "skipganomaly/orientation_check.hpp"
 #include "skipganomaly/random.hpp"
@@ -76,6 +77,7 @@ struct Recipe {
     StoppingRule stopping = StoppingRule::FinalEpoch;
     RotationPrediction rotation_prediction;
     OrientationCheck orientation_check;
+    AnomalyMapRule anomaly_map;  // how maps and image scores are made (anomaly_map.hpp)
 
     // The official code's recipe, bit for bit.
     static Recipe official() { return {}; }
@@ -95,6 +97,17 @@ struct Recipe {
         r.orientation_check.enabled = true;
         return r;
     }
+    // For local defects on parts and surfaces (docs/industrial.md): the generator is trained
+    // to remove synthetic defects (Corruption::SyntheticDefects), and an image is scored by
+    // the most anomalous place of its smoothed absolute-error map, not by the mean error.
+    static Recipe inspection() {
+        Recipe r;
+        r.name = "inspection";
+        r.restoration.corruption = Corruption::SyntheticDefects;
+        r.recompute_batch_norm = true;
+        r.anomaly_map = {MapError::Absolute, 4.0f, ImageScore::MapMaximum};
+        return r;
+    }
     // What fit() trains when the orientation check finds no upright: this recipe without the
     // rotation restoration, the rotation head and the check (the rest, e.g. precise BN, stays).
     Recipe without_orientation() const {
@@ -105,18 +118,21 @@ struct Recipe {
         r.orientation_check = {};
         return r;
     }
-    // "official", "robust" or "robust_rotation"; throws InvalidArgument naming the known
-    // recipes otherwise.
+    // "official", "robust", "robust_rotation" or "inspection"; throws InvalidArgument naming
+    // the known recipes otherwise.
     static Recipe named(const std::string& name) {
         if (name == "official") return official();
         if (name == "robust") return robust();
         if (name == "robust_rotation") return robust_rotation();
-        throw InvalidArgument("unknown recipe '" + name + "': expected 'official', 'robust' or 'robust_rotation'");
+        if (name == "inspection") return inspection();
+        throw InvalidArgument("unknown recipe '" + name +
+                              "': expected 'official', 'robust', 'robust_rotation' or 'inspection'");
     }
 
     void validate(const Architecture& arch) const {
         skip_gating.validate(arch);
         restoration.validate(arch.image_size);
+        anomaly_map.validate(arch.image_size);
         if (rotation_prediction.enabled) {
             rotation_prediction.validate();
             SGA_CHECK_ARGUMENT(restoration.corruption == Corruption::Rotation,

@@ -12,6 +12,10 @@
 // Puzzle (Salehi et al., "Puzzle-AE", 2020): the image is cut into grid x grid tiles that are
 // put back in a random order (any permutation, the identity included). Scoring uses the
 // clean input. Measured, and not in the default recipe (docs/quality.md).
+// Synthetic defects (DRAEM, Zavrtanik et al., ICCV 2021): a random region of the image is
+// replaced by foreign material (synthetic_anomalies.hpp, paste_synthetic_defects); the
+// generator learns to give back the surface without it, so at scoring time it does not
+// reproduce a real defect either. Scoring uses the clean input.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +26,8 @@
 
 #include "skipganomaly/error.hpp"
 #include "skipganomaly/random.hpp"
+#include "skipganomaly/sample_transforms.hpp"
+#include "skipganomaly/synthetic_anomalies.hpp"
 
 namespace sga {
 
@@ -29,44 +35,17 @@ enum class Corruption {
     None,      // the official training: the generator sees the clean image
     Rotation,  // rotated by 0, 90, 180 or 270 degrees (and greyed, with Restoration::gray)
     Puzzle,    // tiles shuffled
+    SyntheticDefects,  // foreign material pasted into random regions of half the images
 };
 
 inline const char* corruption_name(Corruption c) {
-    return c == Corruption::None ? "none" : c == Corruption::Rotation ? "rotation" : "puzzle";
-}
-
-// Rotates each (channels, size, size) image of `in` by quarter_turns x 90 degrees
-// (counter-clockwise) into `out`; in and out must not overlap.
-inline void rotate_quarter_turns(const float* in, float* out, std::int64_t count, std::int64_t channels, std::int64_t size,
-                                 int quarter_turns) {
-    const std::int64_t planes = count * channels, plane = size * size, last = size - 1;
-    for (std::int64_t p = 0; p < planes; ++p) {
-        const float* src = in + p * plane;
-        float* dst = out + p * plane;
-        for (std::int64_t y = 0; y < size; ++y)
-            for (std::int64_t x = 0; x < size; ++x) {
-                float v = 0;
-                switch (quarter_turns & 3) {
-                    case 0: v = src[y * size + x]; break;
-                    case 1: v = src[x * size + (last - y)]; break;
-                    case 2: v = src[(last - y) * size + (last - x)]; break;
-                    default: v = src[(last - x) * size + y]; break;
-                }
-                dst[y * size + x] = v;
-            }
+    switch (c) {
+        case Corruption::None: return "none";
+        case Corruption::Rotation: return "rotation";
+        case Corruption::Puzzle: return "puzzle";
+        case Corruption::SyntheticDefects: return "synthetic_defects";
     }
-}
-
-// Replaces each RGB image (3, size, size) of `images` by its luminance (ITU-R 601-2, as
-// pre-processing greys images) in all three channels, in place.
-inline void gray_in_place(float* images, std::int64_t count, std::int64_t size) {
-    const std::int64_t plane = size * size;
-    for (std::int64_t i = 0; i < count; ++i) {
-        float* r = images + i * 3 * plane;
-        float* g = r + plane;
-        float* b = g + plane;
-        for (std::int64_t p = 0; p < plane; ++p) r[p] = g[p] = b[p] = 0.299f * r[p] + 0.587f * g[p] + 0.114f * b[p];
-    }
+    return "unknown";
 }
 
 struct Restoration {
@@ -113,6 +92,9 @@ struct Restoration {
                     scoring_view(clean + i * sample, corrupted + i * sample, 1, channels, size, turn);
                     if (quarter_turns) quarter_turns->push_back(turn);
                 }
+                return;
+            case Corruption::SyntheticDefects:
+                paste_synthetic_defects(clean, corrupted, count, channels, size, random);
                 return;
             case Corruption::Puzzle:
                 break;

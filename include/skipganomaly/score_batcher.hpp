@@ -174,16 +174,8 @@ private:
                 maps = maps || r.with_error_maps;
             }
             const BatchScores parts = model.score_independent(pass.ctx, pass.tape, pass.input.view().slice_batch(0, n), maps);
-            for (std::size_t i = 0; i < batch.size(); ++i) {
-                BatchScores& out = batch[i]->result;
-                out.reconstruction = {parts.reconstruction[i]};
-                out.latent = {parts.latent[i]};
-                if (!parts.rotation.empty()) out.rotation = {parts.rotation[i]};
-                if (batch[i]->with_error_maps) {
-                    const auto first = parts.error_maps.begin() + static_cast<std::ptrdiff_t>(i) * plane;
-                    out.error_maps.assign(first, first + plane);
-                }
-            }
+            for (std::size_t i = 0; i < batch.size(); ++i)
+                batch[i]->result = parts.image(i, static_cast<std::size_t>(plane), batch[i]->with_error_maps);
         } catch (...) {
             for (Request* r : batch) r->error = std::current_exception();
         }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "skipganomaly/anomaly_map.hpp"
 #include "skipganomaly/networks.hpp"
 #include "skipganomaly/restoration.hpp"
 #include "skipganomaly/rotation_prediction.hpp"
@@ -32,8 +33,30 @@ struct StepLosses {
 struct BatchScores {
     std::vector<float> reconstruction;  // (N): mean over C,H,W of (x - x_hat)^2
     std::vector<float> latent;          // (N): mean over nz of (f(x) - f(x_hat))^2
-    std::vector<float> error_maps;      // (N, S, S) channel-mean (x - x_hat)^2, when asked for
+    // (N, S, S) the anomaly map of map_rule (anomaly_map.hpp), when asked for: by default the
+    // channel-mean (x - x_hat)^2
+    std::vector<float> error_maps;
+    std::vector<float> map_score;       // (N): the map's image score, when map_rule scores from the map
     std::vector<float> rotation;        // (N): the rotation error, with a rotation head (rotation_prediction.hpp)
+
+    // Appends the images of `more` after these: every part, so a new part is added here only.
+    void append(const BatchScores& more) {
+        auto extend = [](std::vector<float>& to, const std::vector<float>& from) { to.insert(to.end(), from.begin(), from.end()); };
+        extend(reconstruction, more.reconstruction);
+        extend(latent, more.latent);
+        extend(error_maps, more.error_maps);
+        extend(map_score, more.map_score);
+        extend(rotation, more.rotation);
+    }
+    // Image i alone, with its map (of `plane` pixels) when `with_map` and the maps were kept.
+    BatchScores image(std::size_t i, std::size_t plane, bool with_map) const {
+        auto one = [i](const std::vector<float>& v) { return v.empty() ? std::vector<float>{} : std::vector<float>{v[i]}; };
+        BatchScores out{one(reconstruction), one(latent), {}, one(map_score), one(rotation)};
+        if (with_map && !error_maps.empty())
+            out.error_maps.assign(error_maps.begin() + static_cast<std::ptrdiff_t>(i * plane),
+                                  error_maps.begin() + static_cast<std::ptrdiff_t>((i + 1) * plane));
+        return out;
+    }
 };
 
 // The official score weights: 0.9 x reconstruction + 0.1 x latent.
@@ -218,6 +241,7 @@ public:
     // The anomaly score of image i of `parts`: the official 0.9 x reconstruction + 0.1 x
     // latent, or with a rotation head the standardised combination of rotation_prediction.hpp.
     float combined_score(const BatchScores& parts, std::size_t i) const {
+        if (map_rule.score_needs_map()) return parts.map_score[i];
         const float official = anomaly_score(parts.reconstruction[i], parts.latent[i]);
         if (!discriminator.has_rotation_head()) return official;
         const ScoreStandardisation& s = score_standardisation;
@@ -261,6 +285,7 @@ public:
     Restoration restoration;            // the restoration trained for, whose scoring views score() averages
     RotationPrediction rotation_prediction;     // its weights, when the discriminator has a rotation head
     ScoreStandardisation score_standardisation;  // learnt by Detector::fit from normal images
+    AnomalyMapRule map_rule;            // how error maps and, with a local rule, image scores are made
 
 private:
     // score() of `units` equal units of `images` together (1: one batch), each unit getting the
@@ -275,20 +300,26 @@ private:
         ctx.arena().reset();
         const IndependentUnitsGuard independent(tape, units);
         const std::int64_t views = restoration.scoring_views();
+        const bool maps = with_error_maps || map_rule.score_needs_map();
         const ScoringInputs in = scoring_inputs(ctx, tape, images, units);
-        BatchScores all = score_view(ctx, tape, in.target, in.generator_input, mode, with_error_maps, units);
+        BatchScores all = score_view(ctx, tape, in.target, in.generator_input, mode, maps, units);
         if (discriminator.has_rotation_head()) all.rotation = rotation_errors(ctx, tape, in.generator_input, mode, units);
-        if (views == 1) return all;
+        BatchScores out = views == 1 ? std::move(all) : mean_over_views(all, images.shape(), units, views, maps);
+        if (maps) finish_maps(out, images.shape(), with_error_maps);
+        return out;
+    }
 
-        // Row (u x V + v) x m + j of `all` is view v of image j of unit u (m images a unit).
-        const Shape& s = images.shape();
+    // The mean over the V scoring views of each part of `all`, whose row (u x V + v) x m + j is
+    // view v of image j of unit u (m images a unit).
+    static BatchScores mean_over_views(const BatchScores& all, const Shape& s, std::int64_t units, std::int64_t views,
+                                       bool maps) {
         const std::size_t count = static_cast<std::size_t>(s[0]), plane = static_cast<std::size_t>(s[2] * s[3]);
         const std::size_t m = count / static_cast<std::size_t>(units), v_count = static_cast<std::size_t>(views);
         BatchScores mean;
         mean.reconstruction.assign(count, 0.0f);
         mean.latent.assign(count, 0.0f);
         if (!all.rotation.empty()) mean.rotation.assign(count, 0.0f);
-        if (with_error_maps) mean.error_maps.assign(count * plane, 0.0f);
+        if (maps) mean.error_maps.assign(count * plane, 0.0f);
         const float scale = 1.0f / static_cast<float>(views);
         for (std::size_t v = 0; v < v_count; ++v)
             for (std::size_t i = 0; i < count; ++i) {
@@ -296,10 +327,23 @@ private:
                 mean.reconstruction[i] += scale * all.reconstruction[row];
                 mean.latent[i] += scale * all.latent[row];
                 if (!all.rotation.empty()) mean.rotation[i] += scale * all.rotation[row];
-                for (std::size_t p = 0; with_error_maps && p < plane; ++p)
+                for (std::size_t p = 0; maps && p < plane; ++p)
                     mean.error_maps[i * plane + p] += scale * all.error_maps[row * plane + p];
             }
         return mean;
+    }
+
+    // Smooths the maps of `parts` (map_rule), takes their image scores when the rule scores
+    // from the map, and drops the maps when the caller did not ask for them.
+    void finish_maps(BatchScores& parts, const Shape& s, bool keep_maps) const {
+        const std::int64_t count = s[0], plane = s[2] * s[3];
+        smooth_maps(parts.error_maps.data(), count, s[2], s[3], map_rule.smoothing_sigma);
+        if (map_rule.score_needs_map()) {
+            parts.map_score.resize(static_cast<std::size_t>(count));
+            for (std::int64_t i = 0; i < count; ++i)
+                parts.map_score[static_cast<std::size_t>(i)] = map_image_score(parts.error_maps.data() + i * plane, plane);
+        }
+        if (!keep_maps) parts.error_maps = {};
     }
 
     struct ScoringInputs {
@@ -402,7 +446,8 @@ private:
                         for (std::int64_t p = 0; p < plane; ++p) {
                             const std::size_t at = static_cast<std::size_t>((i * channels + c) * plane + p);
                             const float d = input[at] - output[at];
-                            out.error_maps[static_cast<std::size_t>((u * m + i) * plane + p)] += d * d / static_cast<float>(channels);
+                            const float e = map_rule.error == MapError::Squared ? d * d : std::abs(d);
+                            out.error_maps[static_cast<std::size_t>((u * m + i) * plane + p)] += e / static_cast<float>(channels);
                         }
             }
         }
