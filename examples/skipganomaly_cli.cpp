@@ -302,6 +302,7 @@ public:
         if (terminal_) c.on_batch = [this](const sga::TrainingProgress& p) { on_batch(p); };
         else c.on_batch = [this](const sga::TrainingProgress& p) { on_batch_line(p); };
         c.on_epoch = [this](const sga::EpochSummary& s) { on_epoch(s); };
+        c.on_decision = [this](const sga::RecipeDecision& d) { on_decision(d); };
         c.cancel = &cancel_requested;
         return c;
     }
@@ -345,6 +346,15 @@ private:
         if (terminal_) std::cerr << "\r\033[K";
         std::cerr << line << std::endl;
         bar_drawn_ = false;
+    }
+
+    void on_decision(const sga::RecipeDecision& d) {
+        if (terminal_) std::cerr << "\r\033[K";
+        std::cerr << "decision (" << d.check << "): " << d.finding << "; the " << d.completed_epochs
+                  << " epoch(s) of " << d.from_recipe << " are discarded and training starts again from epoch 1 with "
+                  << d.to_recipe << " (ETA " << format_duration(d.estimated_seconds) << ")" << std::endl;
+        bar_drawn_ = false;
+        next_line_at_ = 0;
     }
 
     bool terminal_;

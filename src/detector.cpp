@@ -4,6 +4,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <mutex>
 #include <numeric>
 #include <shared_mutex>
@@ -696,11 +697,28 @@ struct Detector::Impl {
         if (report.orientation.oriented) return report;
         const OrientationFinding finding = report.orientation;
         const double probing_seconds = report.seconds;
+        RecipeDecision decision;
+        decision.check = "orientation_check";
+        char text[200];
+        std::snprintf(text, sizeof text,
+                      "the rotation head tells the quarter turns of %zu held-out images apart with t = %.2f "
+                      "(0 by chance, %.2f needed): the images have no upright",
+                      finding.images, finding.t, finding.required_t);
+        decision.finding = text;
+        decision.from_recipe = options.recipe.name;
+        decision.completed_epochs = report.epochs_completed;
         adopt(options.recipe.without_orientation());
+        decision.to_recipe = options.recipe.name;
+        // The new recipe drops the rotation views (scoring and precise BN get 4x cheaper),
+        // but training costs about the same per epoch.
+        decision.estimated_seconds =
+            report.epochs_completed > 0 ? probing_seconds / report.epochs_completed * options.epochs : 0.0;
+        if (callbacks.on_decision) callbacks.on_decision(decision);
         trained = false;
         orientation = finding;  // so that checkpoints of the second run record it
         report = train(images, callbacks);
         report.orientation = finding;
+        report.decisions.insert(report.decisions.begin(), decision);
         report.seconds += probing_seconds;
         return report;
     }
@@ -886,6 +904,7 @@ FitReport Detector::Impl::train(std::span<const ImageView> images, const FitCall
         if (recipe.orientation_check.enabled && !validation.empty() && steps_before < check_at && steps >= check_at) {
             report.orientation = check_orientation(samples, validation);
             if (!report.orientation.oriented) {
+                report.epochs_completed = epoch + 1;  // discarded: they count in the fallback's decision
                 report.seconds = seconds_since(start);
                 return report;  // fit() trains again without the rotation techniques
             }

@@ -582,12 +582,29 @@ TEST_CASE("without an upright, fit trains the recipe without_orientation(), exac
     const DetectorOptions o = checked_early_options();
     const std::vector<Image> images = unoriented_images(48, 7);
     Detector d(o);
-    int batches = 0;
+    int batches = 0, batches_at_decision = -1;
+    std::vector<RecipeDecision> announced;
     FitCallbacks callbacks;
     callbacks.on_batch = [&](const TrainingProgress&) { ++batches; };
+    callbacks.on_decision = [&](const RecipeDecision& decision) {
+        announced.push_back(decision);
+        batches_at_decision = batches;
+    };
     const FitReport report = d.fit(images, callbacks);
     REQUIRE(report.orientation.checked);
     CHECK_FALSE(report.orientation.oriented);
+    // The fallback is announced when it is decided (after the probing epoch, before the new
+    // run's first batch), and the report keeps it.
+    REQUIRE(announced.size() == 1);
+    CHECK(batches_at_decision == 4);
+    CHECK(announced[0].check == "orientation_check");
+    CHECK(announced[0].from_recipe == "robust_rotation");
+    CHECK(announced[0].to_recipe == "robust_rotation_unoriented");
+    CHECK(announced[0].completed_epochs == 1);
+    CHECK(announced[0].estimated_seconds > 0);
+    CHECK(announced[0].finding.find("t = ") != std::string::npos);
+    REQUIRE(report.decisions.size() == 1);
+    CHECK(report.decisions[0].to_recipe == announced[0].to_recipe);
     CHECK(report.orientation.images == 9);  // the held-out ones (20% of 48)
     CHECK(report.orientation.t < report.orientation.required_t);
     CHECK(batches == 4 + 2 * 4);  // the probing epoch, then both epochs again (39 training images, batch 8)
@@ -647,6 +664,7 @@ TEST_CASE("with an upright, the check changes nothing, and a fallback's checkpoi
     REQUIRE(report.orientation.checked);
     CHECK(report.orientation.oriented);
     CHECK(report.epochs.size() == 4);
+    CHECK(report.decisions.empty());  // nothing changed, so nothing is announced
     CHECK(report.orientation.t >= report.orientation.required_t);
     CHECK(checked.options().recipe.name == "robust_rotation");
     CHECK(checked.model().discriminator.has_rotation_head());

@@ -125,6 +125,17 @@ struct EpochSummary {
     double synthetic_auroc = -1;
 };
 
+// A change of plan that fit() makes by itself, announced when it is made (FitCallbacks::
+// on_decision) and kept in FitReport::decisions.
+struct RecipeDecision {
+    std::string check;         // which check decided, e.g. "orientation_check"
+    std::string finding;       // what it measured, in words, with the statistic
+    std::string from_recipe;   // the recipe trained until now
+    std::string to_recipe;     // the recipe fit() trains from here on
+    int completed_epochs = 0;  // epochs of from_recipe that are discarded
+    double estimated_seconds = 0;  // how long the new plan should take, from the time per epoch so far
+};
+
 struct FitCallbacks {
     // When the recipe's orientation check finds no upright (FitReport::orientation), fit()
     // trains again from the start: on_batch then sees the epochs count from 1 again, and
@@ -134,6 +145,8 @@ struct FitCallbacks {
     // Sees the model as it stands after each epoch, for per-epoch evaluation (score it with
     // SkipGanomaly::score on a context of your own; keep no reference past the call).
     std::function<void(const EpochSummary&, const SkipGanomaly&)> on_epoch_model;
+    // A recipe decision (RecipeDecision), at the moment it is taken, before training goes on.
+    std::function<void(const RecipeDecision&)> on_decision;
     // When it becomes true, fit() returns after the current batch with the weights of the
     // last completed epoch.
     const std::atomic<bool>* cancel = nullptr;
@@ -160,6 +173,7 @@ struct FitReport {
     // trained again from the start with the recipe without_orientation(), which options()
     // then shows; everything above describes that second run, `seconds` both.
     OrientationFinding orientation;
+    std::vector<RecipeDecision> decisions;  // in the order they were taken
 };
 
 // The pixel-level counterpart of the image threshold: learnt by fit() and calibrate() from
