@@ -914,7 +914,7 @@ int command_calibrate(const std::vector<std::string>& args) {
         const std::vector<sga::Image> images = load_training_images(spec);
         std::vector<sga::ImageView> views;
         for (const sga::Image& im : images) views.push_back(im.view());
-        c = detector.calibrate(views, quantile);
+        c = quantile ? detector.calibrate(views, *quantile) : detector.calibrate(views);
     } else {
         const std::vector<sga::LabeledImage> samples = load_labelled_images(spec);
         std::vector<sga::ImageView> normal, anomalous;

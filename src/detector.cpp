@@ -1022,8 +1022,8 @@ ScoreResult Detector::score(const FloatImageView& image, const ScoreOptions& opt
 
 CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::span<const ImageView> anomalous) {
     Impl& impl = checked_impl("calibrate");
-    SGA_CHECK_ARGUMENT(!normal.empty() && !anomalous.empty(),
-                       "calibrate needs at least one normal and one anomalous image");
+    if (anomalous.empty()) return calibrate(normal);
+    SGA_CHECK_ARGUMENT(!normal.empty(), "calibrate needs at least one normal image");
     std::unique_lock lock(impl.model_mutex);
     impl.require_trained();
     const std::vector<float> normal_samples = impl.preprocess_all(normal);
@@ -1048,7 +1048,13 @@ CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::sp
     return c;
 }
 
-CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::optional<double> threshold_quantile) {
+CalibrationResult Detector::calibrate(std::span<const ImageView> normal) { return calibrate_normal(normal, std::nullopt); }
+
+CalibrationResult Detector::calibrate(std::span<const ImageView> normal, ThresholdQuantile quantile) {
+    return calibrate_normal(normal, quantile.level);
+}
+
+CalibrationResult Detector::calibrate_normal(std::span<const ImageView> normal, std::optional<double> threshold_quantile) {
     Impl& impl = checked_impl("calibrate");
     SGA_CHECK_ARGUMENT(!normal.empty(), "calibrate needs at least one normal image");
     SGA_CHECK_ARGUMENT(!threshold_quantile || (*threshold_quantile > 0 && *threshold_quantile <= 1),

@@ -155,7 +155,11 @@ TEST_CASE("the same seed gives the same model, another seed another one", "[dete
 }
 
 TEST_CASE("an image's score does not depend on the rest of its batch", "[detector]") {
-    const Detector& d = trained_detector();
+    // The default recipe as it trains on these blobs (its fallback), and with its rotation
+    // techniques kept: the bound detector.hpp states holds for both.
+    const bool rotation = GENERATE(false, true);
+    const Detector& d = rotation ? rotation_detector() : trained_detector();
+    INFO("recipe " << d.options().recipe.name);
     std::vector<Image> images = blob_images(6, 7);
     const std::vector<Image> anomalies = checker_images(3, 8);
     images.insert(images.end(), anomalies.begin(), anomalies.end());
@@ -726,6 +730,15 @@ TEST_CASE("opt-in extras: reconstruction, normalised anomaly map and binary mask
     CHECK(old.threshold() == static_cast<float>(threshold_from_normal_scores(normal_scores, 0.99)));
     CHECK(c.threshold == old.threshold());
     CHECK_NOTHROW(old.score(anomaly.view(), extras));
+
+    // calibrate(normal, {}): no anomalous images, the normal-only rule; a quantile as a number.
+    Detector braced = Detector::load(old_path, Device::Cpu);
+    const CalibrationResult b = braced.calibrate(normal_views, {});
+    CHECK(b.rule == "validation_quantile");
+    CHECK(braced.threshold() == old.threshold());
+    const CalibrationResult q = braced.calibrate(normal_views, 0.5);
+    CHECK(q.threshold == static_cast<float>(threshold_from_normal_scores(normal_scores, 0.5)));
+    CHECK_THROWS_AS(braced.calibrate(normal_views, 0.0), InvalidArgument);
 }
 
 TEST_CASE("the scoring mode is a per-call choice that changes nothing in the Detector", "[detector]") {

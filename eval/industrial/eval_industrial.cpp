@@ -64,6 +64,10 @@ Arguments parse(int argc, char** argv) {
         else if (flag == "--image-size") a.options.architecture.image_size = std::stoi(value());
         else if (flag == "--channels") a.options.architecture.channels = std::stoi(value());
         else if (flag == "--epochs") a.options.epochs = std::stoi(value());
+        else if (flag == "--features") {  // ngf = ndf: smaller networks for quick ablations
+            a.options.architecture.generator_features = std::stoi(value());
+            a.options.architecture.discriminator_features = a.options.architecture.generator_features;
+        }
         else if (flag == "--batch-size") a.options.batch_size = std::stoi(value());
         else if (flag == "--seed") a.options.seed = std::stoull(value());
         else if (flag == "--threads") a.threads = std::stoi(value());
