@@ -84,12 +84,13 @@
 #include <type_traits>
 #include <utility>
 
+#include "conv2d_internal.hpp"
 #include "skipganomaly/kernels.hpp"
 
 namespace sga::cpu {
+using namespace conv2d_detail;
 namespace {
 
-using Index = std::int64_t;
 using ColumnMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
 using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 // Unaligned maps: callers may hand us any float pointer (tests put guard bands around outputs).
@@ -101,8 +102,6 @@ using ConstRowMatrixMap = Eigen::Map<const RowMajor>;
 // 16 MiB of columns per chunk: four times the largest batched im2col of the model at batch 64
 // (128 -> 256 channels, 8x8 -> 4x4, k4: D = 2048, 64 * 16 rows).
 constexpr Index max_column_floats = Index{1} << 22;
-// Below this many elements touched, an OpenMP fork costs more than it saves.
-constexpr Index parallel_threshold = Index{1} << 15;
 // Output positions per image from which one single-threaded GEMM per image beats one
 // threaded GEMM over the batch (measured: 2x better at P = 256 and 1.5x at P = 64, even at
 // P = 16, behind below it).
@@ -116,29 +115,16 @@ constexpr Index per_image_min_positions = 32;
 // a GEMM of its own, with no operand packed twice: D conv1 and conv2 of a batch-1 score took
 // 0.031 and 0.254 ms instead of 0.071 and 0.306 (2 threads, medians of 5 alternating runs).
 constexpr Index per_image_min_batch = 2;
-// The skinny kernels' limit on the rows of the product (batch * P): one AVX-512 vector.
-constexpr Index skinny_max_rows = 16;
-
-Index ceil_div(Index a, Index b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
-Index floor_div(Index a, Index b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-Index round_up_16(Index n) { return (n + 15) / 16 * 16; }  // floats: keeps 64-byte alignment
 
 // Output positions o in [begin, end) whose input coordinate o * stride - padding + tap lies in
 // [0, in): the positions where kernel tap `tap` reads real input rather than padding.
-struct Span {
-    Index begin, end;
-};
 Span valid_outputs(Index tap, Index in, Index out, Index stride, Index padding) {
     const Index begin = std::max<Index>(0, ceil_div(padding - tap, stride));
     const Index end = std::min<Index>(out, floor_div(in - 1 + padding - tap, stride) + 1);
     return {begin, std::max(begin, end)};
 }
 
-// The smallest window of kernel taps [first, first + count) holding every tap that reads real
-// input somewhere; taps outside it only ever multiply padding zeros.
-struct TapWindow {
-    Index first = 0, count = 0;
-};
+// The active taps of one kernel dimension (TapWindow, conv2d_internal.hpp).
 TapWindow active_taps(Index kernel, Index in, Index out, Index stride, Index padding) {
     Index first = kernel, last = -1;
     for (Index tap = 0; tap < kernel; ++tap) {
@@ -150,18 +136,6 @@ TapWindow active_taps(Index kernel, Index in, Index out, Index stride, Index pad
     }
     return last < first ? TapWindow{} : TapWindow{first, last - first + 1};
 }
-
-struct Plan {
-    TapWindow rows, cols;           // active kernel taps along KH and KW
-    Index taps = 0;                 // rows.count * cols.count
-    Index depth = 0;                // GEMM depth D = Cin * taps
-    bool full_window = false;       // every tap is active: the weight is used in place
-    bool input_is_columns = false;  // P = 1 and the window is the whole unpadded input
-    bool per_image = false;         // one single-threaded GEMM per image (see the top)
-    bool skinny = false;            // few rows and dropped taps: the skinny kernels (see the top)
-    Index spatial = 0;              // P = OH * OW
-    Index images_per_chunk = 1;     // batched path only
-};
 
 // The messages are built only on failure (inside SGA_CHECK_ARGUMENT): no string work per call.
 void check_geometry(const ConvGeometry& g, const char* kernel) {
@@ -214,240 +188,6 @@ const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, 
                         weight[(co * g.in_channels + ci) * kernel_area + (plan.rows.first + r) * g.kernel_width +
                                plan.cols.first + c];
     return compact;
-}
-
-// Per-thread scratch of a fixed size each, 64-byte aligned so that threads never share a line.
-struct ThreadScratch {
-    float* data;
-    Index stride;
-    float* for_this_thread() const { return data + omp_get_thread_num() * stride; }
-};
-ThreadScratch thread_scratch(Context& ctx, Index floats) {
-    const Index stride = round_up_16(floats);
-    const Index threads = std::max(1, omp_get_max_threads());
-    return {ctx.arena().allocate_floats(static_cast<std::size_t>(threads * stride)), stride};
-}
-
-// im2col and col2im work on one (image, channel) plane at a time, through a thread-local copy
-// of the plane that is zero-padded and split into `stride` column phases:
-//   local[q][r][j] = padded(r, stride * j + q),  padded(r, c) = plane[r - padding][c - padding] or 0.
-// Tap (kh, kw) at output (oh, ow) reads padded(oh * stride + kh, ow * stride + kw), which is
-// local[kw % stride][oh * stride + kh][ow + kw / stride]: for every tap and output row, OW
-// consecutive floats. So the inner loops are branch-free contiguous copies (or adds) that the
-// compiler vectorises, instead of a bounds test and a strided gather per element; the copy
-// itself costs one pass over the plane and stays in L1.
-struct PhasePlane {
-    Index phases = 1, height = 0, width = 0;
-    Index size() const { return phases * height * width; }
-};
-PhasePlane phase_plane(const ConvGeometry& g) {
-    PhasePlane plane;
-    plane.phases = g.stride;
-    plane.height = g.in_height + 2 * g.padding;
-    plane.width = ceil_div(g.in_width + 2 * g.padding, g.stride);
-    return plane;
-}
-
-// Columns j of phase q that hold real input (the rest is padding): [begin, end).
-Span phase_columns(const ConvGeometry& g, const PhasePlane& layout, Index q) {
-    const Index begin = std::max<Index>(0, ceil_div(g.padding - q, g.stride));
-    const Index end = std::min<Index>(layout.width, floor_div(g.in_width - 1 + g.padding - q, g.stride) + 1);
-    return {begin, std::max(begin, end)};
-}
-
-void split_plane(const ConvGeometry& g, const PhasePlane& layout, const float* plane, float* local) {
-    const Index stride = g.stride;
-    for (Index q = 0; q < layout.phases; ++q) {
-        const Span valid = phase_columns(g, layout, q);
-        const Index offset = q - g.padding;  // input column of phase column j: stride * j + offset
-        for (Index r = 0; r < layout.height; ++r) {
-            float* out = local + (q * layout.height + r) * layout.width;
-            const Index ih = r - g.padding;
-            if (ih < 0 || ih >= g.in_height) {
-                std::fill(out, out + layout.width, 0.0f);
-                continue;
-            }
-            const float* in_row = plane + ih * g.in_width;
-            std::fill(out, out + valid.begin, 0.0f);
-            if (stride == 1) {
-                std::memcpy(out + valid.begin, in_row + valid.begin + offset,
-                            static_cast<std::size_t>(valid.end - valid.begin) * sizeof(float));
-            } else {
-                for (Index j = valid.begin; j < valid.end; ++j) out[j] = in_row[stride * j + offset];
-            }
-            std::fill(out + valid.end, out + layout.width, 0.0f);
-        }
-    }
-}
-
-// grad_plane (H, W) = local's real columns (+ grad_plane when beta = 1). Every input element
-// is exactly one (phase, row, column) of local, so beta = 0 overwrites the whole plane.
-void merge_plane(const ConvGeometry& g, const PhasePlane& layout, const float* local, float* grad_plane, float beta) {
-    const Index stride = g.stride;
-    for (Index q = 0; q < layout.phases; ++q) {
-        const Span valid = phase_columns(g, layout, q);
-        const Index offset = q - g.padding;
-        for (Index ih = 0; ih < g.in_height; ++ih) {
-            const float* in = local + (q * layout.height + ih + g.padding) * layout.width;
-            float* out_row = grad_plane + ih * g.in_width;
-            if (beta == 0.0f) {
-                for (Index j = valid.begin; j < valid.end; ++j) out_row[stride * j + offset] = in[j];
-            } else {
-                for (Index j = valid.begin; j < valid.end; ++j) out_row[stride * j + offset] += in[j];
-            }
-        }
-    }
-}
-
-// target[r][i] = (or +=) source[r][i] for `rows` rows of `width` floats, each side with its
-// own row pitch. The widths of the model's layers (1, 2, 4, 8, 16, 32) get compile-time
-// lengths: with a runtime trip count of 8 or less the vectoriser's main loop never runs.
-template <bool Accumulate, Index Width>
-void transfer_rows_fixed(const float* __restrict source, Index source_pitch, float* __restrict target,
-                         Index target_pitch, Index rows, Index width) {
-    const Index w = Width > 0 ? Width : width;
-    for (Index r = 0; r < rows; ++r) {
-        const float* __restrict from = source + r * source_pitch;
-        float* __restrict to = target + r * target_pitch;
-        for (Index i = 0; i < w; ++i) {
-            if constexpr (Accumulate)
-                to[i] += from[i];
-            else
-                to[i] = from[i];
-        }
-    }
-}
-template <bool Accumulate>
-void transfer_rows(const float* source, Index source_pitch, float* target, Index target_pitch, Index rows,
-                   Index width) {
-    switch (width) {
-        case 1: return transfer_rows_fixed<Accumulate, 1>(source, source_pitch, target, target_pitch, rows, width);
-        case 2: return transfer_rows_fixed<Accumulate, 2>(source, source_pitch, target, target_pitch, rows, width);
-        case 4: return transfer_rows_fixed<Accumulate, 4>(source, source_pitch, target, target_pitch, rows, width);
-        case 8: return transfer_rows_fixed<Accumulate, 8>(source, source_pitch, target, target_pitch, rows, width);
-        case 16: return transfer_rows_fixed<Accumulate, 16>(source, source_pitch, target, target_pitch, rows, width);
-        case 32: return transfer_rows_fixed<Accumulate, 32>(source, source_pitch, target, target_pitch, rows, width);
-        default: return transfer_rows_fixed<Accumulate, 0>(source, source_pitch, target, target_pitch, rows, width);
-    }
-}
-
-// One image's columns of input channel `plane`'s taps: tap column t of the channel goes to
-// out + t * leading (leading = rows of the column matrix), P floats from there.
-void im2col_channel(const ConvGeometry& g, const Plan& plan, const PhasePlane& layout, const float* plane, float* local,
-                    float* out, Index leading) {
-    const Index stride = g.stride, OW = g.out_width;
-    split_plane(g, layout, plane, local);
-    for (Index r = 0; r < plan.rows.count; ++r) {
-        const Index kh = plan.rows.first + r;
-        for (Index c = 0; c < plan.cols.count; ++c) {
-            const Index kw = plan.cols.first + c;
-            const float* source = local + ((kw % stride) * layout.height + kh) * layout.width + kw / stride;
-            transfer_rows<false>(source, stride * layout.width, out + (r * plan.cols.count + c) * leading, OW,
-                                 g.out_height, OW);
-        }
-    }
-}
-
-// The inverse for one image and input channel: grad_plane (H, W) = the channel's tap columns
-// (at column + t * leading) scattered back (+ grad_plane when beta = 1).
-void col2im_channel(const ConvGeometry& g, const Plan& plan, const PhasePlane& layout, const float* column,
-                    Index leading, float* local, float* grad_plane, float beta) {
-    const Index stride = g.stride, OW = g.out_width;
-    std::fill(local, local + layout.size(), 0.0f);
-    for (Index r = 0; r < plan.rows.count; ++r) {
-        const Index kh = plan.rows.first + r;
-        for (Index c = 0; c < plan.cols.count; ++c) {
-            const Index kw = plan.cols.first + c;
-            float* target = local + ((kw % stride) * layout.height + kh) * layout.width + kw / stride;
-            transfer_rows<true>(column + (r * plan.cols.count + c) * leading, OW, target, stride * layout.width,
-                                g.out_height, OW);
-        }
-    }
-    merge_plane(g, layout, local, grad_plane, beta);
-}
-
-// A single output position (the model's 2x2 -> 1x1 and 1x1 -> 1x1 layers): each column is
-// one input element per image, or padding, so a plane at a time would be all set-up and no
-// copying. One task per column instead, gathering that element across the images.
-void im2col_single_position(const ConvGeometry& g, const Plan& plan, const float* input, Index images, float* columns) {
-    const Index taps = plan.taps;
-    const Index image_size = g.in_channels * g.in_height * g.in_width;
-#pragma omp parallel for schedule(static) if (plan.depth * images > parallel_threshold)
-    for (Index k = 0; k < plan.depth; ++k) {
-        const Index ci = k / taps, tap = k % taps;
-        const Index ih = plan.rows.first + tap / plan.cols.count - g.padding;
-        const Index iw = plan.cols.first + tap % plan.cols.count - g.padding;
-        float* out = columns + k * images;
-        if (ih < 0 || ih >= g.in_height || iw < 0 || iw >= g.in_width) {
-            std::fill(out, out + images, 0.0f);
-            continue;
-        }
-        const float* source = input + (ci * g.in_height + ih) * g.in_width + iw;
-        for (Index n = 0; n < images; ++n) out[n] = source[n * image_size];
-    }
-}
-
-// The inverse: with one output position, input element (ih, iw) is read by at most one tap,
-// (ih + padding, iw + padding), so every grad_input element is one column entry or 0. One task
-// per image writes its plane contiguously; walking the images in the inner loop instead would
-// write with a power-of-two stride that maps every store to the same cache set.
-void col2im_single_position(const ConvGeometry& g, const Plan& plan, const float* columns, Index images,
-                            float* grad_input, float beta) {
-    const Index taps = plan.taps;
-    const Index image_size = g.in_channels * g.in_height * g.in_width;
-#pragma omp parallel for schedule(static) if (images * image_size > parallel_threshold)
-    for (Index n = 0; n < images; ++n) {
-        float* out = grad_input + n * image_size;
-        for (Index ci = 0; ci < g.in_channels; ++ci)
-            for (Index ih = 0; ih < g.in_height; ++ih) {
-                const Index r = ih + g.padding - plan.rows.first;
-                const bool row_read = r >= 0 && r < plan.rows.count;
-                for (Index iw = 0; iw < g.in_width; ++iw, ++out) {
-                    const Index c = iw + g.padding - plan.cols.first;
-                    const float value = row_read && c >= 0 && c < plan.cols.count
-                                            ? columns[(ci * taps + r * plan.cols.count + c) * images + n]
-                                            : 0.0f;
-                    *out = beta == 0.0f ? value : *out + value;
-                }
-            }
-    }
-}
-
-// Batched columns (images * P, D) from `images` input images (N, Cin, H, W). One task per
-// (input channel, image): it writes that image's P-long segment of each of the channel's tap
-// columns, so tasks never share output memory, and consecutive tasks write adjacent segments.
-void im2col(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input, Index images, float* columns) {
-    if (plan.spatial == 1) return im2col_single_position(g, plan, input, images, columns);
-    const Index P = plan.spatial, rows = images * P;
-    const Index tasks = g.in_channels * images;
-    const Index plane_size = g.in_height * g.in_width;
-    const PhasePlane layout = phase_plane(g);
-    const ThreadScratch scratch = thread_scratch(ctx, layout.size());
-#pragma omp parallel for schedule(static) if (tasks * plan.taps * P > parallel_threshold)
-    for (Index task = 0; task < tasks; ++task) {
-        const Index ci = task / images, n = task % images;
-        im2col_channel(g, plan, layout, input + (n * g.in_channels + ci) * plane_size, scratch.for_this_thread(),
-                       columns + ci * plan.taps * rows + n * P, rows);
-    }
-}
-
-// grad_input (images, Cin, H, W) = batched columns scattered back (+ grad_input when beta = 1).
-// One task owns one (image, input channel) plane and reads only that channel's columns, so
-// the += scatter needs no atomics.
-void col2im(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* columns, Index images,
-            float* grad_input, float beta) {
-    if (plan.spatial == 1) return col2im_single_position(g, plan, columns, images, grad_input, beta);
-    const Index P = plan.spatial, rows = images * P;
-    const Index tasks = images * g.in_channels;
-    const Index plane_size = g.in_height * g.in_width;
-    const PhasePlane layout = phase_plane(g);
-    const ThreadScratch scratch = thread_scratch(ctx, layout.size());
-#pragma omp parallel for schedule(static) if (tasks * plan.taps * P > parallel_threshold)
-    for (Index task = 0; task < tasks; ++task) {
-        const Index n = task / g.in_channels, ci = task % g.in_channels;
-        col2im_channel(g, plan, layout, columns + ci * plan.taps * rows + n * P, rows, scratch.for_this_thread(),
-                       grad_input + task * plane_size, beta);
-    }
 }
 
 template <typename Destination, typename Product>
@@ -507,10 +247,6 @@ void threaded_product(Destination&& destination, const Lhs& lhs, const Rhs& rhs,
 #pragma omp for schedule(static)
         for (Index b = 0; b < blocks; ++b) run_block(b);
     }
-}
-
-void scale_or_zero(float* data, Index n, float beta) {
-    if (beta == 0.0f) std::fill(data, data + n, 0.0f);
 }
 
 // ---- per-image GEMMs: the weight packed once per call ----
