@@ -93,4 +93,44 @@ void im2col(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* 
 void col2im(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* columns, Index images,
             float* grad_input, float beta);
 
+// ---- prepared kernels (conv2d_prepared.cpp) ----
+
+// Element (m, k) of A at data[row_offset[m] + k * stride]; element (m, n) of C at
+// data[row_offset[m] + n * stride]. The offsets cover every layout the two passes meet
+// (im2col columns, NCHW batches, (N, D) row-major) without reordering copies.
+struct SourceRows {
+    const float* data;
+    const Index* row_offset;
+    Index stride;
+};
+struct TargetRows {
+    float* data;
+    const Index* row_offset;
+    Index stride;
+};
+
+// W seen as a (K, N) matrix: element (k, n) at data[k * k_stride + n * n_stride]. BackwardData
+// reads the weight (K, N) row-major as it lies; the forward pass its transpose, (N, K) row-major.
+struct WeightMatrix {
+    const float* data;
+    Index k_stride, n_stride;
+    float operator()(Index k, Index n) const { return data[k * k_stride + n * n_stride]; }
+};
+
+// Forward: C (M, N) = A (M, K) * W^T with W (N, K) row-major, as dot products along K.
+void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
+                      const TargetRows& c);
+// C (M, N) = A (M, K) * W in register tiles of rows x columns.
+void panels_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const WeightMatrix& w,
+                     const TargetRows& c);
+// BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major.
+void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
+                            const TargetRows& c);
+
+// Offsets of the M = batch * P rows of an NCHW tensor with `channels` channels: row
+// n * P + p starts at image n, position p; its channel k lies k * P further.
+Index* nchw_row_offsets(Context& ctx, Index batch, Index channels, Index P);
+// Offsets m * stride of `rows` rows.
+Index* strided_row_offsets(Context& ctx, Index rows, Index stride);
+
 }  // namespace sga::cpu::conv2d_detail
