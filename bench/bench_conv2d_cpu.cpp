@@ -20,7 +20,7 @@
 // weight once.
 //
 // Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2 (results, method and why under
-// `chrt -f` on a shared machine: docs/benchmarks-conv-cpu.md).
+// `chrt -f` on a shared machine: results/2026-11-28-cpu-conv-kernels/).
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>

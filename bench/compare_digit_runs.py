@@ -5,8 +5,8 @@ difference of the group means. Input: result files of bench/eval_mnist (ours) or
 bench/reference_mnist_pytorch.py (PyTorch), as GROUP=FILE arguments; the seed is read from
 the file (PyTorch) or from a "_seedN" in its name (eval_mnist).
 
-    /usr/bin/python3 bench/compare_digit_runs.py --digit 8 ours=docs/mnist_results.json \
-        pytorch=docs/reference_digit8_seed0.json ...
+    /usr/bin/python3 bench/compare_digit_runs.py --digit 8 ours=results/2026-11-28-mnist-official/mnist_results.json \
+        pytorch=results/2026-11-28-mnist-digit8-vs-pytorch/pytorch_seed0.json ...
 """
 import argparse
 import json
@@ -33,7 +33,7 @@ def main():
         seed = r.get("seed")
         if seed is None:
             match = re.search(r"_seed(\d+)", path)
-            seed = int(match.group(1)) if match else 0  # docs/mnist_results.json is seed 0
+            seed = int(match.group(1)) if match else 0  # mnist_results.json is seed 0
         groups.setdefault(group, []).append((r["auroc_eval_mode"], r["auroc_train_mode"]))
         print(f"| {group} | {seed} | {r['auroc_eval_mode']:.4f} | {r['auroc_train_mode']:.4f} | {path} |")
     print()

@@ -13,7 +13,7 @@ weights one scoring call reads (bench_model_cpu's weights_MiB) over that bandwid
 roofline: per convolution layer the longer of its active weights at that bandwidth and its
 active FLOPs at the GEMM peak, summed; then the batched rows' convolution FLOP rate against the
 GEMM peak; 8 application threads scoring at once against one caller's batch of 64 (isize 32);
-and last issue 10's targets against this run, with what each missed one would need.
+and last the speed and memory targets against this run, with what each missed one would need.
 
 PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13. Its stock
 ConvTranspose2d runs on the reference BLAS, 20-50x slower than its convolutions (oneDNN), so
@@ -334,7 +334,7 @@ def main():
             print(f"| {isize} | {ours['weights_mib']:.1f} MiB | {floor * 1e3:.2f} ms | {roof * 1e3:.2f} ms | "
                   f"{target * 1e3:.2f} ms | {roof / target:.2f} | {ours['seconds'] * 1e3:.2f} ms | "
                   f"{ours['seconds'] / roof:.2f} | {theirs['seconds'] * 1e3:.2f} ms | {theirs['seconds'] / roof:.2f} |")
-    # The batched rows against the GEMM peak (the issue's 85% target is on the FLOPs
+    # The batched rows against the GEMM peak (the 85% target is on the FLOPs
     # computed); both sides are given the same count, PyTorch's.
     print(f"\nConvolution FLOPs (dense; training: 3x its forward passes') per second against the GEMM peak "
           f"({peak:.1f} GFLOP/s)\n")
@@ -353,7 +353,7 @@ def main():
     print_targets(rows, bandwidth, peak, callers)
 
 
-# Issue 10's targets: (measure, isize) -> largest ours / PyTorch time allowed. Batch-1 scoring
+# The targets: (measure, isize) -> largest ours / PyTorch time allowed. Batch-1 scoring
 # <= 1/5 of PyTorch's time at isize 32 and <= 1/2 at 128 and 256; large-batch scoring >= 1.3x
 # PyTorch's throughput at isize 32; the training step <= 0.5x at 32 and <= 0.6x at 128 and 256.
 TIME_TARGETS = {("score1", 32): 1 / 5, ("score1", 128): 1 / 2, ("score1", 256): 1 / 2, ("scoreN", 32): 1 / 1.3,

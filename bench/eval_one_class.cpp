@@ -1,4 +1,4 @@
-// One-class evaluation on MNIST or CIFAR-10 (docs/results.md, docs/quality.md).
+// One-class evaluation on MNIST or CIFAR-10 (docs/quality.md, docs/technical-report.md).
 //
 // For each class c: train on the training images of c only, test on every test image
 // (anomaly = any other class; anomalies are the positive class). isize 32, ngf = ndf = 64,

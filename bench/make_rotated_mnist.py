@@ -3,7 +3,7 @@
 a random multiple of 90 degrees (seeded, one draw per image), labels unchanged, in the same
 gzipped IDX files, so that `eval_one_class --dataset mnist --data OUT` reads it as it is.
 
-It measures the limit that docs/quality.md names for the default recipe: rotation restoration
+It measures the limit that docs/technical-report.md names for the default recipe: rotation restoration
 and the rotation head assume normal images have an orientation. Here they have none, exactly
 for the four turns the recipe uses. Plain python3 (no numpy).
 

@@ -4,7 +4,7 @@ shows? The set is split at random into halves A and B; the table gives, for each
 k = 1, 2, 3, |mean(A) - turn_k(mean(B))| / |mean(A) - mean(B)|: about 1 when turning changes
 the mean image no more than sampling does, larger when the class has a typical orientation.
 
-A candidate label-free test for the default recipe's orientation assumption (docs/quality.md,
+A candidate label-free test for the default recipe's orientation assumption (docs/technical-report.md,
 "Data without an orientation"). It grows with the square root of the set size, so compare
 sets of one size.
 

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Turns eval_mnist's JSON into the per-digit table and the AUROC-per-epoch picture of
-docs/results.md.
+results/2026-11-28-mnist-official/.
 
-    /usr/bin/python3 bench/plot_mnist_results.py mnist_results.json --png docs/mnist_auroc_per_epoch.png
+    /usr/bin/python3 bench/plot_mnist_results.py mnist_results.json --png results/2026-11-28-mnist-official/mnist_auroc_per_epoch.png
 """
 import argparse
 import json

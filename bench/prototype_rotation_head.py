@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prototype (PyTorch, CPU): does a discriminator that predicts rotations detect anomalies?
 
-Measures the next candidate technique for the robust recipe (docs/quality.md, "Next: a
+Measures the next candidate technique for the robust recipe (docs/technical-report.md, "A
 discriminator that predicts rotations") before it is built into the library: Skip-GANomaly's
 discriminator body (the official NetD feature layers, scripts/make_fixtures.py) with a linear
 head nz -> 4 is trained, alone and not adversarially, to tell which quarter turn an image of

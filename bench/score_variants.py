@@ -4,8 +4,8 @@
 For a model saved by `eval_one_class --save-models` (robust recipe), recomputes with the
 official modules (scripts/make_fixtures.py, eval-mode batch norm) each test image's parts for
 the four scoring views (the input rotated by 0-3 quarter turns, greyed in colour) and prints
-the AUROC of label-free scores built from them (docs/quality.md, "Other scores of the same
-model"):
+the AUROC of label-free scores built from them (docs/technical-report.md, "A
+discriminator that predicts rotations"):
   robust            the recipe's score: mean over views of 0.9 x reconstruction + 0.1 x latent
   reconstruction    mean over views of the squared reconstruction error alone
   latent            ... of the latent error alone (D's last feature map, nz values)

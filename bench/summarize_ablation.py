@@ -6,10 +6,10 @@ For each variant: the mean over classes of each seed, their mean and sample stan
 deviation, and the change against the official recipe; then each variant's per-class mean
 over seeds. Plain python3 (no numpy).
 
-    python3 bench/summarize_ablation.py runs/ablation_mnist/*/seed*.json docs/mnist_results*.json
+    python3 bench/summarize_ablation.py runs/ablation_mnist/*/seed*.json results/2026-11-28-mnist-official/mnist_results*.json
 
 Runs of the same variant, seed and class count once (the last file wins). Files written before
-eval_one_class recorded the recipe and seed (docs/mnist_results*.json) are the official recipe;
+eval_one_class recorded the recipe and seed (results/2026-11-28-mnist-official/mnist_results*.json) are the official recipe;
 their seed is read from the file name (`..._seedN.json`, else 0). A seed counts in a variant's
 mean only when it has every class of the table (every class any file has), so that all rows
 average the same classes; a variant without such a seed says how many classes it has. The

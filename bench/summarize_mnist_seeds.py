@@ -4,8 +4,8 @@ per digit and seed (both scorings), the ten-digit mean of each seed, and the mea
 deviation over seeds. Input: eval_mnist --out files, one per seed, named on the command line
 as SEED=FILE.
 
-    /usr/bin/python3 bench/summarize_mnist_seeds.py 0=docs/mnist_results.json \
-        1=docs/mnist_results_seed1.json 2=docs/mnist_results_seed2.json
+    /usr/bin/python3 bench/summarize_mnist_seeds.py 0=results/2026-11-28-mnist-official/mnist_results.json \
+        1=results/2026-11-28-mnist-official/mnist_results_seed1.json 2=results/2026-11-28-mnist-official/mnist_results_seed2.json
 """
 import json
 import statistics

@@ -3,7 +3,7 @@
 that `eval_one_class --check-only` writes: one row per file (data set, seed), one column per
 class, each cell "t (kept)" or "t (fell back)". Plain Python, no dependencies.
 
-    python3 bench/summarize_orientation_checks.py docs/quality/orientation_check_*.json
+    python3 bench/summarize_orientation_checks.py results/2026-12-02-orientation-check/*.json
 """
 import json
 import sys

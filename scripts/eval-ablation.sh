@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces an ablation table in one command (docs/quality.md, "Ablation"): each label-free
+# Reproduces an ablation table in one command (docs/technical-report.md, "Ablation"): each label-free
 # technique of the default recipe alone and in combination, every class, several seeds, the
 # model fit() keeps, eval-mode scores. One single-threaded eval_one_class job per variant and
 # seed, `JOBS` at a time (default: the number of cores); then bench/summarize_ablation.py.

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Copies the build dependencies the GPU machine's image lacks (Eigen, stb, Catch2 v2, Google
 # Benchmark, nlohmann-json, zlib headers) from this machine's Debian packages into
-# .gpu-deps/ (ignored by git, about 17 MB), so that a device run can carry them:
+# .gpu-deps/ (ignored by git, about 17 MB), so that a GPU machine can use them:
 #
 #   scripts/pack-gpu-deps.sh
-#   device run: command "scripts/run-gpu-checks.sh", carry [".gpu-deps"]
+#   then, on the GPU machine with .gpu-deps/ copied beside the tree: scripts/run-gpu-checks.sh
 #
 # Nothing is downloaded: the files come from the installed packages (scripts/setup.sh
 # installs them). The GPU machine has CUDA, cuDNN (through PyTorch's nvidia-cudnn wheel),
@@ -43,4 +43,4 @@ find "$destination" -type l | while IFS= read -r link; do
   esac
 done
 du -sh "$destination"
-echo "pack-gpu-deps: $destination is ready; name it in the device run's carry"
+echo "pack-gpu-deps: $destination is ready; copy it beside the tree on the GPU machine"

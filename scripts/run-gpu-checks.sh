@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a GPU machine must prove, in one run of under 8 minutes on an H200 (build
-# included), so that the 15 minutes of device time a task may be lent hold a rerun:
+# included), so that 15 minutes of GPU time hold a rerun:
 #
 #   1. environment: the GPU, the driver, nvcc, cuDNN, compute-sanitizer;
 #   2. build: CUDA on, sm_90 only, the tests and the two model benchmarks, -j16;
@@ -18,10 +18,10 @@
 # time limit and the whole under a budget (GPU_CHECKS_BUDGET_S, default 460 s): a step that
 # would start too late is skipped, so the script never hangs and always writes its results.
 #
-# On the device machine (its image has CUDA, cuDNN through PyTorch's wheel, CMake and g++,
+# On a GPU machine (its image has CUDA, cuDNN through PyTorch's wheel, CMake and g++,
 # but not Eigen, Catch2, Google Benchmark, nlohmann-json or stb):
 #   here:   scripts/pack-gpu-deps.sh                       (fills .gpu-deps/, ignored by git)
-#   device: run command "scripts/run-gpu-checks.sh", carry [".gpu-deps"], timeout_s 540
+#   there:  scripts/run-gpu-checks.sh, with .gpu-deps/ copied beside the tree, allowed 540 s
 # Without a GPU (any CI machine) it builds, runs the tests, which fail with CUDA's reason
 # under SKIPGANOMALY_REQUIRE_GPU=1, skips the GPU-only steps with that reason, and exits 1.
 #

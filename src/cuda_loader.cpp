@@ -37,6 +37,8 @@ struct LoadResult {
 // Constant-initialised: usable from any static initialiser.
 constexpr CudaHostServices host_services{.abi = cuda_module_abi,
                                          .version = SKIPGANOMALY_VERSION_STRING,
+                                         .kernels_def_sha256 = SKIPGANOMALY_KERNELS_DEF_SHA256,
+                                         .layout = cuda_module_layout(),
                                          .allocate = &sga::allocate,
                                          .deallocate = &sga::deallocate,
                                          .allocate_block = &sga::allocate_block,
@@ -88,8 +90,16 @@ LoadResult load() {
         }
         auto entry = reinterpret_cast<CudaModuleEntry>(dlsym(handle, cuda_module_entry_name));
         const CudaModule* module = entry ? entry(&host_services) : nullptr;
-        if (module && module->abi == cuda_module_abi && std::string(module->version) == SKIPGANOMALY_VERSION_STRING)
-            return {module, {}};
+        if (module && module->abi == cuda_module_abi && std::string(module->version) == SKIPGANOMALY_VERSION_STRING) {
+            const std::string mismatch = cuda_module_mismatch("the module", module->kernels_def_sha256, module->layout);
+            if (mismatch.empty()) return {module, {}};
+            // Same version, another build: calling into it could pass structures that it lays
+            // out differently, or a kernel with another signature.
+            error = candidate + " comes from another build of skipganomaly " SKIPGANOMALY_VERSION_STRING " (" +
+                    mismatch + "); install the module built with this library";
+            dlclose(handle);
+            break;
+        }
         error = candidate + " is not the CUDA module of skipganomaly " SKIPGANOMALY_VERSION_STRING;
         dlclose(handle);
         break;

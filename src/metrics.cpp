@@ -1,11 +1,12 @@
-// Ranking metrics computed exactly from grouped counts, and small raster plots.
+// Ranking metrics computed exactly from grouped counts; the PRO curve from connected regions.
 #include "skipganomaly/metrics.hpp"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -82,81 +83,95 @@ double auc_of(const Grouped& grouped) {
            (2.0 * static_cast<double>(grouped.positives) * static_cast<double>(grouped.negatives));
 }
 
-// ---- raster drawing --------------------------------------------------------------------
-
-using Colour = std::array<std::uint8_t, 3>;
-constexpr Colour black{0, 0, 0};
-constexpr Colour grey{170, 170, 170};
-constexpr Colour light_grey{225, 225, 225};
-constexpr Colour blue{31, 119, 180};
-constexpr Colour red{214, 39, 40};
-
-class Canvas {
-public:
-    Canvas(int width, int height) {
-        image_.width = width;
-        image_.height = height;
-        image_.channels = 3;
-        image_.pixels.assign(static_cast<std::size_t>(width) * height * 3, 255);
-    }
-
-    // Blends colour over the pixel with the given opacity; points outside are ignored.
-    void plot(int x, int y, const Colour& colour, float opacity = 1.0f) {
-        if (x < 0 || y < 0 || x >= image_.width || y >= image_.height) return;
-        std::uint8_t* p = image_.pixels.data() + (static_cast<std::size_t>(y) * image_.width + x) * 3;
-        for (int c = 0; c < 3; ++c)
-            p[c] = static_cast<std::uint8_t>(
-                std::lround(p[c] * (1.0f - opacity) + colour[c] * opacity));
-    }
-
-    void fill(int x0, int y0, int x1, int y1, const Colour& colour, float opacity = 1.0f) {
-        for (int y = std::min(y0, y1); y <= std::max(y0, y1); ++y)
-            for (int x = std::min(x0, x1); x <= std::max(x0, x1); ++x) plot(x, y, colour, opacity);
-    }
-
-    // A line of the given thickness in pixels; with dash > 0, drawn dash pixels on, dash off.
-    void line(double x0, double y0, double x1, double y1, const Colour& colour, int thickness = 1,
-              int dash = 0) {
-        const double length = std::max(std::fabs(x1 - x0), std::fabs(y1 - y0));
-        const int steps = std::max(1, static_cast<int>(std::ceil(length)));
-        const int low = -(thickness - 1) / 2;
-        const int high = thickness / 2;
-        for (int i = 0; i <= steps; ++i) {
-            if (dash > 0 && (i / dash) % 2 == 1) continue;
-            const double t = static_cast<double>(i) / steps;
-            const int x = static_cast<int>(std::lround(x0 + (x1 - x0) * t));
-            const int y = static_cast<int>(std::lround(y0 + (y1 - y0) * t));
-            fill(x + low, y + low, x + high, y + high, colour);
+F1Max f1_max_of(const Grouped& grouped) {
+    // F1 = 2 TP / (TP + FP + P); fractions are compared exactly in 128-bit integers.
+    __extension__ using Wide = unsigned __int128;
+    std::uint64_t best_numerator = 0, best_denominator = 1;
+    float best_threshold = grouped.groups.front().score;
+    std::uint64_t true_positives = 0, false_positives = 0;
+    for (const ScoreGroup& group : grouped.groups) {  // thresholds descending
+        true_positives += group.positives;
+        false_positives += group.negatives;
+        const std::uint64_t numerator = 2 * true_positives;
+        const std::uint64_t denominator = true_positives + false_positives + grouped.positives;
+        // ">=": among equal F1 the later, lower threshold wins.
+        if (static_cast<Wide>(numerator) * best_denominator >=
+            static_cast<Wide>(best_numerator) * denominator) {
+            best_numerator = numerator;
+            best_denominator = denominator;
+            best_threshold = group.score;
         }
     }
+    return {static_cast<double>(best_numerator) / static_cast<double>(best_denominator),
+            best_threshold};
+}
 
-    Image take() { return std::move(image_); }
+using Maps = std::vector<std::vector<float>>;
+using Masks = std::vector<std::vector<std::uint8_t>>;
 
-private:
-    Image image_;
-};
-
-// The plot area inside a margin, and its axes with quarter tick marks and light grid lines.
-struct PlotArea {
-    int left, top, right, bottom;
-};
-
-PlotArea draw_axes(Canvas& canvas, int width, int height, bool grid) {
-    const int margin = std::max(8, std::min(width, height) / 10);
-    const PlotArea area{margin, margin / 2, width - 1 - margin / 2, height - 1 - margin};
-    for (int q = 1; q <= 4; ++q) {
-        const double x = area.left + (area.right - area.left) * q / 4.0;
-        const double y = area.bottom - (area.bottom - area.top) * q / 4.0;
-        if (grid) {
-            canvas.line(x, area.top, x, area.bottom, light_grey);
-            canvas.line(area.left, y, area.right, y, light_grey);
-        }
-        canvas.line(x, area.bottom, x, area.bottom + 4, black);
-        canvas.line(area.left - 4, y, area.left, y, black);
+// Checks what every pixel metric needs; returns the number of pixels.
+std::size_t check_maps(const Maps& maps, const Masks& masks) {
+    SGA_CHECK_ARGUMENT(!maps.empty(), "pixel metrics need at least one map");
+    SGA_CHECK_ARGUMENT(maps.size() == masks.size(),
+                       "maps and masks differ in number: " + std::to_string(maps.size()) +
+                           " maps, " + std::to_string(masks.size()) + " masks");
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < maps.size(); ++i) {
+        SGA_CHECK_ARGUMENT(maps[i].size() == masks[i].size(),
+                           "map " + std::to_string(i) + " has " + std::to_string(maps[i].size()) +
+                               " values, its mask " + std::to_string(masks[i].size()));
+        for (std::size_t j = 0; j < maps[i].size(); ++j)
+            if (std::isnan(maps[i][j]))
+                throw InvalidArgument("map " + std::to_string(i) + " pixel " + std::to_string(j) +
+                                      " is NaN");
+        total += maps[i].size();
     }
-    canvas.line(area.left, area.top, area.left, area.bottom, black);
-    canvas.line(area.left, area.bottom, area.right, area.bottom, black);
-    return area;
+    SGA_CHECK_ARGUMENT(total > 0, "pixel metrics need at least one pixel");
+    return total;
+}
+
+// Every pixel of every map, grouped by score; throws when one class is missing.
+Grouped group_pixels(const Maps& maps, const Masks& masks) {
+    std::vector<ScoredLabel> items;
+    items.reserve(check_maps(maps, masks));
+    for (std::size_t i = 0; i < maps.size(); ++i)
+        for (std::size_t j = 0; j < maps[i].size(); ++j)
+            items.emplace_back(maps[i][j], masks[i][j] > 0 ? 1 : 0);
+    return group_scores(items);
+}
+
+// Labels the 8-connected components of mask > 0 (row-major, height x width), numbering them on
+// from sizes.size() in raster order of their first pixel: region[p] is the component's number,
+// -1 outside every component, and each component's size is appended to sizes.
+void label_regions(std::span<const std::uint8_t> mask, int width, int height,
+                   std::span<std::int32_t> region, std::vector<std::uint64_t>& sizes) {
+    std::fill(region.begin(), region.end(), -1);
+    std::vector<std::size_t> stack;
+    for (std::size_t start = 0; start < mask.size(); ++start) {
+        if (mask[start] == 0 || region[start] >= 0) continue;
+        const auto label = static_cast<std::int32_t>(sizes.size());
+        std::uint64_t size = 0;
+        region[start] = label;
+        stack.push_back(start);
+        while (!stack.empty()) {
+            const std::size_t p = stack.back();
+            stack.pop_back();
+            ++size;
+            const int x = static_cast<int>(p % static_cast<std::size_t>(width));
+            const int y = static_cast<int>(p / static_cast<std::size_t>(width));
+            for (int dy = -1; dy <= 1; ++dy)
+                for (int dx = -1; dx <= 1; ++dx) {
+                    const int nx = x + dx, ny = y + dy;
+                    if (nx < 0 || ny < 0 || nx >= width || ny >= height) continue;
+                    const std::size_t q = static_cast<std::size_t>(ny) * static_cast<std::size_t>(width) +
+                                          static_cast<std::size_t>(nx);
+                    if (mask[q] == 0 || region[q] >= 0) continue;
+                    region[q] = label;
+                    stack.push_back(q);
+                }
+        }
+        sizes.push_back(size);
+    }
 }
 
 }  // namespace
@@ -181,27 +196,7 @@ double average_precision(std::span<const float> scores, std::span<const int> lab
 }
 
 F1Max f1_max(std::span<const float> scores, std::span<const int> labels) {
-    const Grouped grouped = validate_and_group(scores, labels);
-    // F1 = 2 TP / (TP + FP + P); fractions are compared exactly in 128-bit integers.
-    __extension__ using Wide = unsigned __int128;
-    std::uint64_t best_numerator = 0, best_denominator = 1;
-    float best_threshold = grouped.groups.front().score;
-    std::uint64_t true_positives = 0, false_positives = 0;
-    for (const ScoreGroup& group : grouped.groups) {  // thresholds descending
-        true_positives += group.positives;
-        false_positives += group.negatives;
-        const std::uint64_t numerator = 2 * true_positives;
-        const std::uint64_t denominator = true_positives + false_positives + grouped.positives;
-        // ">=": among equal F1 the later, lower threshold wins.
-        if (static_cast<Wide>(numerator) * best_denominator >=
-            static_cast<Wide>(best_numerator) * denominator) {
-            best_numerator = numerator;
-            best_denominator = denominator;
-            best_threshold = group.score;
-        }
-    }
-    return {static_cast<double>(best_numerator) / static_cast<double>(best_denominator),
-            best_threshold};
+    return f1_max_of(validate_and_group(scores, labels));
 }
 
 RocCurve roc_curve(std::span<const float> scores, std::span<const int> labels) {
@@ -226,105 +221,123 @@ RocCurve roc_curve(std::span<const float> scores, std::span<const int> labels) {
 
 double pixel_roc_auc(const std::vector<std::vector<float>>& maps,
                      const std::vector<std::vector<std::uint8_t>>& masks) {
-    SGA_CHECK_ARGUMENT(!maps.empty(), "pixel metrics need at least one map");
-    SGA_CHECK_ARGUMENT(maps.size() == masks.size(),
-                       "maps and masks differ in number: " + std::to_string(maps.size()) +
-                           " maps, " + std::to_string(masks.size()) + " masks");
-    std::size_t total = 0;
-    for (std::size_t i = 0; i < maps.size(); ++i) {
-        SGA_CHECK_ARGUMENT(maps[i].size() == masks[i].size(),
-                           "map " + std::to_string(i) + " has " + std::to_string(maps[i].size()) +
-                               " values, its mask " + std::to_string(masks[i].size()));
-        total += maps[i].size();
-    }
-    SGA_CHECK_ARGUMENT(total > 0, "pixel metrics need at least one pixel");
-    std::vector<ScoredLabel> items;
-    items.reserve(total);
-    for (std::size_t i = 0; i < maps.size(); ++i) {
-        for (std::size_t j = 0; j < maps[i].size(); ++j) {
-            if (std::isnan(maps[i][j]))
-                throw InvalidArgument("map " + std::to_string(i) + " pixel " + std::to_string(j) +
-                                      " is NaN");
-            items.emplace_back(maps[i][j], masks[i][j] > 0 ? 1 : 0);
-        }
-    }
-    return auc_of(group_scores(items));
+    return auc_of(group_pixels(maps, masks));
 }
 
-Image plot_roc_curve(const RocCurve& curve, int size) {
-    SGA_CHECK_ARGUMENT(size >= 32, "plot size must be at least 32, got " + std::to_string(size));
-    SGA_CHECK_ARGUMENT(!curve.fpr.empty() && curve.fpr.size() == curve.tpr.size(),
-                       "ROC curve needs matching, non-empty fpr and tpr");
-    for (std::size_t i = 0; i < curve.fpr.size(); ++i)
-        SGA_CHECK_ARGUMENT(curve.fpr[i] >= 0.0 && curve.fpr[i] <= 1.0 && curve.tpr[i] >= 0.0 &&
-                               curve.tpr[i] <= 1.0,
-                           "ROC point " + std::to_string(i) + " lies outside [0, 1]");
-    Canvas canvas(size, size);
-    const PlotArea area = draw_axes(canvas, size, size, true);
-    const double w = area.right - area.left;
-    const double h = area.bottom - area.top;
-    canvas.line(area.left, area.bottom, area.right, area.top, grey, 1, 3);
-    const int thickness = std::max(2, size / 200);
-    for (std::size_t i = 0; i < curve.fpr.size(); ++i) {
-        const double x = area.left + curve.fpr[i] * w;
-        const double y = area.bottom - curve.tpr[i] * h;
-        const std::size_t previous = i == 0 ? 0 : i - 1;
-        canvas.line(area.left + curve.fpr[previous] * w, area.bottom - curve.tpr[previous] * h, x, y,
-                    blue, thickness);
-    }
-    return canvas.take();
+F1Max pixel_f1_max(const std::vector<std::vector<float>>& maps,
+                   const std::vector<std::vector<std::uint8_t>>& masks) {
+    return f1_max_of(group_pixels(maps, masks));
 }
 
-Image plot_score_histogram(std::span<const float> normal_scores,
-                           std::span<const float> anomalous_scores, int width, int height) {
-    SGA_CHECK_ARGUMENT(width >= 32 && height >= 32,
-                       "plot size must be at least 32 x 32, got " + std::to_string(width) + " x " +
-                           std::to_string(height));
-    SGA_CHECK_ARGUMENT(!normal_scores.empty() || !anomalous_scores.empty(),
-                       "histogram needs at least one score");
-    float low = std::numeric_limits<float>::infinity();
-    float high = -std::numeric_limits<float>::infinity();
-    for (std::span<const float> set : {normal_scores, anomalous_scores}) {
-        for (float s : set) {
-            SGA_CHECK_ARGUMENT(std::isfinite(s), "histogram scores must be finite");
-            low = std::min(low, s);
-            high = std::max(high, s);
-        }
-    }
-    double range_low = low, range_high = high;
-    if (range_high <= range_low) {  // one distinct value: centre it
-        range_low -= 0.5;
-        range_high += 0.5;
-    }
+ProCurve pro_curve(const std::vector<std::vector<float>>& maps,
+                   const std::vector<std::vector<std::uint8_t>>& masks, std::span<const int> widths,
+                   std::span<const int> heights) {
+    const std::size_t total = check_maps(maps, masks);
+    SGA_CHECK_ARGUMENT(widths.size() == maps.size() && heights.size() == maps.size(),
+                       "the PRO curve needs a width and a height per map: " + std::to_string(maps.size()) +
+                           " maps, " + std::to_string(widths.size()) + " widths, " +
+                           std::to_string(heights.size()) + " heights");
+    for (std::size_t i = 0; i < maps.size(); ++i)
+        SGA_CHECK_ARGUMENT(widths[i] > 0 && heights[i] > 0 &&
+                               static_cast<std::size_t>(widths[i]) * static_cast<std::size_t>(heights[i]) ==
+                                   maps[i].size(),
+                           "map " + std::to_string(i) + ": expected width x height = " + std::to_string(widths[i]) +
+                               " x " + std::to_string(heights[i]) + " values, found " +
+                               std::to_string(maps[i].size()));
 
-    Canvas canvas(width, height);
-    const PlotArea area = draw_axes(canvas, width, height, false);
-    const int plot_width = area.right - area.left;
-    const int bins = std::clamp(plot_width / 4, 1, 50);
-    auto count = [&](std::span<const float> set) {
-        std::vector<std::size_t> counts(bins, 0);
-        for (float s : set) {
-            const int bin = static_cast<int>((s - range_low) / (range_high - range_low) * bins);
-            ++counts[std::clamp(bin, 0, bins - 1)];
+    // (score, region of the pixel or -1 for a normal pixel), every pixel of every image.
+    std::vector<std::pair<float, std::int32_t>> pixels;
+    pixels.reserve(total);
+    std::vector<std::uint64_t> region_sizes;
+    std::vector<std::int32_t> region;
+    for (std::size_t i = 0; i < maps.size(); ++i) {
+        region.resize(maps[i].size());
+        SGA_CHECK_ARGUMENT(region_sizes.size() < static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max()) / 2,
+                           "too many ground-truth regions");
+        label_regions(masks[i], widths[i], heights[i], region, region_sizes);
+        for (std::size_t j = 0; j < maps[i].size(); ++j) pixels.emplace_back(maps[i][j], region[j]);
+    }
+    const std::size_t regions = region_sizes.size();
+    std::size_t normal_pixels = 0;
+    for (const auto& p : pixels) normal_pixels += p.second < 0 ? 1 : 0;
+    if (regions == 0 || normal_pixels == 0)
+        throw InvalidArgument("the PRO curve needs anomalous and normal pixels, found " +
+                              std::to_string(total - normal_pixels) + " anomalous and " +
+                              std::to_string(normal_pixels) + " normal");
+
+    std::sort(pixels.begin(), pixels.end(),
+              [](const auto& a, const auto& b) { return a.first > b.first; });
+    ProCurve curve;
+    curve.fpr.push_back(0.0);
+    curve.pro.push_back(0.0);
+    curve.thresholds.push_back(std::numeric_limits<float>::infinity());
+    // Sum over regions of the overlap, grown by 1 / |region| per predicted pixel; the false
+    // positives are counted exactly. Only the last pixel of a tied group makes a point.
+    double overlap_sum = 0.0;
+    std::uint64_t false_positives = 0;
+    for (std::size_t k = 0; k < pixels.size(); ++k) {
+        const std::int32_t r = pixels[k].second;
+        if (r < 0) ++false_positives;
+        else overlap_sum += 1.0 / static_cast<double>(region_sizes[static_cast<std::size_t>(r)]);
+        if (k + 1 < pixels.size() && pixels[k + 1].first == pixels[k].first) continue;
+        curve.fpr.push_back(static_cast<double>(false_positives) / static_cast<double>(normal_pixels));
+        curve.pro.push_back(std::min(1.0, overlap_sum / static_cast<double>(regions)));
+        curve.thresholds.push_back(pixels[k].first);
+    }
+    curve.pro.back() = 1.0;  // every pixel predicted: every region covered, whatever the rounding
+    return curve;
+}
+
+double aupro(const std::vector<std::vector<float>>& maps, const std::vector<std::vector<std::uint8_t>>& masks,
+             std::span<const int> widths, std::span<const int> heights, double max_fpr) {
+    SGA_CHECK_ARGUMENT(max_fpr > 0 && max_fpr <= 1,
+                       "AUPRO's integration limit must lie in (0, 1], found " + std::to_string(max_fpr));
+    const ProCurve curve = pro_curve(maps, masks, widths, heights);
+    const std::vector<double>& x = curve.fpr;
+    const std::vector<double>& y = curve.pro;
+    double area = 0.0;
+    for (std::size_t i = 1; i < x.size(); ++i) {
+        if (x[i] <= max_fpr) {
+            area += 0.5 * (y[i] + y[i - 1]) * (x[i] - x[i - 1]);
+            continue;
         }
-        return counts;
-    };
-    const std::vector<std::size_t> normal = count(normal_scores);
-    const std::vector<std::size_t> anomalous = count(anomalous_scores);
-    const std::size_t fullest = std::max(*std::max_element(normal.begin(), normal.end()),
-                                         *std::max_element(anomalous.begin(), anomalous.end()));
-    const double plot_height = area.bottom - 1 - area.top;
-    for (const auto& [counts, colour] : {std::pair{&normal, blue}, std::pair{&anomalous, red}}) {
-        for (int b = 0; b < bins; ++b) {
-            if ((*counts)[b] == 0) continue;
-            const int x0 = area.left + 1 + plot_width * b / bins;
-            const int x1 = area.left + plot_width * (b + 1) / bins - 1;
-            const int top = area.bottom - 1 -
-                            static_cast<int>(std::lround(plot_height * (*counts)[b] / fullest));
-            canvas.fill(x0, top, std::max(x0, x1), area.bottom - 1, colour, 0.55f);
+        // The segment that crosses max_fpr: the part up to it, y interpolated there. fpr is
+        // non-decreasing, so x[i - 1] <= max_fpr < x[i].
+        const double at_limit = y[i - 1] + (y[i] - y[i - 1]) * (max_fpr - x[i - 1]) / (x[i] - x[i - 1]);
+        area += 0.5 * (at_limit + y[i - 1]) * (max_fpr - x[i - 1]);
+        break;
+    }
+    return area / max_fpr;
+}
+
+std::vector<DefectTypeRocAuc> roc_auc_per_defect_type(std::span<const float> scores, std::span<const int> labels,
+                                                      std::span<const std::string> defect_types) {
+    validate_and_group(scores, labels);  // lengths, labels, NaN, both classes
+    SGA_CHECK_ARGUMENT(defect_types.size() == scores.size(),
+                       "scores and defect types differ in length: " + std::to_string(scores.size()) +
+                           " scores, " + std::to_string(defect_types.size()) + " defect types");
+    std::map<std::string, std::vector<std::size_t>> by_type;
+    std::vector<float> type_scores;
+    std::vector<int> type_labels;
+    for (std::size_t i = 0; i < scores.size(); ++i) {
+        if (labels[i] == 1) by_type[defect_types[i]].push_back(i);
+        else {
+            type_scores.push_back(scores[i]);
+            type_labels.push_back(0);
         }
     }
-    return canvas.take();
+    const std::size_t normal = type_scores.size();
+    std::vector<DefectTypeRocAuc> result;
+    for (const auto& [type, members] : by_type) {
+        type_scores.resize(normal);
+        type_labels.resize(normal);
+        for (std::size_t i : members) {
+            type_scores.push_back(scores[i]);
+            type_labels.push_back(1);
+        }
+        result.push_back({type, members.size(), roc_auc(type_scores, type_labels)});
+    }
+    return result;
 }
 
 double threshold_from_normal_scores(std::span<const float> normal_scores, double level) {

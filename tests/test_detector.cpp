@@ -525,7 +525,7 @@ TEST_CASE("diverging training stops with an error and keeps finite weights", "[d
     for (float v : Tensor::host_values(d.model().discriminator.parameters.values())) REQUIRE(std::isfinite(v));
 }
 
-// ---- issue 13: embedding defects and result extras ------------------------------------------
+// ---- embedding: moved-from detectors, error messages and result extras ---------------------
 
 TEST_CASE("a moved-from Detector throws InvalidArgument from every method, and can be assigned again", "[detector][errors]") {
     Detector source(tiny_options());

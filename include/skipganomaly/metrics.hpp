@@ -1,4 +1,5 @@
-// Detection metrics with scikit-learn's definitions, and dependency-free plots of them.
+// Detection and localisation metrics: scikit-learn's definitions for image scores, MVTec AD's
+// for anomaly maps. Their plots are in plots.hpp, which this header includes.
 // Scores: higher = more anomalous. Labels: 0 normal, 1 anomalous.
 //
 // Every metric throws InvalidArgument when the inputs are empty, of different lengths, hold a
@@ -7,7 +8,9 @@
 
 #include "skipganomaly/config.hpp"
 #include <cstdint>
+#include <cstddef>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "skipganomaly/image.hpp"
@@ -70,20 +73,67 @@ struct RocCurve {
 };
 SKIPGANOMALY_API RocCurve roc_curve(std::span<const float> scores, std::span<const int> labels);
 
-// Pixel-level ROC AUC: every pixel of every map pooled, mask value > 0 = anomalous pixel.
-// maps[i] and masks[i] must have the same length (the same resolution).
+// ---- localisation: anomaly maps against ground-truth masks ------------------------------------
+// maps[i] holds image i's per-pixel anomaly scores and masks[i] its ground truth (> 0 =
+// anomalous pixel), both row-major heights[i] x widths[i]; images may differ in size, and
+// normal images (all-zero masks) take part. Every function here throws InvalidArgument for no
+// maps, maps and masks (and widths and heights, where taken) of different counts, a map whose
+// length differs from its mask's (or from width x height), a NaN score, or pixels of one class
+// only (no anomalous pixel, or no normal one).
+
+// Pixel-level ROC AUC: every pixel of every map pooled.
 SKIPGANOMALY_API double pixel_roc_auc(const std::vector<std::vector<float>>& maps,
                      const std::vector<std::vector<std::uint8_t>>& masks);
 
-// A size x size RGB plot of a ROC curve: white background, black axes, the chance diagonal in
-// grey, the curve in blue. No text. Throws InvalidArgument for size < 32 or a malformed curve.
-SKIPGANOMALY_API Image plot_roc_curve(const RocCurve& curve, int size);
+// Pixel-level F1-max: f1_max over every pixel of every map pooled, with f1_max's conventions
+// (score >= threshold is anomalous; among equal F1 the lowest threshold).
+SKIPGANOMALY_API F1Max pixel_f1_max(const std::vector<std::vector<float>>& maps,
+                                    const std::vector<std::vector<std::uint8_t>>& masks);
 
-// A width x height RGB histogram of two score sets over their common range: normal scores in
-// blue, anomalous in red, blended where they overlap; bars are scaled to the fullest bin of
-// either set. No text. Either set may be empty, not both. Throws InvalidArgument for
-// width or height < 32, no scores, or a non-finite score.
-SKIPGANOMALY_API Image plot_score_histogram(std::span<const float> normal_scores,
-                           std::span<const float> anomalous_scores, int width, int height);
+// The per-region overlap (PRO) curve of MVTec AD (Bergmann et al., IJCV 2021), exact: one
+// point per distinct score, thresholds descending, score >= threshold predicted anomalous.
+// The ground-truth regions are the 8-connected components of each mask (a region never spans
+// two images). At a threshold, a region's overlap is |region and predicted| / |region|, pro is
+// the mean overlap over every region of every image, and fpr the share of predicted pixels
+// among the pixels outside every region (normal images included). The first point is (0, 0)
+// at threshold +infinity, the last (1, 1) at the lowest score.
+struct ProCurve {
+    std::vector<double> fpr;
+    std::vector<double> pro;
+    std::vector<float> thresholds;
+};
+SKIPGANOMALY_API ProCurve pro_curve(const std::vector<std::vector<float>>& maps,
+                                    const std::vector<std::vector<std::uint8_t>>& masks,
+                                    std::span<const int> widths, std::span<const int> heights);
+
+// Area under the PRO curve from fpr 0 to max_fpr (MVTec AD uses 0.3), divided by max_fpr so
+// that a perfect map scores 1: the trapezoid rule between the curve's points, the curve
+// interpolated linearly at exactly max_fpr. Exact, every distinct score being a threshold: it
+// equals MVTec AD's evaluation code (pro_curve_util.compute_pro, generic_util.trapezoid),
+// whose only difference is FPRs rounded to float32 (below 1e-6 here;
+// scripts/make_metric_fixtures.py compares both). Throws InvalidArgument also for max_fpr
+// outside (0, 1].
+SKIPGANOMALY_API double aupro(const std::vector<std::vector<float>>& maps,
+                              const std::vector<std::vector<std::uint8_t>>& masks,
+                              std::span<const int> widths, std::span<const int> heights,
+                              double max_fpr = 0.3);
+
+// ---- image AUROC per defect type --------------------------------------------------------
+
+// The image AUROC of each defect type's anomalous images against every normal image.
+struct DefectTypeRocAuc {
+    std::string defect_type;
+    std::size_t anomalous = 0;  // images of this type
+    double roc_auc = 0;
+};
+
+// defect_types[i] names image i's defect (MVTec AD: the folder test/<defect>/ it lies in);
+// it is ignored for normal images (label 0). One entry per defect type of the anomalous
+// images, sorted by name. Throws InvalidArgument as roc_auc does, and when defect_types has
+// another length than scores.
+SKIPGANOMALY_API std::vector<DefectTypeRocAuc> roc_auc_per_defect_type(
+    std::span<const float> scores, std::span<const int> labels, std::span<const std::string> defect_types);
 
 }  // namespace sga
+
+#include "skipganomaly/plots.hpp"  // plot_roc_curve and plot_score_histogram, declared there

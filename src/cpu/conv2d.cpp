@@ -73,9 +73,6 @@
 #endif
 #include <Eigen/Core>
 #include <omp.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -84,12 +81,13 @@
 #include <type_traits>
 #include <utility>
 
+#include "conv2d_internal.hpp"
 #include "skipganomaly/kernels.hpp"
 
 namespace sga::cpu {
+using namespace conv2d_detail;
 namespace {
 
-using Index = std::int64_t;
 using ColumnMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
 using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 // Unaligned maps: callers may hand us any float pointer (tests put guard bands around outputs).
@@ -101,8 +99,6 @@ using ConstRowMatrixMap = Eigen::Map<const RowMajor>;
 // 16 MiB of columns per chunk: four times the largest batched im2col of the model at batch 64
 // (128 -> 256 channels, 8x8 -> 4x4, k4: D = 2048, 64 * 16 rows).
 constexpr Index max_column_floats = Index{1} << 22;
-// Below this many elements touched, an OpenMP fork costs more than it saves.
-constexpr Index parallel_threshold = Index{1} << 15;
 // Output positions per image from which one single-threaded GEMM per image beats one
 // threaded GEMM over the batch (measured: 2x better at P = 256 and 1.5x at P = 64, even at
 // P = 16, behind below it).
@@ -116,29 +112,16 @@ constexpr Index per_image_min_positions = 32;
 // a GEMM of its own, with no operand packed twice: D conv1 and conv2 of a batch-1 score took
 // 0.031 and 0.254 ms instead of 0.071 and 0.306 (2 threads, medians of 5 alternating runs).
 constexpr Index per_image_min_batch = 2;
-// The skinny kernels' limit on the rows of the product (batch * P): one AVX-512 vector.
-constexpr Index skinny_max_rows = 16;
-
-Index ceil_div(Index a, Index b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
-Index floor_div(Index a, Index b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
-Index round_up_16(Index n) { return (n + 15) / 16 * 16; }  // floats: keeps 64-byte alignment
 
 // Output positions o in [begin, end) whose input coordinate o * stride - padding + tap lies in
 // [0, in): the positions where kernel tap `tap` reads real input rather than padding.
-struct Span {
-    Index begin, end;
-};
 Span valid_outputs(Index tap, Index in, Index out, Index stride, Index padding) {
     const Index begin = std::max<Index>(0, ceil_div(padding - tap, stride));
     const Index end = std::min<Index>(out, floor_div(in - 1 + padding - tap, stride) + 1);
     return {begin, std::max(begin, end)};
 }
 
-// The smallest window of kernel taps [first, first + count) holding every tap that reads real
-// input somewhere; taps outside it only ever multiply padding zeros.
-struct TapWindow {
-    Index first = 0, count = 0;
-};
+// The active taps of one kernel dimension (TapWindow, conv2d_internal.hpp).
 TapWindow active_taps(Index kernel, Index in, Index out, Index stride, Index padding) {
     Index first = kernel, last = -1;
     for (Index tap = 0; tap < kernel; ++tap) {
@@ -150,18 +133,6 @@ TapWindow active_taps(Index kernel, Index in, Index out, Index stride, Index pad
     }
     return last < first ? TapWindow{} : TapWindow{first, last - first + 1};
 }
-
-struct Plan {
-    TapWindow rows, cols;           // active kernel taps along KH and KW
-    Index taps = 0;                 // rows.count * cols.count
-    Index depth = 0;                // GEMM depth D = Cin * taps
-    bool full_window = false;       // every tap is active: the weight is used in place
-    bool input_is_columns = false;  // P = 1 and the window is the whole unpadded input
-    bool per_image = false;         // one single-threaded GEMM per image (see the top)
-    bool skinny = false;            // few rows and dropped taps: the skinny kernels (see the top)
-    Index spatial = 0;              // P = OH * OW
-    Index images_per_chunk = 1;     // batched path only
-};
 
 // The messages are built only on failure (inside SGA_CHECK_ARGUMENT): no string work per call.
 void check_geometry(const ConvGeometry& g, const char* kernel) {
@@ -214,240 +185,6 @@ const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, 
                         weight[(co * g.in_channels + ci) * kernel_area + (plan.rows.first + r) * g.kernel_width +
                                plan.cols.first + c];
     return compact;
-}
-
-// Per-thread scratch of a fixed size each, 64-byte aligned so that threads never share a line.
-struct ThreadScratch {
-    float* data;
-    Index stride;
-    float* for_this_thread() const { return data + omp_get_thread_num() * stride; }
-};
-ThreadScratch thread_scratch(Context& ctx, Index floats) {
-    const Index stride = round_up_16(floats);
-    const Index threads = std::max(1, omp_get_max_threads());
-    return {ctx.arena().allocate_floats(static_cast<std::size_t>(threads * stride)), stride};
-}
-
-// im2col and col2im work on one (image, channel) plane at a time, through a thread-local copy
-// of the plane that is zero-padded and split into `stride` column phases:
-//   local[q][r][j] = padded(r, stride * j + q),  padded(r, c) = plane[r - padding][c - padding] or 0.
-// Tap (kh, kw) at output (oh, ow) reads padded(oh * stride + kh, ow * stride + kw), which is
-// local[kw % stride][oh * stride + kh][ow + kw / stride]: for every tap and output row, OW
-// consecutive floats. So the inner loops are branch-free contiguous copies (or adds) that the
-// compiler vectorises, instead of a bounds test and a strided gather per element; the copy
-// itself costs one pass over the plane and stays in L1.
-struct PhasePlane {
-    Index phases = 1, height = 0, width = 0;
-    Index size() const { return phases * height * width; }
-};
-PhasePlane phase_plane(const ConvGeometry& g) {
-    PhasePlane plane;
-    plane.phases = g.stride;
-    plane.height = g.in_height + 2 * g.padding;
-    plane.width = ceil_div(g.in_width + 2 * g.padding, g.stride);
-    return plane;
-}
-
-// Columns j of phase q that hold real input (the rest is padding): [begin, end).
-Span phase_columns(const ConvGeometry& g, const PhasePlane& layout, Index q) {
-    const Index begin = std::max<Index>(0, ceil_div(g.padding - q, g.stride));
-    const Index end = std::min<Index>(layout.width, floor_div(g.in_width - 1 + g.padding - q, g.stride) + 1);
-    return {begin, std::max(begin, end)};
-}
-
-void split_plane(const ConvGeometry& g, const PhasePlane& layout, const float* plane, float* local) {
-    const Index stride = g.stride;
-    for (Index q = 0; q < layout.phases; ++q) {
-        const Span valid = phase_columns(g, layout, q);
-        const Index offset = q - g.padding;  // input column of phase column j: stride * j + offset
-        for (Index r = 0; r < layout.height; ++r) {
-            float* out = local + (q * layout.height + r) * layout.width;
-            const Index ih = r - g.padding;
-            if (ih < 0 || ih >= g.in_height) {
-                std::fill(out, out + layout.width, 0.0f);
-                continue;
-            }
-            const float* in_row = plane + ih * g.in_width;
-            std::fill(out, out + valid.begin, 0.0f);
-            if (stride == 1) {
-                std::memcpy(out + valid.begin, in_row + valid.begin + offset,
-                            static_cast<std::size_t>(valid.end - valid.begin) * sizeof(float));
-            } else {
-                for (Index j = valid.begin; j < valid.end; ++j) out[j] = in_row[stride * j + offset];
-            }
-            std::fill(out + valid.end, out + layout.width, 0.0f);
-        }
-    }
-}
-
-// grad_plane (H, W) = local's real columns (+ grad_plane when beta = 1). Every input element
-// is exactly one (phase, row, column) of local, so beta = 0 overwrites the whole plane.
-void merge_plane(const ConvGeometry& g, const PhasePlane& layout, const float* local, float* grad_plane, float beta) {
-    const Index stride = g.stride;
-    for (Index q = 0; q < layout.phases; ++q) {
-        const Span valid = phase_columns(g, layout, q);
-        const Index offset = q - g.padding;
-        for (Index ih = 0; ih < g.in_height; ++ih) {
-            const float* in = local + (q * layout.height + ih + g.padding) * layout.width;
-            float* out_row = grad_plane + ih * g.in_width;
-            if (beta == 0.0f) {
-                for (Index j = valid.begin; j < valid.end; ++j) out_row[stride * j + offset] = in[j];
-            } else {
-                for (Index j = valid.begin; j < valid.end; ++j) out_row[stride * j + offset] += in[j];
-            }
-        }
-    }
-}
-
-// target[r][i] = (or +=) source[r][i] for `rows` rows of `width` floats, each side with its
-// own row pitch. The widths of the model's layers (1, 2, 4, 8, 16, 32) get compile-time
-// lengths: with a runtime trip count of 8 or less the vectoriser's main loop never runs.
-template <bool Accumulate, Index Width>
-void transfer_rows_fixed(const float* __restrict source, Index source_pitch, float* __restrict target,
-                         Index target_pitch, Index rows, Index width) {
-    const Index w = Width > 0 ? Width : width;
-    for (Index r = 0; r < rows; ++r) {
-        const float* __restrict from = source + r * source_pitch;
-        float* __restrict to = target + r * target_pitch;
-        for (Index i = 0; i < w; ++i) {
-            if constexpr (Accumulate)
-                to[i] += from[i];
-            else
-                to[i] = from[i];
-        }
-    }
-}
-template <bool Accumulate>
-void transfer_rows(const float* source, Index source_pitch, float* target, Index target_pitch, Index rows,
-                   Index width) {
-    switch (width) {
-        case 1: return transfer_rows_fixed<Accumulate, 1>(source, source_pitch, target, target_pitch, rows, width);
-        case 2: return transfer_rows_fixed<Accumulate, 2>(source, source_pitch, target, target_pitch, rows, width);
-        case 4: return transfer_rows_fixed<Accumulate, 4>(source, source_pitch, target, target_pitch, rows, width);
-        case 8: return transfer_rows_fixed<Accumulate, 8>(source, source_pitch, target, target_pitch, rows, width);
-        case 16: return transfer_rows_fixed<Accumulate, 16>(source, source_pitch, target, target_pitch, rows, width);
-        case 32: return transfer_rows_fixed<Accumulate, 32>(source, source_pitch, target, target_pitch, rows, width);
-        default: return transfer_rows_fixed<Accumulate, 0>(source, source_pitch, target, target_pitch, rows, width);
-    }
-}
-
-// One image's columns of input channel `plane`'s taps: tap column t of the channel goes to
-// out + t * leading (leading = rows of the column matrix), P floats from there.
-void im2col_channel(const ConvGeometry& g, const Plan& plan, const PhasePlane& layout, const float* plane, float* local,
-                    float* out, Index leading) {
-    const Index stride = g.stride, OW = g.out_width;
-    split_plane(g, layout, plane, local);
-    for (Index r = 0; r < plan.rows.count; ++r) {
-        const Index kh = plan.rows.first + r;
-        for (Index c = 0; c < plan.cols.count; ++c) {
-            const Index kw = plan.cols.first + c;
-            const float* source = local + ((kw % stride) * layout.height + kh) * layout.width + kw / stride;
-            transfer_rows<false>(source, stride * layout.width, out + (r * plan.cols.count + c) * leading, OW,
-                                 g.out_height, OW);
-        }
-    }
-}
-
-// The inverse for one image and input channel: grad_plane (H, W) = the channel's tap columns
-// (at column + t * leading) scattered back (+ grad_plane when beta = 1).
-void col2im_channel(const ConvGeometry& g, const Plan& plan, const PhasePlane& layout, const float* column,
-                    Index leading, float* local, float* grad_plane, float beta) {
-    const Index stride = g.stride, OW = g.out_width;
-    std::fill(local, local + layout.size(), 0.0f);
-    for (Index r = 0; r < plan.rows.count; ++r) {
-        const Index kh = plan.rows.first + r;
-        for (Index c = 0; c < plan.cols.count; ++c) {
-            const Index kw = plan.cols.first + c;
-            float* target = local + ((kw % stride) * layout.height + kh) * layout.width + kw / stride;
-            transfer_rows<true>(column + (r * plan.cols.count + c) * leading, OW, target, stride * layout.width,
-                                g.out_height, OW);
-        }
-    }
-    merge_plane(g, layout, local, grad_plane, beta);
-}
-
-// A single output position (the model's 2x2 -> 1x1 and 1x1 -> 1x1 layers): each column is
-// one input element per image, or padding, so a plane at a time would be all set-up and no
-// copying. One task per column instead, gathering that element across the images.
-void im2col_single_position(const ConvGeometry& g, const Plan& plan, const float* input, Index images, float* columns) {
-    const Index taps = plan.taps;
-    const Index image_size = g.in_channels * g.in_height * g.in_width;
-#pragma omp parallel for schedule(static) if (plan.depth * images > parallel_threshold)
-    for (Index k = 0; k < plan.depth; ++k) {
-        const Index ci = k / taps, tap = k % taps;
-        const Index ih = plan.rows.first + tap / plan.cols.count - g.padding;
-        const Index iw = plan.cols.first + tap % plan.cols.count - g.padding;
-        float* out = columns + k * images;
-        if (ih < 0 || ih >= g.in_height || iw < 0 || iw >= g.in_width) {
-            std::fill(out, out + images, 0.0f);
-            continue;
-        }
-        const float* source = input + (ci * g.in_height + ih) * g.in_width + iw;
-        for (Index n = 0; n < images; ++n) out[n] = source[n * image_size];
-    }
-}
-
-// The inverse: with one output position, input element (ih, iw) is read by at most one tap,
-// (ih + padding, iw + padding), so every grad_input element is one column entry or 0. One task
-// per image writes its plane contiguously; walking the images in the inner loop instead would
-// write with a power-of-two stride that maps every store to the same cache set.
-void col2im_single_position(const ConvGeometry& g, const Plan& plan, const float* columns, Index images,
-                            float* grad_input, float beta) {
-    const Index taps = plan.taps;
-    const Index image_size = g.in_channels * g.in_height * g.in_width;
-#pragma omp parallel for schedule(static) if (images * image_size > parallel_threshold)
-    for (Index n = 0; n < images; ++n) {
-        float* out = grad_input + n * image_size;
-        for (Index ci = 0; ci < g.in_channels; ++ci)
-            for (Index ih = 0; ih < g.in_height; ++ih) {
-                const Index r = ih + g.padding - plan.rows.first;
-                const bool row_read = r >= 0 && r < plan.rows.count;
-                for (Index iw = 0; iw < g.in_width; ++iw, ++out) {
-                    const Index c = iw + g.padding - plan.cols.first;
-                    const float value = row_read && c >= 0 && c < plan.cols.count
-                                            ? columns[(ci * taps + r * plan.cols.count + c) * images + n]
-                                            : 0.0f;
-                    *out = beta == 0.0f ? value : *out + value;
-                }
-            }
-    }
-}
-
-// Batched columns (images * P, D) from `images` input images (N, Cin, H, W). One task per
-// (input channel, image): it writes that image's P-long segment of each of the channel's tap
-// columns, so tasks never share output memory, and consecutive tasks write adjacent segments.
-void im2col(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input, Index images, float* columns) {
-    if (plan.spatial == 1) return im2col_single_position(g, plan, input, images, columns);
-    const Index P = plan.spatial, rows = images * P;
-    const Index tasks = g.in_channels * images;
-    const Index plane_size = g.in_height * g.in_width;
-    const PhasePlane layout = phase_plane(g);
-    const ThreadScratch scratch = thread_scratch(ctx, layout.size());
-#pragma omp parallel for schedule(static) if (tasks * plan.taps * P > parallel_threshold)
-    for (Index task = 0; task < tasks; ++task) {
-        const Index ci = task / images, n = task % images;
-        im2col_channel(g, plan, layout, input + (n * g.in_channels + ci) * plane_size, scratch.for_this_thread(),
-                       columns + ci * plan.taps * rows + n * P, rows);
-    }
-}
-
-// grad_input (images, Cin, H, W) = batched columns scattered back (+ grad_input when beta = 1).
-// One task owns one (image, input channel) plane and reads only that channel's columns, so
-// the += scatter needs no atomics.
-void col2im(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* columns, Index images,
-            float* grad_input, float beta) {
-    if (plan.spatial == 1) return col2im_single_position(g, plan, columns, images, grad_input, beta);
-    const Index P = plan.spatial, rows = images * P;
-    const Index tasks = images * g.in_channels;
-    const Index plane_size = g.in_height * g.in_width;
-    const PhasePlane layout = phase_plane(g);
-    const ThreadScratch scratch = thread_scratch(ctx, layout.size());
-#pragma omp parallel for schedule(static) if (tasks * plan.taps * P > parallel_threshold)
-    for (Index task = 0; task < tasks; ++task) {
-        const Index n = task / g.in_channels, ci = task % g.in_channels;
-        col2im_channel(g, plan, layout, columns + ci * plan.taps * rows + n * P, rows, scratch.for_this_thread(),
-                       grad_input + task * plane_size, beta);
-    }
 }
 
 template <typename Destination, typename Product>
@@ -507,10 +244,6 @@ void threaded_product(Destination&& destination, const Lhs& lhs, const Rhs& rhs,
 #pragma omp for schedule(static)
         for (Index b = 0; b < blocks; ++b) run_block(b);
     }
-}
-
-void scale_or_zero(float* data, Index n, float beta) {
-    if (beta == 0.0f) std::fill(data, data + n, 0.0f);
 }
 
 // ---- per-image GEMMs: the weight packed once per call ----
@@ -889,379 +622,10 @@ void backward_data_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan,
     col2im(ctx, g, plan, columns, g.batch, grad_input, beta);
 }
 
-
-// ---- prepared path: inference with the weight read where it lies (conv2d_pack_weight, conv2d_packed) ----
-//
-// Both passes are one product C (M, N) = A (M, K) * B (K, N) with M = batch * P rows, small
-// when one image is scored: the GEMMs then spent about half their time packing the weight
-// operand again on every call (docs/benchmarks.md). These kernels stream the weight once, as
-// it lies, in the (Cout, D) row-major order of its active taps: the caller's array when every
-// tap is active (no copy, no memory), or the compact copy of the active taps that
-// conv2d_pack_weight makes once (the 2x2 -> 1x1 layers and their mirror: a quarter of the
-// weight, which the per-call path compacted on every call).
-//   Forward:      C (M, Cout) = A (M, D) * W^T: dot products along D (forward_streamed), or
-//                 from 16 positions an image, tiles of rows x channels (panels_streamed)
-//   BackwardData: C (M, D) = A (M, Cout) * W: rows of W scaled and summed (backward_data_streamed),
-//                 beyond 16 rows in tiles (panels_streamed)
-// A is gathered per call into the order each kernel reads. Every element of C is one thread's
-// sum in an order fixed by the geometry alone, not the batch nor the thread count: identical
-// results at any thread count, and each image of a batch the bits it gets alone (a score
-// batcher's pass runs several images' products as one, score_batcher.hpp).
-constexpr Index lanes = 16;
-
-// Element (m, k) of A at data[row_offset[m] + k * stride]; element (m, n) of C at
-// data[row_offset[m] + n * stride]. The offsets cover every layout the two passes meet
-// (im2col columns, NCHW batches, (N, D) row-major) without reordering copies.
-struct SourceRows {
-    const float* data;
-    const Index* row_offset;
-    Index stride;
-};
-struct TargetRows {
-    float* data;
-    const Index* row_offset;
-    Index stride;
-};
-
-#if defined(__AVX512F__)
-using Lanes = __m512;
-inline Lanes load_lanes(const float* p) { return _mm512_loadu_ps(p); }
-inline Lanes zero_lanes() { return _mm512_setzero_ps(); }
-inline Lanes multiply_add(Lanes a, Lanes b, Lanes sum) { return _mm512_fmadd_ps(a, b, sum); }
-inline Lanes broadcast(float a) { return _mm512_set1_ps(a); }
-inline void store_lanes(float* p, Lanes v) { _mm512_storeu_ps(p, v); }
-#else
-struct Lanes {
-    float v[lanes];
-};
-inline Lanes load_lanes(const float* p) {
-    Lanes l;
-    std::memcpy(l.v, p, sizeof l.v);
-    return l;
-}
-inline Lanes zero_lanes() { return Lanes{}; }
-inline Lanes multiply_add(Lanes a, Lanes b, Lanes sum) {
-    for (Index i = 0; i < lanes; ++i) sum.v[i] += a.v[i] * b.v[i];
-    return sum;
-}
-inline Lanes broadcast(float a) {
-    Lanes l;
-    std::fill(l.v, l.v + lanes, a);
-    return l;
-}
-inline void store_lanes(float* p, Lanes v) { std::memcpy(p, v.v, sizeof v.v); }
-#endif
-
-// The lanes of v summed in a fixed order.
-inline float sum_lanes(Lanes v) {
-    alignas(64) float l[lanes];
-    store_lanes(l, v);
-    float total = 0.0f;
-    for (Index i = 0; i < lanes; ++i) total += l[i];
-    return total;
-}
-
-// f(std::integral_constant<Index, R>{}) with R = min(count, Max), count >= 1: the kernels'
-// tile sizes are compile-time constants, so a tail of fewer rows or channels picks its own
-// instance.
-template <Index Max, class F>
-void with_count_up_to(Index count, F&& f) {
-    if constexpr (Max > 1) {
-        if (count < Max) return with_count_up_to<Max - 1>(count, std::forward<F>(f));
-    }
-    return f(std::integral_constant<Index, Max>{});
-}
-
-// C (m0 .. m0+Rows, co0 .. co0+Channels) = rows of A (row-major, `K` long) dotted with rows of
-// W: per 16 floats of depth, Channels + Rows loads feed Channels x Rows multiply-adds, with
-// every weight row read front to back once.
-template <Index Channels, Index Rows>
-void dot_tile(Index K, const float* w, const float* a, Index m0, Index co0, const TargetRows& c) {
-    Lanes sum[Channels][Rows];
-    for (Index i = 0; i < Channels; ++i)
-        for (Index j = 0; j < Rows; ++j) sum[i][j] = zero_lanes();
-    const float* w_row[Channels];
-    for (Index i = 0; i < Channels; ++i) w_row[i] = w + (co0 + i) * K;
-    const float* a_row[Rows];
-    for (Index j = 0; j < Rows; ++j) a_row[j] = a + (m0 + j) * K;
-    Index k = 0;
-    for (; k + lanes <= K; k += lanes) {
-        Lanes wv[Channels];
-        for (Index i = 0; i < Channels; ++i) wv[i] = load_lanes(w_row[i] + k);
-        for (Index j = 0; j < Rows; ++j) {
-            const Lanes av = load_lanes(a_row[j] + k);
-            for (Index i = 0; i < Channels; ++i) sum[i][j] = multiply_add(wv[i], av, sum[i][j]);
-        }
-    }
-    for (Index i = 0; i < Channels; ++i)
-        for (Index j = 0; j < Rows; ++j) {
-            float total = sum_lanes(sum[i][j]);
-            for (Index t = k; t < K; ++t) total += w_row[i][t] * a_row[j][t];
-            c.data[c.row_offset[m0 + j] + (co0 + i) * c.stride] = total;
-        }
-}
-
-// Forward: C (M, N) = A (M, K) * W^T with W (N, K) row-major. The threads split the output
-// channels, four at a time. Rows go in chunks of at most 256 KiB of A, each chunk swept by
-// every block of channels: with many rows (a score batcher's pass), a block of channels
-// walking all of A would read it from L3 or memory once per four channels. Every tile's sums
-// are the same whatever the order of the tiles, so a row has the bits it has in its image's
-// own product.
-void forward_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
-                      const TargetRows& c) {
-    float* a_rows = ctx.arena().allocate_floats(static_cast<std::size_t>(M * K));
-#pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
-    for (Index m = 0; m < M; ++m)
-        for (Index k = 0; k < K; ++k) a_rows[m * K + k] = a.data[a.row_offset[m] + k * a.stride];
-    const Index blocks = ceil_div(N, 4);
-    const Index row_chunk = std::max<Index>(4, (Index{1} << 16) / K / 4 * 4);
-#pragma omp parallel if (M * K * N > parallel_threshold * 16)
-    for (Index r0 = 0; r0 < M; r0 += row_chunk) {
-        const Index r1 = std::min(M, r0 + row_chunk);
-#pragma omp for schedule(static) nowait
-        for (Index block = 0; block < blocks; ++block) {
-            const Index co0 = block * 4, channels = std::min<Index>(4, N - co0);
-            for (Index m0 = r0; m0 < r1; m0 += 4)
-                with_count_up_to<4>(channels, [&](auto fixed_channels) {
-                    with_count_up_to<4>(r1 - m0, [&](auto fixed_rows) {
-                        dot_tile<decltype(fixed_channels)::value, decltype(fixed_rows)::value>(K, w, a_rows, m0, co0,
-                                                                                               c);
-                    });
-                });
-        }
-    }
-}
-
-// One block of up to 16 rows of BackwardData's C (A packed by pack_row_blocks) over columns
-// [n_begin, n_end): W (K, N) row-major is walked 16 rows (k) at a time, so that 16 rows of W
-// stream side by side front to back, and the block's sums wait in `sums` (rows x (n_end -
-// n_begin), in L1/L2) between these groups of 16. Within a group, the rows of C go 8 at a time
-// over 32 columns at a time:
-// per k, 2 vector loads of W and 8 broadcasts feed 16 multiply-adds, and the 16 sums fit the
-// registers. (One pass over 16 rows, 16 columns wide, needed 17 loads per 16 multiply-adds and
-// was bound by them; the second 8 rows read the group's W, 64 KiB at most per thread, from
-// L2.) Every output is its k-ordered sum whatever the block's shape, so the bits do not
-// depend on it.
-template <Index Rows>
-void rows_sub_block(Index k0, Index k1, Index N, const float* a_block, Index r0, const float* w,
-                    Index n_begin, Index n_end, float* sums) {
-    constexpr Index vectors = 2, width = vectors * lanes;
-    const Index span = n_end - n_begin;
-    Index n = n_begin;
-    for (; n + width <= n_end; n += width) {
-        Lanes sum[Rows][vectors];
-        for (Index r = 0; r < Rows; ++r)
-            for (Index v = 0; v < vectors; ++v) sum[r][v] = load_lanes(sums + (r0 + r) * span + (n - n_begin) + v * lanes);
-        for (Index k = k0; k < k1; ++k) {
-            Lanes wv[vectors];
-            for (Index v = 0; v < vectors; ++v) wv[v] = load_lanes(w + k * N + n + v * lanes);
-            for (Index r = 0; r < Rows; ++r) {
-                const Lanes av = broadcast(a_block[k * lanes + r0 + r]);
-                for (Index v = 0; v < vectors; ++v) sum[r][v] = multiply_add(av, wv[v], sum[r][v]);
-            }
-        }
-        for (Index r = 0; r < Rows; ++r)
-            for (Index v = 0; v < vectors; ++v) store_lanes(sums + (r0 + r) * span + (n - n_begin) + v * lanes, sum[r][v]);
-    }
-    for (; n < n_end; ++n)  // columns past the last whole group
-        for (Index r = r0; r < r0 + Rows; ++r) {
-            float s = sums[r * span + (n - n_begin)];
-            for (Index k = k0; k < k1; ++k) s += a_block[k * lanes + r] * w[k * N + n];
-            sums[r * span + (n - n_begin)] = s;
-        }
-}
-
-template <Index Rows>
-void rows_block(Index K, Index N, const float* a_block, const float* w, Index n_begin, Index n_end, float* sums) {
-    constexpr Index depth_step = 16, sub_rows = 8;
-    std::fill(sums, sums + Rows * (n_end - n_begin), 0.0f);
-    for (Index k0 = 0; k0 < K; k0 += depth_step) {
-        const Index k1 = std::min(K, k0 + depth_step);
-        for (Index r0 = 0; r0 < Rows; r0 += sub_rows)
-            with_count_up_to<sub_rows>(Rows - r0, [&](auto fixed) {
-                rows_sub_block<decltype(fixed)::value>(k0, k1, N, a_block, r0, w, n_begin, n_end, sums);
-            });
-    }
-}
-
-// A (M, K) gathered into blocks of 16 rows, k-major: element (m, k) at
-// (m / 16) * 16 * K + k * 16 + m % 16, the rows of the last block past M zero.
-float* pack_row_blocks(Context& ctx, Index M, Index K, const SourceRows& a) {
-    const Index blocks = ceil_div(M, lanes);
-    float* packed = ctx.arena().allocate_floats(static_cast<std::size_t>(blocks * lanes * K));
-#pragma omp parallel for schedule(static) if (M * K > parallel_threshold)
-    for (Index block = 0; block < blocks; ++block) {
-        const Index m0 = block * lanes, rows = std::min(lanes, M - m0);
-        float* out = packed + m0 * K;
-        for (Index k = 0; k < K; ++k) {
-            for (Index i = 0; i < rows; ++i) out[k * lanes + i] = a.data[a.row_offset[m0 + i] + k * a.stride];
-            for (Index i = rows; i < lanes; ++i) out[k * lanes + i] = 0.0f;
-        }
-    }
-    return packed;
-}
-
-// The threads of an (M, K) x (K, N) product split its N columns in ranges of whole groups of
-// 32, so that the columns past the last whole group (summed one at a time, where the others
-// are summed in vectors) are the same at any thread count.
-struct ColumnSplit {
-    int threads;
-    Index per_thread, N;
-    ColumnSplit(Index M, Index K, Index N)
-        : threads(M * K * N > parallel_threshold * 16 ? std::max(1, omp_get_max_threads()) : 1),
-          per_thread(ceil_div(ceil_div(N, threads), 2 * lanes) * 2 * lanes), N(N) {}
-    Index begin(int thread) const { return std::min(N, thread * per_thread); }
-    Index end(int thread) const { return std::min(N, begin(thread) + per_thread); }
-};
-
-// Products with many rows: a score batcher's pass (the rows of several images in one
-// product), and forward convolutions of 16 or more positions an image. A is packed in blocks of
-// 16 rows (zero-padded), k-major; C is computed in tiles of 32 rows x 8 columns, each keeping
-// its 16 sums in registers over the whole depth: per k, two vectors of A and eight floats of
-// W broadcast, read where W lies. Each output is the chain of multiply-adds over k from zero
-// that rows_block computes (and a column past the last whole group of 32 the same scalar
-// chain), so a transposed convolution's row has the same bits on either path and in any batch.
-// rows_block streams all of the thread's W once per 16 rows, 16 rows of W at a time, N floats
-// apart: a power-of-two stride that maps them onto a handful of cache sets. At 1024 rows (G
-// dec4, 16 images) it ran 3-4x slower than Eigen's GEMM; this path as fast as Eigen. A
-// forward convolution's 8 columns of W are 8 of its rows, read front to back (G enc3, 256 rows:
-// 1.2 ms against Eigen's 1.7 and forward_streamed's 2.6-3.2; 16 rows: 0.10 against 0.15-0.17
-// and 0.16-0.19; bench_conv2d_cpu .../packed/..., 2 threads).
-constexpr Index panel_width = 8;
-
-// W seen as a (K, N) matrix: element (k, n) at data[k * k_stride + n * n_stride]. BackwardData
-// reads the weight (K, N) row-major as it lies; the forward pass its transpose, (N, K) row-major.
-struct WeightMatrix {
-    const float* data;
-    Index k_stride, n_stride;
-    float operator()(Index k, Index n) const { return data[k * k_stride + n * n_stride]; }
-};
-
-template <Index Blocks>
-void panel_tile(Index K, const float* a_blocks, const WeightMatrix& w, Index m0, Index M, Index n0,
-                const TargetRows& c) {
-    Lanes sum[panel_width][Blocks];
-    for (Index j = 0; j < panel_width; ++j)
-        for (Index b = 0; b < Blocks; ++b) sum[j][b] = zero_lanes();
-    const float* column = w.data + n0 * w.n_stride;
-    for (Index k = 0; k < K; ++k) {
-        Lanes av[Blocks];
-        for (Index b = 0; b < Blocks; ++b) av[b] = load_lanes(a_blocks + b * lanes * K + k * lanes);
-        for (Index j = 0; j < panel_width; ++j) {
-            const Lanes wv = broadcast(column[j * w.n_stride + k * w.k_stride]);
-            for (Index b = 0; b < Blocks; ++b) sum[j][b] = multiply_add(av[b], wv, sum[j][b]);
-        }
-    }
-    for (Index b = 0; b < Blocks; ++b) {
-        const Index first = m0 + b * lanes, rows = std::min(lanes, M - first);
-        const Index* offset = c.row_offset + first;
-        const bool contiguous = rows == lanes && offset[lanes - 1] - offset[0] == lanes - 1;
-        for (Index j = 0; j < panel_width; ++j) {
-            float* out = c.data + (n0 + j) * c.stride;
-            if (contiguous) {
-                store_lanes(out + offset[0], sum[j][b]);
-            } else {
-                alignas(64) float values[lanes];
-                store_lanes(values, sum[j][b]);
-                for (Index i = 0; i < rows; ++i) out[offset[i]] = values[i];
-            }
-        }
-    }
-}
-
-// Columns [n_begin, n_end) of C = A W for all M rows. The columns go in chunks of at most
-// 256 KiB of W, each swept by every block of 32 rows, so that the chunk stays in L2.
-void panel_product(Index M, Index K, const float* a_blocks, const WeightMatrix& w, Index n_begin, Index n_end,
-                   const TargetRows& c) {
-    constexpr Index group = 2 * lanes;  // rows_block's vector columns: whole groups of 32
-    const Index whole_end = n_begin + (n_end - n_begin) / group * group;
-    const Index chunk_columns = std::max<Index>(panel_width, (Index{1} << 16) / K / panel_width * panel_width);
-    for (Index c0 = n_begin; c0 < whole_end; c0 += chunk_columns) {
-        const Index c1 = std::min(whole_end, c0 + chunk_columns);
-        for (Index m0 = 0; m0 < M; m0 += 2 * lanes) {
-            const float* a = a_blocks + m0 * K;
-            for (Index q = c0; q < c1; q += panel_width) {
-                if (M - m0 > lanes)
-                    panel_tile<2>(K, a, w, m0, M, q, c);
-                else
-                    panel_tile<1>(K, a, w, m0, M, q, c);
-            }
-        }
-    }
-    for (Index n = whole_end; n < n_end; ++n)  // columns past the last whole group, summed as rows_sub_block does
-        for (Index m = 0; m < M; ++m) {
-            const float* a = a_blocks + m / lanes * lanes * K + m % lanes;
-            float s = 0.0f;
-            for (Index k = 0; k < K; ++k) s += a[k * lanes] * w(k, n);
-            c.data[c.row_offset[m] + n * c.stride] = s;
-        }
-}
-
-// C (M, N) = A (M, K) * W by panel_product, the columns split as backward_data_streamed splits
-// them (so that the columns summed one at a time are the same).
-void panels_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const WeightMatrix& w,
-                     const TargetRows& c) {
-    const float* a_blocks = pack_row_blocks(ctx, M, K, a);
-    const ColumnSplit split(M, K, N);
-#pragma omp parallel num_threads(split.threads)
-    {
-        const int t = omp_get_thread_num();
-        if (split.end(t) > split.begin(t)) panel_product(M, K, a_blocks, w, split.begin(t), split.end(t), c);
-    }
-}
-
-// Products of more rows than this take panels_streamed (the bits are the same either
-// way). At 64 rows the panels were faster (G dec4 alone: 0.13-0.14 against 0.17 ms; G dec3 at
-// four views: 0.49-0.56 against 0.64-0.66, bench_conv2d_cpu .../packed/..., 2 threads); at 16
-// rows or fewer the weight-bound layers keep rows_block, which loads W 16 floats at a time
-// where the panels broadcast it one float at a time.
-constexpr Index panel_min_rows = 16;
-static_assert(panel_min_rows <= lanes, "backward_data_streamed packs the rows it keeps in one block");
-
-// BackwardData: C (M, N) = A (M, K) * W with W (K, N) row-major, the threads splitting the
-// columns (ColumnSplit). Up to 16 rows, rows_block streams W from memory once; beyond,
-// panels_streamed.
-void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
-                            const TargetRows& c) {
-    if (M > panel_min_rows) return panels_streamed(ctx, M, K, N, a, {w, N, 1}, c);
-    const float* a_block = pack_row_blocks(ctx, M, K, a);  // one block: M <= 16
-    const ColumnSplit split(M, K, N);
-    const ThreadScratch scratch = thread_scratch(ctx, lanes * split.per_thread);
-#pragma omp parallel num_threads(split.threads)
-    {
-        const int t = omp_get_thread_num();
-        const Index n_begin = split.begin(t), n_end = split.end(t), span = n_end - n_begin;
-        float* sums = scratch.for_this_thread();
-        if (n_end > n_begin) {
-            with_count_up_to<lanes>(M, [&](auto fixed) {
-                rows_block<decltype(fixed)::value>(K, N, a_block, w, n_begin, n_end, sums);
-            });
-            for (Index r = 0; r < M; ++r) {
-                float* out = c.data + c.row_offset[r];
-                for (Index n = n_begin; n < n_end; ++n) out[n * c.stride] = sums[r * span + (n - n_begin)];
-            }
-        }
-    }
-}
-
-// Forward convolutions with at least this many output positions an image take panels_streamed
-// (whose sums are not forward_streamed's: the choice is the geometry's, never the batch's, so
-// that an image has the same bits in any batch).
+// Prepared forward convolutions with at least this many output positions an image take
+// panels_streamed, the others forward_streamed. The two sum in different orders: the choice is
+// the geometry's, never the batch's, so that an image has the same bits in any batch.
 constexpr Index forward_panel_min_positions = 16;
-
-// Offsets of the M = batch * P rows of an NCHW tensor with `channels` channels: row
-// n * P + p starts at image n, position p; its channel k lies k * P further.
-Index* nchw_row_offsets(Context& ctx, Index batch, Index channels, Index P) {
-    Index* offsets = reinterpret_cast<Index*>(ctx.arena().allocate_floats(static_cast<std::size_t>(2 * batch * P)));
-    for (Index n = 0; n < batch; ++n)
-        for (Index p = 0; p < P; ++p) offsets[n * P + p] = n * channels * P + p;
-    return offsets;
-}
-Index* strided_row_offsets(Context& ctx, Index rows, Index stride) {
-    Index* offsets = reinterpret_cast<Index*>(ctx.arena().allocate_floats(static_cast<std::size_t>(2 * rows)));
-    for (Index m = 0; m < rows; ++m) offsets[m] = m * stride;
-    return offsets;
-}
 
 }  // namespace
 

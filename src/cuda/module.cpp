@@ -50,9 +50,13 @@ extern "C" __attribute__((visibility("default"))) const sga::detail::CudaModule*
     if (!services || services->abi != detail::cuda_module_abi ||
         std::strcmp(services->version, SKIPGANOMALY_VERSION_STRING) != 0)
         return nullptr;
-    host = services;
+    // A library from another build: its services may have another layout, so none is used;
+    // the library finds the same difference in the module returned and refuses to load it.
+    if (detail::cuda_module_mismatch("the library", services->kernels_def_sha256, services->layout).empty())
+        host = services;
     static const detail::CudaModule module = [] {
         detail::CudaModule m;
+        m.layout = detail::cuda_module_layout();
 #define SGA_KERNEL(name, parameters, arguments) m.kernels.name = &cuda::name;
 #include "skipganomaly/kernels.def"
 #undef SGA_KERNEL

@@ -34,6 +34,12 @@ void log_failure(cudaError_t status, const char* expression) noexcept {
 
 constexpr std::size_t workspace_granularity = std::size_t{1} << 20;
 
+// Device memory from sga::allocate(Device::Cuda, ...), returned to it unless released.
+struct CudaDeallocate {
+    void operator()(void* pointer) const noexcept { sga::deallocate(Device::Cuda, pointer); }
+};
+using OwnedDeviceMemory = std::unique_ptr<void, CudaDeallocate>;
+
 }  // namespace
 
 void check_cuda(cudaError_t status, const char* expression, const char* file, int line) {
@@ -87,15 +93,17 @@ void* try_workspace(CudaState& state, std::size_t bytes) {
         std::max(bytes, std::min({rounded, state.workspace_limit_bytes, state.simulated_free_device_bytes}));
     // Allocate before releasing: on failure the old buffer stays, and with it every
     // algorithm that fitted so far. Through sga::allocate so that allocation-counting tests
-    // see workspace growth too.
-    void* fresh = nullptr;
+    // see workspace growth too. The new buffer is owned here until the state holds it: when
+    // release_workspace throws (the stream reports an earlier kernel's failure), it is freed
+    // and the state keeps its old buffer.
+    OwnedDeviceMemory fresh;
     try {
-        fresh = sga::allocate(Device::Cuda, grown);
+        fresh.reset(sga::allocate(Device::Cuda, grown));
     } catch (const OutOfMemoryError&) {
         return nullptr;
     }
     release_workspace(state);
-    state.workspace = fresh;
+    state.workspace = fresh.release();
     state.workspace_bytes = grown;
     return state.workspace;
 }
