@@ -463,7 +463,7 @@ data (--data SPEC):
 
 options (every default shown):
   --out PATH                   model file to write (required)
-  --recipe robust_rotation|robust|official
+  --recipe robust_rotation|robust|official|inspection
                                how to train (default robust_rotation): robust trains the
                                generator to restore rotated (and, in colour, greyed) images,
                                scores the mean over the four rotations and recomputes
@@ -477,7 +477,10 @@ options (every default shown):
                                techniques (robust_rotation_unoriented; not checked with
                                --validation-fraction 0);
                                official is the paper's code as it is (recipe.hpp,
-                               docs/quality.md)
+                               docs/quality.md); inspection, for local defects on parts
+                               and surfaces, trains the generator to remove synthetic
+                               defects and scores an image by the most anomalous place
+                               of its smoothed error map (docs/industrial.md)
   --epochs N                   training epochs (default 15)
   --batch-size N               images per step (default 64)
   --image-size N               network input side, a power of two >= 32 (default 32)
@@ -523,8 +526,8 @@ int command_fit(const std::vector<std::string>& args) {
 
     sga::DetectorOptions o;
     if (const auto recipe = a.get("recipe")) {
-        if (*recipe != "robust_rotation" && *recipe != "robust" && *recipe != "official")
-            throw UsageError("--recipe expects robust_rotation, robust or official, found '" + *recipe + "'");
+        if (*recipe != "robust_rotation" && *recipe != "robust" && *recipe != "official" && *recipe != "inspection")
+            throw UsageError("--recipe expects robust_rotation, robust, official or inspection, found '" + *recipe + "'");
         o.recipe = sga::Recipe::named(*recipe);
     }
     double progress_every = 5.0;
