@@ -123,6 +123,15 @@ void backward_data_input_is_columns(const ConvGeometry& g, const Plan& plan, con
 void backward_filter_input_is_columns(const ConvGeometry& g, const Plan& plan, const float* input,
                                       const float* grad_output, float* target, float beta);
 
+// ---- skinny kernels (conv2d_skinny.cpp) ----
+//
+// `weight` below is the caller's (Cout, Cin, KH, KW) array, read in place.
+
+void forward_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input, const float* weight,
+                    float* output, float beta);
+void backward_data_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* grad_output,
+                          const float* weight, float* grad_input, float beta);
+
 // ---- prepared kernels (conv2d_prepared.cpp) ----
 
 // Element (m, k) of A at data[row_offset[m] + k * stride]; element (m, n) of C at
