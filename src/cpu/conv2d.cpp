@@ -1,7 +1,11 @@
-// CPU convolution kernels: the three convolution primitives and the channel bias, with Eigen.
+// CPU convolution kernels (kernels.def): the three convolution primitives (conv2d_forward,
+// conv2d_backward_data, conv2d_backward_filter), the prepared inference kernels
+// (conv2d_packed_floats, conv2d_pack_weight, conv2d_packed) and the channel bias. This file
+// holds the plan and the entry points; the strategies live in conv2d_*.cpp, their shared
+// declarations in conv2d_internal.hpp.
 //
-// Every primitive is a GEMM between im2col "columns" and the weight. Matrices below are
-// column-major (Eigen's default); P = OH * OW output positions per image, D = Cin * KH * KW:
+// Every primitive is a GEMM between im2col "columns" and the weight. Matrices are column-major
+// unless said otherwise; P = OH * OW output positions an image, D = Cin * (active taps):
 //   columns   (rows, D) with rows = images * P: element (n * P + p, k) at k * rows + n * P + p
 //   weight    (D, Cout): the (Cout, Cin, KH, KW) array as it lies in memory
 //   forward          output (rows, Cout) = columns * weight
@@ -9,68 +13,38 @@
 //   backward-filter  grad_weight (D, Cout) += columns^T * grad_output
 // For one image, (P, Cout) column-major *is* that image's NCHW (Cout, OH, OW) slice.
 //
-// Two ways to run it, chosen per call (Plan::per_image):
-// - Per image, when an image has P >= 32 output positions and the batch has at least 2 images
-//   (the 32x32 -> 16x16 and 16x16 -> 8x8 layers at batch 64, and in D's pass over an image and
-//   its reconstruction): OpenMP
-//   spreads the images over the threads and each thread builds one image's columns in its
-//   own cache-resident scratch and runs a single-threaded Eigen GEMM straight into (or out of)
-//   that image's NCHW slice. No reorder, no column matrix in main memory, and no
-//   synchronisation inside the GEMM. Measured at batch 64 on 2 cores this doubled the
-//   3 -> 64 channel layer (K = 48, where one big GEMM is bound by writing its result) and
-//   made 64 -> 128 half as fast again; backward-filter sums per-thread partial gradients.
-// - Batched otherwise: all images side by side in one GEMM, split over the threads by rows or
-//   columns of its result (threaded_product).
-//   At the deep layers an image has P = 16, 4 or 1 positions and a per-image GEMM such as
-//   4 x 512 x 4096 never reaches Eigen's steady state. The price is one reorder between
-//   (N, Cout, P) and (Cout, N * P) of the output or grad_output, a copy of that tensor,
-//   skipped where the layouts already agree (one image; or P = 1, where (N, Cout) row-major
-//   is the result itself).
-// - Skinny, when the whole batch has at most 16 output positions (rows) and the layer drops
-//   kernel taps that only read padding: the 2x2 -> 1x1 convolution and its transposed mirror,
-//   whose weights are the model's largest, when scoring one image (four with a rotation
-//   restoration's views). There gemm_weight compacts the active quarter of the weight and
-//   Eigen's GEMM then packs it, on every call: in a perf profile of batch-1 scoring at isize
-//   32 (one thread) compaction took 27% of the samples and packing 31%, multiplying 11%. The
-//   skinny kernels read each weight row once, in place, and keep the few rows of the product
-//   in registers (skinny_forward, skinny_backward_data): 1.5-1.7x faster on those layers at
-//   batch 4 (bench_conv2d_cpu .../scoring4/...). With every tap active, Eigen's GEMM was as
-//   fast or faster even at 4-16 rows (its packing is one pass over a weight it then reuses),
-//   so those layers stay on it. Each skinny result is summed in one fixed order by one
-//   thread: identical at any thread count.
-// - Prepared, for inference only (conv2d_pack_weight once, then conv2d_packed; the layers
-//   call it for products of at most 64 rows an image, PackedConvolution::max_rows): the
-//   weight read where it lies, see "prepared path" below.
-// Further choices:
-// - Kernel taps that only ever read zero padding are dropped from the GEMM (the 2x2 -> 1x1
-//   layers with k4 p1 use 4 of 16 taps; the 1x1 classifier with k3 p1 uses 1 of 9). That cuts
-//   their GEMM depth by 4x and 9x. The weight is then gathered into a compact copy, one pass
-//   over the weight (memory-bound, but far cheaper than the 3/4 of the GEMM it saves), and the
-//   filter gradient of the dropped taps is exactly zero.
-// - When the convolution window is the whole unpadded input (P = 1, e.g. the discriminator's
-//   4x4 -> 1x1 layer), the input already is the columns matrix (row-major): no im2col.
-// - im2col and col2im go through a thread-local, zero-padded, stride-phase-split copy of one
-//   input plane (see PhasePlane), so their inner loops are branch-free contiguous copies of
-//   OW floats with compile-time lengths; a bounds test and strided gather per element made
-//   im2col cost half of the GEMM at 16x16 -> 8x8. With a single output position per image
-//   (P = 1) a plane holds almost nothing to copy, so those layers gather per column instead.
-// - Everything outside the GEMMs is parallelised with OpenMP over independent planes, images
-//   or columns, so that no two threads write the same element and no atomics are needed.
-// - Scratch (columns, results, reordered gradients, compact weights, per-thread planes and
-//   partial gradients) comes from ctx.arena(), so a steady-state training step allocates no
-//   tensor memory here. Eigen's GEMM still mallocs its own packing buffers for large products;
-//   it has no interface for handing it ours.
-// - Large batches on the batched path are cut into chunks of images so that the columns of
-//   one chunk stay under max_column_floats: bounded scratch at inference with big batches,
-//   while every batched layer of the model at batch 64 still runs as a single chunk.
+// Kernel taps that only ever read zero padding are dropped (Plan::rows, Plan::cols): the GEMM
+// depth counts the active taps only, the weight is used through a compact copy of them
+// (gemm_weight) and the filter gradient of a dropped tap is exactly 0.
+//
+// make_plan picks the strategy from the geometry alone, never from the thread count: the
+// strategies sum in different orders, and a score must not depend on how many threads computed
+// it. The entry points take the first that applies:
+// - nothing to multiply (D = 0: every output reads only padding): the result is 0.
+// - skinny (conv2d_skinny.cpp; forward and backward-data): some taps dropped, batch * P <=
+//   skinny_max_rows, and not per image. The weight read once in place, the few rows of the
+//   product kept in registers.
+// - input is columns (conv2d_gemm.cpp): P = 1, no padding and the kernel window is the whole
+//   input, so the input (N, D) row-major is the columns matrix: one GEMM, no im2col.
+// - per image (conv2d_gemm.cpp): P >= per_image_min_positions and batch >= per_image_min_batch.
+//   The threads take whole images; each builds one image's columns in its own scratch and runs a
+//   single-threaded GEMM straight into (or out of) that image's NCHW slice.
+// - batched (conv2d_gemm.cpp), otherwise: all images side by side in one GEMM cut into blocks
+//   by its shape, in chunks of images whose columns stay under max_column_floats.
+// - prepared (conv2d_prepared.cpp): inference only, when the caller packed the weight once
+//   (conv2d_pack_weight) and calls conv2d_packed, as the layers do for products of at most
+//   PackedConvolution::max_rows rows (layers.hpp). The weight read where it lies, the products
+//   in SIMD register tiles (conv2d_lanes.hpp).
+// im2col and col2im (conv2d_im2col.cpp) serve every strategy but "input is columns". Outside
+// the GEMMs the work is split over independent planes, images or columns: no two threads write
+// one element, no atomics. Scratch comes from ctx.arena(), so a steady-state training step
+// allocates no tensor memory here (Eigen's GEMM still mallocs its own packing buffers for large
+// products; it has no interface for handing it ours).
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <string>
-#include <type_traits>
-#include <utility>
 
 #include "conv2d_internal.hpp"
 #include "skipganomaly/kernels.hpp"
@@ -79,22 +53,24 @@ namespace sga::cpu {
 using namespace conv2d_detail;
 namespace {
 
-// 16 MiB of columns per chunk: four times the largest batched im2col of the model at batch 64
-// (128 -> 256 channels, 8x8 -> 4x4, k4: D = 2048, 64 * 16 rows).
+// Columns per chunk of images on the batched and prepared paths (16 MiB): four times the
+// largest batched im2col of the model at batch 64 (128 -> 256 channels, 8x8 -> 4x4, k4:
+// D = 2048, 64 * 16 rows), so that each batched layer of the model at batch 64 runs as one chunk
+// while the scratch of a large batch stays bounded.
 constexpr Index max_column_floats = Index{1} << 22;
-// Output positions per image from which one single-threaded GEMM per image beats one
-// threaded GEMM over the batch (measured: 2x better at P = 256 and 1.5x at P = 64, even at
-// P = 16, behind below it).
+// Output positions an image from which the per-image path is taken: with fewer, one image's
+// GEMM is too small to reach Eigen's steady state, and one GEMM over the batch is faster.
 constexpr Index per_image_min_positions = 32;
 // Images from which the per-image path is taken. A constant, not a function of the threads a
 // call gets: the two paths sum in different orders, and a score must not depend on how many
 // threads computed it (a lone caller leases them all, concurrent callers one each;
-// tests/test_detector.cpp). It was 2 x threads, which gave batch 2 (one image's D pass over x
-// and G(x)) the per-image path on one thread and the batched one on two, and flipped the last
-// bit of some latent errors; then 4. At 2, that D pass gives each of two threads one image and
-// a GEMM of its own, with no operand packed twice: D conv1 and conv2 of a batch-1 score took
-// 0.031 and 0.254 ms instead of 0.071 and 0.306 (2 threads, medians of 5 alternating runs).
+// tests/test_detector.cpp). At 2, one image's discriminator pass over x and G(x) gives each
+// of two threads one image and a GEMM of its own.
 constexpr Index per_image_min_batch = 2;
+// Prepared forward convolutions with at least this many output positions an image take
+// panels_streamed, the others forward_streamed. The two sum in different orders: the choice is
+// the geometry's, never the batch's, so that an image has the same bits in any batch.
+constexpr Index forward_panel_min_positions = 16;
 
 // Output positions o in [begin, end) whose input coordinate o * stride - padding + tap lies in
 // [0, in): the positions where kernel tap `tap` reads real input rather than padding.
@@ -152,13 +128,11 @@ Plan make_plan(const ConvGeometry& g) {
     return plan;
 }
 
-// The weight as a (D, Cout) column-major matrix: the caller's array when every tap is active,
-// otherwise a compact copy of the active taps.
-const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* weight) {
-    if (plan.full_window) return weight;
-    float* compact = ctx.arena().allocate_floats(static_cast<std::size_t>(plan.depth * g.out_channels));
+// compact (Cout, D) row-major = the active taps of weight (Cout, Cin, KH, KW). Read as (D, Cout)
+// column-major, it is the GEMM's weight. Memory-bound (the whole weight is read): spread over
+// the threads.
+void compact_active_taps(const ConvGeometry& g, const Plan& plan, const float* weight, float* compact) {
     const Index kernel_area = g.kernel_height * g.kernel_width;
-    // Memory-bound (the whole weight is read): spread over the threads.
 #pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
     for (Index co = 0; co < g.out_channels; ++co)
         for (Index ci = 0; ci < g.in_channels; ++ci)
@@ -167,13 +141,16 @@ const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, 
                     compact[co * plan.depth + ci * plan.taps + r * plan.cols.count + c] =
                         weight[(co * g.in_channels + ci) * kernel_area + (plan.rows.first + r) * g.kernel_width +
                                plan.cols.first + c];
-    return compact;
 }
 
-// Prepared forward convolutions with at least this many output positions an image take
-// panels_streamed, the others forward_streamed. The two sum in different orders: the choice is
-// the geometry's, never the batch's, so that an image has the same bits in any batch.
-constexpr Index forward_panel_min_positions = 16;
+// The weight as a (D, Cout) column-major matrix: the caller's array when every tap is active,
+// otherwise a compact copy of the active taps in ctx's arena.
+const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* weight) {
+    if (plan.full_window) return weight;
+    float* compact = ctx.arena().allocate_floats(static_cast<std::size_t>(plan.depth * g.out_channels));
+    compact_active_taps(g, plan, weight, compact);
+    return compact;
+}
 
 }  // namespace
 
@@ -297,16 +274,7 @@ void conv2d_pack_weight(Context& ctx, const ConvGeometry& g, ConvPass pass, cons
     (void)pass;
     check_geometry(g, "conv2d_pack_weight");
     const Plan plan = make_plan(g);
-    if (plan.full_window) return;
-    const Index kernel_area = g.kernel_height * g.kernel_width;
-#pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
-    for (Index co = 0; co < g.out_channels; ++co)
-        for (Index ci = 0; ci < g.in_channels; ++ci)
-            for (Index r = 0; r < plan.rows.count; ++r)
-                for (Index c = 0; c < plan.cols.count; ++c)
-                    packed[co * plan.depth + ci * plan.taps + r * plan.cols.count + c] =
-                        weight[(co * g.in_channels + ci) * kernel_area + (plan.rows.first + r) * g.kernel_width +
-                               plan.cols.first + c];
+    if (!plan.full_window) compact_active_taps(g, plan, weight, packed);
 }
 
 void conv2d_packed(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* input, const float* weight,

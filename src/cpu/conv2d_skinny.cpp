@@ -3,8 +3,10 @@
 // convolution and its transposed mirror when one image (or its four rotation views) is scored.
 // There the GEMM path would compact the active taps of the weight and pack them again on every
 // call, for a product of a few rows. These kernels read each weight row once, in place, and
-// keep the few rows of the product in registers. Each result is summed in one fixed order by
-// one thread: identical at any thread count.
+// keep the few rows of the product in registers. With every tap active there is nothing to
+// compact and the GEMM's packing is one pass over a weight it then reuses, so those layers stay
+// on the GEMM. Each result is summed in one fixed order by one thread: identical at any thread
+// count.
 #include <omp.h>
 
 #include <algorithm>
