@@ -696,12 +696,22 @@ struct Evaluation {
     std::vector<sga::ScoreResult> results;  // anomaly maps kept only when asked
     double auroc = 0, auprc = 0;
     sga::F1Max f1;
-    std::optional<double> pixel_auroc;
+    // With ground-truth masks: pixel AUROC, AUPRO (to FPR 0.3) and pixel F1-max.
+    std::optional<double> pixel_auroc, aupro;
+    std::optional<sga::F1Max> pixel_f1;
+    // Image AUROC of each defect type (the anomalous images' folder names, MVTec AD's
+    // test/<defect>/) against every normal image; empty when there are fewer than two types.
+    std::vector<sga::DefectTypeRocAuc> per_defect_type;
     std::size_t normal = 0, anomalous = 0;
     // At the model's own threshold.
     std::size_t true_positives = 0, false_positives = 0, true_negatives = 0, false_negatives = 0;
     float threshold = 0;
 };
+
+// The folder an image lies in: its defect type in MVTec AD's test/<defect>/<name>.png.
+std::string defect_type_of(const std::string& path) {
+    return fs::path(path).parent_path().filename().string();
+}
 
 Evaluation evaluate(const sga::Detector& detector, const std::vector<sga::LabeledImage>& samples, bool keep_maps) {
     if (samples.empty()) throw sga::FormatError("the evaluation data set holds no images");
@@ -712,6 +722,7 @@ Evaluation evaluate(const sga::Detector& detector, const std::vector<sga::Labele
     options.anomaly_map = keep_maps || has_masks;
     std::vector<std::vector<float>> pixel_maps;
     std::vector<std::vector<std::uint8_t>> pixel_masks;
+    std::vector<int> map_widths, map_heights;
     const std::size_t chunk = static_cast<std::size_t>(std::max(1, detector.options().score_batch_size));
     for (std::size_t first = 0; first < samples.size(); first += chunk) {
         const std::size_t last = std::min(samples.size(), first + chunk);
@@ -728,6 +739,8 @@ Evaluation evaluate(const sga::Detector& detector, const std::vector<sga::Labele
                 if (mask.size() == r.anomaly_map.size()) {
                     pixel_maps.push_back(r.anomaly_map);
                     pixel_masks.push_back(std::move(mask));
+                    map_widths.push_back(r.map_width);
+                    map_heights.push_back(r.map_height);
                 }
             }
             if (!keep_maps) std::vector<float>().swap(r.anomaly_map);
@@ -743,7 +756,18 @@ Evaluation evaluate(const sga::Detector& detector, const std::vector<sga::Labele
     e.auroc = sga::roc_auc(e.scores, e.labels);
     e.auprc = sga::average_precision(e.scores, e.labels);
     e.f1 = sga::f1_max(e.scores, e.labels);
-    if (!pixel_maps.empty()) e.pixel_auroc = sga::pixel_roc_auc(pixel_maps, pixel_masks);
+    if (!pixel_maps.empty()) {
+        e.pixel_auroc = sga::pixel_roc_auc(pixel_maps, pixel_masks);
+        e.pixel_f1 = sga::pixel_f1_max(pixel_maps, pixel_masks);
+        e.aupro = sga::aupro(pixel_maps, pixel_masks, map_widths, map_heights, 0.3);
+    }
+    std::vector<std::string> defect_types;
+    std::set<std::string> distinct_types;
+    for (const sga::LabeledImage& s : samples) {
+        defect_types.push_back(defect_type_of(s.path));
+        if (s.label) distinct_types.insert(defect_types.back());
+    }
+    if (distinct_types.size() >= 2) e.per_defect_type = sga::roc_auc_per_defect_type(e.scores, e.labels, defect_types);
     e.threshold = detector.threshold();
     for (std::size_t i = 0; i < e.scores.size(); ++i) {
         const bool flagged = e.results[i].is_anomaly;
@@ -773,6 +797,19 @@ void print_evaluation(const Evaluation& e) {
               << "F1-max      " << e.f1.f1 << " at threshold " << std::setprecision(6) << e.f1.threshold
               << std::setprecision(4) << "  (flagging every image: " << flag_all_f1(e) << ")\n";
     if (e.pixel_auroc) std::cout << std::setprecision(4) << "pixel AUROC " << *e.pixel_auroc << "\n";
+    if (e.aupro) std::cout << "AUPRO       " << *e.aupro << "  (mean overlap of each defect region, false-positive rate 0 to 0.3)\n";
+    if (e.pixel_f1)
+        std::cout << "pixel F1-max " << e.pixel_f1->f1 << " at threshold " << std::setprecision(6) << e.pixel_f1->threshold
+                  << std::setprecision(4) << "\n";
+    if (!e.per_defect_type.empty()) {
+        std::size_t widest = 11;
+        for (const sga::DefectTypeRocAuc& d : e.per_defect_type) widest = std::max(widest, d.defect_type.size());
+        std::cout << "image AUROC per defect type (against the " << e.normal << " normal images):\n  " << std::left
+                  << std::setw(static_cast<int>(widest)) << "defect type" << std::right << "  images   AUROC\n";
+        for (const sga::DefectTypeRocAuc& d : e.per_defect_type)
+            std::cout << "  " << std::left << std::setw(static_cast<int>(widest)) << d.defect_type << std::right << "  "
+                      << std::setw(6) << d.anomalous << "  " << d.roc_auc << "\n";
+    }
     std::cout << std::setprecision(6) << "at the model threshold " << e.threshold << ": " << std::setprecision(4)
               << "precision " << ratio(e.true_positives, e.true_positives + e.false_positives) << ", recall "
               << ratio(e.true_positives, e.true_positives + e.false_negatives) << ", accuracy "
@@ -797,6 +834,13 @@ nlohmann::json evaluation_json(const Evaluation& e) {
                         {"true_negatives", e.true_negatives},
                         {"false_negatives", e.false_negatives}};
     j["pixel_auroc"] = e.pixel_auroc ? nlohmann::json(*e.pixel_auroc) : nlohmann::json(nullptr);
+    j["aupro"] = e.aupro ? nlohmann::json(*e.aupro) : nlohmann::json(nullptr);
+    j["pixel_f1_max"] = e.pixel_f1 ? nlohmann::json(e.pixel_f1->f1) : nlohmann::json(nullptr);
+    j["pixel_f1_max_threshold"] = e.pixel_f1 ? nlohmann::json(e.pixel_f1->threshold) : nlohmann::json(nullptr);
+    nlohmann::json per_type = nlohmann::json::array();
+    for (const sga::DefectTypeRocAuc& d : e.per_defect_type)
+        per_type.push_back({{"defect_type", d.defect_type}, {"images", d.anomalous}, {"auroc", d.roc_auc}});
+    j["auroc_per_defect_type"] = per_type;
     return j;
 }
 
@@ -805,19 +849,100 @@ std::vector<std::string> write_plots(const std::string& dir, const Evaluation& e
     fs::create_directories(dir);
     const std::string roc = (fs::path(dir) / "roc.png").string();
     const std::string histogram = (fs::path(dir) / "histogram.png").string();
-    sga::save_png(roc, sga::plot_roc_curve(sga::roc_curve(e.scores, e.labels), 512));
+    sga::save_png(roc, sga::plot_roc_curve(sga::roc_curve(e.scores, e.labels), 512, "ROC curve, image scores"));
     std::vector<float> normal, anomalous;
     for (std::size_t i = 0; i < e.scores.size(); ++i) (e.labels[i] ? anomalous : normal).push_back(e.scores[i]);
-    sga::save_png(histogram, sga::plot_score_histogram(normal, anomalous, 640, 400));
+    sga::save_png(histogram, sga::plot_score_histogram(normal, anomalous, 640, 400, "image scores"));
     return {roc, histogram};
+}
+
+// dir/cases/: one strip (image | ground truth | anomaly map | predicted mask) for each of the
+// 4 highest-scoring normal images, the 4 lowest-scoring anomalous images and the 4
+// highest-scoring anomalous ones, scored again with their maps. Returns the paths.
+std::vector<std::string> write_case_strips(const std::string& dir, const Evaluation& e, const sga::Detector& detector,
+                                           const std::vector<sga::LabeledImage>& samples) {
+    struct Group {
+        const char* file_stem;
+        const char* description;
+        std::vector<std::size_t> members;
+    };
+    std::vector<std::size_t> order(e.scores.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) { return e.scores[x] > e.scores[y]; });
+    const auto pick = [&](int label, bool highest) {
+        std::vector<std::size_t> members;
+        const auto take = [&](std::size_t i) {
+            if (e.labels[i] == label && members.size() < 4) members.push_back(i);
+        };
+        if (highest) std::for_each(order.begin(), order.end(), take);
+        else std::for_each(order.rbegin(), order.rend(), take);
+        return members;
+    };
+    const std::vector<Group> groups = {
+        {"highest_scoring_normal", "highest-scoring normal image", pick(0, true)},
+        {"lowest_scoring_anomalous", "lowest-scoring anomalous image", pick(1, false)},
+        {"highest_scoring_anomalous", "highest-scoring anomalous image", pick(1, true)}};
+
+    sga::ScoreOptions options;
+    options.anomaly_map = true;
+    options.anomaly_mask = detector.pixel_statistics().count > 0;
+    std::map<std::size_t, sga::ScoreResult> scored;
+    for (const Group& g : groups)
+        for (std::size_t i : g.members)
+            if (!scored.count(i)) scored[i] = detector.score(samples[i].image.view(), options);
+    // One colour scale for every strip, so their maps can be compared.
+    std::vector<float> pooled;
+    for (const auto& [i, r] : scored) pooled.insert(pooled.end(), r.anomaly_map.begin(), r.anomaly_map.end());
+    const float scale = std::max(map_scale(std::move(pooled)), 1e-6f);
+
+    const fs::path folder = fs::path(dir) / "cases";
+    fs::create_directories(folder);
+    std::vector<std::string> written;
+    for (const Group& g : groups) {
+        for (std::size_t k = 0; k < g.members.size(); ++k) {
+            const std::size_t i = g.members[k];
+            const sga::LabeledImage& s = samples[i];
+            const sga::ScoreResult& r = scored.at(i);
+            const sga::Image& image = s.image;
+            // Normal images are known to hold no defect; anomalous ones without a mask are unknown.
+            const std::vector<std::uint8_t> no_defect(static_cast<std::size_t>(image.width) * image.height, 0);
+            sga::AnomalyCase c;
+            c.image = image.view();
+            if (r.map_width == image.width && r.map_height == image.height) c.anomaly_map = r.anomaly_map;
+            c.map_low = 0.0f;
+            c.map_high = scale;
+            if (s.mask && s.mask->width == image.width && s.mask->height == image.height && s.mask->channels == 1)
+                c.ground_truth = s.mask->view();
+            else if (s.label == 0)
+                c.ground_truth = sga::ImageView{no_defect.data(), image.width, image.height, image.width, sga::PixelFormat::Gray};
+            if (r.anomaly_mask.size() == no_defect.size()) c.predicted_mask = r.anomaly_mask;
+            const fs::path path(s.path);
+            const std::string name = !e.per_defect_type.empty() && s.label
+                                         ? (path.parent_path().filename() / path.filename()).string()
+                                         : path.filename().string();
+            std::ostringstream caption, detail;
+            caption << name << "  score " << std::setprecision(5) << e.scores[i] << "  "
+                    << (s.label ? "anomalous" : "normal") << (e.results[i].is_anomaly ? ", flagged" : ", not flagged");
+            detail << g.description << " " << (k + 1) << " of " << g.members.size() << "; map blue 0 to red "
+                   << std::setprecision(3) << scale;
+            c.caption = caption.str();
+            c.detail = detail.str();
+            const std::string out = (folder / (std::string(g.file_stem) + "_" + std::to_string(k + 1) + ".png")).string();
+            sga::save_png(out, sga::plot_anomaly_case(c));
+            written.push_back(out);
+        }
+    }
+    return written;
 }
 
 // ---- eval ---------------------------------------------------------------------------------
 
 const char* const eval_help = R"(usage: skipganomaly eval --model MODEL.safetensors --data SPEC [options]
 
-Scores a labelled data set and prints image AUROC, AUPRC and F1-max (with its threshold),
-and pixel AUROC when the data set has masks. The model file is never changed.
+Scores a labelled data set and prints image AUROC, AUPRC and F1-max (with its threshold);
+when the data set has masks, pixel AUROC, AUPRO (MVTec AD's per-region overlap, integrated
+to a false-positive rate of 0.3) and pixel F1-max; and with MVTec AD's test/<defect>/
+folders, the image AUROC of each defect type. The model file is never changed.
 Anomalies are the positive class. AUPRC and F1-max depend on the share of anomalies (the
 base rate, printed beside them): with 90% anomalies a random score has AUPRC 0.90 and
 flagging everything has F1 0.95, so read them against those baselines.
@@ -829,7 +954,10 @@ data (--data SPEC):
   cifar10:DIR:CLASS                          CIFAR-10 test split; other classes are anomalous
 
 options:
-  --plots DIR              write DIR/roc.png and DIR/histogram.png
+  --plots DIR              write DIR/roc.png, DIR/histogram.png and, in DIR/cases/, one
+                           strip (image | ground truth | anomaly map | predicted mask) for
+                           each of the 4 highest-scoring normal images and the 4 lowest-
+                           and 4 highest-scoring anomalous ones
   --json                   print the metrics as one JSON object instead
   --device cpu|cuda|auto   where to score (default auto)
   --threads N              CPU threads
@@ -851,7 +979,11 @@ int command_eval(const std::vector<std::string>& args) {
     const std::vector<sga::LabeledImage> samples = load_labelled_images(spec);
     const Evaluation e = evaluate(detector, samples, false);
     std::vector<std::string> plots;
-    if (const auto dir = a.get("plots")) plots = write_plots(*dir, e);
+    if (const auto dir = a.get("plots")) {
+        plots = write_plots(*dir, e);
+        const std::vector<std::string> strips = write_case_strips(*dir, e, detector, samples);
+        plots.insert(plots.end(), strips.begin(), strips.end());
+    }
     if (a.has("json")) {
         nlohmann::json j = evaluation_json(e);
         if (!plots.empty()) j["plots"] = plots;

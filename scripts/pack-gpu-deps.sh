@@ -9,6 +9,8 @@
 # Nothing is downloaded: the files come from the installed packages (scripts/setup.sh
 # installs them). The GPU machine has CUDA, cuDNN (through PyTorch's nvidia-cudnn wheel),
 # CMake and a C++ compiler of its own; run-gpu-checks.sh finds them there.
+# Ninja comes too where it is installed here: run-gpu-checks.sh uses it only on a machine
+# that has neither ninja nor make of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,6 +19,7 @@ rm -rf "$destination"
 mkdir -p "$destination"
 packages=(libeigen3-dev libstb-dev libstb0 catch2 libbenchmark-dev libbenchmark1debian nlohmann-json3-dev
           zlib1g-dev zlib1g)
+if dpkg -s ninja-build >/dev/null 2>&1; then packages+=(ninja-build); fi
 for package in "${packages[@]}"; do
   # Regular files and symbolic links (libz.so -> libz.so.1...), with their paths.
   dpkg -L "$package" | while IFS= read -r path; do

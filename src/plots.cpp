@@ -310,6 +310,35 @@ std::string fit_text(const std::string& text, int width, int scale) {
     return "..." + text.substr(text.size() - static_cast<std::size_t>(characters));
 }
 
+// text broken at spaces into lines that fit in width pixels at scale; a word longer than a
+// line is shortened at its start.
+std::vector<std::string> wrap_text(const std::string& text, int width, int scale) {
+    std::vector<std::string> lines;
+    std::string line;
+    std::size_t start = 0;
+    while (start < text.size()) {
+        std::size_t end = text.find(' ', start);
+        if (end == std::string::npos) end = text.size();
+        const std::string word = text.substr(start, end - start);
+        start = end + 1;
+        if (word.empty()) {
+            if (!line.empty()) line += ' ';  // keep runs of spaces inside a line
+            continue;
+        }
+        const std::string joined = line.empty() ? word : line + " " + word;
+        if (text_width(joined, scale) <= width) {
+            line = joined;
+            continue;
+        }
+        while (!line.empty() && line.back() == ' ') line.pop_back();
+        if (!line.empty()) lines.push_back(line);
+        line = fit_text(word, width, scale);
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    if (!line.empty()) lines.push_back(line);
+    return lines;
+}
+
 }  // namespace
 
 int text_width(std::string_view text, int scale) {
@@ -537,12 +566,21 @@ Image plot_anomaly_case(const AnomalyCase& c, int panel_size) {
     const int width = 4 * panel_width + 5 * pad;
     const int scale = width >= 800 ? 2 : 1;
     const int line = (cell_height + 2) * scale;
-    const int caption_lines = c.detail.empty() ? 1 : 2;
-    const int panels_top = pad + caption_lines * line + pad + line + 2;
+    const std::vector<std::string> caption = wrap_text(c.caption, width - 2 * pad, scale);
+    const std::vector<std::string> detail = wrap_text(c.detail, width - 2 * pad, scale);
+    const int text_lines = std::max<int>(1, static_cast<int>(caption.size() + detail.size()));
+    const int panels_top = pad + text_lines * line + pad + line + 2;
     const int height = panels_top + panel_height + pad;
     Canvas canvas(width, height);
-    canvas.text(pad, pad, fit_text(c.caption, width - 2 * pad, scale), black, scale);
-    if (!c.detail.empty()) canvas.text(pad, pad + line, fit_text(c.detail, width - 2 * pad, scale), dark_grey, scale);
+    int y = pad;
+    for (const std::string& l : caption) {
+        canvas.text(pad, y, l, black, scale);
+        y += line;
+    }
+    for (const std::string& l : detail) {
+        canvas.text(pad, y, l, dark_grey, scale);
+        y += line;
+    }
 
     const auto shrink = [&](const Image& picture, bool take_maximum) {
         return resample(picture, panel_width, panel_height, take_maximum && (picture.width > panel_width || picture.height > panel_height));

@@ -37,38 +37,47 @@ std::vector<double> to_double(const std::vector<T>& values) {
 }
 
 // Passes when every element satisfies |actual - expected| <= atol + rtol * |expected|. Any NaN
-// (on either side) fails. A failure reports `what` (say the shape and seed), the first
-// mismatches, the largest error and the normalised error ||actual - expected|| / ||expected||.
-// `actual` is float for kernel outputs; double is allowed for checks run in double.
+// (on either side) fails, and an infinity passes only against the same infinity (+inf
+// against -inf, or against a finite value, fails whatever the tolerance). Returns an empty
+// string when all pass; otherwise the failure message: `what` (say the shape and seed), the
+// first mismatches, the largest error and the normalised error ||actual - expected|| /
+// ||expected|| over the finite elements. `actual` is float for kernel outputs; double is
+// allowed for checks run in double.
 template <typename Actual, typename Expected>
-void require_close(const std::vector<Actual>& actual, const std::vector<Expected>& expected, double rtol, double atol,
-                   const std::string& what) {
-    if (actual.size() != expected.size())
-        FAIL(what << ": " << actual.size() << " elements, expected " << expected.size());
+std::string close_failure(const std::vector<Actual>& actual, const std::vector<Expected>& expected, double rtol,
+                          double atol, const std::string& what) {
+    if (actual.size() != expected.size()) {
+        std::ostringstream message;
+        message << what << ": " << actual.size() << " elements, expected " << expected.size();
+        return message.str();
+    }
     std::size_t mismatches = 0, worst = 0;
     double worst_error = -1.0, error_norm = 0.0, expected_norm = 0.0;
     std::ostringstream first;
     first.precision(9);
     for (std::size_t i = 0; i < actual.size(); ++i) {
         const double a = static_cast<double>(actual[i]), r = static_cast<double>(expected[i]);
-        const double error = std::abs(a - r);
         const bool nan = std::isnan(a) || std::isnan(r);
-        if (nan || error > atol + rtol * std::abs(r)) {
-            if (++mismatches <= 5)
-                first << "\n  [" << i << "] actual " << a << " expected " << r << " error " << error << " allowed "
-                      << atol + rtol * std::abs(r);
-        }
-        if (nan || error > worst_error) {
-            worst_error = nan ? std::numeric_limits<double>::infinity() : error;
+        const bool infinite = !nan && (std::isinf(a) || std::isinf(r));
+        // With an infinity the arithmetic below says nothing (inf - inf is NaN, and an
+        // infinite error is within an infinite allowance): only equality passes.
+        const bool out_of_tolerance =
+            nan || (infinite ? a != r : std::abs(a - r) > atol + rtol * std::abs(r));
+        const double error = nan || infinite ? (a == r ? 0.0 : std::numeric_limits<double>::infinity())
+                                             : std::abs(a - r);
+        if (out_of_tolerance && ++mismatches <= 5)
+            first << "\n  [" << i << "] actual " << a << " expected " << r << " error " << error << " allowed "
+                  << atol + rtol * std::abs(r);
+        if (error > worst_error) {
+            worst_error = error;
             worst = i;
         }
-        error_norm += nan ? 0.0 : error * error;
-        expected_norm += r * r;
+        if (!nan && !infinite) {
+            error_norm += error * error;
+            expected_norm += r * r;
+        }
     }
-    if (mismatches == 0) {
-        SUCCEED(what);
-        return;
-    }
+    if (mismatches == 0) return {};
     std::ostringstream message;
     message.precision(6);
     message << what << ": " << mismatches << " of " << actual.size() << " elements out of tolerance (rtol " << rtol
@@ -76,7 +85,16 @@ void require_close(const std::vector<Actual>& actual, const std::vector<Expected
             << "] (actual " << static_cast<double>(actual[worst]) << ", expected "
             << static_cast<double>(expected[worst]) << ")"
             << "\n  normalised error " << std::sqrt(error_norm / std::max(expected_norm, 1e-300));
-    FAIL(message.str());
+    return message.str();
+}
+
+// close_failure() as a Catch2 assertion: SUCCEED with `what`, or FAIL with the message.
+template <typename Actual, typename Expected>
+void require_close(const std::vector<Actual>& actual, const std::vector<Expected>& expected, double rtol, double atol,
+                   const std::string& what) {
+    const std::string failure = close_failure(actual, expected, rtol, atol, what);
+    if (!failure.empty()) FAIL(failure);
+    SUCCEED(what);
 }
 
 }  // namespace sga::testing

@@ -634,6 +634,15 @@ TEST_CASE("an evaluation strip shows image, ground truth, map and predicted mask
     CHECK(at(2, 45, 25)[0] > 150);
     CHECK(at(2, 5, 5)[2] > at(2, 5, 5)[0] + 40);
 
+    // A caption wider than the strip is broken at spaces onto more lines.
+    sga::AnomalyCase wordy = c;
+    wordy.caption = "a caption of many words, far wider than the three hundred and fifty pixels of the strip";
+    wordy.detail = "and a detail line";
+    const sga::Image wrapped = sga::plot_anomaly_case(wordy, 80);
+    CHECK(wrapped.width == strip.width);
+    CHECK(wrapped.height == strip.height + 2 * 11);
+    CHECK(dark_pixels(wrapped, 6, 6 + 11, 200, 6 + 11 + 8) > 40);
+
     // Without ground truth, map and threshold the panels are grey and say so.
     sga::AnomalyCase bare;
     bare.image = c.image;

@@ -62,17 +62,17 @@ struct AnomalyCase {
     float map_low = 0, map_high = 1;                   // the map's colour scale (blue to red)
     std::optional<ImageView> ground_truth;             // 1 channel, > 0 anomalous; none: unknown
     std::span<const std::uint8_t> predicted_mask;      // > 0 predicted anomalous; empty: none
-    std::string caption;                               // one line, e.g. file name and score
-    std::string detail;                                // a second line, may be empty
+    std::string caption;                               // e.g. file name and score, in black
+    std::string detail;                                // more, in grey; may be empty
 };
 
 // A strip of four panels of panel_size pixels on the image's longer side, titled "image",
 // "ground truth", "anomaly map" (anomaly_overlay of the map on the image) and "predicted
-// mask", under the caption lines. Masks are shrunk by taking the maximum, so a defect
-// smaller than a panel pixel stays visible; images are shrunk by averaging and enlarged by
-// repeating pixels. A panel without data is grey and says so. Text is at scale 2 when the
-// strip is at least 800 pixels wide; a caption too long for the strip is shortened at its
-// start ("...tail"). Throws InvalidArgument for panel_size < 32, an inconsistent image, a
+// mask", under the caption and the detail, broken at spaces into lines of the strip's width
+// (a word longer than a line is shortened at its start, "...tail"). Masks are shrunk by
+// taking the maximum, so a defect smaller than a panel pixel stays visible; images are shrunk
+// by averaging and enlarged by repeating pixels. A panel without data is grey and says so.
+// Text is at scale 2 when the strip is at least 800 pixels wide. Throws InvalidArgument for panel_size < 32, an inconsistent image, a
 // plane of the wrong size, or a map scale that is not finite with map_high > map_low.
 SKIPGANOMALY_API Image plot_anomaly_case(const AnomalyCase& anomaly_case, int panel_size = 200);
 

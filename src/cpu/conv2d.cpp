@@ -1,7 +1,11 @@
-// CPU convolution kernels: the three convolution primitives and the channel bias, with Eigen.
+// CPU convolution kernels (kernels.def): the three convolution primitives (conv2d_forward,
+// conv2d_backward_data, conv2d_backward_filter), the prepared inference kernels
+// (conv2d_packed_floats, conv2d_pack_weight, conv2d_packed) and the channel bias. This file
+// holds the plan and the entry points; the strategies live in conv2d_*.cpp, their shared
+// declarations in conv2d_internal.hpp.
 //
-// Every primitive is a GEMM between im2col "columns" and the weight. Matrices below are
-// column-major (Eigen's default); P = OH * OW output positions per image, D = Cin * KH * KW:
+// Every primitive is a GEMM between im2col "columns" and the weight. Matrices are column-major
+// unless said otherwise; P = OH * OW output positions an image, D = Cin * (active taps):
 //   columns   (rows, D) with rows = images * P: element (n * P + p, k) at k * rows + n * P + p
 //   weight    (D, Cout): the (Cout, Cin, KH, KW) array as it lies in memory
 //   forward          output (rows, Cout) = columns * weight
@@ -9,77 +13,38 @@
 //   backward-filter  grad_weight (D, Cout) += columns^T * grad_output
 // For one image, (P, Cout) column-major *is* that image's NCHW (Cout, OH, OW) slice.
 //
-// Two ways to run it, chosen per call (Plan::per_image):
-// - Per image, when an image has P >= 32 output positions and the batch has at least 2 images
-//   (the 32x32 -> 16x16 and 16x16 -> 8x8 layers at batch 64, and in D's pass over an image and
-//   its reconstruction): OpenMP
-//   spreads the images over the threads and each thread builds one image's columns in its
-//   own cache-resident scratch and runs a single-threaded Eigen GEMM straight into (or out of)
-//   that image's NCHW slice. No reorder, no column matrix in main memory, and no
-//   synchronisation inside the GEMM. Measured at batch 64 on 2 cores this doubled the
-//   3 -> 64 channel layer (K = 48, where one big GEMM is bound by writing its result) and
-//   made 64 -> 128 half as fast again; backward-filter sums per-thread partial gradients.
-// - Batched otherwise: all images side by side in one GEMM, split over the threads by rows or
-//   columns of its result (threaded_product).
-//   At the deep layers an image has P = 16, 4 or 1 positions and a per-image GEMM such as
-//   4 x 512 x 4096 never reaches Eigen's steady state. The price is one reorder between
-//   (N, Cout, P) and (Cout, N * P) of the output or grad_output, a copy of that tensor,
-//   skipped where the layouts already agree (one image; or P = 1, where (N, Cout) row-major
-//   is the result itself).
-// - Skinny, when the whole batch has at most 16 output positions (rows) and the layer drops
-//   kernel taps that only read padding: the 2x2 -> 1x1 convolution and its transposed mirror,
-//   whose weights are the model's largest, when scoring one image (four with a rotation
-//   restoration's views). There gemm_weight compacts the active quarter of the weight and
-//   Eigen's GEMM then packs it, on every call: in a perf profile of batch-1 scoring at isize
-//   32 (one thread) compaction took 27% of the samples and packing 31%, multiplying 11%. The
-//   skinny kernels read each weight row once, in place, and keep the few rows of the product
-//   in registers (skinny_forward, skinny_backward_data): 1.5-1.7x faster on those layers at
-//   batch 4 (bench_conv2d_cpu .../scoring4/...). With every tap active, Eigen's GEMM was as
-//   fast or faster even at 4-16 rows (its packing is one pass over a weight it then reuses),
-//   so those layers stay on it. Each skinny result is summed in one fixed order by one
-//   thread: identical at any thread count.
-// - Prepared, for inference only (conv2d_pack_weight once, then conv2d_packed; the layers
-//   call it for products of at most 64 rows an image, PackedConvolution::max_rows): the
-//   weight read where it lies, see "prepared path" below.
-// Further choices:
-// - Kernel taps that only ever read zero padding are dropped from the GEMM (the 2x2 -> 1x1
-//   layers with k4 p1 use 4 of 16 taps; the 1x1 classifier with k3 p1 uses 1 of 9). That cuts
-//   their GEMM depth by 4x and 9x. The weight is then gathered into a compact copy, one pass
-//   over the weight (memory-bound, but far cheaper than the 3/4 of the GEMM it saves), and the
-//   filter gradient of the dropped taps is exactly zero.
-// - When the convolution window is the whole unpadded input (P = 1, e.g. the discriminator's
-//   4x4 -> 1x1 layer), the input already is the columns matrix (row-major): no im2col.
-// - im2col and col2im go through a thread-local, zero-padded, stride-phase-split copy of one
-//   input plane (see PhasePlane), so their inner loops are branch-free contiguous copies of
-//   OW floats with compile-time lengths; a bounds test and strided gather per element made
-//   im2col cost half of the GEMM at 16x16 -> 8x8. With a single output position per image
-//   (P = 1) a plane holds almost nothing to copy, so those layers gather per column instead.
-// - Everything outside the GEMMs is parallelised with OpenMP over independent planes, images
-//   or columns, so that no two threads write the same element and no atomics are needed.
-// - Scratch (columns, results, reordered gradients, compact weights, per-thread planes and
-//   partial gradients) comes from ctx.arena(), so a steady-state training step allocates no
-//   tensor memory here. Eigen's GEMM still mallocs its own packing buffers for large products;
-//   it has no interface for handing it ours.
-// - Large batches on the batched path are cut into chunks of images so that the columns of
-//   one chunk stay under max_column_floats: bounded scratch at inference with big batches,
-//   while every batched layer of the model at batch 64 still runs as a single chunk.
+// Kernel taps that only ever read zero padding are dropped (Plan::rows, Plan::cols): the GEMM
+// depth counts the active taps only, the weight is used through a compact copy of them
+// (gemm_weight) and the filter gradient of a dropped tap is exactly 0.
 //
-// GCC 12 reports a false -Wmaybe-uninitialized inside its own avx512fintrin.h when Eigen's
-// AVX-512 GEMM packs a row-major operand (the `__m512 __Y = __Y;` idiom behind
-// _mm512_undefined_ps; see pytorch/pytorch#77939, google/highway#710). It is placed before
-// the include so that it covers the intrinsic headers, and left on for the whole file.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <Eigen/Core>
+// make_plan picks the strategy from the geometry alone, never from the thread count: the
+// strategies sum in different orders, and a score must not depend on how many threads computed
+// it. The entry points take the first that applies:
+// - nothing to multiply (D = 0: every output reads only padding): the result is 0.
+// - skinny (conv2d_skinny.cpp; forward and backward-data): some taps dropped, batch * P <=
+//   skinny_max_rows, and not per image. The weight read once in place, the few rows of the
+//   product kept in registers.
+// - input is columns (conv2d_gemm.cpp): P = 1, no padding and the kernel window is the whole
+//   input, so the input (N, D) row-major is the columns matrix: one GEMM, no im2col.
+// - per image (conv2d_gemm.cpp): P >= per_image_min_positions and batch >= per_image_min_batch.
+//   The threads take whole images; each builds one image's columns in its own scratch and runs a
+//   single-threaded GEMM straight into (or out of) that image's NCHW slice.
+// - batched (conv2d_gemm.cpp), otherwise: all images side by side in one GEMM cut into blocks
+//   by its shape, in chunks of images whose columns stay under max_column_floats.
+// - prepared (conv2d_prepared.cpp): inference only, when the caller packed the weight once
+//   (conv2d_pack_weight) and calls conv2d_packed, as the layers do for products of at most
+//   PackedConvolution::max_rows rows (layers.hpp). The weight read where it lies, the products
+//   in SIMD register tiles (conv2d_lanes.hpp).
+// im2col and col2im (conv2d_im2col.cpp) serve every strategy but "input is columns". Outside
+// the GEMMs the work is split over independent planes, images or columns: no two threads write
+// one element, no atomics. Scratch comes from ctx.arena(), so a steady-state training step
+// allocates no tensor memory here (Eigen's GEMM still mallocs its own packing buffers for large
+// products; it has no interface for handing it ours).
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <string>
-#include <type_traits>
-#include <utility>
 
 #include "conv2d_internal.hpp"
 #include "skipganomaly/kernels.hpp"
@@ -88,30 +53,24 @@ namespace sga::cpu {
 using namespace conv2d_detail;
 namespace {
 
-using ColumnMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-// Unaligned maps: callers may hand us any float pointer (tests put guard bands around outputs).
-using MatrixMap = Eigen::Map<ColumnMajor>;
-using ConstMatrixMap = Eigen::Map<const ColumnMajor>;
-using RowMatrixMap = Eigen::Map<RowMajor>;
-using ConstRowMatrixMap = Eigen::Map<const RowMajor>;
-
-// 16 MiB of columns per chunk: four times the largest batched im2col of the model at batch 64
-// (128 -> 256 channels, 8x8 -> 4x4, k4: D = 2048, 64 * 16 rows).
+// Columns per chunk of images on the batched and prepared paths (16 MiB): four times the
+// largest batched im2col of the model at batch 64 (128 -> 256 channels, 8x8 -> 4x4, k4:
+// D = 2048, 64 * 16 rows), so that each batched layer of the model at batch 64 runs as one chunk
+// while the scratch of a large batch stays bounded.
 constexpr Index max_column_floats = Index{1} << 22;
-// Output positions per image from which one single-threaded GEMM per image beats one
-// threaded GEMM over the batch (measured: 2x better at P = 256 and 1.5x at P = 64, even at
-// P = 16, behind below it).
+// Output positions an image from which the per-image path is taken: with fewer, one image's
+// GEMM is too small to reach Eigen's steady state, and one GEMM over the batch is faster.
 constexpr Index per_image_min_positions = 32;
 // Images from which the per-image path is taken. A constant, not a function of the threads a
 // call gets: the two paths sum in different orders, and a score must not depend on how many
 // threads computed it (a lone caller leases them all, concurrent callers one each;
-// tests/test_detector.cpp). It was 2 x threads, which gave batch 2 (one image's D pass over x
-// and G(x)) the per-image path on one thread and the batched one on two, and flipped the last
-// bit of some latent errors; then 4. At 2, that D pass gives each of two threads one image and
-// a GEMM of its own, with no operand packed twice: D conv1 and conv2 of a batch-1 score took
-// 0.031 and 0.254 ms instead of 0.071 and 0.306 (2 threads, medians of 5 alternating runs).
+// tests/test_detector.cpp). At 2, one image's discriminator pass over x and G(x) gives each
+// of two threads one image and a GEMM of its own.
 constexpr Index per_image_min_batch = 2;
+// Prepared forward convolutions with at least this many output positions an image take
+// panels_streamed, the others forward_streamed. The two sum in different orders: the choice is
+// the geometry's, never the batch's, so that an image has the same bits in any batch.
+constexpr Index forward_panel_min_positions = 16;
 
 // Output positions o in [begin, end) whose input coordinate o * stride - padding + tap lies in
 // [0, in): the positions where kernel tap `tap` reads real input rather than padding.
@@ -169,13 +128,11 @@ Plan make_plan(const ConvGeometry& g) {
     return plan;
 }
 
-// The weight as a (D, Cout) column-major matrix: the caller's array when every tap is active,
-// otherwise a compact copy of the active taps.
-const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* weight) {
-    if (plan.full_window) return weight;
-    float* compact = ctx.arena().allocate_floats(static_cast<std::size_t>(plan.depth * g.out_channels));
+// compact (Cout, D) row-major = the active taps of weight (Cout, Cin, KH, KW). Read as (D, Cout)
+// column-major, it is the GEMM's weight. Memory-bound (the whole weight is read): spread over
+// the threads.
+void compact_active_taps(const ConvGeometry& g, const Plan& plan, const float* weight, float* compact) {
     const Index kernel_area = g.kernel_height * g.kernel_width;
-    // Memory-bound (the whole weight is read): spread over the threads.
 #pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
     for (Index co = 0; co < g.out_channels; ++co)
         for (Index ci = 0; ci < g.in_channels; ++ci)
@@ -184,448 +141,16 @@ const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, 
                     compact[co * plan.depth + ci * plan.taps + r * plan.cols.count + c] =
                         weight[(co * g.in_channels + ci) * kernel_area + (plan.rows.first + r) * g.kernel_width +
                                plan.cols.first + c];
+}
+
+// The weight as a (D, Cout) column-major matrix: the caller's array when every tap is active,
+// otherwise a compact copy of the active taps in ctx's arena.
+const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* weight) {
+    if (plan.full_window) return weight;
+    float* compact = ctx.arena().allocate_floats(static_cast<std::size_t>(plan.depth * g.out_channels));
+    compact_active_taps(g, plan, weight, compact);
     return compact;
 }
-
-template <typename Destination, typename Product>
-void assign(Destination&& destination, const Product& product, float beta) {
-    if (beta == 0.0f)
-        destination.noalias() = product;
-    else
-        destination.noalias() += product;
-}
-
-// destination (=|+=) lhs * rhs on the batched path: the destination cut into disjoint blocks
-// of rows or of columns, each one single-threaded Eigen GEMM, the blocks shared out over the
-// threads. Eigen's own threading makes its threads busy-wait for each other between blocks of
-// the depth, so a preempted thread stalls the other; here they meet once, at the end. Measured
-// at the model's batched layers: no difference on an otherwise idle machine (within the ~10%
-// noise), 1.3-3x faster with another process competing for the 2 cores. Each block packs all
-// of the operand it does not split, so the cut runs along the dimension that duplicates the
-// smaller operand.
-//
-// The blocks depend on the product's shape only (one block per 128 rows or columns, 2 to 16),
-// never on the thread count: Eigen takes a row at the end of a block with another micro-kernel
-// (and another order of summation) than inside one, so blocks cut by the thread count gave
-// one image's reconstruction other last bits on one thread than on two (SkipGanomaly::
-// score_independent, which scores each image on one thread, found it).
-//
-// Below 1e6 multiply-adds the product is one block on the calling thread. Eigen, compiled with
-// OpenMP, would otherwise start its own team from about 50,000 multiply-adds per thread, and
-// for these products that cost more than it saved: G encoder1 at batch 1 (256 x 48 x 64) took
-// 0.034 ms on two threads against 0.017 ms on one. Eigen asks omp_get_max_threads(), the
-// calling thread's own setting, so that is 1 around every block.
-template <typename Destination, typename Lhs, typename Rhs>
-void threaded_product(Destination&& destination, const Lhs& lhs, const Rhs& rhs, float beta) {
-    const Index M = destination.rows(), N = destination.cols(), K = lhs.cols();
-    const int threads = omp_get_max_threads();
-    const bool split_rows = N <= M;  // rows: every block packs rhs (K x N); columns: lhs (M x K)
-    const Index extent = split_rows ? M : N;
-    const Index blocks = static_cast<double>(M) * N * K < 1e6 ? 1 : std::clamp<Index>(extent / 128, 2, 16);
-    const Index block = round_up_16(ceil_div(extent, blocks));  // 16: the width of Eigen's AVX-512 micro-kernels
-    auto run_block = [&](Index b) {
-        const Index begin = std::min(extent, b * block), count = std::min(extent, begin + block) - begin;
-        if (count <= 0) return;
-        if (split_rows)
-            assign(destination.middleRows(begin, count), lhs.middleRows(begin, count) * rhs, beta);
-        else
-            assign(destination.middleCols(begin, count), lhs * rhs.middleCols(begin, count), beta);
-    };
-    const int team = static_cast<int>(std::min<Index>(threads, blocks));
-    if (team < 2) {
-        omp_set_num_threads(1);
-        for (Index b = 0; b < blocks; ++b) run_block(b);
-        omp_set_num_threads(threads);
-        return;
-    }
-#pragma omp parallel num_threads(team)
-    {
-        omp_set_num_threads(1);  // this thread's Eigen products run on it alone
-#pragma omp for schedule(static)
-        for (Index b = 0; b < blocks; ++b) run_block(b);
-    }
-}
-
-// ---- per-image GEMMs: the weight packed once per call ----
-//
-// Every image of the per-image path multiplies by the same weight, and Eigen's product packs
-// its right-hand operand on every call: at batch 64 a layer packed its weight 64 times (perf of
-// batch-64 scoring at isize 32, one thread: 9% of the samples in Eigen's gemm_pack_rhs against
-// 51% in its multiply kernel). SharedRhsProduct packs the weight once per call, in the blocks
-// that Eigen's own product of that shape uses, and each image then runs Eigen's packing of its
-// own operand and Eigen's micro-kernel (gebp) on them, in Eigen's loop order: the same
-// arithmetic in the same order as `lhs * rhs`, so every result keeps its bits. These are Eigen
-// 3.4's internal GEMM building blocks (CMakeLists.txt requires 3.4).
-namespace eigen_gemm = Eigen::internal;
-using GemmTraits = eigen_gemm::gebp_traits<float, float>;
-using GemmLhsMapper = eigen_gemm::const_blas_data_mapper<float, Index, Eigen::ColMajor>;
-using GemmResultMapper = eigen_gemm::blas_data_mapper<float, Index, Eigen::ColMajor, Eigen::Unaligned, 1>;
-
-template <int RhsOrder>
-class SharedRhsProduct {
-public:
-    // Products (M x K) * rhs, rhs (K x N) stored in RhsOrder with leading dimension rhs_stride.
-    // The packed blocks live in ctx's arena until its next reset.
-    SharedRhsProduct(Context& ctx, Index M, Index K, Index N, const float* rhs, Index rhs_stride)
-        : rows_(M), depth_(K), cols_(N), kc_(K), mc_(M), nc_(N) {
-        // What Eigen's product computes for this shape on one thread (GeneralMatrixMatrix.h:
-        // gemm_blocking_space(rows, cols, depth, 1, true), then run() clamps mc and nc).
-        eigen_gemm::computeProductBlockingSizes<float, float, 1>(kc_, mc_, nc_, Index{1});
-        mc_ = std::min(mc_, M);
-        nc_ = std::min(nc_, N);
-        Index floats = 0;
-        for_each_rhs_block([&](Index, Index, Index kc, Index nc) { floats += round_up_16(kc * nc); });
-        packed_ = ctx.arena().allocate_floats(static_cast<std::size_t>(floats));
-        const RhsMapper mapper(rhs, rhs_stride);
-        eigen_gemm::gemm_pack_rhs<float, Index, RhsMapper, GemmTraits::nr, RhsOrder> pack_rhs;
-        Index offset = 0;
-        for_each_rhs_block([&](Index k2, Index j2, Index kc, Index nc) {
-            pack_rhs(packed_ + offset, mapper.getSubMapper(k2, j2), kc, nc);
-            offset += round_up_16(kc * nc);
-        });
-    }
-
-    // Floats of scratch that multiply() needs for the packed lhs (one per thread).
-    Index lhs_scratch_floats() const { return mc_ * kc_; }
-
-    // result (M x N, column-major, leading dimension M) = (beta 0) or += (beta 1) lhs * rhs,
-    // lhs (M x K) column-major with leading dimension M. lhs_scratch: lhs_scratch_floats(),
-    // 64-byte aligned.
-    void multiply(const float* lhs, float* result, float beta, float* lhs_scratch) const {
-        scale_or_zero(result, rows_ * cols_, beta);  // gebp accumulates
-        const GemmLhsMapper lhs_mapper(lhs, rows_);
-        const GemmResultMapper result_mapper(result, rows_);
-        eigen_gemm::gemm_pack_lhs<float, Index, GemmLhsMapper, GemmTraits::mr, GemmTraits::LhsProgress,
-                                  GemmTraits::LhsPacket4Packing, Eigen::ColMajor>
-            pack_lhs;
-        eigen_gemm::gebp_kernel<float, float, Index, GemmResultMapper, GemmTraits::mr, GemmTraits::nr> gebp;
-        for (Index i2 = 0; i2 < rows_; i2 += mc_) {
-            const Index mc = std::min(i2 + mc_, rows_) - i2;
-            Index offset = 0;
-            Index packed_k2 = -1;
-            for_each_rhs_block([&](Index k2, Index j2, Index kc, Index nc) {
-                if (k2 != packed_k2) {  // Eigen packs the lhs panel once per depth block
-                    pack_lhs(lhs_scratch, lhs_mapper.getSubMapper(i2, k2), kc, mc);
-                    packed_k2 = k2;
-                }
-                gebp(result_mapper.getSubMapper(i2, j2), lhs_scratch, packed_ + offset, mc, kc, nc, 1.0f);
-                offset += round_up_16(kc * nc);
-            });
-        }
-    }
-
-private:
-    using RhsMapper = eigen_gemm::const_blas_data_mapper<float, Index, RhsOrder>;
-
-    // The rhs blocks in Eigen's order: depth blocks, and within each the column blocks.
-    template <typename Visit>
-    void for_each_rhs_block(Visit&& visit) const {
-        for (Index k2 = 0; k2 < depth_; k2 += kc_)
-            for (Index j2 = 0; j2 < cols_; j2 += nc_)
-                visit(k2, j2, std::min(k2 + kc_, depth_) - k2, std::min(j2 + nc_, cols_) - j2);
-    }
-
-    Index rows_, depth_, cols_;
-    Index kc_, mc_, nc_;
-    float* packed_ = nullptr;
-};
-
-// ---- per-image path: each thread takes whole images, columns (P, D) in its own scratch ----
-
-// Per thread: one phase plane, one image's columns (P, D), then a packed GEMM operand of
-// packed_floats (0 where the caller multiplies with Eigen's product).
-struct ImageScratch {
-    PhasePlane layout;
-    Index plane_floats, column_floats;
-    ThreadScratch threads;
-    float* plane() const { return threads.for_this_thread(); }
-    float* columns() const { return threads.for_this_thread() + plane_floats; }
-    float* packed() const { return threads.for_this_thread() + plane_floats + column_floats; }
-};
-ImageScratch image_scratch(Context& ctx, const ConvGeometry& g, const Plan& plan, Index packed_floats = 0) {
-    const PhasePlane layout = phase_plane(g);
-    const Index plane_floats = round_up_16(layout.size());
-    const Index column_floats = round_up_16(plan.spatial * plan.depth);
-    return {layout, plane_floats, column_floats, thread_scratch(ctx, plane_floats + column_floats + packed_floats)};
-}
-
-void im2col_image(const ConvGeometry& g, const Plan& plan, const ImageScratch& scratch, const float* image) {
-    const Index plane_size = g.in_height * g.in_width, P = plan.spatial;
-    for (Index ci = 0; ci < g.in_channels; ++ci)
-        im2col_channel(g, plan, scratch.layout, image + ci * plane_size, scratch.plane(),
-                       scratch.columns() + ci * plan.taps * P, P);
-}
-
-void forward_per_image(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input,
-                       const float* weight, float* output, float beta) {
-    const Index P = plan.spatial, Cout = g.out_channels, image_size = g.in_channels * g.in_height * g.in_width;
-    // output (P, Cout) = columns (P, D) * weight (D, Cout), the weight column-major.
-    const SharedRhsProduct<Eigen::ColMajor> product(ctx, P, plan.depth, Cout, weight, plan.depth);
-    const ImageScratch scratch = image_scratch(ctx, g, plan, product.lhs_scratch_floats());
-#pragma omp parallel for schedule(static)
-    for (Index n = 0; n < g.batch; ++n) {
-        im2col_image(g, plan, scratch, input + n * image_size);
-        product.multiply(scratch.columns(), output + n * Cout * P, beta, scratch.packed());
-    }
-}
-
-void backward_data_per_image(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* grad_output,
-                             const float* weight, float* grad_input, float beta) {
-    const Index P = plan.spatial, Cout = g.out_channels, plane_size = g.in_height * g.in_width;
-    // columns (P, D) = grad_output (P, Cout) * weight^T: the (D, Cout) column-major weight
-    // read as a row-major (Cout, D) matrix.
-    const SharedRhsProduct<Eigen::RowMajor> product(ctx, P, Cout, plan.depth, weight, plan.depth);
-    const ImageScratch scratch = image_scratch(ctx, g, plan, product.lhs_scratch_floats());
-#pragma omp parallel for schedule(static)
-    for (Index n = 0; n < g.batch; ++n) {
-        float* columns = scratch.columns();
-        product.multiply(grad_output + n * Cout * P, columns, 0.0f, scratch.packed());
-        for (Index ci = 0; ci < g.in_channels; ++ci)
-            col2im_channel(g, plan, scratch.layout, columns + ci * plan.taps * P, P, scratch.plane(),
-                           grad_input + (n * g.in_channels + ci) * plane_size, beta);
-    }
-}
-
-// target (D, Cout) = sum over images (+ target when beta = 1). Each thread accumulates its
-// images into its own partial, then the partials are added in thread order: deterministic for
-// a given thread count, and no thread waits on another inside the GEMMs.
-void backward_filter_per_image(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input,
-                               const float* grad_output, float* target, float beta) {
-    const Index P = plan.spatial, Cout = g.out_channels, image_size = g.in_channels * g.in_height * g.in_width;
-    const Index weight_floats = plan.depth * Cout;
-    const ImageScratch scratch = image_scratch(ctx, g, plan);
-    const ThreadScratch partials = thread_scratch(ctx, weight_floats);
-    int team = 1;
-#pragma omp parallel
-    {
-#pragma omp single
-        team = omp_get_num_threads();
-        MatrixMap partial(partials.for_this_thread(), plan.depth, Cout);
-        partial.setZero();
-#pragma omp for schedule(static)
-        for (Index n = 0; n < g.batch; ++n) {
-            im2col_image(g, plan, scratch, input + n * image_size);
-            partial.noalias() += ConstMatrixMap(scratch.columns(), P, plan.depth).transpose() *
-                                 ConstMatrixMap(grad_output + n * Cout * P, P, Cout);
-        }
-    }
-#pragma omp parallel for schedule(static) if (weight_floats * team > parallel_threshold)
-    for (Index e = 0; e < weight_floats; ++e) {
-        float sum = 0.0f;
-        for (int t = 0; t < team; ++t) sum += partials.data[t * partials.stride + e];
-        target[e] = beta == 0.0f ? sum : target[e] + sum;
-    }
-}
-
-// ---- batched path helpers ----
-
-// (N, C, P) <-> (C, N * P) reorders between the NCHW tensors and the batched GEMM operands.
-// One task per (channel, image) segment of P contiguous floats on both sides.
-void batched_to_nchw(const float* batched, Index images, Index channels, Index P, float* nchw, float beta) {
-    const Index tasks = images * channels, rows = images * P;
-#pragma omp parallel for schedule(static) if (tasks * P > parallel_threshold)
-    for (Index task = 0; task < tasks; ++task) {
-        const Index n = task / channels, c = task % channels;
-        const float* source = batched + c * rows + n * P;
-        float* target = nchw + task * P;
-        if (beta == 0.0f) {
-            std::memcpy(target, source, static_cast<std::size_t>(P) * sizeof(float));
-        } else {
-            for (Index p = 0; p < P; ++p) target[p] += source[p];
-        }
-    }
-}
-
-void nchw_to_batched(const float* nchw, Index images, Index channels, Index P, float* batched) {
-    const Index tasks = images * channels, rows = images * P;
-#pragma omp parallel for schedule(static) if (tasks * P > parallel_threshold)
-    for (Index task = 0; task < tasks; ++task) {
-        const Index c = task / images, n = task % images;
-        std::memcpy(batched + c * rows + n * P, nchw + (n * channels + c) * P,
-                    static_cast<std::size_t>(P) * sizeof(float));
-    }
-}
-
-// Calls use(matrix) with a (images * P, channels) column-major view of the NCHW tensor `nchw`:
-// the tensor itself where the layouts agree, else a reordered copy in `scratch`.
-template <typename Use>
-void with_batched_view(const float* nchw, Index images, Index channels, Index P, float* scratch, Use&& use) {
-    if (P == 1) {
-        use(ConstRowMatrixMap(nchw, images, channels));
-    } else if (images == 1) {
-        use(ConstMatrixMap(nchw, P, channels));
-    } else {
-        nchw_to_batched(nchw, images, channels, P, scratch);
-        use(ConstMatrixMap(scratch, images * P, channels));
-    }
-}
-
-// ---- skinny path: at most skinny_max_rows rows, the weight read once in place (see the top) ----
-
-// A pitched view of a (rows, channels) result: element (r, c) at data + r * row_pitch + c * channel_pitch.
-struct Pitched {
-    float* data;
-    Index row_pitch, channel_pitch;
-    float& at(Index r, Index c) const { return data[r * row_pitch + c * channel_pitch]; }
-};
-
-// out(r, co) (=|+=) the sum over the active taps k of columns(r, k) * weight(co, k) for the
-// output channels [first, first + count), count <= 4: four weight rows are streamed side by
-// side, so each load of a column serves four channels. The columns are (rows, D) column-major
-// as im2col writes them, the weight the caller's (Cout, Cin, KH, KW) array.
-template <Index Rows>
-void skinny_forward_channels(const ConvGeometry& g, const Plan& plan, const float* columns, Index rows_at_run_time,
-                             const float* weight, Index first, Index count, const Pitched& out, float beta) {
-    constexpr Index block = 4, width = Rows > 0 ? Rows : skinny_max_rows;
-    const Index rows = Rows > 0 ? Rows : rows_at_run_time;
-    const Index kernel_area = g.kernel_height * g.kernel_width;
-    float sum[block][width] = {};
-    const float* w[block];  // past the last channel, repeat it: computed, never stored
-    for (Index b = 0; b < block; ++b)
-        w[b] = weight + (first + std::min(b, count - 1)) * g.in_channels * kernel_area +
-               plan.rows.first * g.kernel_width + plan.cols.first;
-    const float* column = columns;
-    for (Index ci = 0; ci < g.in_channels; ++ci)
-        for (Index r = 0; r < plan.rows.count; ++r) {
-            const Index offset = ci * kernel_area + r * g.kernel_width;
-            for (Index c = 0; c < plan.cols.count; ++c, column += rows)
-                for (Index b = 0; b < block; ++b) {
-                    const float value = w[b][offset + c];
-                    for (Index i = 0; i < rows; ++i) sum[b][i] += value * column[i];
-                }
-        }
-    for (Index b = 0; b < count; ++b)
-        for (Index i = 0; i < rows; ++i) {
-            float& o = out.at(i, first + b);
-            o = beta == 0.0f ? sum[b][i] : o + sum[b][i];
-        }
-}
-
-// f(std::integral_constant<Index, R>{}) with R = rows for the row counts the skinny kernels
-// specialise (1, 2, 4, 8, 16), R = 0 (any count, known at run time only) otherwise.
-template <class F>
-void with_fixed_rows(Index rows, F&& f) {
-    switch (rows) {
-        case 1: return f(std::integral_constant<Index, 1>{});
-        case 2: return f(std::integral_constant<Index, 2>{});
-        case 4: return f(std::integral_constant<Index, 4>{});
-        case 8: return f(std::integral_constant<Index, 8>{});
-        case 16: return f(std::integral_constant<Index, 16>{});
-        default: return f(std::integral_constant<Index, 0>{});
-    }
-}
-
-void skinny_forward(const ConvGeometry& g, const Plan& plan, const float* columns, Index rows, const float* weight,
-                    const Pitched& out, float beta) {
-    const Index blocks = ceil_div(g.out_channels, 4);
-#pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
-    for (Index block = 0; block < blocks; ++block) {
-        const Index first = block * 4, count = std::min<Index>(4, g.out_channels - first);
-        with_fixed_rows(rows, [&](auto fixed) {
-            skinny_forward_channels<decltype(fixed)::value>(g, plan, columns, rows, weight, first, count, out, beta);
-        });
-    }
-}
-
-// columns(r, k) (=|+=) the sum over the output channels co of gradient(co, r) * weight(co, k)
-// for the active taps k of input channels [first, first + count); gradient is (Cout, rows)
-// row-major. The output channels are the outer loop, four at a time, so that each weight row
-// is streamed front to back: walking down the weight one input channel at a time would touch
-// one cache line per row, a row (up to 32 KB) apart, and was latency-bound (measured 5x
-// slower). The sums of the range (count x taps x rows floats) stay in this thread's `sums`.
-template <Index Rows>
-void skinny_backward_data_channels(const ConvGeometry& g, const Plan& plan, const float* gradient,
-                                   Index rows_at_run_time, const float* weight, Index first, Index count, float* sums,
-                                   const Pitched& out, float beta) {
-    constexpr Index block = 4;
-    const Index rows = Rows > 0 ? Rows : rows_at_run_time;
-    const Index kernel_area = g.kernel_height * g.kernel_width, weight_row = g.in_channels * kernel_area;
-    const Index window = plan.rows.first * g.kernel_width + plan.cols.first;
-    const Index range_floats = count * plan.taps * rows;
-    std::fill(sums, sums + range_floats, 0.0f);
-    static constexpr float zeros[skinny_max_rows] = {};
-    for (Index co = 0; co < g.out_channels; co += block) {
-        const float* w[block];
-        const float* grad[block];  // past the last channel: the last row, times zeros
-        for (Index b = 0; b < block; ++b) {
-            const Index channel = std::min(co + b, g.out_channels - 1);
-            w[b] = weight + channel * weight_row + first * kernel_area + window;
-            grad[b] = co + b < g.out_channels ? gradient + channel * rows : zeros;
-        }
-        float* sum = sums;
-        for (Index ci = 0; ci < count; ++ci)
-            for (Index r = 0; r < plan.rows.count; ++r) {
-                const Index offset = ci * kernel_area + r * g.kernel_width;
-                for (Index c = 0; c < plan.cols.count; ++c, sum += rows) {
-                    const float w0 = w[0][offset + c], w1 = w[1][offset + c], w2 = w[2][offset + c],
-                                w3 = w[3][offset + c];
-                    for (Index i = 0; i < rows; ++i)
-                        sum[i] += w0 * grad[0][i] + w1 * grad[1][i] + w2 * grad[2][i] + w3 * grad[3][i];
-                }
-            }
-    }
-    for (Index ci = 0; ci < count; ++ci)
-        for (Index t = 0; t < plan.taps; ++t)
-            for (Index i = 0; i < rows; ++i) {
-                float& o = out.at(i, (first + ci) * plan.taps + t);
-                const float value = sums[(ci * plan.taps + t) * rows + i];
-                o = beta == 0.0f ? value : o + value;
-            }
-}
-
-// Each thread takes a contiguous range of input channels.
-void skinny_backward_data(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* gradient, Index rows,
-                          const float* weight, const Pitched& out, float beta) {
-    const int threads = g.weight_size() > parallel_threshold ? std::max(1, omp_get_max_threads()) : 1;
-    const Index per_thread = ceil_div(g.in_channels, threads);
-    const ThreadScratch scratch = thread_scratch(ctx, per_thread * plan.taps * rows);
-#pragma omp parallel num_threads(threads)
-    {
-        const Index first = std::min(g.in_channels, omp_get_thread_num() * per_thread);
-        const Index count = std::min(g.in_channels, first + per_thread) - first;
-        float* sums = scratch.for_this_thread();
-        if (count > 0)
-            with_fixed_rows(rows, [&](auto fixed) {
-                skinny_backward_data_channels<decltype(fixed)::value>(g, plan, gradient, rows, weight, first, count, sums,
-                                                                      out, beta);
-            });
-    }
-}
-
-void forward_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input, const float* weight,
-                    float* output, float beta) {
-    const Index P = plan.spatial, rows = g.batch * P, Cout = g.out_channels;
-    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(rows * plan.depth));
-    im2col(ctx, g, plan, input, g.batch, columns);
-    // Straight into the output where it is a pitched (rows, Cout): P = 1 is (N, Cout) row-major,
-    // one image is (Cout, P); else into (rows, Cout) column-major, then reordered.
-    if (P == 1 || g.batch == 1)
-        return skinny_forward(g, plan, columns, rows, weight, {output, P == 1 ? Cout : 1, P == 1 ? 1 : P}, beta);
-    float* result = ctx.arena().allocate_floats(static_cast<std::size_t>(rows * Cout));
-    skinny_forward(g, plan, columns, rows, weight, {result, 1, rows}, 0.0f);
-    batched_to_nchw(result, g.batch, Cout, P, output, beta);
-}
-
-void backward_data_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* grad_output,
-                          const float* weight, float* grad_input, float beta) {
-    const Index P = plan.spatial, rows = g.batch * P, Cout = g.out_channels;
-    const float* gradient = grad_output;  // (Cout, rows) row-major: one image already is
-    if (g.batch > 1) {
-        float* reordered = ctx.arena().allocate_floats(static_cast<std::size_t>(rows * Cout));
-        nchw_to_batched(grad_output, g.batch, Cout, P, reordered);
-        gradient = reordered;
-    }
-    if (plan.input_is_columns)  // grad_input (N, D) row-major is the columns matrix itself
-        return skinny_backward_data(ctx, g, plan, gradient, rows, weight, {grad_input, plan.depth, 1}, beta);
-    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(rows * plan.depth));
-    skinny_backward_data(ctx, g, plan, gradient, rows, weight, {columns, 1, rows}, 0.0f);
-    col2im(ctx, g, plan, columns, g.batch, grad_input, beta);
-}
-
-// Prepared forward convolutions with at least this many output positions an image take
-// panels_streamed, the others forward_streamed. The two sum in different orders: the choice is
-// the geometry's, never the batch's, so that an image has the same bits in any batch.
-constexpr Index forward_panel_min_positions = 16;
 
 }  // namespace
 
@@ -635,39 +160,15 @@ void conv2d_forward(Context& ctx, const ConvGeometry& g, const float* input, con
     check_beta(beta, "conv2d_forward");
     if (g.batch == 0) return;
     const Plan plan = make_plan(g);
-    const Index P = plan.spatial, Cout = g.out_channels;
     if (plan.depth == 0) {  // every output position reads only padding
         scale_or_zero(output, g.output_size(), beta);
         return;
     }
     if (plan.skinny) return forward_skinny(ctx, g, plan, input, weight, output, beta);
-    const ConstMatrixMap weight_matrix(gemm_weight(ctx, g, plan, weight), plan.depth, Cout);
-    if (plan.input_is_columns) {
-        // One GEMM straight from the input into the (N, Cout) row-major output.
-        threaded_product(RowMatrixMap(output, g.batch, Cout), ConstRowMatrixMap(input, g.batch, plan.depth),
-                         weight_matrix, beta);
-        return;
-    }
-    if (plan.per_image) return forward_per_image(ctx, g, plan, input, weight_matrix.data(), output, beta);
-    const Index chunk = plan.images_per_chunk;
-    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * plan.depth));
-    float* result =
-        (P == 1 || chunk == 1) ? nullptr : ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * Cout));
-    for (Index first = 0; first < g.batch; first += chunk) {
-        const Index images = std::min(chunk, g.batch - first);
-        const Index rows = images * P;
-        im2col(ctx, g, plan, input + first * g.in_channels * g.in_height * g.in_width, images, columns);
-        const ConstMatrixMap column_matrix(columns, rows, plan.depth);
-        float* out = output + first * Cout * P;
-        if (P == 1) {
-            threaded_product(RowMatrixMap(out, images, Cout), column_matrix, weight_matrix, beta);
-        } else if (images == 1) {
-            threaded_product(MatrixMap(out, P, Cout), column_matrix, weight_matrix, beta);
-        } else {
-            threaded_product(MatrixMap(result, rows, Cout), column_matrix, weight_matrix, 0.0f);
-            batched_to_nchw(result, images, Cout, P, out, beta);
-        }
-    }
+    const float* gemm = gemm_weight(ctx, g, plan, weight);
+    if (plan.input_is_columns) return forward_input_is_columns(g, plan, input, gemm, output, beta);
+    if (plan.per_image) return forward_per_image(ctx, g, plan, input, gemm, output, beta);
+    forward_batched(ctx, g, plan, input, gemm, output, beta);
 }
 
 void conv2d_backward_data(Context& ctx, const ConvGeometry& g, const float* grad_output, const float* weight,
@@ -676,32 +177,15 @@ void conv2d_backward_data(Context& ctx, const ConvGeometry& g, const float* grad
     check_beta(beta, "conv2d_backward_data");
     if (g.batch == 0) return;
     const Plan plan = make_plan(g);
-    const Index P = plan.spatial, Cout = g.out_channels;
     if (plan.depth == 0) {  // no input element is read by any output position
         scale_or_zero(grad_input, g.input_size(), beta);
         return;
     }
     if (plan.skinny) return backward_data_skinny(ctx, g, plan, grad_output, weight, grad_input, beta);
-    const ConstMatrixMap weight_matrix(gemm_weight(ctx, g, plan, weight), plan.depth, Cout);
-    if (plan.input_is_columns) {
-        // grad_input (N, D) row-major is the columns matrix itself.
-        threaded_product(RowMatrixMap(grad_input, g.batch, plan.depth), ConstRowMatrixMap(grad_output, g.batch, Cout),
-                         weight_matrix.transpose(), beta);
-        return;
-    }
-    if (plan.per_image)
-        return backward_data_per_image(ctx, g, plan, grad_output, weight_matrix.data(), grad_input, beta);
-    const Index chunk = plan.images_per_chunk;
-    float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * plan.depth));
-    float* reordered =
-        (P == 1 || chunk == 1) ? nullptr : ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * Cout));
-    for (Index first = 0; first < g.batch; first += chunk) {
-        const Index images = std::min(chunk, g.batch - first);
-        with_batched_view(grad_output + first * Cout * P, images, Cout, P, reordered, [&](const auto& gradient) {
-            threaded_product(MatrixMap(columns, images * P, plan.depth), gradient, weight_matrix.transpose(), 0.0f);
-        });
-        col2im(ctx, g, plan, columns, images, grad_input + first * g.in_channels * g.in_height * g.in_width, beta);
-    }
+    const float* gemm = gemm_weight(ctx, g, plan, weight);
+    if (plan.input_is_columns) return backward_data_input_is_columns(g, plan, grad_output, gemm, grad_input, beta);
+    if (plan.per_image) return backward_data_per_image(ctx, g, plan, grad_output, gemm, grad_input, beta);
+    backward_data_batched(ctx, g, plan, grad_output, gemm, grad_input, beta);
 }
 
 void conv2d_backward_filter(Context& ctx, const ConvGeometry& g, const float* input, const float* grad_output,
@@ -709,7 +193,7 @@ void conv2d_backward_filter(Context& ctx, const ConvGeometry& g, const float* in
     check_geometry(g, "conv2d_backward_filter");
     check_beta(beta, "conv2d_backward_filter");
     const Plan plan = make_plan(g);
-    const Index P = plan.spatial, Cout = g.out_channels;
+    const Index Cout = g.out_channels;
     if (g.batch == 0 || plan.depth == 0) {  // the gradient is exactly zero
         scale_or_zero(grad_weight, g.weight_size(), beta);
         return;
@@ -719,26 +203,12 @@ void conv2d_backward_filter(Context& ctx, const ConvGeometry& g, const float* in
     float* target =
         plan.full_window ? grad_weight : ctx.arena().allocate_floats(static_cast<std::size_t>(plan.depth * Cout));
     const float target_beta = plan.full_window ? beta : 0.0f;
-    MatrixMap gradient_matrix(target, plan.depth, Cout);
-    if (plan.per_image) {
+    if (plan.per_image)
         backward_filter_per_image(ctx, g, plan, input, grad_output, target, target_beta);
-    } else if (plan.input_is_columns) {
-        threaded_product(gradient_matrix, ConstRowMatrixMap(input, g.batch, plan.depth).transpose(),
-                         ConstRowMatrixMap(grad_output, g.batch, Cout), target_beta);
-    } else {
-        const Index chunk = plan.images_per_chunk;
-        float* columns = ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * plan.depth));
-        float* reordered =
-            (P == 1 || chunk == 1) ? nullptr : ctx.arena().allocate_floats(static_cast<std::size_t>(chunk * P * Cout));
-        for (Index first = 0; first < g.batch; first += chunk) {
-            const Index images = std::min(chunk, g.batch - first);
-            im2col(ctx, g, plan, input + first * g.in_channels * g.in_height * g.in_width, images, columns);
-            const ConstMatrixMap column_matrix(columns, images * P, plan.depth);
-            with_batched_view(grad_output + first * Cout * P, images, Cout, P, reordered, [&](const auto& gradient) {
-                threaded_product(gradient_matrix, column_matrix.transpose(), gradient, first == 0 ? target_beta : 1.0f);
-            });
-        }
-    }
+    else if (plan.input_is_columns)
+        backward_filter_input_is_columns(g, plan, input, grad_output, target, target_beta);
+    else
+        backward_filter_batched(ctx, g, plan, input, grad_output, target, target_beta);
     if (plan.full_window) return;
     // Scatter the compact block; taps outside the window only ever saw padding: their gradient
     // is 0, so beta = 1 leaves them as they are and beta = 0 zeroes them.
@@ -804,16 +274,7 @@ void conv2d_pack_weight(Context& ctx, const ConvGeometry& g, ConvPass pass, cons
     (void)pass;
     check_geometry(g, "conv2d_pack_weight");
     const Plan plan = make_plan(g);
-    if (plan.full_window) return;
-    const Index kernel_area = g.kernel_height * g.kernel_width;
-#pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
-    for (Index co = 0; co < g.out_channels; ++co)
-        for (Index ci = 0; ci < g.in_channels; ++ci)
-            for (Index r = 0; r < plan.rows.count; ++r)
-                for (Index c = 0; c < plan.cols.count; ++c)
-                    packed[co * plan.depth + ci * plan.taps + r * plan.cols.count + c] =
-                        weight[(co * g.in_channels + ci) * kernel_area + (plan.rows.first + r) * g.kernel_width +
-                               plan.cols.first + c];
+    if (!plan.full_window) compact_active_taps(g, plan, weight, packed);
 }
 
 void conv2d_packed(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* input, const float* weight,

@@ -93,6 +93,45 @@ void im2col(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* 
 void col2im(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* columns, Index images,
             float* grad_input, float beta);
 
+// ---- per-image, batched and input-is-columns GEMMs (conv2d_gemm.cpp) ----
+//
+// `weight` below is the GEMM's (D, Cout) column-major weight (gemm_weight in conv2d.cpp);
+// `target` a (D, Cout) column-major filter gradient. beta 0 overwrites the result, beta 1 adds.
+
+// batched (C, images * P) column-major -> nchw (images, C, P) (+ nchw when beta = 1), and back.
+void batched_to_nchw(const float* batched, Index images, Index channels, Index P, float* nchw, float beta);
+void nchw_to_batched(const float* nchw, Index images, Index channels, Index P, float* batched);
+
+void forward_per_image(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input,
+                       const float* weight, float* output, float beta);
+void backward_data_per_image(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* grad_output,
+                             const float* weight, float* grad_input, float beta);
+void backward_filter_per_image(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input,
+                               const float* grad_output, float* target, float beta);
+
+void forward_batched(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input, const float* weight,
+                     float* output, float beta);
+void backward_data_batched(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* grad_output,
+                           const float* weight, float* grad_input, float beta);
+void backward_filter_batched(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input,
+                             const float* grad_output, float* target, float beta);
+
+void forward_input_is_columns(const ConvGeometry& g, const Plan& plan, const float* input, const float* weight,
+                              float* output, float beta);
+void backward_data_input_is_columns(const ConvGeometry& g, const Plan& plan, const float* grad_output,
+                                    const float* weight, float* grad_input, float beta);
+void backward_filter_input_is_columns(const ConvGeometry& g, const Plan& plan, const float* input,
+                                      const float* grad_output, float* target, float beta);
+
+// ---- skinny kernels (conv2d_skinny.cpp) ----
+//
+// `weight` below is the caller's (Cout, Cin, KH, KW) array, read in place.
+
+void forward_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input, const float* weight,
+                    float* output, float beta);
+void backward_data_skinny(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* grad_output,
+                          const float* weight, float* grad_input, float beta);
+
 // ---- prepared kernels (conv2d_prepared.cpp) ----
 
 // Element (m, k) of A at data[row_offset[m] + k * stride]; element (m, n) of C at
