@@ -21,7 +21,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <string>
 
 #include "skipganomaly/datasets.hpp"
@@ -109,6 +108,33 @@ struct MapVariant {
     AnomalyMapRule rule;
 };
 
+// 1 - SSIM(x, G(x)) per pixel, channel mean (Wang et al. 2004: Gaussian window of sigma 1.5,
+// C1 = (0.01 L)^2, C2 = (0.03 L)^2 with L = 2 for values in [-1, 1]): a structural
+// comparison, which sees a missing texture where the absolute error of a blurred
+// reconstruction does not.
+std::vector<float> ssim_map(const float* x, const float* y, int channels, int size) {
+    const std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
+    std::vector<float> out(plane, 0.0f);
+    const float c1 = 0.0004f, c2 = 0.0036f;
+    for (int c = 0; c < channels; ++c) {
+        std::vector<float> mx(x + c * plane, x + (c + 1) * plane), my(y + c * plane, y + (c + 1) * plane);
+        std::vector<float> xx(plane), yy(plane), xy(plane);
+        for (std::size_t p = 0; p < plane; ++p) {
+            xx[p] = mx[p] * mx[p];
+            yy[p] = my[p] * my[p];
+            xy[p] = mx[p] * my[p];
+        }
+        for (std::vector<float>* v : {&mx, &my, &xx, &yy, &xy}) smooth_maps(v->data(), 1, size, size, 1.5f);
+        for (std::size_t p = 0; p < plane; ++p) {
+            const float vx = xx[p] - mx[p] * mx[p], vy = yy[p] - my[p] * my[p], cxy = xy[p] - mx[p] * my[p];
+            const float ssim = ((2 * mx[p] * my[p] + c1) * (2 * cxy + c2)) /
+                               ((mx[p] * mx[p] + my[p] * my[p] + c1) * (vx + vy + c2));
+            out[p] += (1.0f - ssim) / static_cast<float>(channels);
+        }
+    }
+    return out;
+}
+
 std::vector<MapVariant> map_variants() {
     std::vector<MapVariant> out;
     for (MapError e : {MapError::Squared, MapError::Absolute})
@@ -120,6 +146,9 @@ std::vector<MapVariant> map_variants() {
                                    (s == ImageScore::Official ? "mean" : "max"),
                                r});
             }
+    for (float sigma : {2.0f, 4.0f})
+        out.push_back({"ssim/sigma" + std::to_string(static_cast<int>(sigma)) + "/max",
+                       AnomalyMapRule{MapError::Absolute, sigma, ImageScore::MapMaximum}});
     return out;
 }
 
@@ -174,14 +203,17 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
         std::vector<std::uint8_t> sm(plane);
         for (std::size_t k = 0; k < plane; ++k) sm[k] = small_mask[k] > 0.0f ? 1 : 0;  // > mid-grey after resizing
         small_masks.push_back(std::move(sm));
+        const std::vector<float> structural = ssim_map(x.data(), r.reconstruction.data(), channels, size);
         for (std::size_t v = 0; v < variants.size(); ++v) {
             const AnomalyMapRule& rule = variants[v].rule;
             std::vector<float> map(plane, 0.0f);
-            for (int c = 0; c < channels; ++c)
-                for (std::size_t p = 0; p < plane; ++p) {
-                    const float d = x[c * plane + p] - r.reconstruction[c * plane + p];
-                    map[p] += (rule.error == MapError::Squared ? d * d : std::abs(d)) / static_cast<float>(channels);
-                }
+            if (variants[v].name.rfind("ssim", 0) == 0) map = structural;
+            else
+                for (int c = 0; c < channels; ++c)
+                    for (std::size_t p = 0; p < plane; ++p) {
+                        const float d = x[c * plane + p] - r.reconstruction[c * plane + p];
+                        map[p] += (rule.error == MapError::Squared ? d * d : std::abs(d)) / static_cast<float>(channels);
+                    }
             smooth_maps(map.data(), 1, size, size, rule.smoothing_sigma);
             float s = 0;
             if (rule.image_score == ImageScore::MapMaximum) s = map_image_score(map.data(), static_cast<std::int64_t>(plane));
@@ -198,21 +230,15 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
 
     auto per_type = [&](const std::vector<float>& s) {
         nlohmann::json j = nlohmann::json::object();
-        std::map<std::string, int> seen;
-        for (std::size_t i = 0; i < s.size(); ++i)
-            if (labels[i] == 1) seen[types[i]] = 1;
-        for (const auto& [type, unused] : seen) {
-            std::vector<float> ts;
-            std::vector<int> tl;
-            for (std::size_t i = 0; i < s.size(); ++i)
-                if (labels[i] == 0 || types[i] == type) {
-                    ts.push_back(s[i]);
-                    tl.push_back(labels[i]);
-                }
-            j[type] = roc_auc(ts, tl);
-        }
+        for (const DefectTypeRocAuc& t : roc_auc_per_defect_type(s, labels, types)) j[t.defect_type] = t.roc_auc;
         return j;
     };
+    std::vector<int> widths, heights;
+    for (const LabeledImage& sample : test) {
+        widths.push_back(sample.image.width);
+        heights.push_back(sample.image.height);
+    }
+    const std::vector<int> small_sides(test.size(), size);
     std::size_t flagged_anomalies = 0, flagged_normals = 0;
     for (std::size_t i = 0; i < scores.size(); ++i)
         (labels[i] ? flagged_anomalies : flagged_normals) += scores[i] >= detector.threshold() ? 1 : 0;
@@ -232,15 +258,19 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
                      {"flagged_normals", flagged_normals},
                      {"image_auroc", roc_auc(scores, labels)},
                      {"pixel_auroc", pixel_roc_auc(maps, masks)},
+                     {"aupro", aupro(maps, masks, widths, heights)},
+                     {"pixel_f1_max", pixel_f1_max(maps, masks).f1},
                      {"per_defect_image_auroc", per_type(scores)}};
     if (report.orientation.checked) j["orientation_t"] = report.orientation.t;
     nlohmann::json grid = nlohmann::json::object();
     for (std::size_t v = 0; v < variants.size(); ++v)
         grid[variants[v].name] = {{"image_auroc", roc_auc(variant_scores[v], labels)},
-                                  {"pixel_auroc", pixel_roc_auc(variant_maps[v], small_masks)}};
+                                  {"pixel_auroc", pixel_roc_auc(variant_maps[v], small_masks)},
+                                  {"aupro", aupro(variant_maps[v], small_masks, small_sides, small_sides)}};
     j["map_rule_grid"] = grid;
     std::cerr << category << ": image AUROC " << j["image_auroc"].get<double>() << ", pixel AUROC "
-              << j["pixel_auroc"].get<double>() << " (fit " << fit_seconds << " s)\n";
+              << j["pixel_auroc"].get<double>() << ", AUPRO " << j["aupro"].get<double>() << " (fit " << fit_seconds
+              << " s)\n";
     return j;
 }
 
