@@ -36,7 +36,8 @@ struct Arguments {
     std::vector<std::string> categories;
     DetectorOptions options;
     std::string out = "industrial_results.json";
-    std::string save_models;  // folder: each category's model as <category>_seed<S>.safetensors
+    std::string save_models;  // folder: each category's model as <category>_<recipe>_seed<S>.safetensors
+    std::string model;        // score this saved model instead of training one (one --data only)
     int threads = 0;
 };
 
@@ -72,6 +73,7 @@ Arguments parse(int argc, char** argv) {
         else if (flag == "--threads") a.threads = std::stoi(value());
         else if (flag == "--out") a.out = value();
         else if (flag == "--save-models") a.save_models = value();
+        else if (flag == "--model") a.model = value();
         else if (flag == "--corruption" || flag == "--map-error" || flag == "--sigma" || flag == "--image-score" ||
                  flag == "--adversarial" || flag == "--contextual" || flag == "--latent")
             overrides.emplace_back(flag, value());
@@ -147,6 +149,9 @@ std::vector<MapVariant> map_variants() {
                                r});
             }
     for (float sigma : {2.0f, 4.0f})
+        out.push_back({"absolute/sigma" + std::to_string(static_cast<int>(sigma)) + "/max_over_mean",
+                       AnomalyMapRule{MapError::Absolute, sigma, ImageScore::MapMaximum}});
+    for (float sigma : {2.0f, 4.0f})
         out.push_back({"ssim/sigma" + std::to_string(static_cast<int>(sigma)) + "/max",
                        AnomalyMapRule{MapError::Absolute, sigma, ImageScore::MapMaximum}});
     return out;
@@ -157,17 +162,21 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
     std::cerr << "== " << category << ": loading\n";
     const std::vector<Image> train = load_mvtec_train(root);
     const std::vector<LabeledImage> test = load_mvtec_test(root);
-    Detector detector(args.options);
+    Detector detector = args.model.empty() ? Detector(args.options) : Detector::load(args.model, Device::Cpu);
     const auto fit_start = std::chrono::steady_clock::now();
     FitCallbacks callbacks;
     callbacks.on_epoch = [&](const EpochSummary& e) {
         std::cerr << category << " epoch " << e.epoch << "/" << args.options.epochs << " G " << e.generator_loss << " D "
                   << e.discriminator_loss << " (" << e.seconds << " s)\n";
     };
-    const FitReport report = detector.fit(train, callbacks);
+    callbacks.on_decision = [&](const RecipeDecision& d) {
+        std::cerr << category << " decision (" << d.check << "): " << d.finding << "; now " << d.to_recipe << "\n";
+    };
+    const FitReport report = args.model.empty() ? detector.fit(train, callbacks) : FitReport{};
     const double fit_seconds = seconds_since(fit_start);
     if (!args.save_models.empty())
-        detector.save(args.save_models + "/" + category + "_seed" + std::to_string(args.options.seed) + ".safetensors");
+        detector.save(args.save_models + "/" + category + "_" + args.options.recipe.name + "_seed" +
+                      std::to_string(args.options.seed) + ".safetensors");
 
     const int size = detector.options().architecture.image_size, channels = detector.options().architecture.channels;
     const std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
@@ -216,7 +225,12 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
                     }
             smooth_maps(map.data(), 1, size, size, rule.smoothing_sigma);
             float s = 0;
-            if (rule.image_score == ImageScore::MapMaximum) s = map_image_score(map.data(), static_cast<std::int64_t>(plane));
+            if (variants[v].name.find("max_over_mean") != std::string::npos) {
+                double sum = 0;
+                for (float m : map) sum += m;
+                s = static_cast<float>(map_image_score(map.data(), static_cast<std::int64_t>(plane)) /
+                                       (sum / static_cast<double>(plane) + 1e-6));
+            } else if (rule.image_score == ImageScore::MapMaximum) s = map_image_score(map.data(), static_cast<std::int64_t>(plane));
             else {
                 double sum = 0;
                 for (float m : map) sum += m;
