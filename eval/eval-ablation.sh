@@ -2,7 +2,8 @@
 # Reproduces an ablation table in one command (docs/technical-report.md, "Ablation"): each label-free
 # technique of the default recipe alone and in combination, every class, several seeds, the
 # model fit() keeps, eval-mode scores. One single-threaded eval_one_class job per variant and
-# seed, `JOBS` at a time (default: the number of cores); then bench/summarize_ablation.py.
+# seed, `JOBS` at a time (default: the number of cores); then the table of
+# eval/summarize_one_class.py --table techniques.
 #
 #   eval/eval-ablation.sh mnist                           # 6 variants x 10 digits x seeds 0 1 2
 #   eval/eval-ablation.sh cifar10 --max-train 1000        # (scripts/fetch-cifar10.sh first)
@@ -49,4 +50,4 @@ for variant in $variants; do
          "--out $out/$variant/seed$seed.json > $out/$variant/seed$seed.log 2>&1 && echo done: $variant seed $seed"
   done
 done | xargs -P "$jobs" -I{} sh -c "{}"
-python3 bench/summarize_ablation.py "$out"/*/seed*.json
+python3 eval/summarize_one_class.py --table techniques "$out"/*/seed*.json

@@ -26,4 +26,4 @@ for seed in $seeds; do
 done | xargs -P "$jobs" -I{} sh -c \
   "\"${BUILD_DIR:-build}/eval/eval_one_class\" --dataset $dataset --recipe $recipe --seed {} --threads 1 --final-only $* \
      --out \"$out/seed{}.json\" > \"$out/seed{}.log\" 2> \"$out/seed{}.err\" && tail -n 1 \"$out/seed{}.log\""
-python3 bench/summarize_one_class.py "$out"/seed*.json
+python3 eval/summarize_one_class.py "$out"/seed*.json
