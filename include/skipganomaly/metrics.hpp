@@ -54,8 +54,8 @@ SKIPGANOMALY_API F1Max f1_max(std::span<const float> scores, std::span<const int
 // synthetic log-normal, gamma, chi-square and half-normal scores 1.4-2.1% at n = 20 (5.0-5.4%),
 // 0.9-1.5% at n = 40 (2.9-3.1%), 0.6-1.1% at n = 100 (1.9-2.0%), 0.6-1.0% at n = 300 (1.3%),
 // 1% from n = 1000 on; MNIST digit 1 (225 real test scores) 2.6% at n = 20 (5.2%), 2.0% at
-// n = 40 (3.2%), 1.6% at n = 100 (2.0%). scripts/simulate_threshold_rule.py and
-// scripts/measure_threshold_fpr.py measure these; tests/test_metrics.cpp ("the default
+// n = 40 (3.2%), 1.6% at n = 100 (2.0%). eval/simulate_threshold_rule.py and
+// eval/measure_threshold_fpr.py measure these; tests/test_metrics.cpp ("the default
 // threshold rule") checks them on three distributions.
 // level == 1 returns the largest score; fewer than 8 scores, the empirical quantile. When
 // the scores do not vary, returns the smallest float above them, so none is flagged. Scores
