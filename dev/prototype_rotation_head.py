@@ -19,8 +19,8 @@ their combination: each score standardised by its mean and standard deviation ov
 trained on every training image by eval_one_class, has seen them), then
 (1 - w) x robust + w x rotation. No test label is used for anything but the printed AUROCs.
 
-    build/bench/eval_one_class --dataset cifar10 --classes 3 --dump-data runs/data
-    /usr/bin/python3 bench/prototype_rotation_head.py --data runs/data --dataset cifar10 --class 3 \\
+    build/eval/eval_one_class --dataset cifar10 --classes 3 --dump-data runs/data
+    /usr/bin/python3 dev/prototype_rotation_head.py --data runs/data --dataset cifar10 --class 3 \\
         --steps 1170 --robust-model runs/models/class3_seed1.safetensors
 
 Prints one JSON line. Needs Debian's python3-torch (/usr/bin/python3); not part of CI.

@@ -16,7 +16,7 @@ discriminator that predicts rotations"):
                     over the last 10% of the training images (seen in training), then summed
 Test labels serve only the printed AUROCs.
 
-    /usr/bin/python3 bench/score_variants.py --data runs/data --dataset mnist runs/models/class2_seed0.safetensors
+    /usr/bin/python3 dev/score_variants.py --data runs/data --dataset mnist runs/models/class2_seed0.safetensors
 """
 import argparse
 import json
