@@ -23,7 +23,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python", "interop"))
 from check_official_round_trip import write_bmp  # noqa: E402
 from simulate_threshold_rule import rule  # noqa: E402
 

@@ -111,7 +111,7 @@ SKIPGANOMALY_API ProCurve pro_curve(const std::vector<std::vector<float>>& maps,
 // interpolated linearly at exactly max_fpr. Exact, every distinct score being a threshold: it
 // equals MVTec AD's evaluation code (pro_curve_util.compute_pro, generic_util.trapezoid),
 // whose only difference is FPRs rounded to float32 (below 1e-6 here;
-// scripts/make_metric_fixtures.py compares both). Throws InvalidArgument also for max_fpr
+// tests/fixtures/make_metric_fixtures.py compares both). Throws InvalidArgument also for max_fpr
 // outside (0, 1].
 SKIPGANOMALY_API double aupro(const std::vector<std::vector<float>>& maps,
                               const std::vector<std::vector<std::uint8_t>>& masks,

@@ -28,7 +28,7 @@ given explicitly must agree with them. --calibrate DATA then runs
 pixel threshold) from normal images the model was not trained on.
 
 Example:
-  /usr/bin/python3 scripts/convert_official_weights.py --netg netG.pth --netd netD.pth \
+  /usr/bin/python3 python/interop/convert_official_weights.py --netg netG.pth --netd netD.pth \
       --out model.safetensors --calibrate folder:held_out_normal_images/
 
 Only reading the .pth files needs torch; writing uses struct, json and zlib.
@@ -233,7 +233,7 @@ def calibrate(args):
     cli = args.cli or shutil.which("skipganomaly")
     if cli is None:
         here = os.path.dirname(os.path.abspath(__file__))
-        candidate = os.path.join(here, "..", "build", "examples", "skipganomaly")
+        candidate = os.path.join(here, "..", "..", "build", "examples", "skipganomaly")
         cli = candidate if os.path.exists(candidate) else None
     if cli is None:
         raise SystemExit("--calibrate needs the skipganomaly tool: pass --cli PATH (build/examples/skipganomaly)")
