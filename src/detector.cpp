@@ -1,7 +1,6 @@
 #include "skipganomaly/detector.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include "skipganomaly/metrics.hpp"
 #include "skipganomaly/score_batcher.hpp"
 #include "skipganomaly/synthetic_anomalies.hpp"
+#include "statistics.hpp"
 
 namespace sga {
 namespace {
@@ -21,46 +21,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// Linear interpolation between order statistics (numpy's default).
-double quantile(std::vector<float> sorted_values, double level) {
-    std::sort(sorted_values.begin(), sorted_values.end());
-    const double position = level * static_cast<double>(sorted_values.size() - 1);
-    const std::size_t below = static_cast<std::size_t>(std::floor(position));
-    const std::size_t above = std::min(below + 1, sorted_values.size() - 1);
-    const double fraction = position - static_cast<double>(below);
-    return sorted_values[below] + fraction * (sorted_values[above] - sorted_values[below]);
-}
-
-// The double a reader means by a float level: 0.99f is 0.9900000095... as a double, which
-// must not be listed beside 0.99. The float's shortest decimal form, read as a double.
-double decimal_level(float level) {
-    char text[32];
-    const auto written = std::to_chars(text, text + sizeof text, level);
-    double value = level;
-    std::from_chars(text, written.ptr, value);
-    return value;
-}
-
-ScoreStatistics describe(const std::vector<float>& scores, float threshold_quantile) {
-    ScoreStatistics s;
-    s.count = scores.size();
-    if (scores.empty()) return s;
-    s.min = *std::min_element(scores.begin(), scores.end());
-    s.max = *std::max_element(scores.begin(), scores.end());
-    double sum = 0, sum_squares = 0;
-    for (float v : scores) sum += v;
-    s.mean = sum / static_cast<double>(scores.size());
-    for (float v : scores) sum_squares += (v - s.mean) * (v - s.mean);
-    s.std = std::sqrt(sum_squares / static_cast<double>(scores.size()));
-    s.quantile_levels = {0.5, 0.9, 0.95, 0.99};
-    const double level = decimal_level(threshold_quantile);
-    if (std::find(s.quantile_levels.begin(), s.quantile_levels.end(), level) == s.quantile_levels.end())
-        s.quantile_levels.push_back(level);
-    std::sort(s.quantile_levels.begin(), s.quantile_levels.end());
-    for (double level : s.quantile_levels) s.quantile_values.push_back(quantile(scores, level));
-    return s;
 }
 
 nlohmann::json statistics_json(const ScoreStatistics& s) {
@@ -94,19 +54,6 @@ PixelStatistics pixel_statistics_from_json(const nlohmann::json& j) {
     p.threshold = j.at("threshold").get<double>();
     if (!std::isfinite(p.min) || !std::isfinite(p.max) || !std::isfinite(p.threshold) || p.max < p.min)
         throw FormatError("the pixel statistics are not finite or not ordered");
-    return p;
-}
-
-// The pixel threshold: a quantile of every pixel error of normal images pooled. There are
-// thousands of pixels per image, so the empirical quantile is stable even on 20 images.
-PixelStatistics describe_pixels(std::vector<float> errors, double level) {
-    PixelStatistics p;
-    p.threshold_quantile = level;
-    p.count = errors.size();
-    if (errors.empty()) return p;
-    p.min = *std::min_element(errors.begin(), errors.end());
-    p.max = *std::max_element(errors.begin(), errors.end());
-    p.threshold = quantile(std::move(errors), level);
     return p;
 }
 
