@@ -7,8 +7,8 @@ sets the threshold from those n scores (the plain 0.99 quantile, and our rule:
 threshold_from_normal_scores, transcribed in simulate_threshold_rule.py), and measures the
 share of the remaining normal test images at or above it. Needs numpy.
 
-  build/examples/skipganomaly demo --out demo            # digit 1, or fit your own model
-  /usr/bin/python3 eval/measure_threshold_fpr.py --cli build/examples/skipganomaly \\
+  build/tools/skipganomaly demo --out demo            # digit 1, or fit your own model
+  /usr/bin/python3 eval/measure_threshold_fpr.py --cli build/tools/skipganomaly \\
       --model demo/model.safetensors --mnist data/mnist --digit 1
 """
 import argparse

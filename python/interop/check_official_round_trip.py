@@ -180,7 +180,7 @@ def part_round_trip(cli, work):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--part", choices=("reader", "round-trip"), required=True)
-    p.add_argument("--cli", default=None, help="the built skipganomaly tool (build/examples/skipganomaly)")
+    p.add_argument("--cli", default=None, help="the built skipganomaly tool (build/tools/skipganomaly)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as work:
         (part_reader if args.part == "reader" else part_round_trip)(args.cli, work)

@@ -233,10 +233,10 @@ def calibrate(args):
     cli = args.cli or shutil.which("skipganomaly")
     if cli is None:
         here = os.path.dirname(os.path.abspath(__file__))
-        candidate = os.path.join(here, "..", "..", "build", "examples", "skipganomaly")
+        candidate = os.path.join(here, "..", "..", "build", "tools", "skipganomaly")
         cli = candidate if os.path.exists(candidate) else None
     if cli is None:
-        raise SystemExit("--calibrate needs the skipganomaly tool: pass --cli PATH (build/examples/skipganomaly)")
+        raise SystemExit("--calibrate needs the skipganomaly tool: pass --cli PATH (build/tools/skipganomaly)")
     command = [cli, "calibrate", "--model", args.out, "--data", args.calibrate]
     print("running " + " ".join(command))
     result = subprocess.run(command)
@@ -314,7 +314,7 @@ def parse_args(argv=None):
                    help="after writing, run `skipganomaly calibrate --model OUT --data DATA` (e.g. folder:DIR of "
                         "normal images the model was not trained on) to replace the placeholder threshold")
     p.add_argument("--cli", default=None,
-                   help="the skipganomaly tool for --calibrate (default: on PATH, else build/examples/skipganomaly)")
+                   help="the skipganomaly tool for --calibrate (default: on PATH, else build/tools/skipganomaly)")
     args = p.parse_args(argv)
     if args.threshold_source is None:
         explicit = any(a == "--threshold" or a.startswith("--threshold=") for a in (argv if argv is not None else sys.argv[1:]))
