@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Last-epoch AUROC of one digit across runs of two implementations (or any labelled groups):
 every run, then each group's mean and sample standard deviation, and Welch's t statistic of the
-difference of the group means. Input: result files of bench/eval_mnist (ours) or
-bench/reference_mnist_pytorch.py (PyTorch), as GROUP=FILE arguments; the seed is read from
-the file (PyTorch) or from a "_seedN" in its name (eval_mnist).
+difference of the group means: the table of docs/technical-report.md, "Digit 8 against
+PyTorch". Input: eval_one_class --out files (ours) or bench/reference_mnist_pytorch.py output
+(PyTorch), as GROUP=FILE arguments; the seed is read from the file or, for files written before
+the seed was recorded, from a "_seedN" in its name.
 
     /usr/bin/python3 bench/compare_digit_runs.py --digit 8 ours=results/2026-11-28-mnist-official/mnist_results.json \
         pytorch=results/2026-11-28-mnist-digit8-vs-pytorch/pytorch_seed0.json ...

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
 
 # isize -> (training batch, scoring batch): 64 where that is quick, smaller at 128 and 256 so
 # that the whole table takes minutes on 2 cores. The same batches are registered in

@@ -4,9 +4,9 @@
 The parity tests pin our training step to the official one on tiny networks (ngf = ndf = 4);
 this runs the MNIST configuration itself (isize 32, nc 1, ngf = ndf = 64, nz 100, batch 64):
 official networks initialised in PyTorch (init_weights('normal')), converted to our model
-file (scripts/convert_official_weights.py), then the same STEPS batches of one digit's
+file (python/interop/convert_official_weights.py), then the same STEPS batches of one digit's
 training images go through bench/replay_steps (ours) and through OfficialTraining from
-scripts/make_fixtures.py (PyTorch float32, and float64 as the yardstick). Printed: each
+tests/fixtures/make_fixtures.py (PyTorch float32, and float64 as the yardstick). Printed: each
 step's losses, and per state-dict tensor the displacement error against float64 PyTorch,
 |w - w64|_2 / |w64 - w_start|_2, of ours and of float32 PyTorch, worst tensors first: both
 float32 implementations should be about equally far from float64.
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import make_fixtures  # noqa: E402
 from make_fixtures import OfficialTraining, init_dcgan, make_networks  # noqa: E402
@@ -94,7 +94,7 @@ def main():
             torch.save({"epoch": 0, "state_dict": net.state_dict()}, os.path.join(tmp, name))
         start_file, after_file = os.path.join(tmp, "start.safetensors"), os.path.join(tmp, "after.safetensors")
         gradients_file = os.path.join(tmp, "gradients.safetensors")
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "convert_official_weights.py"),
+        subprocess.run([sys.executable, os.path.join(ROOT, "python", "interop", "convert_official_weights.py"),
                         "--netg", os.path.join(tmp, "netG.pth"), "--netd", os.path.join(tmp, "netD.pth"),
                         "--isize", "32", "--nc", "1", "--ngf", "64", "--ndf", "64", "--nz", "100",
                         "--out", start_file], check=True, stdout=subprocess.DEVNULL)

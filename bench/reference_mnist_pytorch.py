@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""The MNIST one-class protocol of bench/eval_mnist.cpp, run in PyTorch with the official modules.
+"""The MNIST one-class protocol of eval_one_class --recipe official, run in PyTorch with the
+official modules (docs/technical-report.md, "Digit 8 against PyTorch").
 
 It answers one question: is a digit's AUROC in our runs what PyTorch itself gives with the same
 recipe, or is there a difference of function? The networks, initialisation and training step are
-those of scripts/make_fixtures.py (the official UnetGenerator / NetDv2, init_weights('normal'),
-OfficialTraining: optimize_params with PyTorch 1.2's D update), which the parity tests pin our
-C++ to for one step and for six consecutive steps; this script runs them for the whole recipe: train on the training images of one digit (batch 64,
+those of tests/fixtures/make_fixtures.py (the official UnetGenerator / NetDv2,
+init_weights('normal'), OfficialTraining: optimize_params with PyTorch 1.2's D update), which the
+parity tests pin our C++ to for one step and for six consecutive steps; this script runs them
+for the whole recipe: train on the training images of one digit (batch 64,
 shuffled, last partial batch dropped, Adam 2e-4 (0.5, 0.999), w_adv 1, w_con 50, w_lat 1,
 15 epochs), test on all test images (anomaly = any other digit), 28x28 -> 32x32 with PIL
 bilinear, scaled to [-1, 1]. AUROC after the last epoch (after every epoch with
 --every-epoch) with eval-mode scoring (running statistics) and with the official train-mode scoring (batch statistics
-of test batches of 64 in file order). The output JSON has the fields eval_mnist writes, so
-bench/summarize_mnist_seeds.py reads both.
+of test batches of 64 in file order). The output JSON has the fields of eval_one_class's, so
+bench/compare_digit_runs.py and eval/summarize_one_class.py read both.
 
 Debian's PyTorch on the CPU is slow here (about 9 s per training step on one core), so one
 digit with 15 epochs takes about 35 minutes (scoring the 1996 test images takes about
@@ -32,7 +34,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 from make_fixtures import OfficialTraining, init_dcgan, make_networks  # noqa: E402
 
 

@@ -52,9 +52,11 @@ for pair in fuzz_model_file:corpus_model fuzz_image_decode:corpus_image; do
   work="$scratch/$target"
   mkdir -p "$work/corpus" "$work/artifacts"
   cp tests/fuzz/"$corpus"/* "$work/corpus/"
+  # A target's dictionary, when it has one: tests/fuzz/model_file.dict for fuzz_model_file.
+  dictionary=(); [ -f "tests/fuzz/${target#fuzz_}.dict" ] && dictionary=(-dict="tests/fuzz/${target#fuzz_}.dict")
   echo "== $target: ${seconds}s on a copy of tests/fuzz/$corpus ($(ls "$work/corpus" | wc -l) seeds)"
   status=0
-  "$build_dir/tests/fuzz/$target" "$work/corpus" \
+  "$build_dir/tests/fuzz/$target" "$work/corpus" "${dictionary[@]}" \
     -seed="${FUZZ_SEED:-1}" -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-30}" -rss_limit_mb="${FUZZ_RSS_LIMIT_MB:-2048}" \
     -artifact_prefix="$work/artifacts/" -print_final_stats=1 >"$work/log" 2>&1 || status=$?
   executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log" | tail -1)"

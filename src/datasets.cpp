@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "skipganomaly/error.hpp"
@@ -88,11 +91,23 @@ public:
         const fs::file_status status = fs::status(path, error);
         if (!fs::exists(status)) throw IoError("cannot read '" + path + "': no such file");
         if (fs::is_directory(status)) throw IoError("cannot read '" + path + "': it is a folder");
+        // O_NONBLOCK: a FIFO would block the open until someone writes to it; it is refused below.
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) throw IoError("cannot open '" + path + "': " + std::strerror(errno));
+        struct stat file_status {};
+        if (::fstat(fd, &file_status) != 0 || !S_ISREG(file_status.st_mode)) {
+            ::close(fd);
+            throw IoError("cannot read '" + path + "': not a regular file (a FIFO, socket or device)");
+        }
+        file_size_ = static_cast<std::uint64_t>(file_status.st_size);
         errno = 0;
-        file_ = gzopen(path.c_str(), "rb");
-        if (file_ == nullptr)
+        file_ = gzdopen(fd, "rb");  // owns fd from here on
+        if (file_ == nullptr) {
+            const int open_error = errno;
+            ::close(fd);
             throw IoError("cannot open '" + path + "': " +
-                          (errno != 0 ? std::strerror(errno) : "out of memory"));
+                          (open_error != 0 ? std::strerror(open_error) : "out of memory"));
+        }
     }
     ~GzipReader() {
         if (file_ != nullptr) gzclose(file_);
@@ -141,14 +156,39 @@ public:
                (std::uint32_t{bytes[2]} << 8) | std::uint32_t{bytes[3]};
     }
 
-    // Reads exactly size bytes of data and checks that nothing follows them.
+    // Reads exactly size bytes of data after a header of header_bytes (already read) and checks
+    // that nothing follows them. The declared size is checked against the file before anything
+    // is allocated: a plain file must hold exactly that many bytes; a gzip file cannot inflate
+    // to more than 1032 times its size (deflate's largest ratio). The buffer then grows as data
+    // arrives, so a file that ends early fails having allocated about what it held.
     std::vector<std::uint8_t> read_data(std::size_t size, std::size_t header_bytes) {
-        std::vector<std::uint8_t> data(size);
-        const std::size_t got = read(data.data(), size);
-        if (got != size)
+        const bool plain = gzdirect(file_) == 1;
+        const std::uint64_t declared = size;
+        if (plain && file_size_ - std::min<std::uint64_t>(file_size_, header_bytes) < declared)
             throw FormatError("'" + path_ + "' is truncated: expected " + std::to_string(size) +
-                              " bytes of data after the " + std::to_string(header_bytes) +
-                              "-byte header, found " + std::to_string(got));
+                              " bytes of data after the " + std::to_string(header_bytes) + "-byte header, found " +
+                              std::to_string(file_size_ - std::min<std::uint64_t>(file_size_, header_bytes)));
+        constexpr std::uint64_t deflate_max_ratio = 1032;
+        if (!plain && declared > file_size_ * deflate_max_ratio)
+            throw FormatError("'" + path_ + "' declares " + std::to_string(size) + " bytes of data after the " +
+                              std::to_string(header_bytes) + "-byte header; expected at most " +
+                              std::to_string(file_size_ * deflate_max_ratio) + ", what its " +
+                              std::to_string(file_size_) +
+                              " compressed bytes can inflate to (deflate expands at most 1032:1): the file is "
+                              "truncated or its header is wrong");
+        std::vector<std::uint8_t> data;
+        std::size_t done = 0;
+        constexpr std::size_t first_chunk = std::size_t{16} << 20;
+        while (done < size) {
+            const std::size_t want = std::min(size - done, std::max(first_chunk, done));  // doubles the buffer
+            data.resize(done + want);
+            const std::size_t got = read(data.data() + done, want);
+            done += got;
+            if (got < want)
+                throw FormatError("'" + path_ + "' is truncated: expected " + std::to_string(size) +
+                                  " bytes of data after the " + std::to_string(header_bytes) + "-byte header, found " +
+                                  std::to_string(done));
+        }
         std::uint8_t extra = 0;
         if (read(&extra, 1) != 0)
             throw FormatError("'" + path_ + "': expected end of file after " +
@@ -162,6 +202,7 @@ public:
 private:
     std::string path_;
     gzFile file_ = nullptr;
+    std::uint64_t file_size_ = 0;  // on disk: compressed, for a gzip file
 };
 
 constexpr std::uint32_t idx_images_magic = 2051;  // 0x00000803: unsigned bytes, 3 dimensions

@@ -1,7 +1,6 @@
 #include "skipganomaly/detector.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,10 +8,12 @@
 #include <numeric>
 #include <shared_mutex>
 
+#include "detector_file.hpp"
 #include "model_file.hpp"
 #include "skipganomaly/metrics.hpp"
 #include "skipganomaly/score_batcher.hpp"
 #include "skipganomaly/synthetic_anomalies.hpp"
+#include "statistics.hpp"
 
 namespace sga {
 namespace {
@@ -21,97 +22,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// Linear interpolation between order statistics (numpy's default).
-double quantile(std::vector<float> sorted_values, double level) {
-    std::sort(sorted_values.begin(), sorted_values.end());
-    const double position = level * static_cast<double>(sorted_values.size() - 1);
-    const std::size_t below = static_cast<std::size_t>(std::floor(position));
-    const std::size_t above = std::min(below + 1, sorted_values.size() - 1);
-    const double fraction = position - static_cast<double>(below);
-    return sorted_values[below] + fraction * (sorted_values[above] - sorted_values[below]);
-}
-
-// The double a reader means by a float level: 0.99f is 0.9900000095... as a double, which
-// must not be listed beside 0.99. The float's shortest decimal form, read as a double.
-double decimal_level(float level) {
-    char text[32];
-    const auto written = std::to_chars(text, text + sizeof text, level);
-    double value = level;
-    std::from_chars(text, written.ptr, value);
-    return value;
-}
-
-ScoreStatistics describe(const std::vector<float>& scores, float threshold_quantile) {
-    ScoreStatistics s;
-    s.count = scores.size();
-    if (scores.empty()) return s;
-    s.min = *std::min_element(scores.begin(), scores.end());
-    s.max = *std::max_element(scores.begin(), scores.end());
-    double sum = 0, sum_squares = 0;
-    for (float v : scores) sum += v;
-    s.mean = sum / static_cast<double>(scores.size());
-    for (float v : scores) sum_squares += (v - s.mean) * (v - s.mean);
-    s.std = std::sqrt(sum_squares / static_cast<double>(scores.size()));
-    s.quantile_levels = {0.5, 0.9, 0.95, 0.99};
-    const double level = decimal_level(threshold_quantile);
-    if (std::find(s.quantile_levels.begin(), s.quantile_levels.end(), level) == s.quantile_levels.end())
-        s.quantile_levels.push_back(level);
-    std::sort(s.quantile_levels.begin(), s.quantile_levels.end());
-    for (double level : s.quantile_levels) s.quantile_values.push_back(quantile(scores, level));
-    return s;
-}
-
-nlohmann::json statistics_json(const ScoreStatistics& s) {
-    return {{"count", s.count}, {"min", s.min}, {"max", s.max}, {"mean", s.mean}, {"std", s.std},
-            {"quantile_levels", s.quantile_levels}, {"quantile_values", s.quantile_values}};
-}
-
-ScoreStatistics statistics_from_json(const nlohmann::json& j) {
-    ScoreStatistics s;
-    s.count = j.at("count").get<std::size_t>();
-    s.min = j.at("min").get<double>();
-    s.max = j.at("max").get<double>();
-    s.mean = j.at("mean").get<double>();
-    s.std = j.at("std").get<double>();
-    s.quantile_levels = j.at("quantile_levels").get<std::vector<double>>();
-    s.quantile_values = j.at("quantile_values").get<std::vector<double>>();
-    return s;
-}
-
-nlohmann::json pixel_statistics_json(const PixelStatistics& p) {
-    return {{"count", p.count}, {"min", p.min}, {"max", p.max}, {"threshold_quantile", p.threshold_quantile},
-            {"threshold", p.threshold}};
-}
-
-PixelStatistics pixel_statistics_from_json(const nlohmann::json& j) {
-    PixelStatistics p;
-    p.count = j.at("count").get<std::size_t>();
-    p.min = j.at("min").get<double>();
-    p.max = j.at("max").get<double>();
-    p.threshold_quantile = j.at("threshold_quantile").get<double>();
-    p.threshold = j.at("threshold").get<double>();
-    if (!std::isfinite(p.min) || !std::isfinite(p.max) || !std::isfinite(p.threshold) || p.max < p.min)
-        throw FormatError("the pixel statistics are not finite or not ordered");
-    return p;
-}
-
-// The pixel threshold: a quantile of every pixel error of normal images pooled. There are
-// thousands of pixels per image, so the empirical quantile is stable even on 20 images.
-PixelStatistics describe_pixels(std::vector<float> errors, double level) {
-    PixelStatistics p;
-    p.threshold_quantile = level;
-    p.count = errors.size();
-    if (errors.empty()) return p;
-    p.min = *std::min_element(errors.begin(), errors.end());
-    p.max = *std::max_element(errors.begin(), errors.end());
-    p.threshold = quantile(std::move(errors), level);
-    return p;
-}
-
-const char* scoring_mode_name(ScoringMode mode) {
-    return mode == ScoringMode::RunningStatistics ? "running_statistics" : "official_batch_statistics";
 }
 
 // Copies of a fixed list of device tensors, taken and put back as a whole.
@@ -200,94 +110,7 @@ private:
     std::size_t sample_;
 };
 
-nlohmann::json recipe_settings(const Recipe& r) {
-    nlohmann::json j{{"name", r.name},
-                     {"gated_skips", r.skip_gating.gated_skips},
-                     {"training_open_probability", r.skip_gating.training_open_probability},
-                     {"restoration",
-                      {{"corruption", corruption_name(r.restoration.corruption)},
-                       {"gray", r.restoration.gray},
-                       {"grid", r.restoration.grid}}},
-                     {"recompute_batch_norm", r.recompute_batch_norm},
-                     {"stopping", stopping_rule_name(r.stopping)}};
-    // Only when on, so that the other recipes' files stay as they were.
-    if (r.rotation_prediction.enabled)
-        j["rotation_prediction"] = {{"loss_weight", r.rotation_prediction.loss_weight},
-                                    {"score_weight", r.rotation_prediction.score_weight}};
-    if (!r.anomaly_map.is_official())
-        j["anomaly_map"] = {{"error", map_error_name(r.anomaly_map.error)},
-                            {"smoothing_sigma", r.anomaly_map.smoothing_sigma},
-                            {"image_score", image_score_name(r.anomaly_map.image_score)}};
-    if (r.orientation_check.enabled)
-        j["orientation_check"] = {{"after_steps", r.orientation_check.after_steps},
-                                  {"images", r.orientation_check.images},
-                                  {"z", r.orientation_check.z}};
-    return j;
-}
-
-Recipe recipe_from_json(const nlohmann::json& j) {
-    Recipe r;
-    r.name = j.at("name").get<std::string>();
-    r.skip_gating.gated_skips = j.at("gated_skips").get<int>();
-    r.skip_gating.training_open_probability = j.at("training_open_probability").get<float>();
-    const std::string corruption = j.at("restoration").at("corruption").get<std::string>();
-    if (corruption == corruption_name(Corruption::None)) r.restoration.corruption = Corruption::None;
-    else if (corruption == corruption_name(Corruption::Puzzle)) r.restoration.corruption = Corruption::Puzzle;
-    else if (corruption == corruption_name(Corruption::Rotation)) r.restoration.corruption = Corruption::Rotation;
-    else if (corruption == corruption_name(Corruption::SyntheticDefects)) r.restoration.corruption = Corruption::SyntheticDefects;
-    else throw FormatError("unknown restoration corruption '" + corruption + "'");
-    r.restoration.grid = j.at("restoration").at("grid").get<int>();
-    r.restoration.gray = j.at("restoration").at("gray").get<bool>();
-    r.recompute_batch_norm = j.at("recompute_batch_norm").get<bool>();
-    const std::string stopping = j.at("stopping").get<std::string>();
-    if (stopping == stopping_rule_name(StoppingRule::FinalEpoch)) r.stopping = StoppingRule::FinalEpoch;
-    else if (stopping == stopping_rule_name(StoppingRule::BestSyntheticAnomalies)) r.stopping = StoppingRule::BestSyntheticAnomalies;
-    else throw FormatError("unknown stopping rule '" + stopping + "'");
-    if (j.contains("rotation_prediction")) {
-        r.rotation_prediction.enabled = true;
-        r.rotation_prediction.loss_weight = j.at("rotation_prediction").at("loss_weight").get<float>();
-        r.rotation_prediction.score_weight = j.at("rotation_prediction").at("score_weight").get<float>();
-    }
-    if (j.contains("anomaly_map")) {
-        const nlohmann::json& m = j.at("anomaly_map");
-        const std::string error = m.at("error").get<std::string>(), score = m.at("image_score").get<std::string>();
-        if (error == map_error_name(MapError::Squared)) r.anomaly_map.error = MapError::Squared;
-        else if (error == map_error_name(MapError::Absolute)) r.anomaly_map.error = MapError::Absolute;
-        else throw FormatError("unknown anomaly map error '" + error + "'");
-        if (score == image_score_name(ImageScore::Official)) r.anomaly_map.image_score = ImageScore::Official;
-        else if (score == image_score_name(ImageScore::MapMaximum)) r.anomaly_map.image_score = ImageScore::MapMaximum;
-        else throw FormatError("unknown image score '" + score + "'");
-        r.anomaly_map.smoothing_sigma = m.at("smoothing_sigma").get<float>();
-    }
-    if (j.contains("orientation_check")) {
-        const nlohmann::json& c = j.at("orientation_check");
-        r.orientation_check = {true, c.at("after_steps").get<int>(), c.at("images").get<int>(), c.at("z").get<double>()};
-    }
-    return r;
-}
-
-nlohmann::json orientation_finding_json(const OrientationFinding& f) {
-    return {{"images", f.images}, {"mean_margin", f.mean_margin}, {"margin_std", f.margin_std},
-            {"t", f.t},           {"required_t", f.required_t},   {"oriented", f.oriented}};
-}
-
-OrientationFinding orientation_finding_from_json(const nlohmann::json& j) {
-    OrientationFinding f;
-    f.checked = true;
-    f.images = j.at("images").get<std::size_t>();
-    f.mean_margin = j.at("mean_margin").get<double>();
-    f.margin_std = j.at("margin_std").get<double>();
-    f.t = j.at("t").get<double>();
-    f.required_t = j.at("required_t").get<double>();
-    f.oriented = j.at("oriented").get<bool>();
-    for (double v : {f.mean_margin, f.margin_std, f.t, f.required_t})
-        if (!std::isfinite(v)) throw FormatError("the orientation check's figures are not finite");
-    return f;
-}
-
 }  // namespace
-
-std::string recipe_to_json(const Recipe& recipe) { return recipe_settings(recipe).dump(); }
 
 void DetectorOptions::validate() const {
     architecture.validate();
@@ -583,51 +406,21 @@ struct Detector::Impl {
         return static_cast<float>(threshold_from_normal_scores(scores, decimal_level(options.threshold_quantile)));
     }
 
-    nlohmann::json detector_metadata() const {
-        nlohmann::json j = official_detector_metadata();
-        if (model->discriminator.has_rotation_head()) {  // only then, so other files stay as they were
-            const ScoreStandardisation& s = model->score_standardisation;
-            j["score_standardisation"] = {{"official_mean", s.official_mean},
-                                          {"official_std", s.official_std},
-                                          {"rotation_mean", s.rotation_mean},
-                                          {"rotation_std", s.rotation_std}};
-        }
-        if (orientation.checked) j["orientation_check"] = orientation_finding_json(orientation);  // only then, as above
-        return j;
+    // What the model file's "detector" entry records of this detector now.
+    detector_file::DetectorRecord record() const {
+        detector_file::DetectorRecord r;
+        r.options = options;
+        r.trained = trained;
+        r.threshold = threshold.load();
+        r.threshold_source = threshold_source;
+        r.validation_statistics = statistics;
+        r.pixel_statistics = pixel_statistics;
+        if (model->discriminator.has_rotation_head()) r.score_standardisation = model->score_standardisation;
+        r.kept_epoch = kept_epoch;
+        r.orientation = orientation;
+        return r;
     }
-
-    nlohmann::json official_detector_metadata() const {
-        const DetectorOptions& o = options;
-        return {{"trained", trained},
-                {"threshold", threshold.load()},
-                {"threshold_source", threshold_source},
-                {"validation_statistics", statistics_json(statistics)},
-                {"pixel_statistics", pixel_statistics_json(pixel_statistics)},
-                {"score_weights", {{"reconstruction", 0.9}, {"latent", 0.1}}},
-                {"recipe", recipe_settings(o.recipe)},
-                {"kept_epoch", kept_epoch},
-                {"scoring_mode", scoring_mode_name(o.scoring_mode)},
-                {"preprocessing",
-                 {{"image_size", o.architecture.image_size},
-                  {"channels", o.architecture.channels},
-                  {"resize", "pil_bilinear"},
-                  {"gray_conversion", "itu_r_601_2"},
-                  {"scale", "x / 127.5 - 1"}}},
-                {"training",
-                 {{"epochs", o.epochs},
-                  {"batch_size", o.batch_size},
-                  {"learning_rate", o.adam.learning_rate},
-                  {"beta1", o.adam.beta1},
-                  {"beta2", o.adam.beta2},
-                  {"adam_epsilon", o.adam.epsilon},
-                  {"w_adv", o.loss_weights.adversarial},
-                  {"w_con", o.loss_weights.contextual},
-                  {"w_lat", o.loss_weights.latent},
-                  {"discriminator_reinit_threshold", o.discriminator_reinit_threshold},
-                  {"validation_fraction", o.validation_fraction},
-                  {"threshold_quantile", o.threshold_quantile},
-                  {"seed", o.seed}}}};
-    }
+    nlohmann::json detector_metadata() const { return detector_file::to_json(record()); }
 
     // Precise batch norm over the training images (full batches, in `training` order).
     void recompute_batch_norm(Tape& tape, Tensor& batch_tensor, const SampleSource& samples,
@@ -733,7 +526,7 @@ struct Detector::Impl {
         const nlohmann::json* detector = meta.contains("detector") ? &meta["detector"] : nullptr;
         if (!detector || !detector->contains("recipe") || (*detector)["recipe"].value("name", "") != fallback.name) return;
         adopt(fallback);
-        if (detector->contains("orientation_check")) orientation = orientation_finding_from_json((*detector)["orientation_check"]);
+        if (detector->contains("orientation_check")) orientation = detector_file::orientation_finding_from_json((*detector)["orientation_check"]);
     }
     // One training run of options.recipe; returns early, untrained, when the orientation
     // check finds no upright (FitReport::orientation.oriented false).
@@ -1111,77 +904,21 @@ Detector Detector::load(const std::string& path, Device device) {
     DetectorOptions options;
     options.architecture = reader.architecture();
     options.device = device;
-    const nlohmann::json& meta = reader.metadata();
-    if (!meta.contains("detector") || !meta["detector"].is_object())
-        throw FormatError("model file '" + path + "': expected detector metadata, found none");
-    const nlohmann::json& d = meta["detector"];
-    ScoreStatistics statistics;
-    PixelStatistics pixel_statistics;
-    ScoreStandardisation standardisation;
-    OrientationFinding orientation;
-    float threshold = 0;
-    std::string threshold_source;
-    try {
-        const nlohmann::json& t = d.at("training");
-        options.epochs = t.at("epochs").get<int>();
-        options.batch_size = t.at("batch_size").get<int>();
-        options.adam = {t.at("learning_rate").get<float>(), t.at("beta1").get<float>(), t.at("beta2").get<float>(),
-                        t.at("adam_epsilon").get<float>()};
-        options.loss_weights = {t.at("w_adv").get<float>(), t.at("w_con").get<float>(), t.at("w_lat").get<float>()};
-        options.discriminator_reinit_threshold = t.at("discriminator_reinit_threshold").get<float>();
-        options.validation_fraction = t.at("validation_fraction").get<float>();
-        options.threshold_quantile = t.at("threshold_quantile").get<float>();
-        options.seed = t.at("seed").get<std::uint64_t>();
-        // Files from before recipes existed were trained with the official one.
-        options.recipe = d.contains("recipe") ? recipe_from_json(d.at("recipe")) : Recipe::official();
-        const std::string mode = d.at("scoring_mode").get<std::string>();
-        if (mode != scoring_mode_name(ScoringMode::RunningStatistics) &&
-            mode != scoring_mode_name(ScoringMode::OfficialBatchStatistics))
-            throw FormatError("unknown scoring_mode '" + mode + "'");
-        options.scoring_mode = mode == scoring_mode_name(ScoringMode::RunningStatistics)
-                                   ? ScoringMode::RunningStatistics
-                                   : ScoringMode::OfficialBatchStatistics;
-        if (!d.at("trained").get<bool>()) throw FormatError("it holds an untrained model");
-        statistics = statistics_from_json(d.at("validation_statistics"));
-        // Files from before pixel thresholds have none; calibrate() learns one.
-        if (d.contains("pixel_statistics")) pixel_statistics = pixel_statistics_from_json(d.at("pixel_statistics"));
-        threshold = d.at("threshold").get<float>();
-        threshold_source = d.at("threshold_source").get<std::string>();
-        if (options.recipe.rotation_prediction.enabled) {
-            const nlohmann::json& z = d.at("score_standardisation");
-            standardisation = {z.at("official_mean").get<double>(), z.at("official_std").get<double>(),
-                               z.at("rotation_mean").get<double>(), z.at("rotation_std").get<double>()};
-            for (double v : {standardisation.official_mean, standardisation.official_std, standardisation.rotation_mean,
-                             standardisation.rotation_std})
-                if (!std::isfinite(v)) throw FormatError("the score standardisation is not finite");
-            if (!(standardisation.official_std > 0 && standardisation.rotation_std > 0))
-                throw FormatError("the score standardisation's deviations must be positive");
-        }
-        if (d.contains("orientation_check")) orientation = orientation_finding_from_json(d.at("orientation_check"));
-        if (options.architecture.rotation_head != options.recipe.rotation_prediction.enabled)
-            throw FormatError("the recipe and the architecture disagree on the rotation head");
-        options.validate();
-    } catch (const nlohmann::json::exception& e) {
-        throw FormatError("model file '" + path + "': malformed detector metadata: " + e.what());
-    } catch (const InvalidArgument& e) {
-        throw FormatError("model file '" + path + "': invalid options: " + e.what());
-    } catch (const FormatError& e) {
-        throw FormatError("model file '" + path + "': " + e.what());
-    }
-    if (!std::isfinite(threshold)) throw FormatError("model file '" + path + "': the threshold is not finite");
+    const detector_file::DetectorRecord record = detector_file::read_detector_record(reader.metadata(), path, options);
     // Before the model is allocated: a forged architecture must not cost memory.
-    reader.check_tensors(options.architecture);
-    Detector detector(options);
-    reader.load_into(*detector.impl_->model);
-    detector.impl_->model->pack_for_inference(*detector.impl_->context);
-    detector.impl_->statistics = statistics;
-    detector.impl_->pixel_statistics = pixel_statistics;
-    detector.impl_->model->score_standardisation = standardisation;
-    detector.impl_->threshold = threshold;
-    detector.impl_->threshold_source = threshold_source;
-    detector.impl_->kept_epoch = d.value("kept_epoch", 0);
-    detector.impl_->orientation = orientation;
-    detector.impl_->trained = true;
+    reader.check_tensors(record.options.architecture);
+    Detector detector(record.options);
+    Impl& impl = *detector.impl_;
+    reader.load_into(*impl.model);
+    impl.model->pack_for_inference(*impl.context);
+    impl.statistics = record.validation_statistics;
+    impl.pixel_statistics = record.pixel_statistics;
+    impl.model->score_standardisation = record.score_standardisation.value_or(ScoreStandardisation{});
+    impl.threshold = record.threshold;
+    impl.threshold_source = record.threshold_source;
+    impl.kept_epoch = record.kept_epoch;
+    impl.orientation = record.orientation;
+    impl.trained = true;
     return detector;
 }
 

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -13,10 +12,10 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "safe_file.hpp"
 #include "skipganomaly/error.hpp"
 
 // stb is compiled here, with internal linkage, so an embedding project that uses its own copy
@@ -555,38 +554,7 @@ void save_png(const std::string& path, const Image& image) {
                                 image.pixels.data(), image.width * image.channels))
         throw IoError("cannot encode PNG for '" + path + "'");
 
-    // A name that concurrent writers, in this process (counter) or another (random), do not pick.
-    static std::atomic<unsigned long> counter{0};
-    const fs::path target(path);
-    std::string name = ".";
-    name += target.filename().string();
-    name += ".tmp-";
-    name += std::to_string(std::random_device{}());
-    name += '-';
-    name += std::to_string(counter.fetch_add(1));
-    const fs::path temporary = target.parent_path() / name;
-    {
-        std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-        if (!out)
-            throw IoError("cannot create '" + temporary.string() + "' to write '" + path +
-                          "': " + std::strerror(errno));
-        out.write(reinterpret_cast<const char*>(encoded.data()),
-                  static_cast<std::streamsize>(encoded.size()));
-        out.close();
-        if (!out) {
-            std::error_code ignored;
-            fs::remove(temporary, ignored);
-            throw IoError("cannot write '" + temporary.string() + "' for '" + path + "'");
-        }
-    }
-    std::error_code error;
-    fs::rename(temporary, target, error);
-    if (error) {
-        std::error_code ignored;
-        fs::remove(temporary, ignored);
-        throw IoError("cannot rename '" + temporary.string() + "' to '" + path +
-                      "': " + error.message());
-    }
+    safe_file::write_atomically(path, encoded.data(), encoded.size());
 }
 
 void preprocess(const ImageView& image, int size, int channels, float* output) {

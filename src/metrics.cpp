@@ -2,6 +2,7 @@
 #include "skipganomaly/metrics.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "skipganomaly/error.hpp"
+#include "statistics.hpp"
 
 namespace sga {
 namespace {
@@ -381,6 +383,56 @@ double threshold_from_normal_scores(std::span<const float> normal_scores, double
         extrapolated = std::sqrt(exponential * pareto);
     }
     return weight * empirical + (1 - weight) * extrapolated;
+}
+
+// ---- the Detector's statistics of normal images (statistics.hpp) ------------------------------
+
+double quantile(std::vector<float> values, double level) {
+    std::sort(values.begin(), values.end());
+    const double position = level * static_cast<double>(values.size() - 1);
+    const std::size_t below = static_cast<std::size_t>(std::floor(position));
+    const std::size_t above = std::min(below + 1, values.size() - 1);
+    const double fraction = position - static_cast<double>(below);
+    return values[below] + fraction * (values[above] - values[below]);
+}
+
+double decimal_level(float level) {
+    char text[32];
+    const auto written = std::to_chars(text, text + sizeof text, level);
+    double value = level;
+    std::from_chars(text, written.ptr, value);
+    return value;
+}
+
+ScoreStatistics describe(const std::vector<float>& scores, float threshold_quantile) {
+    ScoreStatistics s;
+    s.count = scores.size();
+    if (scores.empty()) return s;
+    s.min = *std::min_element(scores.begin(), scores.end());
+    s.max = *std::max_element(scores.begin(), scores.end());
+    double sum = 0, sum_squares = 0;
+    for (float v : scores) sum += v;
+    s.mean = sum / static_cast<double>(scores.size());
+    for (float v : scores) sum_squares += (v - s.mean) * (v - s.mean);
+    s.std = std::sqrt(sum_squares / static_cast<double>(scores.size()));
+    s.quantile_levels = {0.5, 0.9, 0.95, 0.99};
+    const double level = decimal_level(threshold_quantile);
+    if (std::find(s.quantile_levels.begin(), s.quantile_levels.end(), level) == s.quantile_levels.end())
+        s.quantile_levels.push_back(level);
+    std::sort(s.quantile_levels.begin(), s.quantile_levels.end());
+    for (double level : s.quantile_levels) s.quantile_values.push_back(quantile(scores, level));
+    return s;
+}
+
+PixelStatistics describe_pixels(std::vector<float> errors, double level) {
+    PixelStatistics p;
+    p.threshold_quantile = level;
+    p.count = errors.size();
+    if (errors.empty()) return p;
+    p.min = *std::min_element(errors.begin(), errors.end());
+    p.max = *std::max_element(errors.begin(), errors.end());
+    p.threshold = quantile(std::move(errors), level);
+    return p;
 }
 
 }  // namespace sga

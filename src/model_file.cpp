@@ -2,14 +2,21 @@
 
 #include <zlib.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
-#include <unistd.h>
+#include <new>
+#include <string_view>
 
+#include "safe_file.hpp"
 #include "skipganomaly/config.hpp"
 #include "skipganomaly/error.hpp"
 
@@ -146,35 +153,6 @@ std::string architecture_json(const Architecture& a) {
     return j.dump();
 }
 
-void write_all(const std::string& path, const std::vector<char>& bytes) {
-    namespace fs = std::filesystem;
-    const fs::path target(path);
-    // A hidden sibling, so the rename stays within one file system.
-    std::string name = target.filename().string();
-    name.insert(name.begin(), '.');
-    name.append(".tmp-").append(std::to_string(::getpid()));
-    const fs::path temporary = target.parent_path() / name;
-    std::FILE* file = std::fopen(temporary.c_str(), "wb");
-    if (!file) throw IoError("cannot create '" + temporary.string() + "': " + std::strerror(errno));
-    const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size();
-    const bool flushed = std::fflush(file) == 0 && ::fsync(fileno(file)) == 0;
-    const int saved_errno = errno;
-    const bool closed = std::fclose(file) == 0;
-    if (!written || !flushed || !closed) {
-        std::error_code ignored;
-        fs::remove(temporary, ignored);
-        throw IoError("writing '" + path + "' failed (" + std::strerror(saved_errno) +
-                      "); the previous file, if any, is unchanged");
-    }
-    std::error_code error;
-    fs::rename(temporary, target, error);
-    if (error) {
-        std::error_code ignored;
-        fs::remove(temporary, ignored);
-        throw IoError("cannot rename '" + temporary.string() + "' to '" + path + "': " + error.message());
-    }
-}
-
 std::size_t find_checksum(const char* header, std::size_t size) {
     const std::string needle = std::string("\"") + checksum_prefix;
     const std::string_view text(header, size);
@@ -282,73 +260,109 @@ void save(const std::string& path, const SkipGanomaly& model, const nlohmann::js
     char hex[checksum_digits + 1];
     std::snprintf(hex, sizeof hex, "%08x", crc32(bytes.data(), bytes.size()));
     std::memcpy(bytes.data() + digits_at, hex, checksum_digits);
-    write_all(path, bytes);
+    safe_file::write_atomically(path, bytes.data(), bytes.size());
 }
 
-Reader Reader::open(const std::string& path) {
-    std::error_code error;
-    if (!std::filesystem::exists(path, error)) throw IoError("model file '" + path + "' does not exist");
-    if (std::filesystem::is_directory(path, error)) throw IoError("model file '" + path + "' is a directory");
-    // Opening a FIFO blocks until someone writes to it; a model file must be a file.
-    if (!std::filesystem::is_regular_file(path, error))
-        throw IoError("model file '" + path + "' is not a regular file (a FIFO, socket or device)");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw IoError("cannot open model file '" + path + "'");
-    in.seekg(0, std::ios::end);
-    const std::streamoff size = in.tellg();
-    in.seekg(0);
-    if (size < 0) throw IoError("cannot read model file '" + path + "'");
-    std::vector<char> bytes(static_cast<std::size_t>(size));
-    if (size > 0 && !in.read(bytes.data(), size)) throw IoError("cannot read model file '" + path + "'");
-    return from_bytes(std::move(bytes), path);
-}
+namespace {
 
-Reader Reader::from_bytes(std::vector<char> bytes, const std::string& path) {
-    Reader r;
-    r.path_ = path;
-    r.bytes_ = std::move(bytes);
-    const std::uint64_t size = r.bytes_.size();
-    if (size < 8)
-        throw FormatError("model file '" + path + "' is " + std::to_string(size) +
-                          " bytes; expected at least 8 (the header length)");
+// The 8-byte little-endian header length at the start of a file.
+std::uint64_t read_header_length(const char* bytes) {
     std::uint64_t header_size = 0;
-    for (int i = 0; i < 8; ++i)
-        header_size |= static_cast<std::uint64_t>(static_cast<unsigned char>(r.bytes_[static_cast<std::size_t>(i)])) << (8 * i);
-    const std::uint64_t available = size - 8;
+    for (int i = 0; i < 8; ++i) header_size |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+    return header_size;
+}
+
+// The checks a file's first 8 bytes allow, against its size.
+void check_header_length(std::uint64_t header_size, std::uint64_t file_size, const std::string& path) {
+    const std::uint64_t available = file_size - 8;
     if (header_size > max_header_bytes)
         throw FormatError("model file '" + path + "' declares a " + std::to_string(header_size) +
                           "-byte header; expected at most " + std::to_string(max_header_bytes));
     if (header_size > available)
         throw FormatError("model file '" + path + "' is truncated: the header needs " + std::to_string(header_size) +
                           " bytes, found " + std::to_string(available));
+    if (header_size % 8 != 0)
+        throw FormatError("model file '" + path + "': expected a header length that is a multiple of 8 (the data " +
+                          "is 8-byte aligned), found " + std::to_string(header_size));
+}
 
-    // Checksum before parsing: any damaged byte is reported as such.
-    const std::size_t digits_at = 8 + find_checksum(r.bytes_.data() + 8, static_cast<std::size_t>(header_size));
-    const std::string stored(r.bytes_.data() + digits_at, checksum_digits);
-    std::vector<char> zeroed(r.bytes_.data() + digits_at, r.bytes_.data() + digits_at + checksum_digits);
-    std::memset(r.bytes_.data() + digits_at, '0', checksum_digits);
+// The whole file's CRC-32 with the checksum's own digits read as '0', against those digits.
+void check_checksum(std::vector<char>& bytes, std::uint64_t header_size, const std::string& path) {
+    const std::size_t digits_at = 8 + find_checksum(bytes.data() + 8, static_cast<std::size_t>(header_size));
+    const std::string stored(bytes.data() + digits_at, checksum_digits);
+    std::memset(bytes.data() + digits_at, '0', checksum_digits);
     char computed[checksum_digits + 1];
-    std::snprintf(computed, sizeof computed, "%08x", crc32(r.bytes_.data(), r.bytes_.size()));
-    std::memcpy(r.bytes_.data() + digits_at, zeroed.data(), checksum_digits);
+    std::snprintf(computed, sizeof computed, "%08x", crc32(bytes.data(), bytes.size()));
+    std::memcpy(bytes.data() + digits_at, stored.data(), checksum_digits);
     if (stored != computed)
         throw FormatError("model file '" + path + "' is damaged: checksum expected crc32:" + stored + ", found crc32:" +
                           computed);
+}
 
-    nlohmann::json header;
+// JSON text that names no key twice in any object: nlohmann keeps the last of two equal keys
+// silently, so a second tensor of the same name would replace the first one.
+nlohmann::json parse_without_duplicates(const char* begin, const char* end, const std::string& where) {
+    std::vector<std::vector<std::string>> keys;  // one list per open object
+    std::string duplicate;
+    auto callback = [&](int, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        using Event = nlohmann::json::parse_event_t;
+        if (event == Event::object_start) keys.emplace_back();
+        if (event == Event::object_end && !keys.empty()) keys.pop_back();
+        if (event == Event::key && !keys.empty() && duplicate.empty()) {
+            const std::string& key = parsed.get_ref<const std::string&>();
+            for (const std::string& k : keys.back())
+                if (k == key) duplicate = key;
+            keys.back().push_back(key);
+        }
+        return true;
+    };
+    nlohmann::json parsed;
     try {
-        header = nlohmann::json::parse(r.bytes_.begin() + 8, r.bytes_.begin() + 8 + static_cast<std::ptrdiff_t>(header_size));
+        parsed = nlohmann::json::parse(begin, end, callback);
     } catch (const nlohmann::json::exception& e) {
-        throw FormatError("model file '" + path + "' has a header that is not valid JSON: " + e.what());
+        const std::string_view text(begin, static_cast<std::size_t>(end - begin));
+        std::string why;
+        if (text.find("NaN") != std::string_view::npos || text.find("Infinity") != std::string_view::npos ||
+            std::string_view(e.what()).find("overflow") != std::string_view::npos)
+            why = " (a number is not finite: NaN and infinities are not JSON numbers)";
+        throw FormatError(where + " is not valid JSON" + why + ": " + e.what());
     }
+    if (!duplicate.empty())
+        throw FormatError(where + " names '" + duplicate + "' twice; expected every name once, found '" + duplicate +
+                          "' at least twice");
+    return parsed;
+}
+
+// Metadata values that hold JSON objects: anything else there is damage or forgery, not a
+// plain string.
+bool structured_metadata(const std::string& key) {
+    return key == "architecture" || key == "detector" || key == "training_state";
+}
+
+}  // namespace
+
+void Reader::parse_header(const char* header_begin, std::uint64_t header_size, std::uint64_t data_size) {
+    const std::string& path = path_;
+    const nlohmann::json header = parse_without_duplicates(
+        header_begin, header_begin + header_size, "model file '" + path + "': the header");
     if (!header.is_object() || !header.contains("__metadata__") || !header["__metadata__"].is_object())
         throw FormatError("model file '" + path + "': expected a safetensors header with __metadata__, found none");
     for (auto it = header["__metadata__"].begin(); it != header["__metadata__"].end(); ++it) {
         if (!it->is_string()) throw FormatError("model file '" + path + "': metadata '" + it.key() + "' is not a string");
         const std::string& value = it->get_ref<const std::string&>();
+        if (structured_metadata(it.key())) {
+            nlohmann::json parsed = parse_without_duplicates(value.data(), value.data() + value.size(),
+                                                             "model file '" + path + "': metadata '" + it.key() + "'");
+            if (!parsed.is_object())
+                throw FormatError("model file '" + path + "': metadata '" + it.key() + "': expected a JSON object, found " +
+                                  parsed.dump());
+            metadata_[it.key()] = std::move(parsed);
+            continue;
+        }
         nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
-        r.metadata_[it.key()] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
+        metadata_[it.key()] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
     }
-    const nlohmann::json& meta = r.metadata_;
+    const nlohmann::json& meta = metadata_;
     if (!meta.contains("format") || meta["format"] != format_name)
         throw FormatError("model file '" + path + "': expected format '" + format_name + "', found " +
                           (meta.contains("format") ? meta["format"].dump() : std::string("none")));
@@ -356,8 +370,7 @@ Reader Reader::from_bytes(std::vector<char> bytes, const std::string& path) {
         throw FormatError("model file '" + path + "': expected format version " + std::to_string(format_version) +
                           ", found " + (meta.contains("format_version") ? meta["format_version"].dump() : std::string("none")));
 
-    r.data_start_ = 8 + header_size;
-    const std::uint64_t data_size = size - r.data_start_;
+    data_start_ = 8 + header_size;
     for (auto it = header.begin(); it != header.end(); ++it) {
         if (it.key() == "__metadata__") continue;
         const nlohmann::json& t = *it;
@@ -390,8 +403,118 @@ Reader Reader::from_bytes(std::vector<char> bytes, const std::string& path) {
             throw FormatError(where + ": shape " + shape_string(rec.shape) + " needs " +
                               std::to_string(elements * element_size) + " bytes, found " +
                               std::to_string(rec.end - rec.begin));
-        r.tensors_.emplace_back(it.key(), std::move(rec));
+        tensors_.emplace_back(it.key(), std::move(rec));
     }
+
+    // The data area is the tensors' data back to back: taken in order of their offsets, each
+    // begins where the previous one ends, the first at 0, and the last ends at the end of the
+    // file. So no byte belongs to two tensors, and none to no tensor.
+    std::vector<const std::pair<std::string, TensorRecord>*> by_offset;
+    for (const auto& entry : tensors_) by_offset.push_back(&entry);
+    std::stable_sort(by_offset.begin(), by_offset.end(), [](const auto* a, const auto* b) {
+        return a->second.begin != b->second.begin ? a->second.begin < b->second.begin : a->second.end < b->second.end;
+    });
+    std::uint64_t expected_begin = 0;
+    const std::string* previous = nullptr;
+    for (const auto* entry : by_offset) {
+        const TensorRecord& rec = entry->second;
+        const std::string after = previous ? " (where tensor '" + *previous + "' ends)" : std::string(" (the first tensor)");
+        if (rec.begin < expected_begin)
+            throw FormatError("model file '" + path + "', tensor '" + entry->first + "': expected data offset " +
+                              std::to_string(expected_begin) + after + ", found " + std::to_string(rec.begin) +
+                              ": its data overlaps tensor '" + *previous + "'");
+        if (rec.begin > expected_begin)
+            throw FormatError("model file '" + path + "', tensor '" + entry->first + "': expected data offset " +
+                              std::to_string(expected_begin) + after + ", found " + std::to_string(rec.begin) + ": a gap of " +
+                              std::to_string(rec.begin - expected_begin) + " bytes that no tensor holds");
+        expected_begin = rec.end;
+        previous = &entry->first;
+    }
+    if (expected_begin != data_size)
+        throw FormatError("model file '" + path + "': expected the file to end with the last tensor's data, " +
+                          std::to_string(8 + header_size + expected_begin) + " bytes in all, found " +
+                          std::to_string(data_size - expected_begin) + " bytes more");
+}
+
+Reader Reader::open(const std::string& path) {
+    std::error_code error;
+    if (!std::filesystem::exists(path, error)) throw IoError("model file '" + path + "' does not exist");
+    if (std::filesystem::is_directory(path, error)) throw IoError("model file '" + path + "' is a directory");
+    // Opening a FIFO blocks until someone writes to it; a model file must be a file. The check
+    // is made again on the opened file (O_NONBLOCK: a FIFO swapped in meanwhile does not block).
+    if (!std::filesystem::is_regular_file(path, error))
+        throw IoError("model file '" + path + "' is not a regular file (a FIFO, socket or device)");
+    struct Descriptor {
+        int fd;
+        ~Descriptor() {
+            if (fd >= 0) ::close(fd);
+        }
+    } file{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
+    if (file.fd < 0) throw IoError("cannot open model file '" + path + "': " + std::strerror(errno));
+    struct stat status {};
+    if (::fstat(file.fd, &status) != 0) throw IoError("cannot read model file '" + path + "': " + std::strerror(errno));
+    if (!S_ISREG(status.st_mode))
+        throw IoError("model file '" + path + "' is not a regular file (a FIFO, socket or device)");
+    const std::uint64_t size = static_cast<std::uint64_t>(status.st_size);
+    // Reads exactly `count` bytes at `offset`; the file is refused as truncated if it shrank.
+    auto read_at = [&](char* out, std::uint64_t count, std::uint64_t offset) {
+        while (count > 0) {
+            const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(count, std::uint64_t{1} << 30));
+            const ssize_t n = ::pread(file.fd, out, chunk, static_cast<off_t>(offset));
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0) throw IoError("cannot read model file '" + path + "': " + std::strerror(errno));
+            if (n == 0)
+                throw FormatError("model file '" + path + "' is truncated: it ended at byte " + std::to_string(offset) +
+                                  " while being read; expected " + std::to_string(size));
+            out += n;
+            offset += static_cast<std::uint64_t>(n);
+            count -= static_cast<std::uint64_t>(n);
+        }
+    };
+
+    // The header first, within the limits the file's size and its first 8 bytes set; the data
+    // is read only once the header has declared exactly the file's remaining bytes as the
+    // tensors of a valid architecture.
+    if (size < 8)
+        throw FormatError("model file '" + path + "' is " + std::to_string(size) +
+                          " bytes; expected at least 8 (the header length)");
+    char length[8];
+    read_at(length, 8, 0);
+    const std::uint64_t header_size = read_header_length(length);
+    check_header_length(header_size, size, path);
+    std::vector<char> header(static_cast<std::size_t>(header_size));
+    read_at(header.data(), header_size, 8);
+    Reader r;
+    r.path_ = path;
+    r.parse_header(header.data(), header_size, size - 8 - header_size);
+    r.check_tensors(r.architecture());
+
+    try {
+        r.bytes_.resize(static_cast<std::size_t>(size));
+    } catch (const std::bad_alloc&) {
+        throw IoError("cannot read model file '" + path + "': its " + std::to_string(size) +
+                      " bytes do not fit in memory");
+    }
+    std::memcpy(r.bytes_.data(), length, 8);
+    std::memcpy(r.bytes_.data() + 8, header.data(), header.size());
+    read_at(r.bytes_.data() + 8 + header_size, size - 8 - header_size, 8 + header_size);
+    check_checksum(r.bytes_, header_size, path);
+    return r;
+}
+
+Reader Reader::from_bytes(std::vector<char> bytes, const std::string& path) {
+    Reader r;
+    r.path_ = path;
+    r.bytes_ = std::move(bytes);
+    const std::uint64_t size = r.bytes_.size();
+    if (size < 8)
+        throw FormatError("model file '" + path + "' is " + std::to_string(size) +
+                          " bytes; expected at least 8 (the header length)");
+    const std::uint64_t header_size = read_header_length(r.bytes_.data());
+    check_header_length(header_size, size, path);
+    // Checksum before parsing: any damaged byte is reported as such.
+    check_checksum(r.bytes_, header_size, path);
+    r.parse_header(r.bytes_.data() + 8, header_size, size - 8 - header_size);
     return r;
 }
 

@@ -32,7 +32,10 @@ struct TrainingState {
 
 // Writes `model` (weights, batch-norm statistics) and `metadata` (merged into the
 // "__metadata__" map, each value serialised as a JSON string), plus optimiser moments when
-// `training` is given. Atomic: temporary file, flush, rename. `storage` Float16 writes the
+// `training` is given. Written through safe_file (safe_file.hpp): an unpredictable exclusive
+// temporary beside the target, fsync, rename, fsync of the folder; a read-only target is
+// refused, a replaced file keeps its mode, a symbolic link keeps pointing at the new file.
+// Throws IoError when writing fails (the previous file is then unchanged). `storage` Float16 writes the
 // learned weights (the two parameter blocks) as IEEE half ("F16", rounded to nearest even);
 // batch-norm statistics and optimiser moments stay F32. Throws InvalidArgument when a weight
 // does not fit in float16 (|w| >= 65520) or when a checkpoint (training) asks for Float16.
@@ -47,9 +50,14 @@ SKIPGANOMALY_API float half_to_float(std::uint16_t half);
 // A validated file in memory.
 class SKIPGANOMALY_API Reader {
 public:
-    // Reads and checks structure and checksum; throws IoError / FormatError.
+    // Reads and checks a file; throws IoError / FormatError. The header is read and checked
+    // first (its length against the file's size, the JSON, the tensors' layout, the
+    // architecture's exact tensors: check_tensors), and the tensor data only then: what a file
+    // can make this allocate is bounded by its size and by the architecture it declares. The
+    // checksum is checked last, over the whole file.
     static Reader open(const std::string& path);
-    // The same checks on a file's bytes already in memory; `path` only names it in errors.
+    // The same checks on a file's bytes already in memory, checksum first and without the
+    // architecture (check_tensors); `path` only names it in errors.
     static Reader from_bytes(std::vector<char> bytes, const std::string& path);
 
     const nlohmann::json& metadata() const { return metadata_; }  // values parsed back from JSON
@@ -69,6 +77,10 @@ private:
         std::vector<std::int64_t> shape;
         std::uint64_t begin = 0, end = 0;
     };
+    // Fills metadata_ and tensors_ from the JSON header, checking everything but the checksum
+    // and the architecture: JSON without repeated names, format, each tensor's dtype, shape
+    // and offsets, and that the tensors' data tiles the data area of `data_size` bytes.
+    void parse_header(const char* header, std::uint64_t header_size, std::uint64_t data_size);
     const TensorRecord& record(const std::string& name) const;
     void copy_block(const std::string& prefix, ParameterBlock& block, bool half_allowed) const;
     void copy_flat(const std::string& name, TensorView destination, bool half_allowed = false) const;

@@ -1,5 +1,5 @@
 // Image I/O, its error reporting, and pre-processing against Pillow (tests/fixtures/resize.json,
-// written by scripts/make_image_fixtures.py).
+// written by tests/fixtures/make_image_fixtures.py).
 #include <catch2/catch.hpp>
 
 #include "test_support.hpp"

@@ -1,6 +1,6 @@
 // Metrics against scikit-learn (tests/fixtures/metrics.json) and the localisation metrics
 // against a NumPy + SciPy reference (tests/fixtures/localisation_metrics.json), both from
-// scripts/make_metric_fixtures.py; hand-checked small cases, errors, the font and the plots.
+// tests/fixtures/make_metric_fixtures.py; hand-checked small cases, errors, the font and the plots.
 #include <catch2/catch.hpp>
 
 #include <algorithm>

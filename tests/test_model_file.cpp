@@ -2,17 +2,20 @@
 // that disagree with the architecture. Each must be a FormatError/IoError, never a crash.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include "model_file.hpp"
+#include "safe_file.hpp"
 #include "skipganomaly/detector.hpp"
 #include "test_support.hpp"
 
@@ -86,6 +89,97 @@ std::vector<char> forge(const std::vector<char>& bytes, const std::function<void
     std::snprintf(hex, sizeof hex, "%08x", model_file::crc32(out.data(), out.size()));
     std::memcpy(out.data() + at, hex, 8);
     return out;
+}
+
+// A model file taken apart into its metadata and its tensors (header records and bytes), in
+// data order, to be put together again byte by byte with one defect at a time.
+struct Part {
+    std::string name;
+    std::string dtype;
+    std::vector<std::int64_t> shape;
+    std::vector<char> bytes;
+    int alias_of = -1;                 // >= 0: declares that part's offsets, holds no bytes of its own
+    std::uint64_t gap_before = 0;      // zero bytes no tensor declares, before this one's data
+    std::uint64_t sparse_bytes = 0;    // declared but not written: the caller extends the file
+};
+struct Parts {
+    nlohmann::ordered_json metadata;
+    std::vector<Part> tensors;
+    std::vector<char> trailing;        // after the last tensor's data
+    std::size_t header_extra = 0;      // spaces after the 8-byte padding (breaks the alignment)
+};
+
+Parts take_apart(const std::vector<char>& bytes) {
+    const std::uint64_t n = header_size(bytes);
+    const nlohmann::ordered_json header =
+        nlohmann::ordered_json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));
+    Parts parts;
+    parts.metadata = header["__metadata__"];
+    const char* data = bytes.data() + 8 + n;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+        if (it.key() == "__metadata__") continue;
+        const std::uint64_t begin = (*it)["data_offsets"][0], end = (*it)["data_offsets"][1];
+        parts.tensors.push_back({it.key(), (*it)["dtype"], (*it)["shape"].get<std::vector<std::int64_t>>(),
+                                 std::vector<char>(data + begin, data + end)});
+    }
+    return parts;
+}
+
+// The 8-byte length, the JSON header written entry by entry (so that a name can appear twice),
+// the padding, the data; then the checksum sealed as save() seals it.
+std::vector<char> assemble(const Parts& parts) {
+    std::string text = "{\"__metadata__\":" + parts.metadata.dump();
+    std::vector<char> data;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> offsets;
+    std::uint64_t end = 0;
+    for (const Part& p : parts.tensors) {
+        std::pair<std::uint64_t, std::uint64_t> range;
+        if (p.alias_of >= 0) {
+            range = offsets[static_cast<std::size_t>(p.alias_of)];
+        } else {
+            end += p.gap_before;
+            data.resize(data.size() + p.gap_before, 0);
+            range = {end, end + p.bytes.size() + p.sparse_bytes};
+            data.insert(data.end(), p.bytes.begin(), p.bytes.end());
+            end = range.second;
+        }
+        offsets.push_back(range);
+        text.append(",").append(nlohmann::json(p.name).dump()).append(":{\"dtype\":\"").append(p.dtype);
+        text.append("\",\"shape\":").append(nlohmann::json(p.shape).dump()).append(",\"data_offsets\":[");
+        text.append(std::to_string(range.first)).append(",").append(std::to_string(range.second)).append("]}");
+    }
+    text.append("}");
+    text.append((8 - text.size() % 8) % 8 + parts.header_extra, ' ');
+    std::vector<char> out;
+    out.reserve(8 + text.size() + data.size() + parts.trailing.size());
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((text.size() >> (8 * i)) & 0xFF));
+    out.insert(out.end(), text.begin(), text.end());
+    out.insert(out.end(), data.begin(), data.end());
+    out.insert(out.end(), parts.trailing.begin(), parts.trailing.end());
+    const std::size_t at = std::string_view(out.data(), out.size()).find("crc32:") + 6;
+    std::memset(out.data() + at, '0', 8);
+    char hex[9];
+    std::snprintf(hex, sizeof hex, "%08x", model_file::crc32(out.data(), out.size()));
+    std::memcpy(out.data() + at, hex, 8);
+    return out;
+}
+
+std::vector<char> read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const std::string& path, const std::vector<char>& bytes) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    REQUIRE(out.good());
+}
+
+// Largest resident set so far, in bytes.
+std::uint64_t peak_rss_bytes() {
+    struct rusage usage {};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
 }
 
 void load_into_fresh(const model_file::Reader& reader) {
@@ -168,12 +262,14 @@ TEST_CASE("forged or foreign headers name what was expected and what was found",
                    t["shape"] = {4, 1, 2, 4};  // same byte count, wrong shape
                })),
                Catch::Contains("netg.model.model.0.weight") && Catch::Contains("expected F32 or F16 (2, 1, 4, 4)"));
-    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) { h.erase("netd.clas.classifier.weight"); })),
-               Catch::Contains("expected tensor 'netd.clas.classifier.weight'"));
-    CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) {
-                   h["netd.extra"] = {{"dtype", "F32"}, {"shape", {1}}, {"data_offsets", {0, 4}}};
-               })),
-               Catch::Contains("unexpected tensor 'netd.extra'"));
+    // A tensor left out with its data, one added with its own.
+    Parts missing = take_apart(bytes);
+    missing.tensors.erase(std::find_if(missing.tensors.begin(), missing.tensors.end(),
+                                       [](const Part& p) { return p.name == "netd.clas.classifier.weight"; }));
+    CHECK_THAT(message_of(assemble(missing)), Catch::Contains("expected tensor 'netd.clas.classifier.weight', found none"));
+    Parts extra = take_apart(bytes);
+    extra.tensors.push_back({"netd.extra", "F32", {1}, std::vector<char>(4, 0)});
+    CHECK_THAT(message_of(assemble(extra)), Catch::Contains("unexpected tensor 'netd.extra'"));
     CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) {
                    h["netd.clas.classifier.weight"]["data_offsets"] = {0, 1u << 30};
                })),
@@ -265,9 +361,12 @@ TEST_CASE("a save that fails part-way leaves the previous file intact", "[model_
         CHECK(no_leftovers());
     }
     SECTION("the temporary file cannot be created") {
-        const fs::path blocker = dir / (".model.safetensors.tmp-" + std::to_string(::getpid()));
+        // Every name the writer tries is taken (the test fixes its random numbers).
+        safe_file::set_random_suffix_source_for_tests([]() -> std::uint64_t { return 42; });
+        const fs::path blocker = dir / safe_file::temporary_name("model.safetensors", 42);
         fs::create_directories(blocker);
-        CHECK_THROWS_AS(model_file::save(target, other, {}, nullptr), IoError);
+        CHECK_THROWS_WITH(model_file::save(target, other, {}, nullptr), Catch::Contains("were all taken"));
+        safe_file::set_random_suffix_source_for_tests(nullptr);
         fs::remove(blocker);
         CHECK(unchanged());
     }
@@ -275,6 +374,180 @@ TEST_CASE("a save that fails part-way leaves the previous file intact", "[model_
         CHECK_THROWS_AS(model_file::save((dir / "missing" / "m.safetensors").string(), other, {}, nullptr), IoError);
         CHECK(unchanged());
     }
+}
+
+TEST_CASE("the file put together again byte by byte is the file save() wrote", "[model_file][format]") {
+    // The tests below change one thing at a time in this assembly.
+    CHECK(assemble(take_apart(saved().bytes)) == saved().bytes);
+}
+
+TEST_CASE("duplicate names, overlapping or gapped data, trailing bytes and a misaligned header are refused", "[model_file][format][reliability]") {
+    // docs/model-format.md: the header length is a multiple of 8, the data holds the tensors
+    // back to back with no gaps, and the file holds exactly the architecture's tensors. Each
+    // case breaks one of these, with a valid checksum, and is checked through from_bytes
+    // (checksum first) and through open() (header first, on disk).
+    const Parts good = take_apart(saved().bytes);
+    REQUIRE(good.tensors.size() > 4);
+    auto refusal = [](const std::vector<char>& bytes) {
+        std::string from_memory, from_disk;
+        try {
+            load_into_fresh(model_file::Reader::from_bytes(bytes, "defective"));
+            from_memory = "no error";
+        } catch (const FormatError& e) {
+            from_memory = e.what();
+        }
+        const std::string path = (saved().dir / "defective.safetensors").string();
+        write_file(path, bytes);
+        try {
+            load_into_fresh(model_file::Reader::open(path));
+            from_disk = "no error";
+        } catch (const FormatError& e) {
+            from_disk = e.what();
+        }
+        // Both ways name the same defect (the path aside).
+        const std::size_t at = from_disk.find("defective.safetensors'");
+        CHECK(from_disk.substr(at == std::string::npos ? 0 : at + 22) ==
+              from_memory.substr(std::min(from_memory.size(), from_memory.find("defective'") + 10)));
+        return from_memory;
+    };
+
+    SECTION("a tensor name twice (without the check, the second copy's values were loaded)") {
+        Parts twice = good;
+        Part copy = twice.tensors.front();
+        for (char& c : copy.bytes) c = static_cast<char>(c ^ 0x40);
+        twice.tensors.push_back(copy);
+        CHECK_THAT(refusal(assemble(twice)), Catch::Contains("names '" + copy.name + "' twice") &&
+                                                 Catch::Contains("expected every name once"));
+    }
+    SECTION("two tensors over the same bytes") {
+        Parts overlapping = good;
+        // Two tensors of the same byte count: the later one declares the earlier one's range.
+        std::size_t a = 0, b = 0;
+        for (std::size_t i = 0; i < overlapping.tensors.size() && !b; ++i)
+            for (std::size_t j = i + 1; j < overlapping.tensors.size() && !b; ++j)
+                if (overlapping.tensors[i].bytes.size() == overlapping.tensors[j].bytes.size()) a = i, b = j;
+        REQUIRE(b > 0);
+        overlapping.tensors[b].alias_of = static_cast<int>(a);
+        // Which of the two is named first follows the header's order of names.
+        CHECK_THAT(refusal(assemble(overlapping)),
+                   Catch::Contains("'" + overlapping.tensors[b].name + "'") && Catch::Contains("expected data offset") &&
+                       Catch::Contains("its data overlaps tensor") && Catch::Contains("'" + overlapping.tensors[a].name + "'"));
+    }
+    SECTION("a gap between two tensors") {
+        Parts gapped = good;
+        gapped.tensors[3].gap_before = 8;
+        CHECK_THAT(refusal(assemble(gapped)), Catch::Contains("tensor '" + gapped.tensors[3].name + "'") &&
+                                                  Catch::Contains("where tensor '" + gapped.tensors[2].name + "' ends") &&
+                                                  Catch::Contains("a gap of 8 bytes"));
+    }
+    SECTION("bytes after the last tensor") {
+        Parts trailing = good;
+        trailing.trailing.assign(16, '\x7f');
+        CHECK_THAT(refusal(assemble(trailing)),
+                   Catch::Contains("expected the file to end with the last tensor's data") && Catch::Contains("found 16 bytes more"));
+    }
+    SECTION("a header length that is not a multiple of 8") {
+        Parts misaligned = good;
+        misaligned.header_extra = 3;
+        const std::vector<char> bytes = assemble(misaligned);
+        CHECK_THAT(refusal(bytes), Catch::Contains("expected a header length that is a multiple of 8") &&
+                                       Catch::Contains("found " + std::to_string(header_size(bytes))));
+    }
+    SECTION("the first tensor not at offset 0") {
+        Parts late = good;
+        late.tensors[0].gap_before = 8;
+        CHECK_THAT(refusal(assemble(late)), Catch::Contains("expected data offset 0 (the first tensor), found 8"));
+    }
+    SECTION("a non-finite number or a repeated key in structured metadata") {
+        // JSON has no NaN or infinity; without the check, the metadata was kept as a string and
+        // the load said "expected detector metadata, found none".
+        Parts nan = good;
+        nan.metadata["detector"] = R"({"trained":true,"threshold":NaN})";
+        CHECK_THAT(refusal(assemble(nan)), Catch::Contains("metadata 'detector' is not valid JSON") &&
+                                               Catch::Contains("a number is not finite"));
+        Parts overflow = good;
+        overflow.metadata["detector"] = R"({"trained":true,"threshold":1e999})";
+        CHECK_THAT(refusal(assemble(overflow)), Catch::Contains("metadata 'detector' is not valid JSON") &&
+                                                    Catch::Contains("a number is not finite"));
+        Parts repeated = good;
+        std::string architecture = repeated.metadata["architecture"];
+        architecture.insert(architecture.size() - 1, R"(,"channels":3)");
+        repeated.metadata["architecture"] = architecture;
+        CHECK_THAT(refusal(assemble(repeated)), Catch::Contains("metadata 'architecture' names 'channels' twice"));
+        Parts not_object = good;
+        not_object.metadata["training_state"] = "[1, 2]";
+        CHECK_THAT(refusal(assemble(not_object)), Catch::Contains("metadata 'training_state': expected a JSON object, found [1,2]"));
+    }
+}
+
+TEST_CASE("a huge sparse model file is refused from its header, without reading or allocating its data", "[model_file][reliability]") {
+    // Sparse files take no disk space; reading one whole would take its size in memory.
+    const fs::path dir = saved().dir / "huge";
+    fs::create_directories(dir);
+    auto sparse = [&](const std::string& name, const std::vector<char>& head, std::uint64_t size) {
+        const std::string path = (dir / name).string();
+        write_file(path, head);
+        REQUIRE(::truncate(path.c_str(), static_cast<off_t>(size)) == 0);
+        return path;
+    };
+    const std::uint64_t peak_before = peak_rss_bytes();
+
+    // 3 GB whose first 8 bytes declare a 2^31-byte header.
+    std::vector<char> length(8, 0);
+    length[3] = static_cast<char>(0x80);
+    const std::string header_2g = sparse("header_2g.safetensors", length, std::uint64_t{3} << 30);
+    CHECK_THROWS_WITH(model_file::Reader::open(header_2g), Catch::Contains("declares a 2147483648-byte header"));
+    CHECK_THROWS_AS(Detector::load(header_2g, Device::Cpu), FormatError);
+
+    // 1 TB: a valid model followed by zeros.
+    const std::string tail_1t = sparse("tail_1t.safetensors", saved().bytes, std::uint64_t{1} << 40);
+    CHECK_THROWS_WITH(model_file::Reader::open(tail_1t), Catch::Contains("expected the file to end with the last tensor's data"));
+    CHECK_THROWS_AS(Detector::load(tail_1t, Device::Cpu), FormatError);
+
+    // 1 TB whose header declares it all, as one more tensor of 2^38 floats: the layout is
+    // consistent, and the architecture's tensor list refuses it before the data is read.
+    Parts forged = take_apart(saved().bytes);
+    forged.tensors.push_back({"netd.extra", "F32", {std::int64_t{1} << 19, std::int64_t{1} << 19}, {}, -1, 0,
+                              std::uint64_t{1} << 40});
+    const std::vector<char> head = assemble(forged);
+    const std::string declared_1t = sparse("declared_1t.safetensors", head, head.size() + (std::uint64_t{1} << 40));
+    CHECK_THROWS_WITH(model_file::Reader::open(declared_1t), Catch::Contains("unexpected tensor 'netd.extra'"));
+    CHECK_THROWS_AS(Detector::load(declared_1t, Device::Cpu), FormatError);
+
+    const std::uint64_t growth = peak_rss_bytes() - peak_before;
+    INFO("peak RSS grew by " << growth << " bytes");
+    CHECK(growth < (std::uint64_t{64} << 20));
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+}
+
+TEST_CASE("saves of two models to one path at once leave one whole model", "[model_file][reliability]") {
+    const fs::path dir = saved().dir / "concurrent";
+    fs::create_directories(dir);
+    const std::string target = (dir / "model.safetensors").string();
+    Context ctx(Device::Cpu);
+    std::vector<std::unique_ptr<SkipGanomaly>> models;
+    std::vector<std::vector<char>> files;
+    for (std::uint64_t seed : {51u, 52u}) {
+        models.push_back(std::make_unique<SkipGanomaly>(tiny_architecture(), AdamHyperparameters{}, LossWeights{}));
+        models.back()->materialize(ctx);
+        RandomStream random(seed);
+        models.back()->initialize(ctx, random);
+        const std::string alone = (dir / ("alone" + std::to_string(seed))).string();
+        model_file::save(alone, *models.back(), {}, nullptr);
+        files.push_back(read_file(alone));
+    }
+    std::vector<std::thread> savers;
+    for (std::size_t m = 0; m < models.size(); ++m)
+        savers.emplace_back([&, m] {
+            for (int round = 0; round < 6; ++round) model_file::save(target, *models[m], {}, nullptr);
+        });
+    for (std::thread& t : savers) t.join();
+    const std::vector<char> now = read_file(target);
+    CHECK((now == files[0] || now == files[1]));
+    CHECK_NOTHROW(load_into_fresh(model_file::Reader::open(target)));
+    for (const auto& entry : fs::directory_iterator(dir))
+        CHECK(entry.path().filename().string().find(".tmp-") == std::string::npos);
 }
 
 // ---- opt-in float16 weight storage ----

@@ -1,6 +1,6 @@
 // Parity with PyTorch and the official Skip-GANomaly (samet-akcay/skip-ganomaly): our ops,
 // networks, training step and the converted official weights against numbers PyTorch 1.13
-// computed in float32 (fixtures written by scripts/make_fixtures.py; see its docstring).
+// computed in float32 (fixtures written by tests/fixtures/make_fixtures.py; see its docstring).
 //
 // Tolerances. Every comparison checks two things per tensor:
 //   norm-wise    max|a - r| <= rtol * max|r|
@@ -67,7 +67,7 @@ class Fixture {
 public:
     explicit Fixture(const std::string& file) : path_(fixture_path(file)) {
         std::ifstream in(path_, std::ios::binary);
-        if (!in) FAIL("cannot open fixture " << path_ << " (run scripts/make_fixtures.py)");
+        if (!in) FAIL("cannot open fixture " << path_ << " (run tests/fixtures/make_fixtures.py)");
         std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         REQUIRE(bytes.size() >= 8);
         std::uint64_t header_size = 0;

@@ -1,22 +1,35 @@
 // Hostile and malformed input that the other test files do not cover: image buffers with
 // impossible sizes or formats, non-finite float input to Detector::score (FloatImageView), FIFOs in place
-// of files, every truncation of an image file, and JPEG headers beyond the size limits.
+// of files, every truncation of an image file, JPEG headers beyond the size limits, IDX files
+// declaring more than they hold; and hostile or careless surroundings for the files the library
+// writes (planted links, read-only targets, long names, file-size limits, signals).
 // docs/reliability.md maps each kind of input to the test that shows what happens.
 #include <catch2/catch.hpp>
 
+#include <grp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <climits>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
 #include <random>
+#include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "model_file.hpp"
+#include "safe_file.hpp"
+#include "skipganomaly/datasets.hpp"
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/error.hpp"
 #include "skipganomaly/image.hpp"
@@ -345,4 +358,533 @@ TEST_CASE("a small JPEG declaring a large size within the limits is refused befo
     const Image loaded = load_image(dir.file("original.jpg"));
     CHECK(loaded.width == 64);
     CHECK(loaded.height == 48);
+}
+
+// ---- writing files: every writer goes through safe_file (src/safe_file.hpp) ----
+
+namespace {
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_text(const std::string& path, const std::string& text) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << text;
+    REQUIRE(out.good());
+}
+
+std::vector<std::string> names_in(const fs::path& folder) {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(folder)) names.push_back(entry.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+// Temporaries of any writer: "<dot><name>.tmp-...".
+std::vector<std::string> temporaries_in(const fs::path& folder) {
+    std::vector<std::string> found;
+    for (const std::string& name : names_in(folder))
+        if (name.find(".tmp-") != std::string::npos) found.push_back(name);
+    return found;
+}
+
+// Runs `child` in a forked process and returns its wait status. The child leaves by _exit with
+// what `child` returns, or 99 when it throws; it never returns into Catch.
+template <typename F>
+int in_child_process(F&& child) {
+    std::cout.flush();
+    std::cerr.flush();
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        int code = 99;
+        try {
+            code = child();
+        } catch (...) {
+        }
+        ::_exit(code);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    return status;
+}
+
+std::uint64_t counting_suffix() {
+    static std::atomic<std::uint64_t> next{1};
+    return next++;
+}
+
+// Largest resident set so far, in bytes.
+std::uint64_t peak_rss_bytes() {
+    struct rusage usage {};
+    ::getrusage(RUSAGE_SELF, &usage);
+    return static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
+}
+
+}  // namespace
+
+TEST_CASE("temporaries get unpredictable names, created exclusively: a planted link is never followed", "[reliability][write]") {
+    TempDir dir;
+    TempDir elsewhere;
+    const std::string victim = elsewhere.file("victim.txt");
+    write_text(victim, "the victim's bytes");
+    const fs::path folder = dir.path / "models";
+    fs::create_directories(folder);
+    const std::string target = (folder / "model.bin").string();
+
+    // Links to the victim at every name a writer of this process has used or will try: the old
+    // predictable "<dot>name.tmp-<pid>", and the names of the next 20 random suffixes, which the
+    // test fixes (the writer then finds each taken and draws again). Plus a dangling link that
+    // would create a file if it were followed.
+    struct Restore {
+        ~Restore() { safe_file::set_random_suffix_source_for_tests(nullptr); }
+    } restore;
+    safe_file::set_random_suffix_source_for_tests(counting_suffix);
+    const std::uint64_t first = counting_suffix();  // the writer's draws start after this one
+    std::vector<std::string> planted{".model.bin.tmp-" + std::to_string(::getpid())};
+    for (std::uint64_t s = first + 1; s <= first + 20; ++s) planted.push_back(safe_file::temporary_name("model.bin", s));
+    for (const std::string& name : planted) fs::create_symlink(victim, folder / name);
+    const std::string dangling_target = elsewhere.file("created_through_a_link");
+    fs::create_symlink(dangling_target, folder / safe_file::temporary_name("model.bin", first + 21));
+
+    const std::string content(100000, 'n');
+    safe_file::write_atomically(target, content.data(), content.size());
+    CHECK(read_text(target) == content);
+    CHECK(read_text(victim) == "the victim's bytes");
+    CHECK_FALSE(fs::exists(dangling_target));
+    for (const std::string& name : planted) CHECK(fs::is_symlink(folder / name));
+    CHECK(names_in(folder).size() == planted.size() + 2);  // the links and the target: no temporary left
+
+    // A replaced target stays safe too: the second write replaces the file, not the links.
+    safe_file::write_atomically(target, "second", 6);
+    CHECK(read_text(target) == "second");
+    CHECK(read_text(victim) == "the victim's bytes");
+
+    // With the system's random numbers: different names each time, of the documented form.
+    safe_file::set_random_suffix_source_for_tests(nullptr);
+    std::vector<std::string> seen;
+    for (int i = 0; i < 4; ++i) {
+        safe_file::AtomicFile file(target);
+        seen.push_back(fs::path(file.temporary_path()).filename().string());
+        CHECK(fs::is_regular_file(file.temporary_path()));
+    }
+    const std::regex form("\\.model\\.bin\\.tmp-[0-9a-f]{8}-" + std::to_string(::getpid()) + "-[0-9a-f]{16}");
+    for (const std::string& name : seen) CHECK(std::regex_match(name, form));
+    std::sort(seen.begin(), seen.end());
+    CHECK(std::unique(seen.begin(), seen.end()) == seen.end());
+    CHECK(temporaries_in(folder).size() == planted.size() + 1);  // the discarded writers removed theirs
+}
+
+TEST_CASE("concurrent writes to one target each leave a whole file", "[reliability][write]") {
+    TempDir dir;
+    const std::string target = dir.file("shared.bin");
+    constexpr int writers = 4, rounds = 12;
+    std::vector<std::string> contents;
+    for (int w = 0; w < writers; ++w) {
+        std::mt19937 rng(700 + static_cast<unsigned>(w));
+        std::string bytes(256 * 1024 + 4096 * static_cast<std::size_t>(w), '\0');
+        for (char& c : bytes) c = static_cast<char>(rng());
+        contents.push_back(std::move(bytes));
+    }
+    std::atomic<bool> done{false};
+    std::atomic<int> torn{0}, reads{0}, failures{0};
+    std::thread reader([&] {
+        while (!done) {
+            const std::string now = read_text(target);
+            if (now.empty()) continue;  // not written yet
+            ++reads;
+            if (std::find(contents.begin(), contents.end(), now) == contents.end()) ++torn;
+        }
+    });
+    std::vector<std::thread> threads;
+    for (int w = 0; w < writers; ++w)
+        threads.emplace_back([&, w] {
+            for (int r = 0; r < rounds; ++r) {
+                try {
+                    safe_file::write_atomically(target, contents[static_cast<std::size_t>(w)].data(),
+                                                contents[static_cast<std::size_t>(w)].size());
+                } catch (const IoError&) {
+                    ++failures;
+                }
+            }
+        });
+    for (std::thread& t : threads) t.join();
+    done = true;
+    reader.join();
+    INFO(reads.load() << " reads during the writes");
+    CHECK(torn == 0);
+    CHECK(failures == 0);
+    CHECK(std::find(contents.begin(), contents.end(), read_text(target)) != contents.end());
+    CHECK(temporaries_in(dir.path).empty());
+}
+
+TEST_CASE("a read-only target is refused; a replaced file keeps its mode and owner", "[reliability][write]") {
+    TempDir dir;
+    const std::string target = dir.file("model.bin");
+
+    // Modes are kept exactly, whatever the umask.
+    for (const mode_t mode : {mode_t{0640}, mode_t{0600}, mode_t{0664}, mode_t{0755}}) {
+        write_text(target, "old");
+        REQUIRE(::chmod(target.c_str(), mode) == 0);
+        safe_file::write_atomically(target, "new", 3);
+        struct stat st {};
+        REQUIRE(::stat(target.c_str(), &st) == 0);
+        CHECK((st.st_mode & 07777) == mode);
+        CHECK(read_text(target) == "new");
+    }
+    // A new file: 0666 less the umask, as any file the process creates.
+    const mode_t mask = ::umask(027);
+    safe_file::write_atomically(dir.file("fresh.bin"), "x", 1);
+    ::umask(mask);
+    struct stat fresh {};
+    REQUIRE(::stat(dir.file("fresh.bin").c_str(), &fresh) == 0);
+    CHECK((fresh.st_mode & 0777) == 0640);
+
+    // Not a regular file: refused, left as it is.
+    fs::create_directories(dir.path / "folder.bin");
+    CHECK_THROWS_WITH(safe_file::write_atomically(dir.file("folder.bin"), "x", 1), Catch::Contains("is a folder"));
+    REQUIRE(::mkfifo(dir.file("pipe.bin").c_str(), 0600) == 0);
+    CHECK_THROWS_WITH(safe_file::write_atomically(dir.file("pipe.bin"), "x", 1), Catch::Contains("not a regular file"));
+    CHECK(fs::is_fifo(dir.file("pipe.bin")));
+    CHECK_THROWS_AS(safe_file::write_atomically(dir.file("missing/x.bin"), "x", 1), IoError);
+
+    if (::geteuid() != 0) {
+        // Permission bits bind this user: a read-only file is refused and left as it was.
+        write_text(target, "read-only");
+        REQUIRE(::chmod(target.c_str(), 0444) == 0);
+        CHECK_THROWS_WITH(safe_file::write_atomically(target, "new", 3),
+                          Catch::Contains("not writable by this user") && Catch::Contains("found mode 0444"));
+        CHECK(read_text(target) == "read-only");
+        CHECK(temporaries_in(dir.path).empty());
+        return;
+    }
+    // As root, permission bits do not bind; an unprivileged user (nobody, 65534) in a child
+    // process sees them. Root's own file and nobody's read-only file are refused to nobody;
+    // nobody's writable file is replaced (so the child really could write in the folder).
+    const uid_t nobody = 65534;
+    REQUIRE(::chmod(dir.path.c_str(), 0777) == 0);
+    write_text(dir.file("roots.bin"), "root's");
+    REQUIRE(::chmod(dir.file("roots.bin").c_str(), 0644) == 0);
+    write_text(dir.file("nobodys_read_only.bin"), "nobody's, read-only");
+    REQUIRE(::chown(dir.file("nobodys_read_only.bin").c_str(), nobody, nobody) == 0);
+    REQUIRE(::chmod(dir.file("nobodys_read_only.bin").c_str(), 0444) == 0);
+    write_text(dir.file("nobodys.bin"), "nobody's");
+    REQUIRE(::chown(dir.file("nobodys.bin").c_str(), nobody, nobody) == 0);
+    REQUIRE(::chmod(dir.file("nobodys.bin").c_str(), 0600) == 0);
+    struct stat before {};
+    REQUIRE(::stat(dir.file("roots.bin").c_str(), &before) == 0);
+    const int status = in_child_process([&] {
+        if (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0) return 2;
+        int refused = 0;
+        for (const char* name : {"roots.bin", "nobodys_read_only.bin"}) {
+            try {
+                safe_file::write_atomically(dir.file(name), "replaced", 8);
+            } catch (const IoError& e) {
+                refused += std::string(e.what()).find("not writable by this user") != std::string::npos;
+            }
+        }
+        safe_file::write_atomically(dir.file("nobodys.bin"), "replaced", 8);
+        return refused == 2 ? 0 : 3;
+    });
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(read_text(dir.file("roots.bin")) == "root's");
+    CHECK(read_text(dir.file("nobodys_read_only.bin")) == "nobody's, read-only");
+    CHECK(read_text(dir.file("nobodys.bin")) == "replaced");
+    struct stat after {};
+    REQUIRE(::stat(dir.file("roots.bin").c_str(), &after) == 0);
+    CHECK(after.st_ino == before.st_ino);  // not replaced by another file
+    CHECK(temporaries_in(dir.path).empty());
+
+    // Root replacing nobody's file keeps its owner, group and mode.
+    safe_file::write_atomically(dir.file("nobodys.bin"), "root wrote", 10);
+    struct stat kept {};
+    REQUIRE(::stat(dir.file("nobodys.bin").c_str(), &kept) == 0);
+    CHECK(kept.st_uid == nobody);
+    CHECK(kept.st_gid == nobody);
+    CHECK((kept.st_mode & 07777) == 0600);
+    // And save_png goes through the same writer.
+    REQUIRE(::chmod(dir.file("nobodys.bin").c_str(), 0640) == 0);
+    save_png(dir.file("nobodys.bin"), random_image(5, 4, 3, 40));
+    REQUIRE(::stat(dir.file("nobodys.bin").c_str(), &kept) == 0);
+    CHECK(kept.st_uid == nobody);
+    CHECK((kept.st_mode & 07777) == 0640);
+    CHECK(load_image(dir.file("nobodys.bin")).pixels == random_image(5, 4, 3, 40).pixels);
+}
+
+TEST_CASE("a symbolic link as target: the file it points to is replaced and the link stays", "[reliability][write]") {
+    TempDir dir;
+    fs::create_directories(dir.path / "real");
+    const std::string real = dir.file("real/model.bin");
+    write_text(real, "old");
+    REQUIRE(::chmod(real.c_str(), 0640) == 0);
+    fs::create_symlink("real/model.bin", dir.path / "link.bin");  // relative, to its own folder
+    fs::create_symlink(dir.path / "link.bin", dir.path / "link_to_link.bin");
+
+    safe_file::write_atomically(dir.file("link.bin"), "through the link", 16);
+    CHECK(fs::is_symlink(dir.path / "link.bin"));
+    CHECK(fs::read_symlink(dir.path / "link.bin") == "real/model.bin");
+    CHECK(read_text(real) == "through the link");
+    struct stat st {};
+    REQUIRE(::stat(real.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0640);
+
+    save_png(dir.file("link_to_link.bin"), random_image(3, 3, 1, 41));
+    CHECK(fs::is_symlink(dir.path / "link_to_link.bin"));
+    CHECK(fs::is_symlink(dir.path / "link.bin"));
+    CHECK(load_image(real).pixels == random_image(3, 3, 1, 41).pixels);
+    CHECK(temporaries_in(dir.path).empty());
+    CHECK(temporaries_in(dir.path / "real").empty());
+
+    // A dangling link: the file it names is created.
+    fs::create_symlink("real/new.bin", dir.path / "dangling.bin");
+    safe_file::write_atomically(dir.file("dangling.bin"), "created", 7);
+    CHECK(read_text(dir.file("real/new.bin")) == "created");
+    CHECK(fs::is_symlink(dir.path / "dangling.bin"));
+    // A loop is refused.
+    fs::create_symlink("loop_b", dir.path / "loop_a");
+    fs::create_symlink("loop_a", dir.path / "loop_b");
+    CHECK_THROWS_WITH(safe_file::write_atomically(dir.file("loop_a"), "x", 1), Catch::Contains("levels of symbolic links"));
+
+    if (::geteuid() == 0) {
+        // In a sticky world-writable folder (as /tmp), a link another user planted is not followed.
+        fs::create_directories(dir.path / "sticky");
+        REQUIRE(::chmod((dir.path / "sticky").c_str(), 01777) == 0);
+        const std::string planted = dir.file("sticky/model.bin");
+        fs::create_symlink(real, planted);
+        REQUIRE(::lchown(planted.c_str(), 65534, 65534) == 0);
+        CHECK_THROWS_WITH(safe_file::write_atomically(planted, "x", 1),
+                          Catch::Contains("symbolic link owned by user 65534") && Catch::Contains("sticky"));
+        CHECK(load_image(real).pixels == random_image(3, 3, 1, 41).pixels);
+    }
+}
+
+TEST_CASE("a target name of 250 bytes or more gets a temporary name within NAME_MAX", "[reliability][write]") {
+    TempDir dir;
+    for (const std::size_t length : {std::size_t{200}, std::size_t{248}, std::size_t{250}, std::size_t{255}}) {
+        const std::string name(length, 'm');
+        const std::string target = dir.file(name);
+        {
+            safe_file::AtomicFile file(target);
+            const std::string temporary = fs::path(file.temporary_path()).filename().string();
+            CHECK(temporary.size() <= 255);
+            CHECK(std::regex_search(temporary, std::regex("\\.tmp-[0-9a-f]{8}-[0-9]+-[0-9a-f]{16}$")));
+            file.write("long", 4);
+            file.commit();
+        }
+        CHECK(read_text(target) == "long");
+    }
+    // A name of multibyte UTF-8 characters is cut between characters, not inside one.
+    std::string accents;
+    for (int i = 0; i < 120; ++i) accents += "\xc3\xa9";  // U+00E9, 240 bytes
+    safe_file::AtomicFile file(dir.file(accents));
+    const std::string temporary = fs::path(file.temporary_path()).filename().string();
+    CHECK(temporary.size() <= 255);
+    const std::size_t cut = temporary.find(".tmp-");
+    CHECK((cut - 1) % 2 == 0);  // the leading dot, then whole two-byte characters
+    CHECK(sga::testing::message_of<IoError>([&] {
+              safe_file::write_atomically(dir.file(std::string(256, 'x')), "x", 1);
+          }).find("File name too long") != std::string::npos);
+    CHECK(temporaries_in(dir.path).size() == 1);  // the writer still open above
+}
+
+TEST_CASE("a killed writer's temporary is removed by the next write of the target", "[reliability][write]") {
+    TempDir dir;
+    const std::string target = dir.file("model.bin");
+    write_text(target, "before");
+
+    // The probe's case: ulimit -f and SIGXFSZ at its default kill the writer in write(); its
+    // temporary stays behind.
+    const int killed = in_child_process([&] {
+        struct rlimit no_core_file {};  // SIGXFSZ's default action dumps core
+        ::setrlimit(RLIMIT_CORE, &no_core_file);
+        std::signal(SIGXFSZ, SIG_DFL);
+        struct rlimit limit {};
+        ::getrlimit(RLIMIT_FSIZE, &limit);
+        limit.rlim_cur = 4096;
+        ::setrlimit(RLIMIT_FSIZE, &limit);
+        const std::string big(65536, 'b');
+        safe_file::write_atomically(target, big.data(), big.size());
+        return 0;
+    });
+    REQUIRE(WIFSIGNALED(killed));
+    CHECK(WTERMSIG(killed) == SIGXFSZ);
+    const std::vector<std::string> first_stale = temporaries_in(dir.path);
+    REQUIRE(first_stale.size() == 1);
+    // Another writer of the target, killed after creating its temporary (SIGKILL: no handler
+    // runs), has removed the first one's.
+    const int also_killed = in_child_process([&] {
+        safe_file::AtomicFile file(target);
+        file.write("partial", 7);
+        ::raise(SIGKILL);
+        return 0;
+    });
+    REQUIRE(WIFSIGNALED(also_killed));
+    const std::vector<std::string> stale = temporaries_in(dir.path);
+    REQUIRE(stale.size() == 1);
+    CHECK(stale != first_stale);
+    CHECK(read_text(target) == "before");
+
+    // Not stale: a live process's temporary (this one's, through a writer still open), a link
+    // with a dead process's name, a file from another host (another tag), another target's.
+    safe_file::AtomicFile live(target);
+    const std::string live_name = fs::path(live.temporary_path()).filename().string();
+    const std::string dead_name = stale.front();
+    const std::string link_name = dead_name.substr(0, dead_name.size() - 16) + std::string(16, 'a');
+    fs::create_symlink(target, dir.path / link_name);
+    std::string other_host = dead_name;
+    other_host.replace(other_host.find(".tmp-") + 5, 8, other_host.substr(other_host.find(".tmp-") + 5, 8) == "00000000" ? "11111111" : "00000000");
+    write_text(dir.file(other_host), "another host");
+    std::string other_target = dead_name;
+    other_target.replace(1, 5, "other");  // ".model.bin..." -> ".other.bin..."
+    write_text(dir.file(other_target), "another target");
+
+    safe_file::write_atomically(target, "after", 5);
+    CHECK(read_text(target) == "after");
+    const std::vector<std::string> left = temporaries_in(dir.path);
+    for (const std::string& name : stale) CHECK(std::find(left.begin(), left.end(), name) == left.end());
+    for (const std::string& name : {live_name, link_name, other_host, other_target})
+        CHECK(std::find(left.begin(), left.end(), name) != left.end());
+    CHECK(fs::is_symlink(dir.path / link_name));
+
+    // The same for a long name, whose temporaries carry a cut name.
+    const std::string long_target = dir.file(std::string(250, 'L'));
+    const int long_killed = in_child_process([&] {
+        safe_file::AtomicFile file(long_target);
+        ::raise(SIGKILL);
+        return 0;
+    });
+    REQUIRE(WIFSIGNALED(long_killed));
+    REQUIRE(temporaries_in(dir.path).size() == left.size() + 1);
+    safe_file::write_atomically(long_target, "x", 1);
+    CHECK(temporaries_in(dir.path).size() == left.size());
+}
+
+TEST_CASE("a write beyond RLIMIT_FSIZE is an IoError and leaves no temporary", "[reliability][write]") {
+    TempDir dir;
+    const std::string target = dir.file("model.bin");
+    write_text(target, "before");
+    const int status = in_child_process([&] {
+        // What a program does once: SIGXFSZ (still at its default) becomes ignored, so write()
+        // fails with EFBIG instead of the signal killing the process.
+        safe_file::install_temporary_cleanup_on_signals();
+        struct rlimit limit {};
+        ::getrlimit(RLIMIT_FSIZE, &limit);
+        limit.rlim_cur = 4096;
+        ::setrlimit(RLIMIT_FSIZE, &limit);
+        const std::string big(65536, 'b');
+        try {
+            safe_file::write_atomically(target, big.data(), big.size());
+        } catch (const IoError& e) {
+            const std::string message = e.what();
+            return message.find("File too large") != std::string::npos &&
+                           message.find("previous file, if any, is unchanged") != std::string::npos
+                       ? 0
+                       : 3;
+        }
+        return 4;
+    });
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(read_text(target) == "before");
+    CHECK(temporaries_in(dir.path).empty());
+}
+
+TEST_CASE("a fatal signal unlinks the temporaries of writers in flight", "[reliability][write]") {
+    TempDir dir;
+    const std::string target = dir.file("model.bin");
+    write_text(target, "before");
+    const int status = in_child_process([&] {
+        std::signal(SIGTERM, SIG_DFL);  // as in a program: Catch's own handler is inherited here
+        safe_file::install_temporary_cleanup_on_signals();
+        safe_file::AtomicFile first(target);
+        safe_file::AtomicFile second(dir.file("other.bin"));
+        first.write("partial", 7);
+        ::raise(SIGTERM);
+        return 0;
+    });
+    REQUIRE(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == SIGTERM);  // the handler let the signal end the process
+    CHECK(temporaries_in(dir.path).empty());
+    CHECK(read_text(target) == "before");
+
+    // From a program's own handler: remove_registered_temporaries(); the writer then fails.
+    safe_file::AtomicFile writer(target);
+    writer.write("partial", 7);
+    REQUIRE(temporaries_in(dir.path).size() == 1);
+    safe_file::remove_registered_temporaries();
+    CHECK(temporaries_in(dir.path).empty());
+    CHECK_THROWS_AS(writer.commit(), IoError);
+    CHECK(read_text(target) == "before");
+}
+
+// ---- IDX files: the declared size against what the file can hold ----
+
+namespace {
+
+std::vector<std::uint8_t> idx_header(std::initializer_list<std::uint32_t> words) {
+    std::vector<std::uint8_t> out;
+    for (const std::uint32_t w : words)
+        for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(w >> shift));
+    return out;
+}
+
+// A gzip member of stored (uncompressed) deflate blocks.
+std::vector<std::uint8_t> gzip_stored(const std::vector<std::uint8_t>& data) {
+    std::vector<std::uint8_t> out = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff};
+    auto put = [&](std::uint32_t v, int bytes) {
+        for (int i = 0; i < bytes; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    };
+    std::size_t offset = 0;
+    do {
+        const std::size_t length = std::min<std::size_t>(65535, data.size() - offset);
+        out.push_back(offset + length == data.size() ? 1 : 0);
+        put(static_cast<std::uint32_t>(length), 2);
+        put(static_cast<std::uint32_t>(~length & 0xFFFF), 2);
+        out.insert(out.end(), data.begin() + static_cast<std::ptrdiff_t>(offset),
+                   data.begin() + static_cast<std::ptrdiff_t>(offset + length));
+        offset += length;
+    } while (offset < data.size());
+    put(sga::model_file::crc32(reinterpret_cast<const char*>(data.data()), data.size()), 4);
+    put(static_cast<std::uint32_t>(data.size()), 4);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("an IDX file declaring more data than it holds is refused before allocating it", "[reliability][idx]") {
+    // 1.3 million 28 x 28 images declared (1019200000 bytes, under the 2^30 limit), 10 present.
+    TempDir dir;
+    std::vector<std::uint8_t> file = idx_header({2051, 1300000, 28, 28});
+    const Image pixels = random_image(28, 28 * 10, 1, 42);
+    file.insert(file.end(), pixels.pixels.begin(), pixels.pixels.end());
+    write_bytes(dir.file("images.idx"), file, file.size());
+    write_bytes(dir.file("images.idx.gz"), gzip_stored(file), gzip_stored(file).size());
+    std::vector<std::uint8_t> labels = idx_header({2049, 1300000});
+    labels.insert(labels.end(), 10, 3);
+    write_bytes(dir.file("labels.idx"), labels, labels.size());
+
+    const std::uint64_t peak_before = peak_rss_bytes();
+    CHECK_THROWS_WITH(read_idx_images(dir.file("images.idx")),
+                      Catch::Contains("truncated: expected 1019200000 bytes") && Catch::Contains("found 7840"));
+    CHECK_THROWS_WITH(read_idx_images(dir.file("images.idx.gz")),
+                      Catch::Contains("declares 1019200000 bytes") && Catch::Contains("1032:1"));
+    CHECK_THROWS_WITH(read_idx_labels(dir.file("labels.idx")),
+                      Catch::Contains("truncated: expected 1300000 bytes") && Catch::Contains("found 10"));
+    // A gzip file whose declared size its compressed size allows, cut short: refused having
+    // allocated about what it held (16 MiB chunks at first).
+    std::vector<std::uint8_t> plausible = idx_header({2051, 2000, 28, 28});
+    plausible.insert(plausible.end(), pixels.pixels.begin(), pixels.pixels.end());
+    write_bytes(dir.file("plausible.idx.gz"), gzip_stored(plausible), gzip_stored(plausible).size());
+    CHECK_THROWS_WITH(read_idx_images(dir.file("plausible.idx.gz")),
+                      Catch::Contains("truncated: expected 1568000 bytes") && Catch::Contains("found 7840"));
+    const std::uint64_t growth = peak_rss_bytes() - peak_before;
+    INFO("peak RSS grew by " << growth << " bytes");
+    CHECK(growth < (std::uint64_t{64} << 20));  // not the 1 GB the header declares
+
+    // A FIFO in place of an IDX file is refused without blocking.
+    REQUIRE(::mkfifo(dir.file("fifo.idx").c_str(), 0600) == 0);
+    CHECK_THROWS_WITH(read_idx_images(dir.file("fifo.idx")), Catch::Contains("not a regular file"));
 }

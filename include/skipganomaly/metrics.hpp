@@ -54,8 +54,8 @@ SKIPGANOMALY_API F1Max f1_max(std::span<const float> scores, std::span<const int
 // synthetic log-normal, gamma, chi-square and half-normal scores 1.4-2.1% at n = 20 (5.0-5.4%),
 // 0.9-1.5% at n = 40 (2.9-3.1%), 0.6-1.1% at n = 100 (1.9-2.0%), 0.6-1.0% at n = 300 (1.3%),
 // 1% from n = 1000 on; MNIST digit 1 (225 real test scores) 2.6% at n = 20 (5.2%), 2.0% at
-// n = 40 (3.2%), 1.6% at n = 100 (2.0%). scripts/simulate_threshold_rule.py and
-// scripts/measure_threshold_fpr.py measure these; tests/test_metrics.cpp ("the default
+// n = 40 (3.2%), 1.6% at n = 100 (2.0%). eval/simulate_threshold_rule.py and
+// eval/measure_threshold_fpr.py measure these; tests/test_metrics.cpp ("the default
 // threshold rule") checks them on three distributions.
 // level == 1 returns the largest score; fewer than 8 scores, the empirical quantile. When
 // the scores do not vary, returns the smallest float above them, so none is flagged. Scores
@@ -111,7 +111,7 @@ SKIPGANOMALY_API ProCurve pro_curve(const std::vector<std::vector<float>>& maps,
 // interpolated linearly at exactly max_fpr. Exact, every distinct score being a threshold: it
 // equals MVTec AD's evaluation code (pro_curve_util.compute_pro, generic_util.trapezoid),
 // whose only difference is FPRs rounded to float32 (below 1e-6 here;
-// scripts/make_metric_fixtures.py compares both). Throws InvalidArgument also for max_fpr
+// tests/fixtures/make_metric_fixtures.py compares both). Throws InvalidArgument also for max_fpr
 // outside (0, 1].
 SKIPGANOMALY_API double aupro(const std::vector<std::vector<float>>& maps,
                               const std::vector<std::vector<std::uint8_t>>& masks,

@@ -7,8 +7,8 @@ sets the threshold from those n scores (the plain 0.99 quantile, and our rule:
 threshold_from_normal_scores, transcribed in simulate_threshold_rule.py), and measures the
 share of the remaining normal test images at or above it. Needs numpy.
 
-  build/examples/skipganomaly demo --out demo            # digit 1, or fit your own model
-  /usr/bin/python3 scripts/measure_threshold_fpr.py --cli build/examples/skipganomaly \\
+  build/tools/skipganomaly demo --out demo            # digit 1, or fit your own model
+  /usr/bin/python3 eval/measure_threshold_fpr.py --cli build/tools/skipganomaly \\
       --model demo/model.safetensors --mnist data/mnist --digit 1
 """
 import argparse
@@ -21,7 +21,9 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python", "interop"))
 from check_official_round_trip import write_bmp  # noqa: E402
 from simulate_threshold_rule import rule  # noqa: E402
 

@@ -14,7 +14,7 @@ the zlib CRC-32 of the whole file with those 8 digits read as '0'; read_model ch
     netg = model.state_dict("netg") # OrderedDict of numpy arrays, official key names
     # with PyTorch: netG.load_state_dict({k: torch.from_numpy(v) for k, v in netg.items()})
 
-Run as a script, it prints a summary: python3 scripts/skipganomaly_model.py model.safetensors
+Run as a script, it prints a summary: python3 python/interop/skipganomaly_model.py model.safetensors
 """
 import json
 import struct

@@ -2,7 +2,7 @@
 """Other scores from the same trained robust model: which part of it carries the signal?
 
 For a model saved by `eval_one_class --save-models` (robust recipe), recomputes with the
-official modules (scripts/make_fixtures.py, eval-mode batch norm) each test image's parts for
+official modules (tests/fixtures/make_fixtures.py, eval-mode batch norm) each test image's parts for
 the four scoring views (the input rotated by 0-3 quarter turns, greyed in colour) and prints
 the AUROC of label-free scores built from them (docs/technical-report.md, "A
 discriminator that predicts rotations"):
@@ -16,7 +16,7 @@ discriminator that predicts rotations"):
                     over the last 10% of the training images (seen in training), then summed
 Test labels serve only the printed AUROCs.
 
-    /usr/bin/python3 bench/score_variants.py --data runs/data --dataset mnist runs/models/class2_seed0.safetensors
+    /usr/bin/python3 dev/score_variants.py --data runs/data --dataset mnist runs/models/class2_seed0.safetensors
 """
 import argparse
 import json
@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
 from prototype_rotation_head import grey, load_networks, read_dump, roc_auc, use_fast_conv_transpose  # noqa: E402
 
 

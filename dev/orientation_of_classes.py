@@ -8,16 +8,19 @@ A candidate label-free test for the default recipe's orientation assumption (doc
 "Data without an orientation"). It grows with the square root of the set size, so compare
 sets of one size.
 
-    /usr/bin/python3 bench/orientation_of_classes.py mnist data/mnist
-    /usr/bin/python3 bench/orientation_of_classes.py cifar10 data/cifar10 --max-train 1000
+    /usr/bin/python3 dev/orientation_of_classes.py mnist data/mnist
+    /usr/bin/python3 dev/orientation_of_classes.py cifar10 data/cifar10 --max-train 1000
 """
 import argparse
 import gzip
 import json
+import os
+import sys
 
 import numpy as np
 
-from make_rotated_mnist import read_images
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval"))
+from make_rotated_mnist import read_images  # noqa: E402
 
 
 def mnist(folder):

@@ -2,13 +2,13 @@
 """Checks the Python interop scripts against the library; run by CTest when /usr/bin/python3 has
 what a part needs, reported as skipped (exit code 77) otherwise. CI never needs PyTorch.
 
-  --part reader      (numpy) scripts/skipganomaly_model.py reads a converted fixture and a file
+  --part reader      (numpy) python/interop/skipganomaly_model.py reads a converted fixture and a file
                      the C++ library wrote (the tool's calibrate), checks every tensor against
                      the architecture, and refuses a damaged copy
   --part round-trip  (numpy + torch) export_official_weights.py -> convert_official_weights.py
                      with the architecture inferred from the weights gives the original file
                      bit for bit; the exported netG.pth / netD.pth load with strict=True into
-                     the official modules (scripts/make_fixtures.py's copies); the converter's
+                     the official modules (tests/fixtures/make_fixtures.py's copies); the converter's
                      --calibrate runs the tool and stores a real threshold
 """
 import argparse
@@ -22,7 +22,7 @@ import tempfile
 import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "converted_tiny.safetensors")
 SKIP = 77
 
@@ -142,6 +142,7 @@ def part_round_trip(cli, work):
           "export then convert gives the converted file bit for bit")
 
     # The official checkpoint format: {'epoch', 'state_dict'} loading strictly into the official modules.
+    sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
     import make_fixtures as official
 
     model = sm.read_model(FIXTURE)
@@ -179,7 +180,7 @@ def part_round_trip(cli, work):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--part", choices=("reader", "round-trip"), required=True)
-    p.add_argument("--cli", default=None, help="the built skipganomaly tool (build/examples/skipganomaly)")
+    p.add_argument("--cli", default=None, help="the built skipganomaly tool (build/tools/skipganomaly)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as work:
         (part_reader if args.part == "reader" else part_round_trip)(args.cli, work)

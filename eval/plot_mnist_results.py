@@ -1,13 +1,16 @@
 #!/usr/bin/python3
-"""Turns eval_mnist's JSON into the per-digit table and the AUROC-per-epoch picture of
-results/2026-11-28-mnist-official/.
+"""The per-digit table and the AUROC-per-epoch picture of the official recipe on MNIST
+(docs/technical-report.md, "The official recipe on MNIST"; results/2026-11-28-mnist-official/),
+from one eval_one_class --out file run with --train-mode-every-epoch. The picture needs
+matplotlib; the table, nothing but python3.
 
-    /usr/bin/python3 bench/plot_mnist_results.py mnist_results.json --png results/2026-11-28-mnist-official/mnist_auroc_per_epoch.png
+    /usr/bin/python3 eval/plot_mnist_results.py results/2026-11-28-mnist-official/mnist_results.json \
+        --png results/2026-11-28-mnist-official/mnist_auroc_per_epoch.png
 """
 import argparse
 import json
 
-# A faithful PyTorch re-implementation on the same split, seed 0, after 15 epochs (issue text).
+# A PyTorch re-implementation of the official recipe on the same split, seed 0, after 15 epochs.
 REFERENCE = {0: (0.59, 0.79), 1: (0.997, 0.996), 8: (0.55, 0.62)}  # digit: (train-mode, eval-mode)
 
 

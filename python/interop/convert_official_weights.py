@@ -28,7 +28,7 @@ given explicitly must agree with them. --calibrate DATA then runs
 pixel threshold) from normal images the model was not trained on.
 
 Example:
-  /usr/bin/python3 scripts/convert_official_weights.py --netg netG.pth --netd netD.pth \
+  /usr/bin/python3 python/interop/convert_official_weights.py --netg netG.pth --netd netD.pth \
       --out model.safetensors --calibrate folder:held_out_normal_images/
 
 Only reading the .pth files needs torch; writing uses struct, json and zlib.
@@ -233,10 +233,10 @@ def calibrate(args):
     cli = args.cli or shutil.which("skipganomaly")
     if cli is None:
         here = os.path.dirname(os.path.abspath(__file__))
-        candidate = os.path.join(here, "..", "build", "examples", "skipganomaly")
+        candidate = os.path.join(here, "..", "..", "build", "tools", "skipganomaly")
         cli = candidate if os.path.exists(candidate) else None
     if cli is None:
-        raise SystemExit("--calibrate needs the skipganomaly tool: pass --cli PATH (build/examples/skipganomaly)")
+        raise SystemExit("--calibrate needs the skipganomaly tool: pass --cli PATH (build/tools/skipganomaly)")
     command = [cli, "calibrate", "--model", args.out, "--data", args.calibrate]
     print("running " + " ".join(command))
     result = subprocess.run(command)
@@ -314,7 +314,7 @@ def parse_args(argv=None):
                    help="after writing, run `skipganomaly calibrate --model OUT --data DATA` (e.g. folder:DIR of "
                         "normal images the model was not trained on) to replace the placeholder threshold")
     p.add_argument("--cli", default=None,
-                   help="the skipganomaly tool for --calibrate (default: on PATH, else build/examples/skipganomaly)")
+                   help="the skipganomaly tool for --calibrate (default: on PATH, else build/tools/skipganomaly)")
     args = p.parse_args(argv)
     if args.threshold_source is None:
         explicit = any(a == "--threshold" or a.startswith("--threshold=") for a in (argv if argv is not None else sys.argv[1:]))

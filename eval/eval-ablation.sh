@@ -2,11 +2,12 @@
 # Reproduces an ablation table in one command (docs/technical-report.md, "Ablation"): each label-free
 # technique of the default recipe alone and in combination, every class, several seeds, the
 # model fit() keeps, eval-mode scores. One single-threaded eval_one_class job per variant and
-# seed, `JOBS` at a time (default: the number of cores); then bench/summarize_ablation.py.
+# seed, `JOBS` at a time (default: the number of cores); then the table of
+# eval/summarize_one_class.py --table techniques.
 #
-#   scripts/eval-ablation.sh mnist                        # 6 variants x 10 digits x seeds 0 1 2
-#   scripts/eval-ablation.sh cifar10 --max-train 1000     # (scripts/fetch-cifar10.sh first)
-#   VARIANTS="precise_bn restoration" SEEDS=0 scripts/eval-ablation.sh mnist --classes 2,5,8
+#   eval/eval-ablation.sh mnist                           # 6 variants x 10 digits x seeds 0 1 2
+#   eval/eval-ablation.sh cifar10 --max-train 1000        # (scripts/fetch-cifar10.sh first)
+#   VARIANTS="precise_bn restoration" SEEDS=0 eval/eval-ablation.sh mnist --classes 2,5,8
 #
 # The variants (the rotation head needs the rotation restoration: its inputs are the turned
 # images), as eval_one_class switches:
@@ -41,7 +42,7 @@ switches() {
 for variant in $variants; do switches "$variant" >/dev/null; done
 [ "$dataset" = cifar10 ] && bash scripts/fetch-cifar10.sh
 BUILD_TARGET=eval_one_class bash scripts/build.sh >/dev/null
-eval_one_class="${BUILD_DIR:-build}/bench/eval_one_class"
+eval_one_class="${BUILD_DIR:-build}/eval/eval_one_class"
 for variant in $variants; do
   mkdir -p "$out/$variant"
   for seed in $seeds; do
@@ -49,4 +50,4 @@ for variant in $variants; do
          "--out $out/$variant/seed$seed.json > $out/$variant/seed$seed.log 2>&1 && echo done: $variant seed $seed"
   done
 done | xargs -P "$jobs" -I{} sh -c "{}"
-python3 bench/summarize_ablation.py "$out"/*/seed*.json
+python3 eval/summarize_one_class.py --table techniques "$out"/*/seed*.json

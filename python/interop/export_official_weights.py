@@ -5,7 +5,7 @@ Writes netG.pth and netD.pth as the official code's save_weights does:
 torch.save({'epoch': E, 'state_dict': network.state_dict()}), so that
 samet-akcay/skip-ganomaly loads them with --load_weights (or load_state_dict on its
 UnetGenerator / Discriminator built with the same isize, nc, ngf, ndf, nz, which are printed).
-Reading the model file needs numpy only (scripts/skipganomaly_model.py); writing .pth needs
+Reading the model file needs numpy only (skipganomaly_model.py beside it); writing .pth needs
 torch (Debian: python3-torch; run with /usr/bin/python3).
 
 The tensors keep the model file's order, which is the state-dict order, and E is the epoch
@@ -13,13 +13,13 @@ the converter recorded (0 for models trained here), so that
     export_official_weights.py model.safetensors DIR
     convert_official_weights.py --netg DIR/netG.pth --netd DIR/netD.pth --out again.safetensors
 gives again.safetensors bit for bit equal to model.safetensors when that file came from the
-converter (scripts/check_official_round_trip.py tests this). A model trained here converts
+converter (check_official_round_trip.py beside it tests this). A model trained here converts
 back with the same weights but placeholder metadata (no threshold, no statistics). The
 rotation head of a robust_rotation model (netd.rotation.*) is left out: the official
 discriminator has none, and the official code scores with 0.9 x reconstruction + 0.1 x latent.
 
 Example:
-  /usr/bin/python3 scripts/export_official_weights.py model.safetensors weights/
+  /usr/bin/python3 python/interop/export_official_weights.py model.safetensors weights/
 """
 import argparse
 import os

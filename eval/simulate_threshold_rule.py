@@ -6,7 +6,7 @@ rate (the exact probability that a fresh normal score lies at or above the thres
   plain: the empirical 0.99 quantile (numpy's linear interpolation), and
   rule:  our default rule, a numpy transcription of threshold_from_normal_scores,
 over many validation sets, and prints the mean and the 10th/90th percentiles per n.
-Needs numpy only: /usr/bin/python3 scripts/simulate_threshold_rule.py
+Needs numpy only: /usr/bin/python3 eval/simulate_threshold_rule.py
 """
 import math
 

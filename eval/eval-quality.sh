@@ -4,12 +4,12 @@
 # Runs one single-threaded job per seed, `JOBS` at a time (default: the number of cores), then
 # prints per-class mean and standard deviation over seeds and the mean over classes.
 #
-#   scripts/eval-quality.sh mnist                       # 10 digits x seeds 0 1 2, default recipe
-#   scripts/eval-quality.sh cifar10 --max-train 1000    # CIFAR-10 (scripts/fetch-cifar10.sh first)
-#   SEEDS="0 1" RECIPE=official OUT=runs/official scripts/eval-quality.sh mnist
+#   eval/eval-quality.sh mnist                          # 10 digits x seeds 0 1 2, default recipe
+#   eval/eval-quality.sh cifar10 --max-train 1000       # CIFAR-10 (scripts/fetch-cifar10.sh first)
+#   SEEDS="0 1" RECIPE=official OUT=runs/official eval/eval-quality.sh mnist
 #
 # Extra arguments go to every eval_one_class run (e.g. --classes 2,5,8, --epochs 15, or the
-# ablation switches --gated-skips, --rotation, --recompute-batch-norm, ... in bench/eval_one_class.cpp).
+# ablation switches --gated-skips, --rotation, --recompute-batch-norm, ... in eval/eval_one_class.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset="${1:?usage: $0 mnist|cifar10 [eval_one_class options]}"
@@ -24,6 +24,6 @@ mkdir -p "$out"
 for seed in $seeds; do
   echo "$seed"
 done | xargs -P "$jobs" -I{} sh -c \
-  "\"${BUILD_DIR:-build}/bench/eval_one_class\" --dataset $dataset --recipe $recipe --seed {} --threads 1 --final-only $* \
+  "\"${BUILD_DIR:-build}/eval/eval_one_class\" --dataset $dataset --recipe $recipe --seed {} --threads 1 --final-only $* \
      --out \"$out/seed{}.json\" > \"$out/seed{}.log\" 2> \"$out/seed{}.err\" && tail -n 1 \"$out/seed{}.log\""
-python3 bench/summarize_one_class.py "$out"/seed*.json
+python3 eval/summarize_one_class.py "$out"/seed*.json

@@ -7,7 +7,7 @@ It measures the limit that docs/technical-report.md names for the default recipe
 and the rotation head assume normal images have an orientation. Here they have none, exactly
 for the four turns the recipe uses. Plain python3 (no numpy).
 
-    python3 bench/make_rotated_mnist.py data/mnist /tmp/mnist_rotated [--seed 0]
+    python3 eval/make_rotated_mnist.py data/mnist /tmp/mnist_rotated [--seed 0]
 """
 import argparse
 import gzip

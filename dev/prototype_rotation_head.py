@@ -3,7 +3,7 @@
 
 Measures the next candidate technique for the robust recipe (docs/technical-report.md, "A
 discriminator that predicts rotations") before it is built into the library: Skip-GANomaly's
-discriminator body (the official NetD feature layers, scripts/make_fixtures.py) with a linear
+discriminator body (the official NetD feature layers, tests/fixtures/make_fixtures.py) with a linear
 head nz -> 4 is trained, alone and not adversarially, to tell which quarter turn an image of
 the normal class was given (the auxiliary task of SS-GAN, Chen et al. CVPR 2019; as an anomaly
 score, Golan & El-Yaniv 2018 and Hendrycks et al. 2019). Colour images are greyed first, as
@@ -19,8 +19,8 @@ their combination: each score standardised by its mean and standard deviation ov
 trained on every training image by eval_one_class, has seen them), then
 (1 - w) x robust + w x rotation. No test label is used for anything but the printed AUROCs.
 
-    build/bench/eval_one_class --dataset cifar10 --classes 3 --dump-data runs/data
-    /usr/bin/python3 bench/prototype_rotation_head.py --data runs/data --dataset cifar10 --class 3 \\
+    build/eval/eval_one_class --dataset cifar10 --classes 3 --dump-data runs/data
+    /usr/bin/python3 dev/prototype_rotation_head.py --data runs/data --dataset cifar10 --class 3 \\
         --steps 1170 --robust-model runs/models/class3_seed1.safetensors
 
 Prints one JSON line. Needs Debian's python3-torch (/usr/bin/python3); not part of CI.
@@ -33,7 +33,8 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "interop"))
 
 
 def roc_auc(scores, labels):

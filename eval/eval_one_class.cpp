@@ -11,7 +11,7 @@
 //   eval_one_class --dataset cifar10 --data data/cifar10 --max-train 1000 --out cifar.json
 //   --save-models DIR: also save each class's kept model as DIR/class<C>_seed<S>.safetensors.
 //   --dump-data DIR: train nothing; write each class's preprocessed images as raw float32
-//     (N, nc, 32, 32) for analysis scripts (bench/prototype_rotation_head.py):
+//     (N, nc, 32, 32) for analysis scripts (dev/prototype_rotation_head.py):
 //     DIR/<dataset>_class<C>_train.f32, DIR/<dataset>_test.f32 and
 //     DIR/<dataset>_class<C>_test_labels.json (1: anomalous).
 //   --paper-protocol: the paper's MNIST set-up instead, class c anomalous and the other nine
