@@ -10,8 +10,8 @@
 
 #include "detector_file.hpp"
 #include "model_file.hpp"
+#include "scoring.hpp"
 #include "skipganomaly/metrics.hpp"
-#include "skipganomaly/score_batcher.hpp"
 #include "skipganomaly/synthetic_anomalies.hpp"
 #include "statistics.hpp"
 
@@ -140,24 +140,6 @@ void DetectorOptions::validate() const {
                        "checkpoint_every_epochs is set but checkpoint_path is empty");
 }
 
-// A context, tape and input buffer for one scoring call; pooled so that concurrent
-// score() calls each get their own and steady-state scoring allocates nothing.
-struct ScoringSlot {
-    explicit ScoringSlot(Device device) : ctx(device), tape(ctx) {}
-    Context ctx;
-    Tape tape;
-    Tensor input;  // (score_batch_size, nc, S, S)
-};
-
-// Images one pass of the score batcher may hold: 16 at isize 32, a quarter of that per
-// doubling of the size, 1 from isize 128 (a pass's activations grow with its pixels, and at
-// large sizes the weights, which the images of a pass share, are a small part of the work);
-// never more than score_batch_size. Called before options.validate(): sizes are clamped.
-static std::int64_t images_per_pass(const DetectorOptions& o) {
-    const std::int64_t size = std::max(32, o.architecture.image_size);
-    return std::clamp<std::int64_t>(16 * 32 * 32 / (size * size), 1, std::max(1, o.score_batch_size));
-}
-
 struct Detector::Impl {
     DetectorOptions options;
     std::unique_ptr<Context> context;  // owns nothing but the device choice and training temporaries
@@ -171,16 +153,17 @@ struct Detector::Impl {
     OrientationFinding orientation;  // what fit()'s orientation check saw (FitReport::orientation)
 
     mutable std::shared_mutex model_mutex;  // score: shared; fit, calibrate, threshold changes: exclusive
-    mutable std::mutex pool_mutex;
-    mutable std::vector<std::unique_ptr<ScoringSlot>> pool;
-    // Single-image CPU scores (score_samples), concurrent callers' images in one pass.
-    mutable ScoreBatcher batcher{images_per_pass(options)};
+    Scorer scorer;
 
-    explicit Impl(DetectorOptions o) : options(std::move(o)) {
-        options.architecture.rotation_head = options.recipe.rotation_prediction.enabled;
-        options.validate();
-        context = std::make_unique<Context>(options.device, options.seed);
+    explicit Impl(DetectorOptions o)
+        : options(validated(std::move(o))), context(std::make_unique<Context>(options.device, options.seed)),
+          scorer(options, context->device()) {
         adopt(options.recipe);
+    }
+    static DetectorOptions validated(DetectorOptions o) {
+        o.architecture.rotation_head = o.recipe.rotation_prediction.enabled;
+        o.validate();
+        return o;
     }
 
     // A new, untrained model for `recipe`, which becomes options.recipe. The recipe decides
@@ -220,147 +203,17 @@ struct Detector::Impl {
         return out;
     }
 
-    std::unique_ptr<ScoringSlot> acquire_slot() const {
-        {
-            std::lock_guard lock(pool_mutex);
-            if (!pool.empty()) {
-                std::unique_ptr<ScoringSlot> slot = std::move(pool.back());
-                pool.pop_back();
-                return slot;
-            }
-        }
-        auto slot = std::make_unique<ScoringSlot>(device());
-        const Architecture& a = options.architecture;
-        slot->input = Tensor({options.score_batch_size, a.channels, a.image_size, a.image_size}, device());
-        return slot;
-    }
-    void release_slot(std::unique_ptr<ScoringSlot> slot) const {
-        std::lock_guard lock(pool_mutex);
-        pool.push_back(std::move(slot));
-    }
-    // A slot from the pool for the length of a call, given back however the call ends.
-    struct SlotLease {
-        const Impl& impl;
-        std::unique_ptr<ScoringSlot> slot;
-        explicit SlotLease(const Impl& i) : impl(i), slot(i.acquire_slot()) {}
-        ~SlotLease() { impl.release_slot(std::move(slot)); }
-        SlotLease(const SlotLease&) = delete;
-        SlotLease& operator=(const SlotLease&) = delete;
-    };
-
-    // Scores preprocessed samples (count x sample_floats) in chunks of score_batch_size.
-    // `reconstructions`, when given, receives G(x) of every sample (count x sample_floats).
-    BatchScores score_samples(const std::vector<float>& samples, std::size_t count, bool maps,
-                              std::optional<ScoringMode> scoring_mode = std::nullopt,
-                              std::vector<float>* reconstructions = nullptr) const {
-        const BatchNormMode mode = scoring_mode.value_or(options.scoring_mode) == ScoringMode::RunningStatistics
-                                       ? BatchNormMode::RunningStatistics
-                                       : BatchNormMode::BatchStatistics;
-        // One image on the CPU with running statistics: through the batcher, which scores the
-        // images of concurrent callers in one pass, each exactly as alone (score_batcher.hpp).
-        if (count == 1 && mode == BatchNormMode::RunningStatistics && device() == Device::Cpu && !reconstructions)
-            return batcher.score(*model, samples.data(), maps);
-        const SlotLease lease(*this);
-        ScoringSlot* slot = lease.slot.get();
-        if (reconstructions) reconstructions->clear();
-        BatchScores all;
-        const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size);
-        for (std::size_t first = 0; first < count; first += chunk) {
-            const std::size_t n = std::min(chunk, count - first);
-            TensorView batch = slot->input.view().slice_batch(0, static_cast<std::int64_t>(n));
-            copy_bytes(slot->ctx, batch.data(), batch.device(), samples.data() + first * static_cast<std::size_t>(sample_floats()),
-                       Device::Cpu, n * static_cast<std::size_t>(sample_floats()) * sizeof(float));
-            all.append(model->score(slot->ctx, slot->tape, batch, mode, maps));
-            if (reconstructions) {
-                // A second generator pass on the same batch in the same mode: SkipGanomaly::score
-                // keeps G(x) to itself, and reconstructions are opt-in, so only those asking pay.
-                const std::vector<float> x_hat = reconstruct(*slot, batch, mode);
-                reconstructions->insert(reconstructions->end(), x_hat.begin(), x_hat.end());
-            }
-        }
-        return all;
-    }
-
-    std::vector<float> reconstruct(ScoringSlot& slot, TensorView batch, BatchNormMode mode) const {
-        slot.tape.clear();
-        slot.ctx.arena().reset();
-        NoGradGuard no_grad(slot.tape);
-        // The upright scoring view: the image itself, greyed when the recipe restores colour.
-        const Shape& s = batch.shape();
-        const std::vector<float> clean = host_values(slot.ctx, batch);
-        std::vector<float> upright(clean.size());
-        model->restoration.scoring_view(clean.data(), upright.data(), s[0], s[1], s[2], 0);
-        TensorView input = slot.tape.allocate(s);
-        copy_bytes(slot.ctx, input.data(), input.device(), upright.data(), Device::Cpu, upright.size() * sizeof(float));
-        Var x_hat = model->generator.forward(slot.tape, slot.tape.constant(input), mode, model->scoring_closed_skips);
-        return host_values(slot.ctx, x_hat.value());
-    }
-
-    ScoreResult make_result(const BatchScores& parts, std::size_t i) const {
-        ScoreResult r;
-        r.reconstruction_error = parts.reconstruction[i];
-        r.latent_error = parts.latent[i];
-        if (!parts.rotation.empty()) r.rotation_error = parts.rotation[i];
-        r.score = model->combined_score(parts, i);
-        if (!std::isfinite(r.score))
-            throw NumericalError("the model produced a non-finite score; its weights are damaged");
-        r.threshold = threshold.load();
-        r.is_anomaly = r.score >= r.threshold;
-        const double range = statistics.max - statistics.min;
-        const double normalized = (r.score - r.threshold) / (range > 0 ? range : 1.0) + 0.5;
-        r.normalized_score = static_cast<float>(std::clamp(normalized, 0.0, 1.0));
-        return r;
-    }
-
     void require_trained() const {
         if (!trained) throw InvalidArgument("the detector is not trained: call fit() or Detector::load() first");
     }
 
-    // Scores preprocessed samples and fills the results' optional parts; sizes[i] is the
-    // (width, height) of image i, the resolution its maps come back at.
+    // Scores preprocessed samples (count x sample_floats); sizes[i] is the (width, height) of
+    // image i, the resolution its maps come back at. The caller holds the lock.
     std::vector<ScoreResult> score_preprocessed(const std::vector<float>& samples,
                                                 const std::vector<std::pair<int, int>>& sizes,
                                                 const ScoreOptions& so) const {
         require_trained();
-        SGA_CHECK_ARGUMENT(!so.anomaly_mask || pixel_statistics.count > 0,
-                           "an anomaly mask needs a pixel threshold, and this model has none (a converted "
-                           "model, or a file from before pixel thresholds): calibrate it on normal images first");
-        const bool maps = so.anomaly_map || so.anomaly_mask;
-        std::vector<float> reconstructions;
-        const BatchScores parts = score_samples(samples, sizes.size(), maps, so.scoring_mode,
-                                                so.reconstruction ? &reconstructions : nullptr);
-        std::vector<ScoreResult> results;
-        results.reserve(sizes.size());
-        const int size = options.architecture.image_size;
-        const std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
-        const std::size_t sample = static_cast<std::size_t>(sample_floats());
-        for (std::size_t i = 0; i < sizes.size(); ++i) {
-            ScoreResult r = make_result(parts, i);
-            const auto [width, height] = sizes[i];
-            if (maps) {
-                r.map_width = width;
-                r.map_height = height;
-                r.anomaly_map = resize_plane(parts.error_maps.data() + i * plane, size, size, height, width);
-            }
-            if (so.anomaly_mask) {
-                const PixelStatistics& p = pixel_statistics;
-                const double range = p.max - p.min > 0 ? p.max - p.min : 1.0;
-                r.normalized_anomaly_map.resize(r.anomaly_map.size());
-                r.anomaly_mask.resize(r.anomaly_map.size());
-                for (std::size_t k = 0; k < r.anomaly_map.size(); ++k) {
-                    const double v = r.anomaly_map[k];
-                    r.normalized_anomaly_map[k] = static_cast<float>(std::clamp((v - p.threshold) / range + 0.5, 0.0, 1.0));
-                    r.anomaly_mask[k] = v >= p.threshold ? 1 : 0;
-                }
-            }
-            if (so.reconstruction) {
-                r.reconstruction.assign(reconstructions.begin() + static_cast<std::ptrdiff_t>(i * sample),
-                                        reconstructions.begin() + static_cast<std::ptrdiff_t>((i + 1) * sample));
-                r.reconstruction_size = size;
-            }
-            results.push_back(std::move(r));
-        }
-        return results;
+        return scorer.score(*model, samples, sizes, so, {threshold.load(), statistics, pixel_statistics});
     }
 
     std::vector<ScoreResult> score_views(std::span<const ImageView> images, const ScoreOptions& so) const {
@@ -372,38 +225,21 @@ struct Detector::Impl {
         return score_preprocessed(samples, sizes, so);
     }
 
-    // Pixel statistics from the error maps of the first normal samples, at most 2^24 pixels
-    // (16,384 images of 32 x 32, 256 of 256 x 256): the quantile is stable long before, and the
-    // maps of 20,000 large images would not fit in memory.
-    PixelStatistics learn_pixel_statistics(const std::vector<float>& normal_samples, std::size_t count) const {
-        const std::size_t plane = static_cast<std::size_t>(options.architecture.image_size) *
-                                  static_cast<std::size_t>(options.architecture.image_size);
-        const std::size_t used = std::min(count, std::max<std::size_t>(1, (std::size_t{1} << 24) / plane));
-        const std::size_t floats = used * static_cast<std::size_t>(sample_floats());
-        const std::vector<float> first(normal_samples.begin(), normal_samples.begin() + static_cast<std::ptrdiff_t>(floats));
-        return describe_pixels(score_samples(first, used, true).error_maps, pixel_statistics.threshold_quantile);
-    }
-
     // Image and pixel statistics of normal samples (count x sample_floats, not trained on).
     // Sets statistics and pixel_statistics; returns the scores. The caller holds the lock.
     std::vector<float> learn_normal_statistics(const std::vector<float>& normal_samples, std::size_t count) {
-        const BatchScores parts = score_samples(normal_samples, count, false);
-        std::vector<float> scores(count);
-        for (std::size_t i = 0; i < count; ++i) scores[i] = model->combined_score(parts, i);
-        statistics = describe(scores, options.threshold_quantile);
-        pixel_statistics = learn_pixel_statistics(normal_samples, count);
-        return scores;
+        NormalStatistics n = sga::learn_normal_statistics(scorer, *model, normal_samples, count, options.threshold_quantile,
+                                                          pixel_statistics.threshold_quantile);
+        statistics = std::move(n.statistics);
+        pixel_statistics = n.pixel_statistics;
+        return std::move(n.scores);
     }
 
     // What fit() calls last: learns the pixel threshold from the held-out normal samples and
     // returns the image threshold from their scores (threshold_from_normal_scores).
     float learn_thresholds(const std::vector<float>& normal_samples, const std::vector<float>& scores) {
-        pixel_statistics = learn_pixel_statistics(normal_samples, scores.size());
-        return default_threshold(scores);
-    }
-
-    float default_threshold(const std::vector<float>& scores) const {
-        return static_cast<float>(threshold_from_normal_scores(scores, decimal_level(options.threshold_quantile)));
+        pixel_statistics = scorer.learn_pixel_statistics(*model, normal_samples, scores.size(), pixel_statistics.threshold_quantile);
+        return default_threshold(scores, options.threshold_quantile);
     }
 
     // What the model file's "detector" entry records of this detector now.
@@ -437,7 +273,7 @@ struct Detector::Impl {
 
     // AUROC of `normal` against `anomalous` samples (equal counts) under the current model.
     double separation_auroc(const std::vector<float>& normal, const std::vector<float>& anomalous, std::size_t count) const {
-        const BatchScores a = score_samples(normal, count, false), b = score_samples(anomalous, count, false);
+        const BatchScores a = scorer.score_samples(*model, normal, count, false), b = scorer.score_samples(*model, anomalous, count, false);
         std::vector<float> scores;
         std::vector<int> labels;
         for (std::size_t i = 0; i < count; ++i) {
@@ -462,18 +298,8 @@ struct Detector::Impl {
                                              normal.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(
                                                                   normal.size(), static_cast<std::size_t>(check.images))));
         const std::vector<float> asked_samples = samples.gather(asked);
-        const SlotLease lease(*this);
-        ScoringSlot& slot = *lease.slot;
-        const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size), sample = static_cast<std::size_t>(sample_floats());
-        std::vector<double> margins;
-        for (std::size_t first = 0; first < asked.size(); first += chunk) {
-            const std::size_t n = std::min(chunk, asked.size() - first);
-            TensorView batch = slot.input.view().slice_batch(0, static_cast<std::int64_t>(n));
-            copy_bytes(slot.ctx, batch.data(), batch.device(), asked_samples.data() + first * sample, Device::Cpu,
-                       n * sample * sizeof(float));
-            const std::vector<double> part = model->rotation_margins(slot.ctx, slot.tape, batch, BatchNormMode::BatchStatistics);
-            margins.insert(margins.end(), part.begin(), part.end());
-        }
+        const std::vector<double> margins =
+            scorer.rotation_margins(*model, asked_samples, asked.size(), BatchNormMode::BatchStatistics);
         return check.judge(margins);
     }
 
@@ -742,7 +568,7 @@ FitReport Detector::Impl::train(std::span<const ImageView> images, const FitCall
     const std::vector<std::size_t>& reference = validation.empty() ? training : validation;
     const std::vector<float> training_samples = validation.empty() ? samples.gather(training) : std::vector<float>{};
     const std::vector<float>& reference_samples = validation.empty() ? training_samples : validation_samples;
-    const BatchScores parts = score_samples(reference_samples, reference.size(), false);
+    const BatchScores parts = scorer.score_samples(*model, reference_samples, reference.size(), false);
     if (model->discriminator.has_rotation_head()) {  // the scale of the two score parts, from these normal images
         std::vector<float> official(reference.size());
         for (std::size_t i = 0; i < official.size(); ++i) official[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
@@ -822,7 +648,7 @@ CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::sp
     const std::vector<float> normal_samples = impl.preprocess_all(normal);
     const std::vector<float> anomalous_samples = impl.preprocess_all(anomalous);
     std::vector<float> scores = impl.learn_normal_statistics(normal_samples, normal.size());
-    const BatchScores parts = impl.score_samples(anomalous_samples, anomalous.size(), false);
+    const BatchScores parts = impl.scorer.score_samples(*impl.model, anomalous_samples, anomalous.size(), false);
     for (std::size_t i = 0; i < anomalous.size(); ++i) scores.push_back(impl.model->combined_score(parts, i));
     for (float v : scores)
         if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
@@ -860,7 +686,7 @@ CalibrationResult Detector::calibrate_normal(std::span<const ImageView> normal, 
         if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
     CalibrationResult c;
     c.threshold = threshold_quantile ? static_cast<float>(threshold_from_normal_scores(scores, *threshold_quantile))
-                                     : impl.default_threshold(scores);
+                                     : default_threshold(scores, impl.options.threshold_quantile);
     c.rule = "validation_quantile";
     c.normal_images = normal.size();
     impl.threshold = c.threshold;
