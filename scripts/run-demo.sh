@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_TARGET=skipganomaly_cli bash scripts/build.sh
-"${BUILD_DIR:-build}/examples/skipganomaly" demo --out "${DEMO_OUT:-demo-output}" "$@"
+"${BUILD_DIR:-build}/tools/skipganomaly" demo --out "${DEMO_OUT:-demo-output}" "$@"

@@ -1,116 +1,22 @@
+// Detector: the public facade. It holds a DetectorState (detector_state.hpp) under a lock and
+// hands the work to its parts: Trainer (trainer.hpp) for fit(), Scorer (scoring.hpp) for
+// score() and calibrate(), detector_file (detector_file.hpp) for save() and load().
 #include "skipganomaly/detector.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <mutex>
-#include <numeric>
+#include <optional>
 #include <shared_mutex>
 
 #include "detector_file.hpp"
+#include "detector_state.hpp"
 #include "model_file.hpp"
+#include "scoring.hpp"
 #include "skipganomaly/metrics.hpp"
-#include "skipganomaly/score_batcher.hpp"
-#include "skipganomaly/synthetic_anomalies.hpp"
-#include "statistics.hpp"
+#include "trainer.hpp"
 
 namespace sga {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-// Copies of a fixed list of device tensors, taken and put back as a whole.
-struct TensorCopies {
-    std::vector<Tensor> tensors;
-
-    void capture(const std::vector<TensorView>& sources) {
-        if (tensors.empty())
-            for (TensorView v : sources) tensors.emplace_back(v.shape(), v.device());
-        for (std::size_t i = 0; i < sources.size(); ++i)
-            copy_bytes(tensors[i].data(), tensors[i].device(), sources[i].data(), sources[i].device(),
-                       static_cast<std::size_t>(sources[i].numel()) * sizeof(float));
-    }
-    void restore(const std::vector<TensorView>& targets) const {
-        for (std::size_t i = 0; i < targets.size(); ++i)
-            copy_bytes(targets[i].data(), targets[i].device(), tensors[i].data(), tensors[i].device(),
-                       static_cast<std::size_t>(targets[i].numel()) * sizeof(float));
-    }
-};
-
-// The weights and batch-norm statistics of both networks: what the stopping rule keeps of
-// its best epoch (the optimiser state is not needed to score).
-std::vector<TensorView> weight_views(SkipGanomaly& m) {
-    return {m.generator.parameters.values(), m.generator.statistics.values(), m.discriminator.parameters.values(),
-            m.discriminator.statistics.values()};
-}
-
-// Where training stands at the end of an epoch, so that a diverged or cancelled run can return
-// to it: the weights and statistics, and the counters beside them. Not the Adam moments:
-// nothing reads them once fit() returns (a new fit zeroes them; resuming reads them from a
-// checkpoint, which is written from the live state), and copying them would cost two more
-// copies of the parameters (416 MiB at isize 128).
-struct TrainingSnapshot {
-    TensorCopies copies;
-    std::int64_t generator_passes = 0, discriminator_passes = 0, generator_steps = 0, discriminator_steps = 0;
-    std::uint64_t random_offset = 0;
-
-    void capture(SkipGanomaly& m, const RandomStream& random) {
-        copies.capture(weight_views(m));
-        generator_passes = m.generator.training_passes;
-        discriminator_passes = m.discriminator.training_passes;
-        generator_steps = m.generator_optimizer.steps();
-        discriminator_steps = m.discriminator_optimizer.steps();
-        random_offset = random.offset();
-    }
-    void restore(SkipGanomaly& m, RandomStream& random) const {
-        copies.restore(weight_views(m));
-        m.generator.training_passes = generator_passes;
-        m.discriminator.training_passes = discriminator_passes;
-        m.generator_optimizer.set_steps(generator_steps);
-        m.discriminator_optimizer.set_steps(discriminator_steps);
-        random = RandomStream(random.seed(), random_offset);
-    }
-};
-
-// fit()'s images, preprocessed on demand instead of all at once: holding the whole set as
-// float32 would cost 4x the 8-bit images themselves (2 GB for 10,000 RGB images at 128 px).
-// Preprocessing is deterministic, so each use gets the same floats.
-class SampleSource {
-public:
-    SampleSource(std::span<const ImageView> images, int size, int channels)
-        : images_(images), size_(size), channels_(channels),
-          sample_(static_cast<std::size_t>(channels) * static_cast<std::size_t>(size) * static_cast<std::size_t>(size)) {
-        // Every image once, up front: a bad one is refused before training starts.
-        std::vector<float> scratch(sample_);
-        for (std::size_t i = 0; i < images.size(); ++i) {
-            try {
-                copy(i, scratch.data());
-            } catch (const InvalidArgument& e) {
-                throw InvalidArgument("image " + std::to_string(i) + ": " + e.what());
-            }
-        }
-    }
-    std::size_t sample_floats() const { return sample_; }
-    void copy(std::size_t index, float* out) const { preprocess(images_[index], size_, channels_, out); }
-    // The samples of `indices`, in that order, side by side.
-    std::vector<float> gather(const std::vector<std::size_t>& indices) const {
-        std::vector<float> out(indices.size() * sample_);
-        for (std::size_t i = 0; i < indices.size(); ++i) copy(indices[i], out.data() + i * sample_);
-        return out;
-    }
-
-private:
-    std::span<const ImageView> images_;
-    int size_, channels_;
-    std::size_t sample_;
-};
-
-}  // namespace
 
 void DetectorOptions::validate() const {
     architecture.validate();
@@ -140,72 +46,12 @@ void DetectorOptions::validate() const {
                        "checkpoint_every_epochs is set but checkpoint_path is empty");
 }
 
-// A context, tape and input buffer for one scoring call; pooled so that concurrent
-// score() calls each get their own and steady-state scoring allocates nothing.
-struct ScoringSlot {
-    explicit ScoringSlot(Device device) : ctx(device), tape(ctx) {}
-    Context ctx;
-    Tape tape;
-    Tensor input;  // (score_batch_size, nc, S, S)
-};
-
-// Images one pass of the score batcher may hold: 16 at isize 32, a quarter of that per
-// doubling of the size, 1 from isize 128 (a pass's activations grow with its pixels, and at
-// large sizes the weights, which the images of a pass share, are a small part of the work);
-// never more than score_batch_size. Called before options.validate(): sizes are clamped.
-static std::int64_t images_per_pass(const DetectorOptions& o) {
-    const std::int64_t size = std::max(32, o.architecture.image_size);
-    return std::clamp<std::int64_t>(16 * 32 * 32 / (size * size), 1, std::max(1, o.score_batch_size));
-}
-
-struct Detector::Impl {
-    DetectorOptions options;
-    std::unique_ptr<Context> context;  // owns nothing but the device choice and training temporaries
-    std::unique_ptr<SkipGanomaly> model;
-    bool trained = false;
-    ScoreStatistics statistics;
-    PixelStatistics pixel_statistics;
-    std::atomic<float> threshold{0.0f};
-    std::string threshold_source = "none";
-    int kept_epoch = 0;  // the epoch fit() kept (FitReport::kept_epoch); 0 when unknown
-    OrientationFinding orientation;  // what fit()'s orientation check saw (FitReport::orientation)
-
+// The state, the lock that guards it, and the scoring pool.
+struct Detector::Impl : DetectorState {
     mutable std::shared_mutex model_mutex;  // score: shared; fit, calibrate, threshold changes: exclusive
-    mutable std::mutex pool_mutex;
-    mutable std::vector<std::unique_ptr<ScoringSlot>> pool;
-    // Single-image CPU scores (score_samples), concurrent callers' images in one pass.
-    mutable ScoreBatcher batcher{images_per_pass(options)};
+    Scorer scorer;
 
-    explicit Impl(DetectorOptions o) : options(std::move(o)) {
-        options.architecture.rotation_head = options.recipe.rotation_prediction.enabled;
-        options.validate();
-        context = std::make_unique<Context>(options.device, options.seed);
-        adopt(options.recipe);
-    }
-
-    // A new, untrained model for `recipe`, which becomes options.recipe. The recipe decides
-    // whether the discriminator needs its rotation head.
-    void adopt(const Recipe& recipe) {
-        DetectorOptions o = options;
-        o.recipe = recipe;
-        o.architecture.rotation_head = recipe.rotation_prediction.enabled;
-        o.validate();
-        options = std::move(o);
-        model = std::make_unique<SkipGanomaly>(options.architecture, options.adam, options.loss_weights);
-        model->reinit_threshold = options.discriminator_reinit_threshold;
-        model->scoring_closed_skips = options.recipe.skip_gating.scoring_closed();
-        model->restoration = options.recipe.restoration;
-        model->rotation_prediction = options.recipe.rotation_prediction;
-        model->map_rule = options.recipe.anomaly_map;
-        model->materialize(*context);
-        orientation = {};
-    }
-
-    Device device() const { return context->device(); }
-    std::int64_t sample_floats() const {
-        const Architecture& a = options.architecture;
-        return static_cast<std::int64_t>(a.channels) * a.image_size * a.image_size;
-    }
+    explicit Impl(DetectorOptions o) : DetectorState(std::move(o)), scorer(options, context->device()) {}
 
     std::vector<float> preprocess_all(std::span<const ImageView> images) const {
         const Architecture& a = options.architecture;
@@ -220,147 +66,17 @@ struct Detector::Impl {
         return out;
     }
 
-    std::unique_ptr<ScoringSlot> acquire_slot() const {
-        {
-            std::lock_guard lock(pool_mutex);
-            if (!pool.empty()) {
-                std::unique_ptr<ScoringSlot> slot = std::move(pool.back());
-                pool.pop_back();
-                return slot;
-            }
-        }
-        auto slot = std::make_unique<ScoringSlot>(device());
-        const Architecture& a = options.architecture;
-        slot->input = Tensor({options.score_batch_size, a.channels, a.image_size, a.image_size}, device());
-        return slot;
-    }
-    void release_slot(std::unique_ptr<ScoringSlot> slot) const {
-        std::lock_guard lock(pool_mutex);
-        pool.push_back(std::move(slot));
-    }
-    // A slot from the pool for the length of a call, given back however the call ends.
-    struct SlotLease {
-        const Impl& impl;
-        std::unique_ptr<ScoringSlot> slot;
-        explicit SlotLease(const Impl& i) : impl(i), slot(i.acquire_slot()) {}
-        ~SlotLease() { impl.release_slot(std::move(slot)); }
-        SlotLease(const SlotLease&) = delete;
-        SlotLease& operator=(const SlotLease&) = delete;
-    };
-
-    // Scores preprocessed samples (count x sample_floats) in chunks of score_batch_size.
-    // `reconstructions`, when given, receives G(x) of every sample (count x sample_floats).
-    BatchScores score_samples(const std::vector<float>& samples, std::size_t count, bool maps,
-                              std::optional<ScoringMode> scoring_mode = std::nullopt,
-                              std::vector<float>* reconstructions = nullptr) const {
-        const BatchNormMode mode = scoring_mode.value_or(options.scoring_mode) == ScoringMode::RunningStatistics
-                                       ? BatchNormMode::RunningStatistics
-                                       : BatchNormMode::BatchStatistics;
-        // One image on the CPU with running statistics: through the batcher, which scores the
-        // images of concurrent callers in one pass, each exactly as alone (score_batcher.hpp).
-        if (count == 1 && mode == BatchNormMode::RunningStatistics && device() == Device::Cpu && !reconstructions)
-            return batcher.score(*model, samples.data(), maps);
-        const SlotLease lease(*this);
-        ScoringSlot* slot = lease.slot.get();
-        if (reconstructions) reconstructions->clear();
-        BatchScores all;
-        const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size);
-        for (std::size_t first = 0; first < count; first += chunk) {
-            const std::size_t n = std::min(chunk, count - first);
-            TensorView batch = slot->input.view().slice_batch(0, static_cast<std::int64_t>(n));
-            copy_bytes(slot->ctx, batch.data(), batch.device(), samples.data() + first * static_cast<std::size_t>(sample_floats()),
-                       Device::Cpu, n * static_cast<std::size_t>(sample_floats()) * sizeof(float));
-            all.append(model->score(slot->ctx, slot->tape, batch, mode, maps));
-            if (reconstructions) {
-                // A second generator pass on the same batch in the same mode: SkipGanomaly::score
-                // keeps G(x) to itself, and reconstructions are opt-in, so only those asking pay.
-                const std::vector<float> x_hat = reconstruct(*slot, batch, mode);
-                reconstructions->insert(reconstructions->end(), x_hat.begin(), x_hat.end());
-            }
-        }
-        return all;
-    }
-
-    std::vector<float> reconstruct(ScoringSlot& slot, TensorView batch, BatchNormMode mode) const {
-        slot.tape.clear();
-        slot.ctx.arena().reset();
-        NoGradGuard no_grad(slot.tape);
-        // The upright scoring view: the image itself, greyed when the recipe restores colour.
-        const Shape& s = batch.shape();
-        const std::vector<float> clean = host_values(slot.ctx, batch);
-        std::vector<float> upright(clean.size());
-        model->restoration.scoring_view(clean.data(), upright.data(), s[0], s[1], s[2], 0);
-        TensorView input = slot.tape.allocate(s);
-        copy_bytes(slot.ctx, input.data(), input.device(), upright.data(), Device::Cpu, upright.size() * sizeof(float));
-        Var x_hat = model->generator.forward(slot.tape, slot.tape.constant(input), mode, model->scoring_closed_skips);
-        return host_values(slot.ctx, x_hat.value());
-    }
-
-    ScoreResult make_result(const BatchScores& parts, std::size_t i) const {
-        ScoreResult r;
-        r.reconstruction_error = parts.reconstruction[i];
-        r.latent_error = parts.latent[i];
-        if (!parts.rotation.empty()) r.rotation_error = parts.rotation[i];
-        r.score = model->combined_score(parts, i);
-        if (!std::isfinite(r.score))
-            throw NumericalError("the model produced a non-finite score; its weights are damaged");
-        r.threshold = threshold.load();
-        r.is_anomaly = r.score >= r.threshold;
-        const double range = statistics.max - statistics.min;
-        const double normalized = (r.score - r.threshold) / (range > 0 ? range : 1.0) + 0.5;
-        r.normalized_score = static_cast<float>(std::clamp(normalized, 0.0, 1.0));
-        return r;
-    }
-
     void require_trained() const {
         if (!trained) throw InvalidArgument("the detector is not trained: call fit() or Detector::load() first");
     }
 
-    // Scores preprocessed samples and fills the results' optional parts; sizes[i] is the
-    // (width, height) of image i, the resolution its maps come back at.
+    // Scores preprocessed samples (count x sample_floats); sizes[i] is the (width, height) of
+    // image i, the resolution its maps come back at. The caller holds the lock.
     std::vector<ScoreResult> score_preprocessed(const std::vector<float>& samples,
                                                 const std::vector<std::pair<int, int>>& sizes,
                                                 const ScoreOptions& so) const {
         require_trained();
-        SGA_CHECK_ARGUMENT(!so.anomaly_mask || pixel_statistics.count > 0,
-                           "an anomaly mask needs a pixel threshold, and this model has none (a converted "
-                           "model, or a file from before pixel thresholds): calibrate it on normal images first");
-        const bool maps = so.anomaly_map || so.anomaly_mask;
-        std::vector<float> reconstructions;
-        const BatchScores parts = score_samples(samples, sizes.size(), maps, so.scoring_mode,
-                                                so.reconstruction ? &reconstructions : nullptr);
-        std::vector<ScoreResult> results;
-        results.reserve(sizes.size());
-        const int size = options.architecture.image_size;
-        const std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
-        const std::size_t sample = static_cast<std::size_t>(sample_floats());
-        for (std::size_t i = 0; i < sizes.size(); ++i) {
-            ScoreResult r = make_result(parts, i);
-            const auto [width, height] = sizes[i];
-            if (maps) {
-                r.map_width = width;
-                r.map_height = height;
-                r.anomaly_map = resize_plane(parts.error_maps.data() + i * plane, size, size, height, width);
-            }
-            if (so.anomaly_mask) {
-                const PixelStatistics& p = pixel_statistics;
-                const double range = p.max - p.min > 0 ? p.max - p.min : 1.0;
-                r.normalized_anomaly_map.resize(r.anomaly_map.size());
-                r.anomaly_mask.resize(r.anomaly_map.size());
-                for (std::size_t k = 0; k < r.anomaly_map.size(); ++k) {
-                    const double v = r.anomaly_map[k];
-                    r.normalized_anomaly_map[k] = static_cast<float>(std::clamp((v - p.threshold) / range + 0.5, 0.0, 1.0));
-                    r.anomaly_mask[k] = v >= p.threshold ? 1 : 0;
-                }
-            }
-            if (so.reconstruction) {
-                r.reconstruction.assign(reconstructions.begin() + static_cast<std::ptrdiff_t>(i * sample),
-                                        reconstructions.begin() + static_cast<std::ptrdiff_t>((i + 1) * sample));
-                r.reconstruction_size = size;
-            }
-            results.push_back(std::move(r));
-        }
-        return results;
+        return scorer.score(*model, samples, sizes, so, {threshold.load(), statistics, pixel_statistics});
     }
 
     std::vector<ScoreResult> score_views(std::span<const ImageView> images, const ScoreOptions& so) const {
@@ -372,394 +88,18 @@ struct Detector::Impl {
         return score_preprocessed(samples, sizes, so);
     }
 
-    // Pixel statistics from the error maps of the first normal samples, at most 2^24 pixels
-    // (16,384 images of 32 x 32, 256 of 256 x 256): the quantile is stable long before, and the
-    // maps of 20,000 large images would not fit in memory.
-    PixelStatistics learn_pixel_statistics(const std::vector<float>& normal_samples, std::size_t count) const {
-        const std::size_t plane = static_cast<std::size_t>(options.architecture.image_size) *
-                                  static_cast<std::size_t>(options.architecture.image_size);
-        const std::size_t used = std::min(count, std::max<std::size_t>(1, (std::size_t{1} << 24) / plane));
-        const std::size_t floats = used * static_cast<std::size_t>(sample_floats());
-        const std::vector<float> first(normal_samples.begin(), normal_samples.begin() + static_cast<std::ptrdiff_t>(floats));
-        return describe_pixels(score_samples(first, used, true).error_maps, pixel_statistics.threshold_quantile);
-    }
-
     // Image and pixel statistics of normal samples (count x sample_floats, not trained on).
     // Sets statistics and pixel_statistics; returns the scores. The caller holds the lock.
     std::vector<float> learn_normal_statistics(const std::vector<float>& normal_samples, std::size_t count) {
-        const BatchScores parts = score_samples(normal_samples, count, false);
-        std::vector<float> scores(count);
-        for (std::size_t i = 0; i < count; ++i) scores[i] = model->combined_score(parts, i);
-        statistics = describe(scores, options.threshold_quantile);
-        pixel_statistics = learn_pixel_statistics(normal_samples, count);
-        return scores;
+        NormalStatistics n = sga::learn_normal_statistics(scorer, *model, normal_samples, count, options.threshold_quantile,
+                                                          pixel_statistics.threshold_quantile);
+        statistics = std::move(n.statistics);
+        pixel_statistics = n.pixel_statistics;
+        return std::move(n.scores);
     }
 
-    // What fit() calls last: learns the pixel threshold from the held-out normal samples and
-    // returns the image threshold from their scores (threshold_from_normal_scores).
-    float learn_thresholds(const std::vector<float>& normal_samples, const std::vector<float>& scores) {
-        pixel_statistics = learn_pixel_statistics(normal_samples, scores.size());
-        return default_threshold(scores);
-    }
-
-    float default_threshold(const std::vector<float>& scores) const {
-        return static_cast<float>(threshold_from_normal_scores(scores, decimal_level(options.threshold_quantile)));
-    }
-
-    // What the model file's "detector" entry records of this detector now.
-    detector_file::DetectorRecord record() const {
-        detector_file::DetectorRecord r;
-        r.options = options;
-        r.trained = trained;
-        r.threshold = threshold.load();
-        r.threshold_source = threshold_source;
-        r.validation_statistics = statistics;
-        r.pixel_statistics = pixel_statistics;
-        if (model->discriminator.has_rotation_head()) r.score_standardisation = model->score_standardisation;
-        r.kept_epoch = kept_epoch;
-        r.orientation = orientation;
-        return r;
-    }
     nlohmann::json detector_metadata() const { return detector_file::to_json(record()); }
-
-    // Precise batch norm over the training images (full batches, in `training` order).
-    void recompute_batch_norm(Tape& tape, Tensor& batch_tensor, const SampleSource& samples,
-                              const std::vector<std::size_t>& training) {
-        const std::size_t sample = static_cast<std::size_t>(sample_floats()), batch = static_cast<std::size_t>(options.batch_size);
-        std::vector<float> staging(batch * sample);
-        model->recompute_batch_norm_statistics(*context, tape, static_cast<int>(training.size() / batch), [&](int k) {
-            for (std::size_t j = 0; j < batch; ++j)
-                samples.copy(training[static_cast<std::size_t>(k) * batch + j], staging.data() + j * sample);
-            copy_bytes(*context, batch_tensor.data(), batch_tensor.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
-            return batch_tensor.view();
-        });
-    }
-
-    // AUROC of `normal` against `anomalous` samples (equal counts) under the current model.
-    double separation_auroc(const std::vector<float>& normal, const std::vector<float>& anomalous, std::size_t count) const {
-        const BatchScores a = score_samples(normal, count, false), b = score_samples(anomalous, count, false);
-        std::vector<float> scores;
-        std::vector<int> labels;
-        for (std::size_t i = 0; i < count; ++i) {
-            scores.push_back(model->combined_score(a, i));
-            labels.push_back(0);
-        }
-        for (std::size_t i = 0; i < count; ++i) {
-            scores.push_back(model->combined_score(b, i));
-            labels.push_back(1);
-        }
-        for (float v : scores)
-            if (!std::isfinite(v)) return 0.0;  // a model that scores NaN is never kept
-        return roc_auc(scores, labels);
-    }
-
-    // The orientation check (orientation_check.hpp) on the first of the held-out images
-    // `normal`. Batch statistics: the running ones lag a model that is still training, and
-    // each batch holds all four turns of its images alike.
-    OrientationFinding check_orientation(const SampleSource& samples, const std::vector<std::size_t>& normal) const {
-        const OrientationCheck& check = options.recipe.orientation_check;
-        const std::vector<std::size_t> asked(normal.begin(),
-                                             normal.begin() + static_cast<std::ptrdiff_t>(std::min<std::size_t>(
-                                                                  normal.size(), static_cast<std::size_t>(check.images))));
-        const std::vector<float> asked_samples = samples.gather(asked);
-        const SlotLease lease(*this);
-        ScoringSlot& slot = *lease.slot;
-        const std::size_t chunk = static_cast<std::size_t>(options.score_batch_size), sample = static_cast<std::size_t>(sample_floats());
-        std::vector<double> margins;
-        for (std::size_t first = 0; first < asked.size(); first += chunk) {
-            const std::size_t n = std::min(chunk, asked.size() - first);
-            TensorView batch = slot.input.view().slice_batch(0, static_cast<std::int64_t>(n));
-            copy_bytes(slot.ctx, batch.data(), batch.device(), asked_samples.data() + first * sample, Device::Cpu,
-                       n * sample * sizeof(float));
-            const std::vector<double> part = model->rotation_margins(slot.ctx, slot.tape, batch, BatchNormMode::BatchStatistics);
-            margins.insert(margins.end(), part.begin(), part.end());
-        }
-        return check.judge(margins);
-    }
-
-    // fit(): train(), and where the orientation check finds no upright, train() again from
-    // the start with the recipe without_orientation().
-    FitReport fit(std::span<const ImageView> images, const FitCallbacks& callbacks) {
-        orientation = {};
-        resume_checkpointed_recipe();
-        FitReport report = train(images, callbacks);
-        if (!report.orientation.checked) {  // no check: the recipe has none, or this run resumed past it
-            report.orientation = orientation;
-            return report;
-        }
-        if (report.orientation.oriented) return report;
-        const OrientationFinding finding = report.orientation;
-        const double probing_seconds = report.seconds;
-        RecipeDecision decision;
-        decision.check = "orientation_check";
-        char text[200];
-        std::snprintf(text, sizeof text,
-                      "the rotation head tells the quarter turns of %zu held-out images apart with t = %.2f "
-                      "(0 by chance, %.2f needed): the images have no upright",
-                      finding.images, finding.t, finding.required_t);
-        decision.finding = text;
-        decision.from_recipe = options.recipe.name;
-        decision.completed_epochs = report.epochs_completed;
-        adopt(options.recipe.without_orientation());
-        decision.to_recipe = options.recipe.name;
-        // The new recipe drops the rotation views (scoring and precise BN get 4x cheaper),
-        // but training costs about the same per epoch.
-        decision.estimated_seconds =
-            report.epochs_completed > 0 ? probing_seconds / report.epochs_completed * options.epochs : 0.0;
-        if (callbacks.on_decision) callbacks.on_decision(decision);
-        trained = false;
-        orientation = finding;  // so that checkpoints of the second run record it
-        report = train(images, callbacks);
-        report.orientation = finding;
-        report.decisions.insert(report.decisions.begin(), decision);
-        report.seconds += probing_seconds;
-        return report;
-    }
-    // A checkpoint written after the orientation check found no upright holds the recipe
-    // without_orientation() and a discriminator without a head: resuming it with the options'
-    // recipe continues that run.
-    void resume_checkpointed_recipe() {
-        if (options.resume_from.empty() || !options.recipe.orientation_check.enabled) return;
-        const Recipe fallback = options.recipe.without_orientation();
-        const model_file::Reader reader = model_file::Reader::open(options.resume_from);
-        const nlohmann::json& meta = reader.metadata();
-        const nlohmann::json* detector = meta.contains("detector") ? &meta["detector"] : nullptr;
-        if (!detector || !detector->contains("recipe") || (*detector)["recipe"].value("name", "") != fallback.name) return;
-        adopt(fallback);
-        if (detector->contains("orientation_check")) orientation = detector_file::orientation_finding_from_json((*detector)["orientation_check"]);
-    }
-    // One training run of options.recipe; returns early, untrained, when the orientation
-    // check finds no upright (FitReport::orientation.oriented false).
-    FitReport train(std::span<const ImageView> images, const FitCallbacks& callbacks);
 };
-
-FitReport Detector::Impl::train(std::span<const ImageView> images, const FitCallbacks& callbacks) {
-    const Clock::time_point start = Clock::now();
-    SGA_CHECK_ARGUMENT(!images.empty(), "fit: the training set is empty");
-    const SampleSource samples(images, options.architecture.image_size, options.architecture.channels);
-    const std::size_t sample = samples.sample_floats();
-
-    // One stream fixes initialisation, the split, every shuffle and re-initialisation.
-    RandomStream random(options.seed);
-    Context& ctx = *context;
-    model->generator_optimizer.set_steps(0);
-    model->discriminator_optimizer.set_steps(0);
-    // Gradients and Adam's moments live for this fit only: a trained detector scores without
-    // them (three copies of the weights less), and the next fit starts them from zero.
-    model->allocate_training_buffers(ctx);
-    model->generator.parameters.zero_moments(ctx);
-    model->discriminator.parameters.zero_moments(ctx);
-    struct ReleaseTrainingBuffers {
-        SkipGanomaly& model;
-        ~ReleaseTrainingBuffers() { model.release_training_buffers(); }
-    } release_training_buffers{*model};
-    model->initialize(ctx, random);
-
-    // Validation split: a seeded shuffle, the first images held out.
-    std::vector<std::size_t> order(images.size());
-    std::iota(order.begin(), order.end(), 0);
-    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[random.uniform_index(i)]);
-    std::size_t held_out = static_cast<std::size_t>(std::floor(options.validation_fraction * static_cast<double>(images.size())));
-    if (options.validation_fraction > 0 && held_out == 0) held_out = 1;
-    std::vector<std::size_t> validation(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(held_out));
-    std::vector<std::size_t> training(order.begin() + static_cast<std::ptrdiff_t>(held_out), order.end());
-    const std::size_t batch = static_cast<std::size_t>(options.batch_size);
-    SGA_CHECK_ARGUMENT(training.size() >= batch,
-                       "fit: " + std::to_string(training.size()) + " training images (after holding out " +
-                           std::to_string(held_out) + " for validation) are fewer than one batch of " +
-                           std::to_string(batch) + "; add images or lower batch_size");
-
-    int first_epoch = 0;
-    if (!options.resume_from.empty()) {
-        const model_file::Reader reader = model_file::Reader::open(options.resume_from);
-        const Architecture a = reader.architecture();
-        const Architecture& b = options.architecture;
-        if (a.image_size != b.image_size || a.channels != b.channels || a.generator_features != b.generator_features ||
-            a.discriminator_features != b.discriminator_features || a.latent_size != b.latent_size ||
-            a.bottleneck_channels != b.bottleneck_channels || a.rotation_head != b.rotation_head)
-            throw InvalidArgument("resume_from: the checkpoint's architecture differs from the options'");
-        const std::optional<model_file::TrainingState> state = reader.training_state();
-        if (!state) throw InvalidArgument("resume_from: '" + options.resume_from + "' is a model, not a checkpoint");
-        reader.load_into(*model);
-        random = RandomStream(options.seed, state->random_offset);
-        first_epoch = state->epochs_completed;
-    }
-
-    const Architecture& a = options.architecture;
-    Tensor batch_tensor({options.batch_size, a.channels, a.image_size, a.image_size}, ctx.device());
-    std::vector<float> staging(batch * sample);
-    // Restoration training: what the generator sees instead of the clean batch.
-    const Restoration& restoration = options.recipe.restoration;
-    Tensor corrupted_tensor;
-    std::vector<float> corrupted_staging;
-    std::vector<int> quarter_turns;  // of each generator input: the rotation head's targets
-    if (restoration.enabled()) {
-        corrupted_tensor = Tensor({options.batch_size, a.channels, a.image_size, a.image_size}, ctx.device());
-        corrupted_staging.resize(batch * sample);
-    }
-    Tape tape(ctx);
-    TrainingSnapshot snapshot;
-    snapshot.capture(*model, random);
-
-    // The stopping rule's yardstick: held-out normal images against CutPaste anomalies made
-    // from them, drawn once from a stream of their own so training's stream is untouched.
-    const std::vector<float> validation_samples = samples.gather(validation);
-    std::vector<float> synthetic_samples;
-    if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies) {
-        RandomStream synthetic_random(options.seed ^ 0x5c7e11a5eedULL);
-        synthetic_samples = make_cutpaste_anomalies(validation_samples, static_cast<std::int64_t>(validation.size()),
-                                                    a.channels, a.image_size, synthetic_random);
-    }
-    TensorCopies best_weights;  // weight_views of the best epoch so far
-    double best_synthetic_auroc = -1;
-
-    FitReport report;
-    report.training_images = training.size();
-    report.validation_images = validation.size();
-    report.epochs_completed = first_epoch;
-    const std::size_t batches = training.size() / batch;  // the last partial batch is dropped
-    const std::size_t total_batches = batches * static_cast<std::size_t>(options.epochs - first_epoch);
-    std::size_t batches_done = 0;
-    const Clock::time_point training_start = Clock::now();
-
-    for (int epoch = first_epoch; epoch < options.epochs && !report.cancelled; ++epoch) {
-        const Clock::time_point epoch_start = Clock::now();
-        // Each epoch shuffles the same base order, so an epoch's batches depend only on the
-        // stream position (which a checkpoint stores), not on earlier epochs' permutations.
-        std::vector<std::size_t> epoch_order = training;
-        for (std::size_t i = epoch_order.size(); i > 1; --i) std::swap(epoch_order[i - 1], epoch_order[random.uniform_index(i)]);
-        EpochSummary summary;
-        summary.epoch = epoch + 1;
-        for (std::size_t b = 0; b < batches; ++b) {
-            for (std::size_t j = 0; j < batch; ++j)
-                samples.copy(epoch_order[b * batch + j], staging.data() + j * sample);
-            copy_bytes(ctx, batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
-            std::optional<TensorView> generator_input;
-            if (restoration.enabled()) {
-                restoration.corrupt(staging.data(), corrupted_staging.data(), options.batch_size, a.channels, a.image_size, random,
-                                    &quarter_turns);
-                copy_bytes(ctx, corrupted_tensor.data(), ctx.device(), corrupted_staging.data(), Device::Cpu,
-                           corrupted_staging.size() * sizeof(float));
-                generator_input = corrupted_tensor.view();
-            }
-            StepLosses losses;
-            try {
-                const SkipMask closed = options.recipe.skip_gating.draw_training_closed(random);
-                losses = model->train_step(ctx, tape, batch_tensor.view(), random, closed, generator_input,
-                                           restoration.enabled() ? &quarter_turns : nullptr);
-            } catch (const NumericalError& e) {
-                snapshot.restore(*model, random);
-                throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch + 1) + ", batch " +
-                                     std::to_string(b + 1) + "; the model was returned to the end of epoch " +
-                                     std::to_string(report.epochs_completed));
-            }
-            summary.generator_loss += losses.generator;
-            summary.discriminator_loss += losses.discriminator;
-            summary.adversarial_loss += losses.generator_adversarial;
-            summary.contextual_loss += losses.generator_contextual;
-            summary.latent_loss += losses.generator_latent;
-            if (losses.discriminator_reinitialized) {
-                ++summary.discriminator_reinits;
-                ++report.discriminator_reinits;
-            }
-            ++batches_done;
-            if (callbacks.on_batch) {
-                TrainingProgress p;
-                p.epoch = epoch + 1;
-                p.epochs = options.epochs;
-                p.batch = static_cast<int>(b + 1);
-                p.batches = static_cast<int>(batches);
-                p.losses = losses;
-                p.discriminator_reinits = report.discriminator_reinits;
-                p.elapsed_seconds = seconds_since(start);
-                p.estimated_remaining_seconds = seconds_since(training_start) / static_cast<double>(batches_done) *
-                                                static_cast<double>(total_batches - batches_done);
-                callbacks.on_batch(p);
-            }
-            if (callbacks.cancel && callbacks.cancel->load()) {
-                report.cancelled = true;
-                break;
-            }
-        }
-        if (report.cancelled) {
-            snapshot.restore(*model, random);
-            break;
-        }
-        const float count = static_cast<float>(batches);
-        summary.generator_loss /= count;
-        summary.discriminator_loss /= count;
-        summary.adversarial_loss /= count;
-        summary.contextual_loss /= count;
-        summary.latent_loss /= count;
-        const Recipe& recipe = options.recipe;
-        const std::size_t steps_before = batches * static_cast<std::size_t>(epoch), steps = steps_before + batches;
-        const std::size_t check_at = recipe.orientation_check.check_at_step(batches * static_cast<std::size_t>(options.epochs));
-        if (recipe.orientation_check.enabled && !validation.empty() && steps_before < check_at && steps >= check_at) {
-            report.orientation = check_orientation(samples, validation);
-            if (!report.orientation.oriented) {
-                report.epochs_completed = epoch + 1;  // discarded: they count in the fallback's decision
-                report.seconds = seconds_since(start);
-                return report;  // fit() trains again without the rotation techniques
-            }
-        }
-        // Precise statistics now only when this epoch's model is looked at; else once at the end.
-        const bool model_looked_at = recipe.stopping != StoppingRule::FinalEpoch || callbacks.on_epoch_model;
-        if (recipe.recompute_batch_norm && model_looked_at) recompute_batch_norm(tape, batch_tensor, samples, training);
-        if (recipe.stopping == StoppingRule::BestSyntheticAnomalies) {
-            summary.synthetic_auroc = separation_auroc(validation_samples, synthetic_samples, validation.size());
-            if (summary.synthetic_auroc > best_synthetic_auroc) {
-                best_synthetic_auroc = summary.synthetic_auroc;
-                best_weights.capture(weight_views(*model));
-                report.kept_epoch = epoch + 1;
-            }
-        } else {
-            report.kept_epoch = epoch + 1;
-        }
-        summary.seconds = seconds_since(epoch_start);
-        report.epochs.push_back(summary);
-        report.epochs_completed = epoch + 1;
-        snapshot.capture(*model, random);
-        if (callbacks.on_epoch) callbacks.on_epoch(summary);
-        if (callbacks.on_epoch_model) callbacks.on_epoch_model(summary, *model);
-        if (options.checkpoint_every_epochs > 0 && report.epochs_completed % options.checkpoint_every_epochs == 0) {
-            const model_file::TrainingState state{report.epochs_completed, random.offset(),
-                                                  model->generator_optimizer.steps(),
-                                                  model->discriminator_optimizer.steps()};
-            model_file::save(options.checkpoint_path, *model, {{"detector", detector_metadata()}}, &state);
-        }
-    }
-
-    if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies && !best_weights.tensors.empty())
-        best_weights.restore(weight_views(*model));  // with the statistics recomputed for that epoch
-    else if (options.recipe.recompute_batch_norm && report.epochs_completed > 0)
-        recompute_batch_norm(tape, batch_tensor, samples, training);
-    kept_epoch = report.kept_epoch;
-    if (report.orientation.checked) orientation = report.orientation;
-    model->pack_for_inference(ctx);  // the weights are final: pack them once for scoring
-
-    // Score statistics on the held-out normal images (the training images when none are
-    // held out), and the default threshold from them.
-    const std::vector<std::size_t>& reference = validation.empty() ? training : validation;
-    const std::vector<float> training_samples = validation.empty() ? samples.gather(training) : std::vector<float>{};
-    const std::vector<float>& reference_samples = validation.empty() ? training_samples : validation_samples;
-    const BatchScores parts = score_samples(reference_samples, reference.size(), false);
-    if (model->discriminator.has_rotation_head()) {  // the scale of the two score parts, from these normal images
-        std::vector<float> official(reference.size());
-        for (std::size_t i = 0; i < official.size(); ++i) official[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
-        model->score_standardisation = ScoreStandardisation::of(official, parts.rotation);
-    }
-    std::vector<float> scores(reference.size());
-    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = model->combined_score(parts, i);
-    statistics = describe(scores, options.threshold_quantile);
-    threshold = learn_thresholds(reference_samples, scores);
-    threshold_source = "validation_quantile";
-    trained = true;
-
-    report.validation_scores = statistics;
-    report.threshold = threshold.load();
-    report.seconds = seconds_since(start);
-    return report;
-}
 
 Detector::Detector(DetectorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 Detector::~Detector() = default;
@@ -776,7 +116,7 @@ Detector::Impl& Detector::checked_impl(const char* call) const {
 FitReport Detector::fit(std::span<const ImageView> normal_images, const FitCallbacks& callbacks) {
     Impl& impl = checked_impl("fit");
     std::unique_lock lock(impl.model_mutex);
-    return impl.fit(normal_images, callbacks);
+    return Trainer(impl, impl.scorer).fit(normal_images, callbacks);
 }
 
 FitReport Detector::fit(const std::vector<Image>& normal_images, const FitCallbacks& callbacks) {
@@ -822,7 +162,7 @@ CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::sp
     const std::vector<float> normal_samples = impl.preprocess_all(normal);
     const std::vector<float> anomalous_samples = impl.preprocess_all(anomalous);
     std::vector<float> scores = impl.learn_normal_statistics(normal_samples, normal.size());
-    const BatchScores parts = impl.score_samples(anomalous_samples, anomalous.size(), false);
+    const BatchScores parts = impl.scorer.score_samples(*impl.model, anomalous_samples, anomalous.size(), false);
     for (std::size_t i = 0; i < anomalous.size(); ++i) scores.push_back(impl.model->combined_score(parts, i));
     for (float v : scores)
         if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
@@ -860,7 +200,7 @@ CalibrationResult Detector::calibrate_normal(std::span<const ImageView> normal, 
         if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
     CalibrationResult c;
     c.threshold = threshold_quantile ? static_cast<float>(threshold_from_normal_scores(scores, *threshold_quantile))
-                                     : impl.default_threshold(scores);
+                                     : default_threshold(scores, impl.options.threshold_quantile);
     c.rule = "validation_quantile";
     c.normal_images = normal.size();
     impl.threshold = c.threshold;
@@ -911,14 +251,7 @@ Detector Detector::load(const std::string& path, Device device) {
     Impl& impl = *detector.impl_;
     reader.load_into(*impl.model);
     impl.model->pack_for_inference(*impl.context);
-    impl.statistics = record.validation_statistics;
-    impl.pixel_statistics = record.pixel_statistics;
-    impl.model->score_standardisation = record.score_standardisation.value_or(ScoreStandardisation{});
-    impl.threshold = record.threshold;
-    impl.threshold_source = record.threshold_source;
-    impl.kept_epoch = record.kept_epoch;
-    impl.orientation = record.orientation;
-    impl.trained = true;
+    impl.restore(record);
     return detector;
 }
 

@@ -1,0 +1,197 @@
+#include "scoring.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "skipganomaly/metrics.hpp"
+#include "statistics.hpp"
+
+namespace sga {
+namespace {
+
+// Images one pass of the score batcher may hold: 16 at isize 32, a quarter of that per
+// doubling of the size, 1 from isize 128 (a pass's activations grow with its pixels, and at
+// large sizes the weights, which the images of a pass share, are a small part of the work);
+// never more than score_batch_size. Sizes are clamped: it may see options not yet validated.
+std::int64_t images_per_pass(const DetectorOptions& o) {
+    const std::int64_t size = std::max(32, o.architecture.image_size);
+    return std::clamp<std::int64_t>(16 * 32 * 32 / (size * size), 1, std::max(1, o.score_batch_size));
+}
+
+BatchNormMode batch_norm_mode(ScoringMode mode) {
+    return mode == ScoringMode::RunningStatistics ? BatchNormMode::RunningStatistics : BatchNormMode::BatchStatistics;
+}
+
+ScoreResult make_result(const SkipGanomaly& model, const BatchScores& parts, std::size_t i, const ResultScale& scale) {
+    ScoreResult r;
+    r.reconstruction_error = parts.reconstruction[i];
+    r.latent_error = parts.latent[i];
+    if (!parts.rotation.empty()) r.rotation_error = parts.rotation[i];
+    r.score = model.combined_score(parts, i);
+    if (!std::isfinite(r.score)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
+    r.threshold = scale.threshold;
+    r.is_anomaly = r.score >= r.threshold;
+    const double range = scale.statistics.max - scale.statistics.min;
+    const double normalized = (r.score - r.threshold) / (range > 0 ? range : 1.0) + 0.5;
+    r.normalized_score = static_cast<float>(std::clamp(normalized, 0.0, 1.0));
+    return r;
+}
+
+}  // namespace
+
+Scorer::Scorer(const DetectorOptions& options, Device device)
+    : device_(device), image_size_(options.architecture.image_size), channels_(options.architecture.channels),
+      score_batch_size_(options.score_batch_size), default_mode_(options.scoring_mode),
+      sample_floats_(static_cast<std::int64_t>(channels_) * image_size_ * image_size_),
+      batcher_(images_per_pass(options)) {}
+
+std::unique_ptr<Scorer::Slot> Scorer::acquire_slot() const {
+    {
+        std::lock_guard lock(pool_mutex_);
+        if (!pool_.empty()) {
+            std::unique_ptr<Slot> slot = std::move(pool_.back());
+            pool_.pop_back();
+            return slot;
+        }
+    }
+    auto slot = std::make_unique<Slot>(device_);
+    slot->input = Tensor({score_batch_size_, channels_, image_size_, image_size_}, device_);
+    return slot;
+}
+
+void Scorer::release_slot(std::unique_ptr<Slot> slot) const {
+    std::lock_guard lock(pool_mutex_);
+    pool_.push_back(std::move(slot));
+}
+
+BatchScores Scorer::score_samples(const SkipGanomaly& model, const std::vector<float>& samples, std::size_t count,
+                                  bool maps, std::optional<ScoringMode> scoring_mode,
+                                  std::vector<float>* reconstructions) const {
+    const BatchNormMode mode = batch_norm_mode(scoring_mode.value_or(default_mode_));
+    // One image on the CPU with running statistics: through the batcher, which scores the
+    // images of concurrent callers in one pass, each exactly as alone (score_batcher.hpp).
+    if (count == 1 && mode == BatchNormMode::RunningStatistics && device_ == Device::Cpu && !reconstructions)
+        return batcher_.score(model, samples.data(), maps);
+    const SlotLease lease(*this);
+    Slot& slot = *lease;
+    if (reconstructions) reconstructions->clear();
+    BatchScores all;
+    const std::size_t chunk = static_cast<std::size_t>(score_batch_size_), sample = static_cast<std::size_t>(sample_floats_);
+    for (std::size_t first = 0; first < count; first += chunk) {
+        const std::size_t n = std::min(chunk, count - first);
+        TensorView batch = slot.input.view().slice_batch(0, static_cast<std::int64_t>(n));
+        copy_bytes(slot.ctx, batch.data(), batch.device(), samples.data() + first * sample, Device::Cpu,
+                   n * sample * sizeof(float));
+        all.append(model.score(slot.ctx, slot.tape, batch, mode, maps));
+        if (reconstructions) {
+            // A second generator pass on the same batch in the same mode: SkipGanomaly::score
+            // keeps G(x) to itself, and reconstructions are opt-in, so only those asking pay.
+            const std::vector<float> x_hat = reconstruct(model, slot, batch, mode);
+            reconstructions->insert(reconstructions->end(), x_hat.begin(), x_hat.end());
+        }
+    }
+    return all;
+}
+
+std::vector<float> Scorer::reconstruct(const SkipGanomaly& model, Slot& slot, TensorView batch, BatchNormMode mode) const {
+    slot.tape.clear();
+    slot.ctx.arena().reset();
+    NoGradGuard no_grad(slot.tape);
+    // The upright scoring view: the image itself, greyed when the recipe restores colour.
+    const Shape& s = batch.shape();
+    const std::vector<float> clean = host_values(slot.ctx, batch);
+    std::vector<float> upright(clean.size());
+    model.restoration.scoring_view(clean.data(), upright.data(), s[0], s[1], s[2], 0);
+    TensorView input = slot.tape.allocate(s);
+    copy_bytes(slot.ctx, input.data(), input.device(), upright.data(), Device::Cpu, upright.size() * sizeof(float));
+    Var x_hat = model.generator.forward(slot.tape, slot.tape.constant(input), mode, model.scoring_closed_skips);
+    return host_values(slot.ctx, x_hat.value());
+}
+
+std::vector<double> Scorer::rotation_margins(const SkipGanomaly& model, const std::vector<float>& samples,
+                                             std::size_t count, BatchNormMode mode) const {
+    const SlotLease lease(*this);
+    Slot& slot = *lease;
+    const std::size_t chunk = static_cast<std::size_t>(score_batch_size_), sample = static_cast<std::size_t>(sample_floats_);
+    std::vector<double> margins;
+    for (std::size_t first = 0; first < count; first += chunk) {
+        const std::size_t n = std::min(chunk, count - first);
+        TensorView batch = slot.input.view().slice_batch(0, static_cast<std::int64_t>(n));
+        copy_bytes(slot.ctx, batch.data(), batch.device(), samples.data() + first * sample, Device::Cpu,
+                   n * sample * sizeof(float));
+        const std::vector<double> part = model.rotation_margins(slot.ctx, slot.tape, batch, mode);
+        margins.insert(margins.end(), part.begin(), part.end());
+    }
+    return margins;
+}
+
+std::vector<ScoreResult> Scorer::score(const SkipGanomaly& model, const std::vector<float>& samples,
+                                       const std::vector<std::pair<int, int>>& sizes, const ScoreOptions& so,
+                                       const ResultScale& scale) const {
+    SGA_CHECK_ARGUMENT(!so.anomaly_mask || scale.pixel_statistics.count > 0,
+                       "an anomaly mask needs a pixel threshold, and this model has none (a converted "
+                       "model, or a file from before pixel thresholds): calibrate it on normal images first");
+    const bool maps = so.anomaly_map || so.anomaly_mask;
+    std::vector<float> reconstructions;
+    const BatchScores parts =
+        score_samples(model, samples, sizes.size(), maps, so.scoring_mode, so.reconstruction ? &reconstructions : nullptr);
+    std::vector<ScoreResult> results;
+    results.reserve(sizes.size());
+    const int size = image_size_;
+    const std::size_t plane = static_cast<std::size_t>(size) * static_cast<std::size_t>(size);
+    const std::size_t sample = static_cast<std::size_t>(sample_floats_);
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+        ScoreResult r = make_result(model, parts, i, scale);
+        const auto [width, height] = sizes[i];
+        if (maps) {
+            r.map_width = width;
+            r.map_height = height;
+            r.anomaly_map = resize_plane(parts.error_maps.data() + i * plane, size, size, height, width);
+        }
+        if (so.anomaly_mask) {
+            const PixelStatistics& p = scale.pixel_statistics;
+            const double range = p.max - p.min > 0 ? p.max - p.min : 1.0;
+            r.normalized_anomaly_map.resize(r.anomaly_map.size());
+            r.anomaly_mask.resize(r.anomaly_map.size());
+            for (std::size_t k = 0; k < r.anomaly_map.size(); ++k) {
+                const double v = r.anomaly_map[k];
+                r.normalized_anomaly_map[k] = static_cast<float>(std::clamp((v - p.threshold) / range + 0.5, 0.0, 1.0));
+                r.anomaly_mask[k] = v >= p.threshold ? 1 : 0;
+            }
+        }
+        if (so.reconstruction) {
+            r.reconstruction.assign(reconstructions.begin() + static_cast<std::ptrdiff_t>(i * sample),
+                                    reconstructions.begin() + static_cast<std::ptrdiff_t>((i + 1) * sample));
+            r.reconstruction_size = size;
+        }
+        results.push_back(std::move(r));
+    }
+    return results;
+}
+
+PixelStatistics Scorer::learn_pixel_statistics(const SkipGanomaly& model, const std::vector<float>& normal_samples,
+                                               std::size_t count, double level) const {
+    const std::size_t plane = static_cast<std::size_t>(image_size_) * static_cast<std::size_t>(image_size_);
+    const std::size_t used = std::min(count, std::max<std::size_t>(1, (std::size_t{1} << 24) / plane));
+    const std::size_t floats = used * static_cast<std::size_t>(sample_floats_);
+    const std::vector<float> first(normal_samples.begin(), normal_samples.begin() + static_cast<std::ptrdiff_t>(floats));
+    return describe_pixels(score_samples(model, first, used, true).error_maps, level);
+}
+
+NormalStatistics learn_normal_statistics(const Scorer& scorer, const SkipGanomaly& model,
+                                         const std::vector<float>& normal_samples, std::size_t count,
+                                         float threshold_quantile, double pixel_threshold_quantile) {
+    const BatchScores parts = scorer.score_samples(model, normal_samples, count, false);
+    NormalStatistics n;
+    n.scores.resize(count);
+    for (std::size_t i = 0; i < count; ++i) n.scores[i] = model.combined_score(parts, i);
+    n.statistics = describe(n.scores, threshold_quantile);
+    n.pixel_statistics = scorer.learn_pixel_statistics(model, normal_samples, count, pixel_threshold_quantile);
+    return n;
+}
+
+float default_threshold(const std::vector<float>& normal_scores, float threshold_quantile) {
+    return static_cast<float>(threshold_from_normal_scores(normal_scores, decimal_level(threshold_quantile)));
+}
+
+}  // namespace sga

@@ -1,0 +1,72 @@
+// Internal: how a Detector trains. A Trainer runs fit() on a DetectorState: the validation
+// split, the epoch loop, snapshots to return to after divergence or cancellation,
+// checkpoints and resuming, the recipe's stopping rule, precise batch norm, the orientation
+// check and its fallback, and at the end the score statistics and thresholds of the
+// held-out images.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "detector_state.hpp"
+#include "scoring.hpp"
+
+namespace sga {
+
+// fit()'s images as samples (preprocess(): channels x size x size floats each), made on
+// demand instead of all at once: holding the whole set as float32 would cost 4x the 8-bit
+// images themselves (2 GB for 10,000 RGB images at 128 px). Preprocessing is deterministic,
+// so each use gets the same floats. Sample i is made from image i.
+class SampleSource {
+public:
+    // Preprocesses every image once, so that a bad one is refused (InvalidArgument naming its
+    // index) before training starts.
+    SampleSource(std::span<const ImageView> images, int size, int channels);
+    std::size_t size() const { return images_.size(); }
+    std::size_t sample_floats() const { return sample_; }
+    // Sample `index` into out[0, sample_floats()).
+    void copy(std::size_t index, float* out) const;
+    // The samples of `indices`, in that order, side by side.
+    std::vector<float> gather(const std::vector<std::size_t>& indices) const;
+
+private:
+    std::span<const ImageView> images_;
+    int size_, channels_;
+    std::size_t sample_;
+};
+
+class Trainer {
+public:
+    // Trains `state`'s model, scoring it with `scorer` (the Detector's) where training needs
+    // scores. The caller holds the Detector's exclusive lock for the Trainer's lifetime.
+    Trainer(DetectorState& state, const Scorer& scorer) : state_(state), scorer_(scorer) {}
+
+    // Detector::fit: train(), and where the orientation check finds no upright, train()
+    // again from the start with the recipe without_orientation() (RecipeDecision). On return
+    // the state is trained, with statistics, thresholds, kept_epoch and orientation set.
+    FitReport fit(std::span<const ImageView> images, const FitCallbacks& callbacks);
+
+private:
+    // A checkpoint written after the orientation check found no upright holds the recipe
+    // without_orientation() and a discriminator without a head: resuming it with the options'
+    // recipe continues that run.
+    void resume_checkpointed_recipe();
+    // One training run of options.recipe; returns early, untrained, when the orientation
+    // check finds no upright (FitReport::orientation.oriented false).
+    FitReport train(std::span<const ImageView> images, const FitCallbacks& callbacks);
+    // Precise batch norm over the training images (full batches, in `training` order).
+    void recompute_batch_norm(Tape& tape, Tensor& batch_tensor, const SampleSource& samples,
+                              const std::vector<std::size_t>& training);
+    // The stopping rule's measure: AUROC of `normal` against `anomalous` samples (equal
+    // counts) under the current model; 0 when a score is not finite.
+    double separation_auroc(const std::vector<float>& normal, const std::vector<float>& anomalous, std::size_t count) const;
+    // The orientation check (orientation_check.hpp) on the first of the held-out images
+    // `normal`.
+    OrientationFinding check_orientation(const SampleSource& samples, const std::vector<std::size_t>& normal) const;
+
+    DetectorState& state_;
+    const Scorer& scorer_;
+};
+
+}  // namespace sga
