@@ -13,6 +13,7 @@
 #include "detector_state.hpp"
 #include "model_file.hpp"
 #include "scoring.hpp"
+#include "statistics.hpp"
 #include "skipganomaly/metrics.hpp"
 #include "trainer.hpp"
 
@@ -41,6 +42,10 @@ void DetectorOptions::validate() const {
     SGA_CHECK_ARGUMENT(threshold_quantile > 0 && threshold_quantile <= 1,
                        "threshold_quantile must lie in (0, 1], found " + std::to_string(threshold_quantile));
     SGA_CHECK_ARGUMENT(score_batch_size >= 1, "score_batch_size must be at least 1");
+    tiling.validate();
+    SGA_CHECK_ARGUMENT(!tiling.enabled() || !recipe.rotation_prediction.enabled,
+                       "tiling needs a recipe without rotation prediction (e.g. inspection); the '" + recipe.name +
+                           "' recipe standardises its score over whole images");
     SGA_CHECK_ARGUMENT(checkpoint_every_epochs >= 0, "checkpoint_every_epochs must not be negative");
     SGA_CHECK_ARGUMENT(checkpoint_every_epochs == 0 || !checkpoint_path.empty(),
                        "checkpoint_every_epochs is set but checkpoint_path is empty");
@@ -53,19 +58,6 @@ struct Detector::Impl : DetectorState {
 
     explicit Impl(DetectorOptions o) : DetectorState(std::move(o)), scorer(options, context->device()) {}
 
-    std::vector<float> preprocess_all(std::span<const ImageView> images) const {
-        const Architecture& a = options.architecture;
-        std::vector<float> out(images.size() * static_cast<std::size_t>(sample_floats()));
-        for (std::size_t i = 0; i < images.size(); ++i) {
-            try {
-                preprocess(images[i], a.image_size, a.channels, out.data() + i * static_cast<std::size_t>(sample_floats()));
-            } catch (const InvalidArgument& e) {
-                throw InvalidArgument("image " + std::to_string(i) + ": " + e.what());
-            }
-        }
-        return out;
-    }
-
     void require_trained() const {
         if (!trained) throw InvalidArgument("the detector is not trained: call fit() or Detector::load() first");
     }
@@ -76,26 +68,28 @@ struct Detector::Impl : DetectorState {
                                                 const std::vector<std::pair<int, int>>& sizes,
                                                 const ScoreOptions& so) const {
         require_trained();
-        return scorer.score(*model, samples, sizes, so, {threshold.load(), statistics, pixel_statistics});
+        return scorer.score(*model, samples, sizes, so, scale());
     }
 
     std::vector<ScoreResult> score_views(std::span<const ImageView> images, const ScoreOptions& so) const {
         std::shared_lock lock(model_mutex);
         require_trained();
-        const std::vector<float> samples = preprocess_all(images);
-        std::vector<std::pair<int, int>> sizes;
-        for (const ImageView& v : images) sizes.emplace_back(v.width, v.height);
-        return score_preprocessed(samples, sizes, so);
+        return scorer.score_images(*model, images, so, scale());
     }
 
-    // Image and pixel statistics of normal samples (count x sample_floats, not trained on).
-    // Sets statistics and pixel_statistics; returns the scores. The caller holds the lock.
-    std::vector<float> learn_normal_statistics(const std::vector<float>& normal_samples, std::size_t count) {
-        NormalStatistics n = sga::learn_normal_statistics(scorer, *model, normal_samples, count, options.threshold_quantile,
-                                                          pixel_statistics.threshold_quantile);
-        statistics = std::move(n.statistics);
+    ResultScale scale() const { return {threshold.load(), statistics, pixel_statistics}; }
+
+    // Image and pixel statistics of normal images (not trained on), with their scores; nothing
+    // is changed until the caller assigns them (assign_normal_statistics). The caller holds the lock.
+    Scorer::ImageStatistics normal_statistics(std::span<const ImageView> normal) const {
+        Scorer::ImageStatistics n = scorer.image_statistics(*model, normal, true, pixel_statistics.threshold_quantile);
+        for (float v : n.scores)
+            if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
+        return n;
+    }
+    void assign_normal_statistics(const Scorer::ImageStatistics& n) {
+        statistics = describe(n.scores, options.threshold_quantile);
         pixel_statistics = n.pixel_statistics;
-        return std::move(n.scores);
     }
 
     nlohmann::json detector_metadata() const { return detector_file::to_json(record()); }
@@ -147,6 +141,7 @@ ScoreResult Detector::score(const FloatImageView& image, const ScoreOptions& opt
     Impl& impl = checked_impl("score");
     std::shared_lock lock(impl.model_mutex);
     impl.require_trained();
+    SGA_CHECK_ARGUMENT(!impl.options.tiling.enabled(), "a tiled detector scores 8-bit images (ImageView)");
     const Architecture& a = impl.options.architecture;
     std::vector<float> sample(static_cast<std::size_t>(impl.sample_floats()));
     preprocess(image, a.image_size, a.channels, sample.data());
@@ -159,13 +154,12 @@ CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::sp
     SGA_CHECK_ARGUMENT(!normal.empty(), "calibrate needs at least one normal image");
     std::unique_lock lock(impl.model_mutex);
     impl.require_trained();
-    const std::vector<float> normal_samples = impl.preprocess_all(normal);
-    const std::vector<float> anomalous_samples = impl.preprocess_all(anomalous);
-    std::vector<float> scores = impl.learn_normal_statistics(normal_samples, normal.size());
-    const BatchScores parts = impl.scorer.score_samples(*impl.model, anomalous_samples, anomalous.size(), false);
-    for (std::size_t i = 0; i < anomalous.size(); ++i) scores.push_back(impl.model->combined_score(parts, i));
-    for (float v : scores)
+    const Scorer::ImageStatistics n = impl.normal_statistics(normal);
+    std::vector<float> scores = n.scores;
+    for (float v : impl.scorer.image_statistics(*impl.model, anomalous, false, 0).scores) {
         if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
+        scores.push_back(v);
+    }
     std::vector<int> labels(scores.size(), 0);
     std::fill(labels.begin() + static_cast<std::ptrdiff_t>(normal.size()), labels.end(), 1);
     const F1Max best = f1_max(scores, labels);
@@ -176,6 +170,7 @@ CalibrationResult Detector::calibrate(std::span<const ImageView> normal, std::sp
     c.auroc = roc_auc(scores, labels);
     c.normal_images = normal.size();
     c.anomalous_images = anomalous.size();
+    impl.assign_normal_statistics(n);
     impl.threshold = c.threshold;
     impl.threshold_source = "calibrated_f1_max";
     return c;
@@ -194,13 +189,11 @@ CalibrationResult Detector::calibrate_normal(std::span<const ImageView> normal, 
                        "the threshold quantile must lie in (0, 1], found " + std::to_string(threshold_quantile.value_or(0)));
     std::unique_lock lock(impl.model_mutex);
     impl.require_trained();
-    const std::vector<float> samples = impl.preprocess_all(normal);
-    const std::vector<float> scores = impl.learn_normal_statistics(samples, normal.size());
-    for (float v : scores)
-        if (!std::isfinite(v)) throw NumericalError("the model produced a non-finite score; its weights are damaged");
+    const Scorer::ImageStatistics n = impl.normal_statistics(normal);
     CalibrationResult c;
-    c.threshold = threshold_quantile ? static_cast<float>(threshold_from_normal_scores(scores, *threshold_quantile))
-                                     : default_threshold(scores, impl.options.threshold_quantile);
+    c.threshold = threshold_quantile ? static_cast<float>(threshold_from_normal_scores(n.scores, *threshold_quantile))
+                                     : default_threshold(n.scores, impl.options.threshold_quantile);
+    impl.assign_normal_statistics(n);
     c.rule = "validation_quantile";
     c.normal_images = normal.size();
     impl.threshold = c.threshold;

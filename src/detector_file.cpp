@@ -157,7 +157,7 @@ ScoreStandardisation score_standardisation_from_json(const nlohmann::json& z) {
 }
 
 nlohmann::json training_to_json(const DetectorOptions& o) {
-    return {{"epochs", o.epochs},
+    nlohmann::json j{{"epochs", o.epochs},
             {"batch_size", o.batch_size},
             {"learning_rate", o.adam.learning_rate},
             {"beta1", o.adam.beta1},
@@ -170,6 +170,9 @@ nlohmann::json training_to_json(const DetectorOptions& o) {
             {"validation_fraction", o.validation_fraction},
             {"threshold_quantile", o.threshold_quantile},
             {"seed", o.seed}};
+    // Only when on, so that other files stay as they were.
+    if (o.tiling.enabled()) j["tiling"] = {{"tile", o.tiling.tile}, {"stride", o.tiling.stride}};
+    return j;
 }
 
 void training_from_json(const nlohmann::json& t, DetectorOptions& options) {
@@ -182,6 +185,8 @@ void training_from_json(const nlohmann::json& t, DetectorOptions& options) {
     options.validation_fraction = t.at("validation_fraction").get<float>();
     options.threshold_quantile = t.at("threshold_quantile").get<float>();
     options.seed = t.at("seed").get<std::uint64_t>();
+    if (t.contains("tiling"))
+        options.tiling = {t.at("tiling").at("tile").get<int>(), t.at("tiling").at("stride").get<int>()};
 }
 
 nlohmann::json preprocessing_json(const Architecture& a) {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,26 @@ public:
                                    const std::vector<std::pair<int, int>>& sizes, const ScoreOptions& options,
                                    const ResultScale& scale) const;
 
+    // ---- whole images: resized to the network's input, or cut into tiles (options' tiling)
+
+    // One ScoreResult per image, at the image's resolution. With tiling, each image's tiles
+    // are scored in chunks of score_batch_size and their maps stitched (MapStitcher); the
+    // image score is the stitched map's maximum when the recipe scores from the map, else the
+    // largest tile score; reconstruction, latent and rotation errors are the tiles' means.
+    // Reconstructions are not available with tiling (InvalidArgument). Images that fail to
+    // preprocess throw InvalidArgument naming their index.
+    std::vector<ScoreResult> score_images(const SkipGanomaly& model, std::span<const ImageView> images,
+                                          const ScoreOptions& options, const ResultScale& scale) const;
+    // The scores of `images` (as score_images gives them), and with `pixel_level` the
+    // statistics of their map values at `pixel_quantile`, at most 2^24 pixels pooled.
+    struct ImageStatistics {
+        std::vector<float> scores;
+        PixelStatistics pixel_statistics;
+    };
+    ImageStatistics image_statistics(const SkipGanomaly& model, std::span<const ImageView> images, bool pixel_level,
+                                     double pixel_quantile) const;
+    const Tiling& tiling() const { return tiling_; }
+
     // Pixel statistics at `level` from the error maps of the first normal samples, at most
     // 2^24 pixels (16,384 images of 32 x 32, 256 of 256 x 256): the quantile is stable long
     // before, and the maps of 20,000 large images would not fit in memory.
@@ -90,9 +111,20 @@ private:
     void release_slot(std::unique_ptr<Slot> slot) const;
     // G(x) of `batch` (its scoring view) in `mode`, as host floats.
     std::vector<float> reconstruct(const SkipGanomaly& model, Slot& slot, TensorView batch, BatchNormMode mode) const;
+    // Preprocessed samples of `images`, side by side.
+    std::vector<float> preprocess_all(std::span<const ImageView> images) const;
+    // An image scored tile by tile: its parts (means over the tiles), its score and, when
+    // asked, its stitched map at full resolution.
+    struct TiledScore {
+        float score = 0, reconstruction = 0, latent = 0, rotation = 0;
+        std::vector<float> map;  // (height, width)
+    };
+    TiledScore score_tiled(const SkipGanomaly& model, const ImageView& image, bool keep_map,
+                           std::optional<ScoringMode> mode) const;
 
     Device device_;
     int image_size_, channels_, score_batch_size_;
+    Tiling tiling_;
     ScoringMode default_mode_;
     std::int64_t sample_floats_;
     mutable std::mutex pool_mutex_;

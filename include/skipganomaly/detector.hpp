@@ -56,6 +56,7 @@
 
 #include "skipganomaly/image.hpp"
 #include "skipganomaly/recipe.hpp"
+#include "skipganomaly/tiling.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
 
 namespace sga {
@@ -101,7 +102,13 @@ struct SKIPGANOMALY_API DetectorOptions {
     std::uint64_t seed = 0;  // initialisation, shuffling and the validation split
     Device device = Device::Auto;
     ScoringMode scoring_mode = ScoringMode::RunningStatistics;
-    int score_batch_size = 64;  // images per forward pass in score(span)
+    int score_batch_size = 64;  // images (or tiles) per forward pass in score(span)
+    // Images larger than the network's input, at their own resolution (tiling.hpp): training
+    // sees random tiles, scoring cuts each image into overlapping tiles and stitches their maps
+    // into one at the image's resolution; the image score is the stitched map's maximum (a
+    // recipe that scores from the map) or the largest tile score. Off by default: the whole
+    // image is resized to the network's input. Needs a recipe without rotation prediction.
+    Tiling tiling;
     // Checkpoints: written every `checkpoint_every_epochs` epochs (0: never) to
     // `checkpoint_path`; `resume_from` continues training from such a file.
     int checkpoint_every_epochs = 0;
