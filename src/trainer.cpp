@@ -75,6 +75,25 @@ struct TrainingSnapshot {
     }
 };
 
+// Sums an epoch's batch losses into its summary; average_losses divides by the batches.
+void add_losses(EpochSummary& summary, const StepLosses& losses) {
+    summary.generator_loss += losses.generator;
+    summary.discriminator_loss += losses.discriminator;
+    summary.adversarial_loss += losses.generator_adversarial;
+    summary.contextual_loss += losses.generator_contextual;
+    summary.latent_loss += losses.generator_latent;
+    if (losses.discriminator_reinitialized) ++summary.discriminator_reinits;
+}
+
+void average_losses(EpochSummary& summary, std::size_t batches) {
+    const float count = static_cast<float>(batches);
+    summary.generator_loss /= count;
+    summary.discriminator_loss /= count;
+    summary.adversarial_loss /= count;
+    summary.contextual_loss /= count;
+    summary.latent_loss /= count;
+}
+
 }  // namespace
 
 SampleSource::SampleSource(std::span<const ImageView> images, int size, int channels)
@@ -194,13 +213,94 @@ void Trainer::resume_checkpointed_recipe() {
         state_.orientation = detector_file::orientation_finding_from_json((*detector)["orientation_check"]);
 }
 
+ValidationSplit ValidationSplit::draw(std::size_t count, float fraction, RandomStream& random) {
+    std::vector<std::size_t> order(count);
+    std::iota(order.begin(), order.end(), 0);
+    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[random.uniform_index(i)]);
+    std::size_t held_out = static_cast<std::size_t>(std::floor(fraction * static_cast<double>(count)));
+    if (fraction > 0 && held_out == 0) held_out = 1;
+    ValidationSplit split;
+    split.validation.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(held_out));
+    split.training.assign(order.begin() + static_cast<std::ptrdiff_t>(held_out), order.end());
+    return split;
+}
+
+TrainingBatch::TrainingBatch(const DetectorOptions& options, Context& ctx)
+    : ctx_(ctx), restoration_(options.recipe.restoration), size_(options.architecture.image_size),
+      channels_(options.architecture.channels), count_(options.batch_size),
+      clean_({options.batch_size, channels_, size_, size_}, ctx.device()),
+      staging_(static_cast<std::size_t>(count_) * static_cast<std::size_t>(channels_ * size_ * size_)) {
+    if (restoration_.enabled()) {
+        corrupted_ = Tensor({options.batch_size, channels_, size_, size_}, ctx.device());
+        corrupted_staging_.resize(staging_.size());
+    }
+}
+
+void TrainingBatch::load(const SampleSource& samples, const std::size_t* indices, RandomStream& random) {
+    const std::size_t sample = samples.sample_floats();
+    for (std::size_t j = 0; j < static_cast<std::size_t>(count_); ++j) samples.copy(indices[j], staging_.data() + j * sample);
+    copy_bytes(ctx_, clean_.data(), ctx_.device(), staging_.data(), Device::Cpu, staging_.size() * sizeof(float));
+    if (restoration_.enabled()) {
+        restoration_.corrupt(staging_.data(), corrupted_staging_.data(), count_, channels_, size_, random, &quarter_turns_);
+        copy_bytes(ctx_, corrupted_.data(), ctx_.device(), corrupted_staging_.data(), Device::Cpu,
+                   corrupted_staging_.size() * sizeof(float));
+    }
+}
+
+std::optional<TensorView> TrainingBatch::generator_input() const {
+    if (!restoration_.enabled()) return std::nullopt;
+    return corrupted_.view();
+}
+
+const std::vector<int>* TrainingBatch::quarter_turns() const { return restoration_.enabled() ? &quarter_turns_ : nullptr; }
+
+int Trainer::resume_checkpoint(RandomStream& random) {
+    const DetectorOptions& options = state_.options;
+    const model_file::Reader reader = model_file::Reader::open(options.resume_from);
+    const Architecture a = reader.architecture();
+    const Architecture& b = options.architecture;
+    if (a.image_size != b.image_size || a.channels != b.channels || a.generator_features != b.generator_features ||
+        a.discriminator_features != b.discriminator_features || a.latent_size != b.latent_size ||
+        a.bottleneck_channels != b.bottleneck_channels || a.rotation_head != b.rotation_head)
+        throw InvalidArgument("resume_from: the checkpoint's architecture differs from the options'");
+    const std::optional<model_file::TrainingState> state = reader.training_state();
+    if (!state) throw InvalidArgument("resume_from: '" + options.resume_from + "' is a model, not a checkpoint");
+    reader.load_into(*state_.model);
+    random = RandomStream(options.seed, state->random_offset);
+    return state->epochs_completed;
+}
+
+void Trainer::write_checkpoint(int epochs_completed, const RandomStream& random) const {
+    const SkipGanomaly& model = *state_.model;
+    const model_file::TrainingState state{epochs_completed, random.offset(), model.generator_optimizer.steps(),
+                                          model.discriminator_optimizer.steps()};
+    model_file::save(state_.options.checkpoint_path, model, {{"detector", detector_file::to_json(state_.record())}}, &state);
+}
+
+void Trainer::learn_statistics(const std::vector<float>& normal_samples, std::size_t count) {
+    SkipGanomaly& model = *state_.model;
+    const BatchScores parts = scorer_.score_samples(model, normal_samples, count, false);
+    if (model.discriminator.has_rotation_head()) {  // the scale of the two score parts, from these normal images
+        std::vector<float> official(count);
+        for (std::size_t i = 0; i < official.size(); ++i) official[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
+        model.score_standardisation = ScoreStandardisation::of(official, parts.rotation);
+    }
+    std::vector<float> scores(count);
+    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = model.combined_score(parts, i);
+    state_.statistics = describe(scores, state_.options.threshold_quantile);
+    state_.pixel_statistics = scorer_.learn_pixel_statistics(model, normal_samples, scores.size(),
+                                                             state_.pixel_statistics.threshold_quantile);
+    state_.threshold = default_threshold(scores, state_.options.threshold_quantile);
+    state_.threshold_source = "validation_quantile";
+    state_.trained = true;
+}
+
 FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& callbacks) {
     const DetectorOptions& options = state_.options;
     SkipGanomaly& model = *state_.model;
     const Clock::time_point start = Clock::now();
     SGA_CHECK_ARGUMENT(!images.empty(), "fit: the training set is empty");
     const SampleSource samples(images, options.architecture.image_size, options.architecture.channels);
-    const std::size_t sample = samples.sample_floats();
 
     // One stream fixes initialisation, the split, every shuffle and re-initialisation.
     RandomStream random(options.seed);
@@ -218,54 +318,25 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
     } release_training_buffers{model};
     model.initialize(ctx, random);
 
-    // Validation split: a seeded shuffle, the first images held out.
-    std::vector<std::size_t> order(images.size());
-    std::iota(order.begin(), order.end(), 0);
-    for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[random.uniform_index(i)]);
-    std::size_t held_out = static_cast<std::size_t>(std::floor(options.validation_fraction * static_cast<double>(images.size())));
-    if (options.validation_fraction > 0 && held_out == 0) held_out = 1;
-    std::vector<std::size_t> validation(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(held_out));
-    std::vector<std::size_t> training(order.begin() + static_cast<std::ptrdiff_t>(held_out), order.end());
+    const ValidationSplit split = ValidationSplit::draw(samples.size(), options.validation_fraction, random);
+    const std::vector<std::size_t>& training = split.training;
+    const std::vector<std::size_t>& validation = split.validation;
     const std::size_t batch = static_cast<std::size_t>(options.batch_size);
     SGA_CHECK_ARGUMENT(training.size() >= batch,
                        "fit: " + std::to_string(training.size()) + " training images (after holding out " +
-                           std::to_string(held_out) + " for validation) are fewer than one batch of " +
+                           std::to_string(validation.size()) + " for validation) are fewer than one batch of " +
                            std::to_string(batch) + "; add images or lower batch_size");
 
-    int first_epoch = 0;
-    if (!options.resume_from.empty()) {
-        const model_file::Reader reader = model_file::Reader::open(options.resume_from);
-        const Architecture a = reader.architecture();
-        const Architecture& b = options.architecture;
-        if (a.image_size != b.image_size || a.channels != b.channels || a.generator_features != b.generator_features ||
-            a.discriminator_features != b.discriminator_features || a.latent_size != b.latent_size ||
-            a.bottleneck_channels != b.bottleneck_channels || a.rotation_head != b.rotation_head)
-            throw InvalidArgument("resume_from: the checkpoint's architecture differs from the options'");
-        const std::optional<model_file::TrainingState> state = reader.training_state();
-        if (!state) throw InvalidArgument("resume_from: '" + options.resume_from + "' is a model, not a checkpoint");
-        reader.load_into(model);
-        random = RandomStream(options.seed, state->random_offset);
-        first_epoch = state->epochs_completed;
-    }
+    const int first_epoch = options.resume_from.empty() ? 0 : resume_checkpoint(random);
 
-    const Architecture& a = options.architecture;
-    Tensor batch_tensor({options.batch_size, a.channels, a.image_size, a.image_size}, ctx.device());
-    std::vector<float> staging(batch * sample);
-    // Restoration training: what the generator sees instead of the clean batch.
-    const Restoration& restoration = options.recipe.restoration;
-    Tensor corrupted_tensor;
-    std::vector<float> corrupted_staging;
-    std::vector<int> quarter_turns;  // of each generator input: the rotation head's targets
-    if (restoration.enabled()) {
-        corrupted_tensor = Tensor({options.batch_size, a.channels, a.image_size, a.image_size}, ctx.device());
-        corrupted_staging.resize(batch * sample);
-    }
+    TrainingBatch training_batch(options, ctx);
     Tape tape(ctx);
     TrainingSnapshot snapshot;
     snapshot.capture(model, random);
 
     // The stopping rule's yardstick: held-out normal images against CutPaste anomalies made
     // from them, drawn once from a stream of their own so training's stream is untouched.
+    const Architecture& a = options.architecture;
     const std::vector<float> validation_samples = samples.gather(validation);
     std::vector<float> synthetic_samples;
     if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies) {
@@ -294,37 +365,20 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
         EpochSummary summary;
         summary.epoch = epoch + 1;
         for (std::size_t b = 0; b < batches; ++b) {
-            for (std::size_t j = 0; j < batch; ++j)
-                samples.copy(epoch_order[b * batch + j], staging.data() + j * sample);
-            copy_bytes(ctx, batch_tensor.data(), ctx.device(), staging.data(), Device::Cpu, staging.size() * sizeof(float));
-            std::optional<TensorView> generator_input;
-            if (restoration.enabled()) {
-                restoration.corrupt(staging.data(), corrupted_staging.data(), options.batch_size, a.channels, a.image_size, random,
-                                    &quarter_turns);
-                copy_bytes(ctx, corrupted_tensor.data(), ctx.device(), corrupted_staging.data(), Device::Cpu,
-                           corrupted_staging.size() * sizeof(float));
-                generator_input = corrupted_tensor.view();
-            }
+            training_batch.load(samples, epoch_order.data() + b * batch, random);
             StepLosses losses;
             try {
                 const SkipMask closed = options.recipe.skip_gating.draw_training_closed(random);
-                losses = model.train_step(ctx, tape, batch_tensor.view(), random, closed, generator_input,
-                                           restoration.enabled() ? &quarter_turns : nullptr);
+                losses = model.train_step(ctx, tape, training_batch.clean(), random, closed, training_batch.generator_input(),
+                                          training_batch.quarter_turns());
             } catch (const NumericalError& e) {
                 snapshot.restore(model, random);
                 throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch + 1) + ", batch " +
                                      std::to_string(b + 1) + "; the model was returned to the end of epoch " +
                                      std::to_string(report.epochs_completed));
             }
-            summary.generator_loss += losses.generator;
-            summary.discriminator_loss += losses.discriminator;
-            summary.adversarial_loss += losses.generator_adversarial;
-            summary.contextual_loss += losses.generator_contextual;
-            summary.latent_loss += losses.generator_latent;
-            if (losses.discriminator_reinitialized) {
-                ++summary.discriminator_reinits;
-                ++report.discriminator_reinits;
-            }
+            add_losses(summary, losses);
+            if (losses.discriminator_reinitialized) ++report.discriminator_reinits;
             ++batches_done;
             if (callbacks.on_batch) {
                 TrainingProgress p;
@@ -348,12 +402,7 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
             snapshot.restore(model, random);
             break;
         }
-        const float count = static_cast<float>(batches);
-        summary.generator_loss /= count;
-        summary.discriminator_loss /= count;
-        summary.adversarial_loss /= count;
-        summary.contextual_loss /= count;
-        summary.latent_loss /= count;
+        average_losses(summary, batches);
         const Recipe& recipe = options.recipe;
         const std::size_t steps_before = batches * static_cast<std::size_t>(epoch), steps = steps_before + batches;
         const std::size_t check_at = recipe.orientation_check.check_at_step(batches * static_cast<std::size_t>(options.epochs));
@@ -367,7 +416,7 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
         }
         // Precise statistics now only when this epoch's model is looked at; else once at the end.
         const bool model_looked_at = recipe.stopping != StoppingRule::FinalEpoch || callbacks.on_epoch_model;
-        if (recipe.recompute_batch_norm && model_looked_at) recompute_batch_norm(tape, batch_tensor, samples, training);
+        if (recipe.recompute_batch_norm && model_looked_at) recompute_batch_norm(tape, training_batch.clean_tensor(), samples, training);
         if (recipe.stopping == StoppingRule::BestSyntheticAnomalies) {
             summary.synthetic_auroc = separation_auroc(validation_samples, synthetic_samples, validation.size());
             if (summary.synthetic_auroc > best_synthetic_auroc) {
@@ -384,41 +433,22 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
         snapshot.capture(model, random);
         if (callbacks.on_epoch) callbacks.on_epoch(summary);
         if (callbacks.on_epoch_model) callbacks.on_epoch_model(summary, model);
-        if (options.checkpoint_every_epochs > 0 && report.epochs_completed % options.checkpoint_every_epochs == 0) {
-            const model_file::TrainingState state{report.epochs_completed, random.offset(),
-                                                  model.generator_optimizer.steps(),
-                                                  model.discriminator_optimizer.steps()};
-            model_file::save(options.checkpoint_path, model, {{"detector", detector_file::to_json(state_.record())}}, &state);
-        }
+        if (options.checkpoint_every_epochs > 0 && report.epochs_completed % options.checkpoint_every_epochs == 0)
+            write_checkpoint(report.epochs_completed, random);
     }
 
     if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies && !best_weights.tensors.empty())
         best_weights.restore(weight_views(model));  // with the statistics recomputed for that epoch
     else if (options.recipe.recompute_batch_norm && report.epochs_completed > 0)
-        recompute_batch_norm(tape, batch_tensor, samples, training);
+        recompute_batch_norm(tape, training_batch.clean_tensor(), samples, training);
     state_.kept_epoch = report.kept_epoch;
     if (report.orientation.checked) state_.orientation = report.orientation;
     model.pack_for_inference(ctx);  // the weights are final: pack them once for scoring
 
     // Score statistics on the held-out normal images (the training images when none are
     // held out), and the default threshold from them.
-    const std::vector<std::size_t>& reference = validation.empty() ? training : validation;
-    const std::vector<float> training_samples = validation.empty() ? samples.gather(training) : std::vector<float>{};
-    const std::vector<float>& reference_samples = validation.empty() ? training_samples : validation_samples;
-    const BatchScores parts = scorer_.score_samples(model, reference_samples, reference.size(), false);
-    if (model.discriminator.has_rotation_head()) {  // the scale of the two score parts, from these normal images
-        std::vector<float> official(reference.size());
-        for (std::size_t i = 0; i < official.size(); ++i) official[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
-        model.score_standardisation = ScoreStandardisation::of(official, parts.rotation);
-    }
-    std::vector<float> scores(reference.size());
-    for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = model.combined_score(parts, i);
-    state_.statistics = describe(scores, options.threshold_quantile);
-    state_.pixel_statistics = scorer_.learn_pixel_statistics(model, reference_samples, scores.size(),
-                                                             state_.pixel_statistics.threshold_quantile);
-    state_.threshold = default_threshold(scores, options.threshold_quantile);
-    state_.threshold_source = "validation_quantile";
-    state_.trained = true;
+    if (validation.empty()) learn_statistics(samples.gather(training), training.size());
+    else learn_statistics(validation_samples, validation.size());
 
     report.validation_scores = state_.statistics;
     report.threshold = state_.threshold.load();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -36,6 +37,40 @@ private:
     std::size_t sample_;
 };
 
+// The validation split: a seeded shuffle of the image indices, the first held out. At least
+// one image is held out when fraction > 0.
+struct ValidationSplit {
+    std::vector<std::size_t> training, validation;
+    static ValidationSplit draw(std::size_t count, float fraction, RandomStream& random);
+};
+
+// One training batch on the device: the clean samples (batch_size, C, S, S) and, when the
+// recipe restores, the corrupted ones the generator sees instead, with the quarter turn of
+// each (the rotation head's targets).
+class TrainingBatch {
+public:
+    // `options` (its recipe's restoration) and `ctx` must outlive the batch.
+    TrainingBatch(const DetectorOptions& options, Context& ctx);
+    // Samples indices[0, batch_size) of `samples`; corrupts them drawing from `random` when
+    // the recipe restores.
+    void load(const SampleSource& samples, const std::size_t* indices, RandomStream& random);
+    TensorView clean() const { return clean_.view(); }
+    // The clean batch's storage, which precise batch norm reuses for its own batches.
+    Tensor& clean_tensor() { return clean_; }
+    std::optional<TensorView> generator_input() const;  // unset: the generator sees clean()
+    const std::vector<int>* quarter_turns() const;      // null unless the recipe restores
+
+private:
+    Context& ctx_;
+    const Restoration& restoration_;
+    int size_, channels_, count_;
+    Tensor clean_;
+    std::vector<float> staging_;
+    Tensor corrupted_;
+    std::vector<float> corrupted_staging_;
+    std::vector<int> quarter_turns_;
+};
+
 class Trainer {
 public:
     // Trains `state`'s model, scoring it with `scorer` (the Detector's) where training needs
@@ -55,6 +90,15 @@ private:
     // One training run of options.recipe; returns early, untrained, when the orientation
     // check finds no upright (FitReport::orientation.oriented false).
     FitReport train(std::span<const ImageView> images, const FitCallbacks& callbacks);
+    // Continues from options.resume_from: checks its architecture, loads weights and Adam
+    // moments, puts `random` where the checkpoint's run stood; returns its completed epochs.
+    int resume_checkpoint(RandomStream& random);
+    // A checkpoint to options.checkpoint_path: the model, its optimiser state, the stream
+    // position and what the detector holds now.
+    void write_checkpoint(int epochs_completed, const RandomStream& random) const;
+    // With the final weights: the score standardisation (rotation head only), score and pixel
+    // statistics and the default threshold, from `count` normal samples; the state is trained.
+    void learn_statistics(const std::vector<float>& normal_samples, std::size_t count);
     // Precise batch norm over the training images (full batches, in `training` order).
     void recompute_batch_norm(Tape& tape, Tensor& batch_tensor, const SampleSource& samples,
                               const std::vector<std::size_t>& training);
