@@ -96,9 +96,11 @@ void average_losses(EpochSummary& summary, std::size_t batches) {
 
 }  // namespace
 
-SampleSource::SampleSource(std::span<const ImageView> images, int size, int channels)
+SampleSource::SampleSource(std::span<const ImageView> images, int size, int channels, const Tiling& tiling,
+                           std::uint64_t seed)
     : images_(images), size_(size), channels_(channels),
-      sample_(static_cast<std::size_t>(channels) * static_cast<std::size_t>(size) * static_cast<std::size_t>(size)) {
+      sample_(static_cast<std::size_t>(channels) * static_cast<std::size_t>(size) * static_cast<std::size_t>(size)),
+      tiling_(tiling), seed_(seed) {
     std::vector<float> scratch(sample_);
     for (std::size_t i = 0; i < images.size(); ++i) {
         try {
@@ -109,7 +111,17 @@ SampleSource::SampleSource(std::span<const ImageView> images, int size, int chan
     }
 }
 
-void SampleSource::copy(std::size_t index, float* out) const { preprocess(images_[index], size_, channels_, out); }
+void SampleSource::copy(std::size_t index, float* out) const {
+    if (!tiling_.enabled()) {
+        preprocess(images_[index], size_, channels_, out);
+        return;
+    }
+    const ImageView& image = images_[index];
+    SGA_CHECK_ARGUMENT(image.width > 0 && image.height > 0, "the image has no pixels");
+    // Its own stream per (round, image): a tile does not depend on which others were drawn.
+    RandomStream random(seed_ ^ 0x7113d5a11e5ULL, (round_ * images_.size() + index) * 2);
+    preprocess(tile_view(image, random_tile(image.width, image.height, tiling_.tile, random)), size_, channels_, out);
+}
 
 std::vector<float> SampleSource::gather(const std::vector<std::size_t>& indices) const {
     std::vector<float> out(indices.size() * sample_);
@@ -295,12 +307,25 @@ void Trainer::learn_statistics(const std::vector<float>& normal_samples, std::si
     state_.trained = true;
 }
 
+void Trainer::learn_tiled_statistics(const SampleSource& samples, const std::vector<std::size_t>& reference) {
+    std::vector<ImageView> views;
+    for (std::size_t i : reference) views.push_back(samples.image(i));
+    const Scorer::ImageStatistics n =
+        scorer_.image_statistics(*state_.model, views, true, state_.pixel_statistics.threshold_quantile);
+    state_.statistics = describe(n.scores, state_.options.threshold_quantile);
+    state_.pixel_statistics = n.pixel_statistics;
+    state_.threshold = default_threshold(n.scores, state_.options.threshold_quantile);
+    state_.threshold_source = "validation_quantile";
+    state_.trained = true;
+}
+
 FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& callbacks) {
     const DetectorOptions& options = state_.options;
     SkipGanomaly& model = *state_.model;
     const Clock::time_point start = Clock::now();
     SGA_CHECK_ARGUMENT(!images.empty(), "fit: the training set is empty");
-    const SampleSource samples(images, options.architecture.image_size, options.architecture.channels);
+    SampleSource samples(images, options.architecture.image_size, options.architecture.channels, options.tiling,
+                         options.seed);
 
     // One stream fixes initialisation, the split, every shuffle and re-initialisation.
     RandomStream random(options.seed);
@@ -358,6 +383,7 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
 
     for (int epoch = first_epoch; epoch < options.epochs && !report.cancelled; ++epoch) {
         const Clock::time_point epoch_start = Clock::now();
+        samples.set_round(static_cast<std::uint64_t>(epoch) + 1);  // with tiling, new tiles (round 0: validation)
         // Each epoch shuffles the same base order, so an epoch's batches depend only on the
         // stream position (which a checkpoint stores), not on earlier epochs' permutations.
         std::vector<std::size_t> epoch_order = training;
@@ -447,7 +473,8 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
 
     // Score statistics on the held-out normal images (the training images when none are
     // held out), and the default threshold from them.
-    if (validation.empty()) learn_statistics(samples.gather(training), training.size());
+    if (options.tiling.enabled()) learn_tiled_statistics(samples, validation.empty() ? training : validation);
+    else if (validation.empty()) learn_statistics(samples.gather(training), training.size());
     else learn_statistics(validation_samples, validation.size());
 
     report.validation_scores = state_.statistics;

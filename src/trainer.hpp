@@ -19,13 +19,21 @@ namespace sga {
 // demand instead of all at once: holding the whole set as float32 would cost 4x the 8-bit
 // images themselves (2 GB for 10,000 RGB images at 128 px). Preprocessing is deterministic,
 // so each use gets the same floats. Sample i is made from image i.
+//
+// With tiling (tiling.hpp), sample i is a tile of image i at a random place drawn from
+// (seed, round, i): each training epoch sets its own round, so it sees other tiles, and any
+// use within a round gets the same floats.
 class SampleSource {
 public:
-    // Preprocesses every image once, so that a bad one is refused (InvalidArgument naming its
-    // index) before training starts.
-    SampleSource(std::span<const ImageView> images, int size, int channels);
+    // Preprocesses every image (with tiling, one tile of it) once, so that a bad one is
+    // refused (InvalidArgument naming its index) before training starts.
+    SampleSource(std::span<const ImageView> images, int size, int channels, const Tiling& tiling = {},
+                 std::uint64_t seed = 0);
     std::size_t size() const { return images_.size(); }
     std::size_t sample_floats() const { return sample_; }
+    const ImageView& image(std::size_t index) const { return images_[index]; }
+    // With tiling: the round whose tiles copy() and gather() give from now on.
+    void set_round(std::uint64_t round) { round_ = round; }
     // Sample `index` into out[0, sample_floats()).
     void copy(std::size_t index, float* out) const;
     // The samples of `indices`, in that order, side by side.
@@ -35,6 +43,8 @@ private:
     std::span<const ImageView> images_;
     int size_, channels_;
     std::size_t sample_;
+    Tiling tiling_;
+    std::uint64_t seed_ = 0, round_ = 0;
 };
 
 // The validation split: a seeded shuffle of the image indices, the first held out. At least
@@ -99,6 +109,8 @@ private:
     // With the final weights: the score standardisation (rotation head only), score and pixel
     // statistics and the default threshold, from `count` normal samples; the state is trained.
     void learn_statistics(const std::vector<float>& normal_samples, std::size_t count);
+    // The same with tiling: the held-out images scored tile by tile, as score() scores them.
+    void learn_tiled_statistics(const SampleSource& samples, const std::vector<std::size_t>& reference);
     // Precise batch norm over the training images (full batches, in `training` order).
     void recompute_batch_norm(Tape& tape, Tensor& batch_tensor, const SampleSource& samples,
                               const std::vector<std::size_t>& training);

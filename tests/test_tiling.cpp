@@ -125,3 +125,116 @@ TEST_CASE("tiling settings are checked", "[tiling][errors]") {
     CHECK_THROWS_AS((Tiling{0, 16}.validate()), InvalidArgument);
     CHECK_THROWS_AS(tile_windows(10, 10, Tiling{}), InvalidArgument);
 }
+
+// ---- a Detector with tiling ------------------------------------------------------------
+
+#include <filesystem>
+
+#include "skipganomaly/detector.hpp"
+
+namespace {
+
+sga::DetectorOptions tiled_options() {
+    sga::DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = sga::Recipe::inspection();
+    o.recipe.anomaly_map.smoothing_sigma = 2.0f;
+    o.tiling = {32, 16};
+    return o;
+}
+
+// Trained once: random 72 x 48 grey images, larger than the network's 32 x 32 input.
+const sga::Detector& tiled_detector() {
+    static const sga::Detector detector = [] {
+        std::vector<sga::Image> images;
+        for (unsigned i = 0; i < 40; ++i) images.push_back(sga::testing::random_image(72, 48, 1, 500 + i));
+        sga::Detector d(tiled_options());
+        d.fit(images);
+        return d;
+    }();
+    return detector;
+}
+
+}  // namespace
+
+TEST_CASE("a tiled detector stitches its tiles' maps at the image's resolution and scores their maximum",
+          "[tiling][detector]") {
+    const sga::Detector& d = tiled_detector();
+    REQUIRE(d.is_trained());
+    REQUIRE(d.pixel_statistics().count > 0);
+    sga::ScoreOptions with_mask;
+    with_mask.anomaly_mask = true;
+    // Any size: the map comes back at the image's own resolution.
+    for (const auto& [width, height] : {std::pair{72, 48}, std::pair{100, 33}, std::pair{20, 90}}) {
+        const sga::Image image = sga::testing::random_image(width, height, 1, 77);
+        const sga::ScoreResult r = d.score(image.view(), with_mask);
+        REQUIRE(r.map_width == width);
+        REQUIRE(r.map_height == height);
+        REQUIRE(r.anomaly_map.size() == static_cast<std::size_t>(width * height));
+        REQUIRE(r.anomaly_mask.size() == r.anomaly_map.size());
+        CHECK(r.score == *std::max_element(r.anomaly_map.begin(), r.anomaly_map.end()));
+        CHECK(d.score(image.view()).score == r.score);  // the map's maximum, asked for or not
+    }
+
+    // A 48 x 32 image is two tiles, at x = 0 and x = 16; each tile scored as an image of its
+    // own is one window. The stitched map is the first tile's where only it lies, the mean of
+    // both where they overlap, the second's beyond.
+    const sga::Image image = sga::testing::random_image(48, 32, 1, 78);
+    sga::ScoreOptions with_map;
+    with_map.anomaly_map = true;
+    const sga::ScoreResult whole = d.score(image.view(), with_map);
+    sga::Image left{32, 32, 1, {}}, right{32, 32, 1, {}};
+    for (int y = 0; y < 32; ++y)
+        for (int x = 0; x < 32; ++x) {
+            left.pixels.push_back(image.pixels[static_cast<std::size_t>(y * 48 + x)]);
+            right.pixels.push_back(image.pixels[static_cast<std::size_t>(y * 48 + 16 + x)]);
+        }
+    const std::vector<float> a = d.score(left.view(), with_map).anomaly_map, b = d.score(right.view(), with_map).anomaly_map;
+    for (int y = 0; y < 32; ++y)
+        for (int x = 0; x < 48; ++x) {
+            const float expected = x < 16   ? a[static_cast<std::size_t>(y * 32 + x)]
+                                   : x < 32 ? (a[static_cast<std::size_t>(y * 32 + x)] + b[static_cast<std::size_t>(y * 32 + x - 16)]) / 2
+                                            : b[static_cast<std::size_t>(y * 32 + x - 16)];
+            INFO("x " << x << " y " << y);
+            REQUIRE(whole.anomaly_map[static_cast<std::size_t>(y * 48 + x)] == Approx(expected).epsilon(1e-5).margin(1e-6));
+        }
+}
+
+TEST_CASE("a tiled detector round-trips through a file, calibrates tile by tile, and refuses what tiling cannot do",
+          "[tiling][detector][errors]") {
+    const sga::Detector& d = tiled_detector();
+    const std::filesystem::path path = std::filesystem::temp_directory_path() / "sga_test_tiled.safetensors";
+    d.save(path.string());
+    sga::Detector loaded = sga::Detector::load(path.string(), sga::Device::Cpu);
+    std::filesystem::remove(path);
+    CHECK(loaded.options().tiling.tile == 32);
+    CHECK(loaded.options().tiling.stride == 16);
+    for (unsigned i = 0; i < 3; ++i) {
+        const sga::Image probe = sga::testing::random_image(64, 64, 1, 900 + i);
+        CHECK(loaded.score(probe.view()).score == d.score(probe.view()).score);
+    }
+
+    // calibrate: the statistics of normal images as score() scores them, tile by tile.
+    std::vector<sga::Image> normal;
+    std::vector<sga::ImageView> views;
+    for (unsigned i = 0; i < 12; ++i) normal.push_back(sga::testing::random_image(72, 48, 1, 600 + i));
+    for (const sga::Image& im : normal) views.push_back(im.view());
+    const sga::CalibrationResult c = loaded.calibrate(views);
+    CHECK(c.normal_images == 12);
+    CHECK(loaded.validation_statistics().count == 12);
+    CHECK(loaded.pixel_statistics().count == 12u * 72u * 48u);  // every pixel of the stitched maps
+    std::vector<float> scores;
+    for (const sga::ScoreResult& r : loaded.score(views)) scores.push_back(r.score);
+    CHECK(loaded.validation_statistics().max == Approx(*std::max_element(scores.begin(), scores.end())));
+
+    sga::ScoreOptions reconstruction;
+    reconstruction.reconstruction = true;
+    CHECK_THROWS_AS(d.score(normal[0].view(), reconstruction), sga::InvalidArgument);
+    const std::vector<float> chw(32 * 32, 0.25f);
+    CHECK_THROWS_AS(d.score(sga::FloatImageView{chw.data(), 32, 32, 1}), sga::InvalidArgument);
+    sga::DetectorOptions rotation = tiled_options();
+    rotation.recipe = sga::Recipe::robust_rotation();
+    CHECK_THROWS_WITH(sga::Detector(rotation), Catch::Contains("tiling needs a recipe without rotation prediction"));
+    sga::DetectorOptions bad = tiled_options();
+    bad.tiling.stride = 40;
+    CHECK_THROWS_AS(sga::Detector(bad), sga::InvalidArgument);
+}
