@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "safe_file.hpp"
 #include "skipganomaly/error.hpp"
 
 namespace sga {
@@ -36,7 +37,7 @@ void require_directory(const fs::path& dir, const char* what) {
     std::error_code error;
     const fs::file_status status = fs::status(dir, error);
     if (!fs::exists(status))
-        throw IoError(std::string(what) + " '" + dir.string() + "' does not exist");
+        throw IoError(std::string(what) + " '" + dir.string() + "' " + safe_file::lookup_failure(error ? error.value() : ENOENT));
     if (!fs::is_directory(status))
         throw IoError(std::string(what) + " '" + dir.string() + "' is not a folder");
 }
@@ -462,6 +463,12 @@ OneClassSplit cifar10_one_class(const std::string& dir, int normal_class, std::s
     SGA_CHECK_ARGUMENT(normal_class >= 0 && normal_class <= 9,
                        "CIFAR-10 class must be 0 to 9, got " + std::to_string(normal_class));
     const fs::path root(dir);
+    // Name the data set, not its first file, when it is not there at all.
+    for (const char* name : {"data_batch_1.png", "train_lables.json", "test_batch.png", "test_lables.json"})
+        if (const std::string missing = safe_file::lookup_failure((root / name).string()); !missing.empty())
+            throw IoError("the CIFAR-10 data set is not in '" + dir + "': '" + (root / name).string() + "' " + missing +
+                          "; expected data_batch_1.png to data_batch_5.png, test_batch.png, train_lables.json and "
+                          "test_lables.json, as scripts/fetch-cifar10.sh downloads them (into data/cifar10)");
     OneClassSplit split;
     std::vector<Image> train;
     for (int b = 1; b <= 5; ++b) {

@@ -468,7 +468,8 @@ ImageView Image::view() const {
 Image load_image(const std::string& path) {
     std::error_code error;
     const fs::file_status status = fs::status(path, error);
-    if (!fs::exists(status)) throw IoError("cannot read image '" + path + "': no such file");
+    if (!fs::exists(status))
+        throw IoError("cannot read image '" + path + "': it " + safe_file::lookup_failure(error ? error.value() : ENOENT));
     if (fs::is_directory(status))
         throw IoError("cannot read image '" + path + "': it is a directory");
     // Opening a FIFO blocks until someone writes to it, and a device may never end.

@@ -438,7 +438,8 @@ void Reader::parse_header(const char* header_begin, std::uint64_t header_size, s
 
 Reader Reader::open(const std::string& path) {
     std::error_code error;
-    if (!std::filesystem::exists(path, error)) throw IoError("model file '" + path + "' does not exist");
+    if (!std::filesystem::exists(path, error))
+        throw IoError("model file '" + path + "' " + safe_file::lookup_failure(error ? error.value() : ENOENT));
     if (std::filesystem::is_directory(path, error)) throw IoError("model file '" + path + "' is a directory");
     // Opening a FIFO blocks until someone writes to it; a model file must be a file. The check
     // is made again on the opened file (O_NONBLOCK: a FIFO swapped in meanwhile does not block).

@@ -117,6 +117,29 @@ std::string name_of(const std::string& path) {
 
 std::string system_message(int error) { return std::strerror(error); }
 
+// What the folder's open() or the target's fstatat() error means for a write of `path`.
+[[noreturn]] void refuse_folder(const std::string& path, const std::string& folder, int error) {
+    std::string reason;
+    if (error == ENOENT) reason = "does not exist";
+    else if (error == ENOTDIR) reason = "is not a folder (or a part of its path is not)";
+    else reason = lookup_failure(error);
+    throw IoError("cannot write '" + path + "': folder '" + folder + "' " + reason);
+}
+
+// An existing target (lstat'ed as `existing`) must be a regular file this user may write.
+void check_existing_target(int folder_fd, const std::string& name, const std::string& path, const struct stat& existing) {
+    if (S_ISDIR(existing.st_mode)) throw IoError("cannot write '" + path + "': it is a folder");
+    if (S_ISLNK(existing.st_mode))
+        throw IoError("cannot write '" + path + "': it became a symbolic link while it was being resolved");
+    if (!S_ISREG(existing.st_mode))
+        throw IoError("cannot write '" + path + "': it exists and is not a regular file (a FIFO, socket or device)");
+    // The caller's right to change the file, as access(2) reports it (root may write anything).
+    if (::faccessat(folder_fd, name.c_str(), W_OK, 0) != 0)
+        throw IoError("cannot write '" + path + "': the existing file is not writable by this user (" +
+                      system_message(errno) + "); expected a file this user may write, found mode " +
+                      mode_string(existing.st_mode) + "; it is left unchanged");
+}
+
 // `path` with every symbolic link of its last component followed, so that a write replaces
 // the file a link points to (in that file's folder) and not the link.
 std::string resolve_links(const std::string& path) {
@@ -273,7 +296,7 @@ AtomicFile::AtomicFile(const std::string& path) : path_(path) {
         throw IoError("cannot write '" + path + "': it names a folder, not a file");
 
     folder_fd_ = ::open(folder_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (folder_fd_ < 0) throw IoError("cannot write '" + path + "': folder '" + folder_ + "': " + system_message(errno));
+    if (folder_fd_ < 0) refuse_folder(path, folder_, errno);
 
     struct stat existing {};
     const bool exists = ::fstatat(folder_fd_, name_.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0;
@@ -281,18 +304,7 @@ AtomicFile::AtomicFile(const std::string& path) : path_(path) {
     try {
         if (!exists && stat_error != ENOENT)
             throw IoError("cannot write '" + path + "': " + system_message(stat_error));
-        if (exists) {
-            if (S_ISDIR(existing.st_mode)) throw IoError("cannot write '" + path + "': it is a folder");
-            if (S_ISLNK(existing.st_mode))
-                throw IoError("cannot write '" + path + "': it became a symbolic link while it was being resolved");
-            if (!S_ISREG(existing.st_mode))
-                throw IoError("cannot write '" + path + "': it exists and is not a regular file (a FIFO, socket or device)");
-            // The caller's right to change the file, as access(2) reports it (root may write anything).
-            if (::faccessat(folder_fd_, name_.c_str(), W_OK, 0) != 0)
-                throw IoError("cannot write '" + path + "': the existing file is not writable by this user (" +
-                              system_message(errno) + "); expected a file this user may write, found mode " + mode_string(existing.st_mode) +
-                              "; it is left unchanged");
-        }
+        if (exists) check_existing_target(folder_fd_, name_, path, existing);
         remove_stale_temporaries(folder_fd_, name_);
 
         // A new file gets 0666 less the umask, as any file the process creates; a replaced one
@@ -383,6 +395,47 @@ void AtomicFile::commit() {
     if (synced != 0 && sync_error != EINVAL && sync_error != EROFS)
         throw IoError("'" + path_ + "' was replaced, but syncing its folder '" + folder_ + "' failed (" +
                       system_message(sync_error) + "): the new file may not survive a crash");
+}
+
+std::string lookup_failure(int error) {
+    switch (error) {
+        case 0: return "exists";
+        case ENOENT: return "does not exist";
+        case ELOOP: return "is a symbolic link loop (or a chain of more than 40 links)";
+        case ENOTDIR: return "does not exist: a part of its path is not a folder";
+        case EACCES: return "cannot be reached: a folder on its path may not be searched by this user (" +
+                            system_message(error) + ")";
+        case ENAMETOOLONG: return "is a name too long for the file system (" + system_message(error) + ")";
+        default: return "cannot be looked up: " + system_message(error);
+    }
+}
+
+std::string lookup_failure(const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) return {};
+    return lookup_failure(errno);
+}
+
+void check_writable(const std::string& path) {
+    SGA_CHECK_ARGUMENT(!path.empty(), "the path to write is empty");
+    const std::string target = resolve_links(path);
+    const std::string folder = folder_of(target);
+    const std::string name = name_of(target);
+    if (name.empty() || name == "." || name == "..") throw IoError("cannot write '" + path + "': it names a folder, not a file");
+    const int folder_fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (folder_fd < 0) refuse_folder(path, folder, errno);
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{folder_fd};
+    if (::faccessat(folder_fd, ".", W_OK | X_OK, 0) != 0)
+        throw IoError("cannot write '" + path + "': folder '" + folder + "' is not writable by this user (" +
+                      system_message(errno) + ")");
+    struct stat existing {};
+    if (::fstatat(folder_fd, name.c_str(), &existing, AT_SYMLINK_NOFOLLOW) == 0)
+        check_existing_target(folder_fd, name, path, existing);
+    else if (errno != ENOENT)
+        throw IoError("cannot write '" + path + "': " + system_message(errno));
 }
 
 void write_atomically(const std::string& path, const void* data, std::size_t size) {

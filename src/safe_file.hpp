@@ -69,6 +69,20 @@ private:
 // The whole of a file in one call: AtomicFile, write, commit.
 SKIPGANOMALY_API void write_atomically(const std::string& path, const void* data, std::size_t size);
 
+// Throws IoError (with AtomicFile's messages) where a write of `path` would be refused for a
+// reason known before writing: its folder missing, not a folder or not writable by this user;
+// the target (links resolved) a folder, not a regular file, or a file this user may not write.
+// Creates nothing. For programs that check their output paths before long work; the write
+// itself checks again (the file system may change in between).
+SKIPGANOMALY_API void check_writable(const std::string& path);
+
+// Why a path cannot be looked up, from the lookup's errno, worded to follow the quoted path:
+// "does not exist" (ENOENT), "is a symbolic link loop (...)" (ELOOP), "does not exist: a part
+// of its path is not a folder" (ENOTDIR), "cannot be reached: ..." (EACCES), ...
+SKIPGANOMALY_API std::string lookup_failure(int error);
+// The same for `path` looked up now (stat, links followed); empty when it can be.
+SKIPGANOMALY_API std::string lookup_failure(const std::string& path);
+
 // For programs (the library itself never changes signal dispositions). Call once, early, from
 // the main thread. For each of SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGPIPE, SIGALRM, SIGXCPU,
 // SIGUSR1, SIGUSR2 and SIGABRT whose action is still the default (terminate), installs a

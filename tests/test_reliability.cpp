@@ -888,3 +888,55 @@ TEST_CASE("an IDX file declaring more data than it holds is refused before alloc
     REQUIRE(::mkfifo(dir.file("fifo.idx").c_str(), 0600) == 0);
     CHECK_THROWS_WITH(read_idx_images(dir.file("fifo.idx")), Catch::Contains("not a regular file"));
 }
+
+// ---- What a missing path is called, and output paths checked before work ----
+
+TEST_CASE("a symbolic link loop is named as one, not as a missing file; a missing CIFAR-10 folder names the data set", "[reliability][io]") {
+    TempDir dir;
+    fs::create_symlink("loop_b", dir.path / "loop_a");
+    fs::create_symlink("loop_a", dir.path / "loop_b");
+    const std::string loop = dir.file("loop_a");
+    using sga::testing::message_of;
+    CHECK_THAT(message_of<IoError>([&] { Detector::load(loop, Device::Cpu); }),
+               Catch::Contains("model file '" + loop + "' is a symbolic link loop"));
+    CHECK_THAT(message_of<IoError>([&] { load_image(loop); }), Catch::Contains("is a symbolic link loop"));
+    CHECK_THAT(message_of<IoError>([&] { load_image_folder(loop); }),
+               Catch::Contains("'" + loop + "' is a symbolic link loop"));
+    CHECK_THAT(message_of<IoError>([&] { load_image(dir.file("absent.png")); }), Catch::Contains("does not exist"));
+    CHECK_THAT(message_of<IoError>([&] { Detector::load(dir.file("absent.safetensors"), Device::Cpu); }),
+               Catch::EndsWith("does not exist"));
+
+    const std::string message = message_of<IoError>([&] { cifar10_one_class(dir.file("cifar10"), 1); });
+    CHECK_THAT(message, Catch::Contains("the CIFAR-10 data set is not in") && Catch::Contains("scripts/fetch-cifar10.sh") &&
+                            Catch::Contains("data_batch_1.png' does not exist"));
+}
+
+TEST_CASE("check_writable refuses, before anything is written, what a write would refuse", "[reliability][write]") {
+    TempDir dir;
+    using sga::testing::message_of;
+    CHECK_NOTHROW(safe_file::check_writable(dir.file("new.bin")));
+    write_text(dir.file("old.bin"), "before");
+    CHECK_NOTHROW(safe_file::check_writable(dir.file("old.bin")));
+    CHECK_THAT(message_of<IoError>([&] { safe_file::check_writable(dir.file("missing/m.bin")); }),
+               Catch::Contains("folder '" + dir.file("missing") + "' does not exist"));
+    fs::create_directories(dir.path / "sub");
+    CHECK_THAT(message_of<IoError>([&] { safe_file::check_writable(dir.file("sub")); }), Catch::Contains("it is a folder"));
+    CHECK_THAT(message_of<IoError>([&] { safe_file::check_writable(dir.file("old.bin/m.bin")); }),
+               Catch::Contains("is not a folder"));
+    fs::create_symlink("loop_b", dir.path / "loop_a");
+    fs::create_symlink("loop_a", dir.path / "loop_b");
+    CHECK_THROWS_AS(safe_file::check_writable(dir.file("loop_a")), IoError);
+    CHECK_THROWS_AS(safe_file::check_writable(""), InvalidArgument);
+    // Read-only files and folders: as root, access() allows everything, so only as another user.
+    if (::geteuid() != 0) {
+        fs::permissions(dir.file("old.bin"), fs::perms::owner_read);
+        CHECK_THAT(message_of<IoError>([&] { safe_file::check_writable(dir.file("old.bin")); }),
+                   Catch::Contains("not writable by this user"));
+        fs::permissions(dir.path / "sub", fs::perms::owner_read | fs::perms::owner_exec);
+        CHECK_THAT(message_of<IoError>([&] { safe_file::check_writable(dir.file("sub/m.bin")); }),
+                   Catch::Contains("is not writable by this user"));
+        fs::permissions(dir.path / "sub", fs::perms::owner_all);
+    }
+    CHECK(fs::directory_iterator(dir.path / "sub") == fs::directory_iterator());  // nothing created
+    CHECK(read_text(dir.file("old.bin")) == "before");
+}
