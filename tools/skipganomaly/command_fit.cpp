@@ -31,7 +31,8 @@ data (--data SPEC):
 options (every default shown):
   --out PATH                   model file to write (required)
   --recipe robust_rotation|robust|official|inspection
-                               how to train (default robust_rotation): robust trains the
+                               how to train (default: inspection for mvtec: data or with
+                               --tile, robust_rotation otherwise): robust trains the
                                generator to restore rotated (and, in colour, greyed) images,
                                scores the mean over the four rotations and recomputes
                                batch-norm statistics over the training images;
@@ -48,6 +49,10 @@ options (every default shown):
                                and surfaces, trains the generator to remove synthetic
                                defects and scores an image by the most anomalous place
                                of its smoothed error map (docs/industrial.md)
+  --tile N                     train and score on tiles of N x N image pixels (default 0:
+                               no tiling, whole images resized to --image-size); maps are
+                               stitched at each image's own resolution (docs/industrial.md)
+  --stride N                   pixels between neighbouring tiles (default N / 2)
   --epochs N                   training epochs (default 15)
   --batch-size N               images per step (default 64)
   --image-size N               network input side, a power of two >= 32 (default 32)
@@ -85,6 +90,8 @@ const std::vector<OptionSpec> fit_options = {
     {"epochs"},
     {"batch-size"},
     {"image-size"},
+    {"tile"},
+    {"stride"},
     {"channels"},
     {"lr"},
     {"seed"},
@@ -110,10 +117,21 @@ int command_fit(const std::vector<std::string>& args) {
     const std::string out = a.require("out");
 
     sga::DetectorOptions o;
+    o.tiling.tile = integer_option(a, "tile", 0, 0, sga::max_image_side);
+    o.tiling.stride = integer_option(a, "stride", 0, 0, sga::max_image_side);
+    if (o.tiling.stride > 0 && !o.tiling.enabled()) throw UsageError("--stride needs --tile");
+    // MVTec-layout data is inspection data: parts and surfaces with local defects, which the
+    // default recipe's whole-image score averages away (docs/industrial.md). So is tiled data.
+    const bool inspection_data = spec.kind == "mvtec" || o.tiling.enabled();
+    std::string recipe_reason;
     if (const auto recipe = a.get("recipe")) {
         if (*recipe != "robust_rotation" && *recipe != "robust" && *recipe != "official" && *recipe != "inspection")
             throw UsageError("--recipe expects robust_rotation, robust, official or inspection, found '" + *recipe + "'");
         o.recipe = sga::Recipe::named(*recipe);
+    } else if (inspection_data) {
+        o.recipe = sga::Recipe::inspection();
+        recipe_reason = spec.kind == "mvtec" ? " (the default for mvtec: data; --recipe chooses another)"
+                                             : " (the default with --tile; --recipe chooses another)";
     }
     double progress_every = 5.0;
     if (const auto p = a.get("progress-every")) {
@@ -150,7 +168,9 @@ int command_fit(const std::vector<std::string>& args) {
     const std::vector<sga::Image> images = load_training_images(spec);
     sga::Detector detector(o);
     std::cerr << "training on " << images.size() << " images, " << o.epochs << " epoch(s), recipe " << o.recipe.name
-              << ", device " << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s)\n";
+              << recipe_reason;
+    if (o.tiling.enabled()) std::cerr << ", tiles of " << o.tiling.tile << " px every " << o.tiling.step() << " px";
+    std::cerr << ", device " << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s)\n";
     const sga::FitReport report = fit_with_progress(detector, images, progress_every);
     print_fit_report(report, o.recipe.orientation_check.enabled);
     if (report.epochs_completed == 0)
