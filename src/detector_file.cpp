@@ -238,6 +238,7 @@ DetectorRecord read_detector_record(const nlohmann::json& metadata, const std::s
         if (d.contains("orientation_check")) r.orientation = orientation_finding_from_json(d.at("orientation_check"));
         if (options.architecture.rotation_head != options.recipe.rotation_prediction.enabled)
             throw FormatError("the recipe and the architecture disagree on the rotation head");
+        r.kept_epoch = d.value("kept_epoch", 0);  // files from before it was recorded: 0, unknown
         options.validate();
     } catch (const nlohmann::json::exception& e) {
         throw FormatError("model file '" + path + "': malformed detector metadata: " + e.what());
@@ -247,7 +248,6 @@ DetectorRecord read_detector_record(const nlohmann::json& metadata, const std::s
         throw FormatError("model file '" + path + "': " + e.what());
     }
     if (!std::isfinite(r.threshold)) throw FormatError("model file '" + path + "': the threshold is not finite");
-    r.kept_epoch = d.value("kept_epoch", 0);
     r.options = std::move(options);
     return r;
 }

@@ -307,3 +307,65 @@ TEST_CASE("eval says anomalies are the positive class and prints the base rate",
     CHECK(j.at("base_rate").get<double>() == Approx(6.0 / 18.0));
     CHECK(j.at("flag_all_f1").get<double>() == Approx(2 * (1.0 / 3) / (1.0 / 3 + 1)));
 }
+
+TEST_CASE("fit on mvtec: data trains the inspection recipe by default and says so; --tile stores tiling, eval maps at "
+          "full resolution",
+          "[cli][tiling]") {
+    // An MVTec layout: train/good (40 blobs, 28 x 28, each placed in a 64 x 48 frame), test/good
+    // and test/checker with masks.
+    const fs::path root = fs::temp_directory_path() / ("sga_cli_mvtec_" + std::to_string(std::random_device{}()));
+    for (const char* d : {"train/good", "test/good", "test/checker", "ground_truth/checker"}) fs::create_directories(root / d);
+    std::mt19937_64 rng(11);
+    const auto framed = [&](const Image& inner, int at_x, int at_y) {
+        Image frame{64, 48, 1, std::vector<std::uint8_t>(64 * 48, 10)};
+        for (int y = 0; y < 28; ++y)
+            for (int x = 0; x < 28; ++x)
+                frame.pixels[static_cast<std::size_t>((at_y + y) * 64 + at_x + x)] = inner.pixels[static_cast<std::size_t>(y * 28 + x)];
+        return frame;
+    };
+    const auto name = [](int i) {
+        std::ostringstream s;
+        s << i << ".png";
+        return s.str();
+    };
+    for (int i = 0; i < 40; ++i) sga::save_png((root / "train/good" / name(i)).string(), framed(blob(rng), 10, 10));
+    for (int i = 0; i < 4; ++i) sga::save_png((root / "test/good" / name(i)).string(), framed(blob(rng), 10, 10));
+    for (int i = 0; i < 4; ++i) {
+        sga::save_png((root / "test/checker" / name(i)).string(), framed(checkerboard(rng), 30, 12));
+        Image mask{64, 48, 1, std::vector<std::uint8_t>(64 * 48, 0)};
+        for (int y = 12; y < 40; ++y)
+            for (int x = 30; x < 58; ++x) mask.pixels[static_cast<std::size_t>(y * 64 + x)] = 255;
+        std::ostringstream s;
+        s << i << "_mask.png";
+        sga::save_png((root / "ground_truth/checker" / s.str()).string(), mask);
+    }
+    const std::string model = (root / "m.safetensors").string();
+    const Run fit = run_cli("fit --data mvtec:" + quoted(root.string()) + " --channels 1 --epochs 1 --batch-size 8 --tile 32 "
+                            "--stride 16 --threads 2 --out " + quoted(model));
+    INFO(fit.out << fit.err);
+    REQUIRE(fit.exit_code == 0);
+    CHECK_THAT(fit.err, Catch::Contains("recipe inspection (the default for mvtec: data"));
+    CHECK_THAT(fit.err, Catch::Contains("tiles of 32 px every 16 px"));
+    const sga::Detector d = sga::Detector::load(model, sga::Device::Cpu);
+    CHECK(d.options().recipe.name == "inspection");
+    CHECK(d.options().tiling.tile == 32);
+    CHECK(d.options().tiling.stride == 16);
+
+    const Run eval = run_cli("eval --model " + quoted(model) + " --data mvtec:" + quoted(root.string()) + " --threads 2");
+    INFO(eval.out << eval.err);
+    REQUIRE(eval.exit_code == 0);
+    CHECK_THAT(eval.out, Catch::Contains("pixel AUROC"));
+    CHECK_THAT(eval.out, Catch::Contains("AUPRO"));
+
+    // --recipe still chooses, and --stride alone is refused.
+    const Run official = run_cli("fit --data mvtec:" + quoted(root.string()) + " --recipe official --channels 1 --epochs 1 "
+                                 "--batch-size 8 --threads 2 --out " + quoted((root / "o.safetensors").string()));
+    CHECK(official.exit_code == 0);
+    CHECK_THAT(official.err, Catch::Contains("recipe official,"));
+    const Run stride_alone = run_cli("fit --data mvtec:" + quoted(root.string()) + " --stride 8 --out " +
+                                     quoted((root / "x.safetensors").string()));
+    CHECK(stride_alone.exit_code == 2);
+    CHECK_THAT(stride_alone.err, Catch::Contains("--stride needs --tile"));
+    std::error_code ignored;
+    fs::remove_all(root, ignored);
+}

@@ -63,7 +63,7 @@ constexpr const char* repository_relative_path(const char* path) {
     for (const char* p = path; *p != '\0'; ++p) {
         const bool at_folder = p == path || p[-1] == '/' || p[-1] == '\\';
         if (!at_folder) continue;
-        for (const char* top : {"src/", "include/", "tests/", "bench/", "examples/"}) {
+        for (const char* top : {"src/", "include/", "tests/", "bench/", "eval/", "tools/", "examples/"}) {
             std::size_t n = 0;
             while (top[n] != '\0' && p[n] == top[n]) ++n;
             if (top[n] == '\0') result = p;  // the last such folder wins: build trees nest
