@@ -1,6 +1,8 @@
 #include "detector_file.hpp"
 
 #include <cmath>
+#include <cstdio>
+#include <exception>
 
 namespace sga {
 
@@ -187,6 +189,31 @@ void training_from_json(const nlohmann::json& t, DetectorOptions& options) {
     options.seed = t.at("seed").get<std::uint64_t>();
     if (t.contains("tiling"))
         options.tiling = {t.at("tiling").at("tile").get<int>(), t.at("tiling").at("stride").get<int>()};
+}
+
+nlohmann::json to_json(const TrainingData& data) {
+    char hash[17];
+    std::snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(data.sample_hash));
+    return {{"images", data.images}, {"sample_hash", hash}};
+}
+
+TrainingData training_data_from_json(const nlohmann::json& j) {
+    TrainingData data;
+    try {
+        data.images = j.at("images").get<std::size_t>();
+        const std::string hash = j.at("sample_hash").get<std::string>();
+        std::size_t used = 0;
+        data.sample_hash = std::stoull(hash, &used, 16);
+        if (hash.size() != 16 || used != 16) throw FormatError("");
+    } catch (const std::exception&) {
+        throw FormatError("malformed training_data entry: expected {\"images\": N, \"sample_hash\": 16 hex digits}, found " +
+                          j.dump());
+    }
+    return data;
+}
+
+std::string describe(const TrainingData& data) {
+    return std::to_string(data.images) + " images, sample hash " + to_json(data).at("sample_hash").get<std::string>();
 }
 
 nlohmann::json preprocessing_json(const Architecture& a) {

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -48,6 +50,21 @@ ScoreStandardisation score_standardisation_from_json(const nlohmann::json& j);
 nlohmann::json training_to_json(const DetectorOptions& options);
 // Sets those fields of `options` and no other.
 void training_from_json(const nlohmann::json& j, DetectorOptions& options);
+
+// What a checkpoint records of the images its run trained on (metadata entry
+// "training_data", checkpoints only), so that resuming it on other images is refused: their
+// count and a hash of their preprocessed samples in order (SampleSource::fingerprint()).
+struct TrainingData {
+    std::size_t images = 0;
+    std::uint64_t sample_hash = 0;
+    bool operator==(const TrainingData&) const = default;
+};
+// {"images": n, "sample_hash": "<16 hex digits>"}
+nlohmann::json to_json(const TrainingData& data);
+// Throws FormatError for a malformed entry.
+TrainingData training_data_from_json(const nlohmann::json& j);
+// "N images, sample hash <16 hex digits>", for messages.
+std::string describe(const TrainingData& data);
 
 // How images are turned into the network's input (written for readers of the file; a
 // loaded Detector takes image_size and channels from the tensors' architecture).

@@ -1,6 +1,7 @@
 #include "trainer.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,10 @@ namespace sga {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Below this many held-out scores the default threshold is a plain order statistic
+// (threshold_from_normal_scores in metrics.hpp), and fit() warns.
+constexpr std::size_t few_threshold_scores = 8;
 
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
@@ -102,13 +107,16 @@ SampleSource::SampleSource(std::span<const ImageView> images, int size, int chan
       sample_(static_cast<std::size_t>(channels) * static_cast<std::size_t>(size) * static_cast<std::size_t>(size)),
       tiling_(tiling), seed_(seed) {
     std::vector<float> scratch(sample_);
+    std::uint64_t hash = 1469598103934665603ull;  // FNV-1a over the samples' 32-bit words
     for (std::size_t i = 0; i < images.size(); ++i) {
         try {
             copy(i, scratch.data());
         } catch (const InvalidArgument& e) {
             throw InvalidArgument("image " + std::to_string(i) + ": " + e.what());
         }
+        for (const float v : scratch) hash = (hash ^ std::bit_cast<std::uint32_t>(v)) * 1099511628211ull;
     }
+    hash_ = hash;
 }
 
 void SampleSource::copy(std::size_t index, float* out) const {
@@ -190,8 +198,8 @@ FitReport Trainer::fit(std::span<const ImageView> images, const FitCallbacks& ca
     decision.check = "orientation_check";
     char text[200];
     std::snprintf(text, sizeof text,
-                  "the rotation head tells the quarter turns of %zu held-out images apart with t = %.2f "
-                  "(0 by chance, %.2f needed): the images have no upright",
+                  "the rotation head tells the quarter turns of %zu held-out images apart with t = %.3g "
+                  "(0 by chance, %.3g needed): the images have no upright",
                   finding.images, finding.t, finding.required_t);
     decision.finding = text;
     decision.from_recipe = state_.options.recipe.name;
@@ -266,7 +274,7 @@ std::optional<TensorView> TrainingBatch::generator_input() const {
 
 const std::vector<int>* TrainingBatch::quarter_turns() const { return restoration_.enabled() ? &quarter_turns_ : nullptr; }
 
-int Trainer::resume_checkpoint(RandomStream& random) {
+int Trainer::resume_checkpoint(RandomStream& random, const detector_file::TrainingData& data) {
     const DetectorOptions& options = state_.options;
     const model_file::Reader reader = model_file::Reader::open(options.resume_from);
     const Architecture a = reader.architecture();
@@ -277,16 +285,57 @@ int Trainer::resume_checkpoint(RandomStream& random) {
         throw InvalidArgument("resume_from: the checkpoint's architecture differs from the options'");
     const std::optional<model_file::TrainingState> state = reader.training_state();
     if (!state) throw InvalidArgument("resume_from: '" + options.resume_from + "' is a model, not a checkpoint");
+    // The same run: the same recipe, training settings and images, or the threshold could come
+    // from images the first part trained on (another seed, fraction or data set draws another
+    // split) and the result would match no uninterrupted run.
+    const auto refuse = [&](const std::string& what, const std::string& expected, const std::string& found) {
+        throw InvalidArgument("resume_from: '" + options.resume_from + "' is a checkpoint of another run: " + what +
+                              ": expected " + expected + " (the checkpoint's), found " + found +
+                              " (this fit's); resume with the options and data it was trained with");
+    };
+    const auto show = [](const nlohmann::json& value) {  // floats as written, not as double expansions
+        if (!value.is_number_float()) return value.dump();
+        char text[32];
+        std::snprintf(text, sizeof text, "%.6g", value.get<double>());
+        return std::string(text);
+    };
+    const nlohmann::json& meta = reader.metadata();
+    if (meta.contains("detector") && meta["detector"].is_object()) {
+        const nlohmann::json& d = meta["detector"];
+        if (d.contains("training") && d["training"].is_object()) {
+            const nlohmann::json ours = detector_file::training_to_json(options);
+            for (const auto& [key, value] : d["training"].items())
+                if (key != "epochs" && key != "threshold_quantile" && ours.contains(key) && ours[key] != value)
+                    refuse(key, show(value), show(ours[key]));
+        }
+        if (d.contains("recipe")) {
+            const nlohmann::json ours = detector_file::to_json(options.recipe);
+            const nlohmann::json& theirs = d["recipe"];
+            if (theirs.value("name", std::string()) != ours.value("name", std::string()))
+                refuse("recipe", theirs.value("name", std::string("?")), ours.value("name", std::string("?")));
+            for (const auto& [key, value] : theirs.items())
+                if (!ours.contains(key) || ours[key] != value)
+                    refuse("recipe setting '" + key + "'", show(value), ours.contains(key) ? show(ours[key]) : "none");
+        }
+    }
+    // Checkpoints from before the fingerprint have none to compare.
+    if (meta.contains("training_data")) {
+        const detector_file::TrainingData theirs = detector_file::training_data_from_json(meta["training_data"]);
+        if (!(theirs == data)) refuse("training data", detector_file::describe(theirs), detector_file::describe(data));
+    }
     reader.load_into(*state_.model);
     random = RandomStream(options.seed, state->random_offset);
     return state->epochs_completed;
 }
 
-void Trainer::write_checkpoint(int epochs_completed, const RandomStream& random) const {
+void Trainer::write_checkpoint(int epochs_completed, const RandomStream& random,
+                               const detector_file::TrainingData& data) const {
     const SkipGanomaly& model = *state_.model;
     const model_file::TrainingState state{epochs_completed, random.offset(), model.generator_optimizer.steps(),
                                           model.discriminator_optimizer.steps()};
-    model_file::save(state_.options.checkpoint_path, model, {{"detector", detector_file::to_json(state_.record())}}, &state);
+    model_file::save(state_.options.checkpoint_path, model,
+                     {{"detector", detector_file::to_json(state_.record())}, {"training_data", detector_file::to_json(data)}},
+                     &state);
 }
 
 void Trainer::learn_statistics(const std::vector<float>& normal_samples, std::size_t count) {
@@ -352,7 +401,7 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
                            std::to_string(validation.size()) + " for validation) are fewer than one batch of " +
                            std::to_string(batch) + "; add images or lower batch_size");
 
-    const int first_epoch = options.resume_from.empty() ? 0 : resume_checkpoint(random);
+    const int first_epoch = options.resume_from.empty() ? 0 : resume_checkpoint(random, samples.fingerprint());
 
     TrainingBatch training_batch(options, ctx);
     Tape tape(ctx);
@@ -432,7 +481,15 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
         const Recipe& recipe = options.recipe;
         const std::size_t steps_before = batches * static_cast<std::size_t>(epoch), steps = steps_before + batches;
         const std::size_t check_at = recipe.orientation_check.check_at_step(batches * static_cast<std::size_t>(options.epochs));
-        if (recipe.orientation_check.enabled && !validation.empty() && steps_before < check_at && steps >= check_at) {
+        const bool check_due = recipe.orientation_check.enabled && !validation.empty() && steps_before < check_at &&
+                               steps >= check_at;
+        if (check_due && validation.size() < static_cast<std::size_t>(recipe.orientation_check.min_images)) {
+            report.warnings.push_back(
+                "the orientation check was skipped: " + std::to_string(validation.size()) +
+                " held-out image(s), it needs at least " + std::to_string(recipe.orientation_check.min_images) +
+                " (one image would decide it); the recipe " + recipe.name +
+                " keeps its rotation techniques unchecked. Hold out more images (validation_fraction) to check it");
+        } else if (check_due) {
             report.orientation = check_orientation(samples, validation);
             if (!report.orientation.oriented) {
                 report.epochs_completed = epoch + 1;  // discarded: they count in the fallback's decision
@@ -460,7 +517,7 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
         if (callbacks.on_epoch) callbacks.on_epoch(summary);
         if (callbacks.on_epoch_model) callbacks.on_epoch_model(summary, model);
         if (options.checkpoint_every_epochs > 0 && report.epochs_completed % options.checkpoint_every_epochs == 0)
-            write_checkpoint(report.epochs_completed, random);
+            write_checkpoint(report.epochs_completed, random, samples.fingerprint());
     }
 
     if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies && !best_weights.tensors.empty())
@@ -479,6 +536,17 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
 
     report.validation_scores = state_.statistics;
     report.threshold = state_.threshold.load();
+    if (!validation.empty() && validation.size() < few_threshold_scores) {
+        char text[400];
+        std::snprintf(text, sizeof text,
+                      "the threshold %.4g is the empirical %.4g quantile of only %zu held-out normal score(s) (with "
+                      "fewer than %zu, threshold_from_normal_scores cannot fit its tail rule; with one, it is that "
+                      "score): it may flag many normal images or miss anomalies. Hold out more images "
+                      "(validation_fraction) or calibrate on more normal images",
+                      static_cast<double>(report.threshold), decimal_level(options.threshold_quantile), validation.size(),
+                      few_threshold_scores);
+        report.warnings.push_back(text);
+    }
     report.seconds = seconds_since(start);
     return report;
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <vector>
@@ -25,11 +26,15 @@ namespace sga {
 // use within a round gets the same floats.
 class SampleSource {
 public:
-    // Preprocesses every image (with tiling, one tile of it) once, so that a bad one is
-    // refused (InvalidArgument naming its index) before training starts.
+    // Preprocesses every image (with tiling, round 0's tile of it) once, so that a bad one is
+    // refused (InvalidArgument naming its index) before training starts, and hashes the
+    // samples on the way.
     SampleSource(std::span<const ImageView> images, int size, int channels, const Tiling& tiling = {},
                  std::uint64_t seed = 0);
     std::size_t size() const { return images_.size(); }
+    // The count and a 64-bit FNV-1a hash of every sample's float bits, in image order: what a
+    // checkpoint records, so that resuming on other images (or in another order) is refused.
+    detector_file::TrainingData fingerprint() const { return {images_.size(), hash_}; }
     std::size_t sample_floats() const { return sample_; }
     const ImageView& image(std::size_t index) const { return images_[index]; }
     // With tiling: the round whose tiles copy() and gather() give from now on.
@@ -45,6 +50,7 @@ private:
     std::size_t sample_;
     Tiling tiling_;
     std::uint64_t seed_ = 0, round_ = 0;
+    std::uint64_t hash_ = 0;
 };
 
 // The validation split: a seeded shuffle of the image indices, the first held out. At least
@@ -100,12 +106,15 @@ private:
     // One training run of options.recipe; returns early, untrained, when the orientation
     // check finds no upright (FitReport::orientation.oriented false).
     FitReport train(std::span<const ImageView> images, const FitCallbacks& callbacks);
-    // Continues from options.resume_from: checks its architecture, loads weights and Adam
-    // moments, puts `random` where the checkpoint's run stood; returns its completed epochs.
-    int resume_checkpoint(RandomStream& random);
+    // Continues from options.resume_from: checks that it is a checkpoint of this run (the
+    // architecture, the recipe, every training setting but epochs and threshold_quantile, and
+    // the training data `data`; InvalidArgument naming the first difference, "expected X (the
+    // checkpoint's), found Y"), loads weights and Adam moments, puts `random` where the
+    // checkpoint's run stood; returns its completed epochs.
+    int resume_checkpoint(RandomStream& random, const detector_file::TrainingData& data);
     // A checkpoint to options.checkpoint_path: the model, its optimiser state, the stream
-    // position and what the detector holds now.
-    void write_checkpoint(int epochs_completed, const RandomStream& random) const;
+    // position, what the detector holds now and the training data's fingerprint.
+    void write_checkpoint(int epochs_completed, const RandomStream& random, const detector_file::TrainingData& data) const;
     // With the final weights: the score standardisation (rotation head only), score and pixel
     // statistics and the default threshold, from `count` normal samples; the state is trained.
     void learn_statistics(const std::vector<float>& normal_samples, std::size_t count);

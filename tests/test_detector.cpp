@@ -490,11 +490,26 @@ TEST_CASE("training that diverges in a later epoch returns to the last completed
     // whose first Adam step overflows. fit must throw and leave the weights, batch-norm
     // statistics and step counts of the end of epoch 1, bit for bit. (Not the Adam moments:
     // nothing reads them after fit returns, and the snapshot leaves them out to save memory.)
+    // Resuming with options other than the checkpoint's is refused, so the checkpoint is
+    // rewritten as one of a run with that learning rate (the same tensors, its record changed).
     TempDir dir;
     const std::string checkpoint = epoch1_checkpoint(dir);
     DetectorOptions diverging = tiny_options();
     diverging.resume_from = checkpoint;
     diverging.adam.learning_rate = 1e38f;
+    {
+        const model_file::Reader reader = model_file::Reader::open(checkpoint);
+        Context ctx(Device::Cpu);
+        SkipGanomaly rewritten(reader.architecture(), diverging.adam, diverging.loss_weights);
+        rewritten.materialize(ctx);
+        rewritten.allocate_training_buffers(ctx);
+        reader.load_into(rewritten);
+        nlohmann::json metadata = {{"detector", reader.metadata().at("detector")},
+                                   {"training_data", reader.metadata().at("training_data")}};
+        metadata["detector"]["training"]["learning_rate"] = diverging.adam.learning_rate;
+        const model_file::TrainingState state = *reader.training_state();
+        model_file::save(checkpoint, rewritten, metadata, &state);
+    }
     Detector d(diverging);
     const std::string message = sga::testing::message_of<NumericalError>([&] { d.fit(training_set()); });
     CHECK_THAT(message, Catch::Contains("epoch 2") && Catch::Contains("returned to the end of epoch 1"));

@@ -940,3 +940,87 @@ TEST_CASE("check_writable refuses, before anything is written, what a write woul
     CHECK(fs::directory_iterator(dir.path / "sub") == fs::directory_iterator());  // nothing created
     CHECK(read_text(dir.file("old.bin")) == "before");
 }
+
+// ---- Resuming another run's checkpoint; tiny held-out sets ----
+
+TEST_CASE("resuming refuses a checkpoint of other images or options, naming the difference", "[reliability][checkpoint]") {
+    TempDir dir;
+    const std::string checkpoint = dir.file("epoch1.safetensors");
+    std::vector<Image> images, others;
+    for (unsigned i = 0; i < 16; ++i) images.push_back(random_image(32, 32, 1, 300 + i));
+    for (unsigned i = 0; i < 16; ++i) others.push_back(random_image(32, 32, 1, 400 + i));
+    DetectorOptions first = tiny_detector_options();
+    first.epochs = 1;
+    first.checkpoint_every_epochs = 1;
+    first.checkpoint_path = checkpoint;
+    Detector(first).fit(images);
+    REQUIRE(fs::exists(checkpoint));
+
+    const auto refusal = [&](const std::vector<Image>& data, auto change) {
+        DetectorOptions o = tiny_detector_options();
+        o.resume_from = checkpoint;
+        change(o);
+        Detector d(o);
+        return sga::testing::message_of<InvalidArgument>([&] { d.fit(data); });
+    };
+    const auto same = [](DetectorOptions&) {};
+    CHECK_THAT(refusal(others, same), Catch::Contains("is a checkpoint of another run: training data: expected 16 images, sample hash ") &&
+                                          Catch::Contains("(the checkpoint's), found 16 images, sample hash "));
+    std::vector<Image> fewer(images.begin(), images.end() - 1);
+    CHECK_THAT(refusal(fewer, same), Catch::Contains("training data: expected 16 images") && Catch::Contains("found 15 images"));
+    std::vector<Image> reordered(images.rbegin(), images.rend());
+    CHECK_THAT(refusal(reordered, same), Catch::Contains("training data: expected 16 images"));
+    CHECK_THAT(refusal(images, [](DetectorOptions& o) { o.seed = 6; }),
+               Catch::Contains("seed: expected 5 (the checkpoint's), found 6 (this fit's)"));
+    CHECK_THAT(refusal(images, [](DetectorOptions& o) { o.validation_fraction = 0.25f; }),
+               Catch::Contains("validation_fraction: expected 0.2"));
+    CHECK_THAT(refusal(images, [](DetectorOptions& o) { o.adam.learning_rate = 1e-3f; }),
+               Catch::Contains("learning_rate: expected 0.0002"));
+    CHECK_THAT(refusal(images, [](DetectorOptions& o) { o.batch_size = 4; }),
+               Catch::Contains("batch_size: expected 8 (the checkpoint's), found 4"));
+
+    // The same run resumes; more epochs and another threshold quantile are not another run.
+    DetectorOptions resumed = tiny_detector_options();
+    resumed.resume_from = checkpoint;
+    resumed.threshold_quantile = 0.95f;
+    Detector d(resumed);
+    const FitReport report = d.fit(images);
+    CHECK(report.epochs_completed == 2);
+    CHECK(report.epochs.size() == 1);
+}
+
+TEST_CASE("with few held-out images the orientation check is skipped and the threshold says it is an order statistic",
+          "[reliability][orientation]") {
+    // 10 images, 10% held out: one image. The check would be decided by its sign alone
+    // (t = +-DBL_MAX), and the threshold would be its score.
+    std::vector<Image> images;
+    for (unsigned i = 0; i < 10; ++i) images.push_back(random_image(32, 32, 1, 500 + i));
+    DetectorOptions o = tiny_detector_options();
+    o.recipe = Recipe::robust_rotation();
+    o.validation_fraction = 0.1f;
+    o.batch_size = 4;
+    Detector d(o);
+    const FitReport report = d.fit(images);
+    CHECK(report.validation_images == 1);
+    CHECK_FALSE(report.orientation.checked);
+    CHECK(report.decisions.empty());
+    CHECK(d.options().recipe.name == "robust_rotation");  // kept, unchecked
+    REQUIRE(report.warnings.size() == 2);
+    CHECK_THAT(report.warnings[0], Catch::Contains("orientation check was skipped: 1 held-out image(s), it needs at least 8"));
+    CHECK_THAT(report.warnings[1], Catch::Contains("quantile of only 1 held-out normal score(s)"));
+    CHECK(std::isfinite(report.threshold));
+
+    // A vanishing fraction still holds one image out, and says so.
+    o.validation_fraction = 1e-30f;
+    o.recipe = Recipe::official();
+    const FitReport tiny = Detector(o).fit(images);
+    CHECK(tiny.validation_images == 1);
+    REQUIRE(tiny.warnings.size() == 1);
+    CHECK_THAT(tiny.warnings[0], Catch::Contains("only 1 held-out normal score(s)"));
+
+    OrientationCheck check;
+    check.min_images = 1;
+    CHECK_THROWS_AS(check.validate(), InvalidArgument);
+    check.min_images = 8;
+    CHECK_NOTHROW(check.validate());
+}

@@ -186,6 +186,9 @@ struct FitReport {
     // then shows; everything above describes that second run, `seconds` both.
     OrientationFinding orientation;
     std::vector<RecipeDecision> decisions;  // in the order they were taken
+    // What the caller should know about this result, in words, in the order found: a check
+    // skipped for want of held-out images, a threshold from very few held-out scores.
+    std::vector<std::string> warnings;
 };
 
 // The pixel-level counterpart of the image threshold: learnt by fit() and calibrate() from

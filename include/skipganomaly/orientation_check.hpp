@@ -24,7 +24,10 @@
 // Held-out images only: the head sees every training image at a random turn each epoch and
 // can learn, image by image, how each one stands, which says nothing about the class. With
 // no image held out (validation_fraction 0) there is nothing to ask, and the recipe stays as
-// it is, unchecked (OrientationFinding::checked false).
+// it is, unchecked (OrientationFinding::checked false). With fewer than `min_images` held
+// out, the same: a t statistic over a handful of margins is decided by one image (over one,
+// it is +-infinity), so fit() skips the check, keeps the recipe and says so in
+// FitReport::warnings.
 
 #pragma once
 
@@ -41,7 +44,7 @@ namespace sga {
 
 // What the check saw (FitReport::orientation, and the model file's metadata).
 struct OrientationFinding {
-    bool checked = false;      // false: none in the recipe, no image held out, or fit() resumed past it
+    bool checked = false;      // false: none in the recipe, fewer than min_images held out, or fit() resumed past it
     std::size_t images = 0;    // held-out normal images asked about (4 turns each)
     double mean_margin = 0;    // of the per-image margins (see above)
     double margin_std = 0;     // their sample standard deviation
@@ -55,6 +58,7 @@ struct OrientationCheck {
     int after_steps = 60;  // the head is asked at the end of the epoch that reaches this many steps
     int images = 1024;     // at most this many held-out normal images
     double z = 2.5;        // standard errors above 0 the mean margin needs to count as oriented
+    int min_images = 8;    // with fewer held out, the check is skipped (the recipe stays)
 
     // The step whose epoch ends with the check, in a fit of `total_steps`: after_steps, or a
     // third of the fit when that is fewer (small data sets have few steps an epoch, and a
@@ -67,6 +71,9 @@ struct OrientationCheck {
         SGA_CHECK_ARGUMENT(after_steps >= 1, "orientation_check.after_steps must be at least 1, found " +
                                                  std::to_string(after_steps));
         SGA_CHECK_ARGUMENT(images >= 1, "orientation_check.images must be at least 1, found " + std::to_string(images));
+        SGA_CHECK_ARGUMENT(min_images >= 2 && min_images <= images,
+                           "orientation_check.min_images must lie in [2, images = " + std::to_string(images) +
+                               "], found " + std::to_string(min_images));
         SGA_CHECK_ARGUMENT(z >= 0 && std::isfinite(z), "orientation_check.z must be finite and >= 0, found " + std::to_string(z));
     }
 

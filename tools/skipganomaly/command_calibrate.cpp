@@ -8,6 +8,7 @@
 #include "arguments.hpp"
 #include "commands.hpp"
 #include "data.hpp"
+#include "outputs.hpp"
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/error.hpp"
 
@@ -29,7 +30,8 @@ Use images the model was not trained on.
 
 options:
   --out PATH               write the calibrated model here (default: replace --model; either
-                           way the file is written to a temporary file and renamed over it)
+                           way the file is written to a temporary file and renamed over it;
+                           whether it can be written is checked before any image is scored)
   --quantile X             the quantile for normal-only data (default: the model's
                            threshold_quantile, 0.99 unless fit was told otherwise)
   --json                   print the result as one JSON object
@@ -70,6 +72,7 @@ int command_calibrate(const std::vector<std::string>& args) {
     const DataSpec spec = parse_data_spec(data, !normal_only);
     if (quantile && !normal_only) throw UsageError("--quantile applies to normal-only data (folder: or anomalib:NORMAL_DIR)");
     apply_threads(a);
+    check_output_file(a.get("out") ? "out" : "model", out);
 
     sga::Detector detector = sga::Detector::load(model_path, device);
     const float before = detector.threshold();

@@ -19,6 +19,7 @@
 #include "evaluation_plots.hpp"
 #include "fit_report.hpp"
 #include "heatmap.hpp"
+#include "outputs.hpp"
 #include "progress.hpp"
 #include "skipganomaly/config.hpp"
 #include "skipganomaly/datasets.hpp"
@@ -107,7 +108,8 @@ int command_demo(const std::vector<std::string>& args) {
         split.train_normal.resize(static_cast<std::size_t>(limit));
     const std::vector<std::uint8_t> test_digits = sga::read_idx_labels(files.test_labels);
 
-    fs::create_directories(out / "heatmaps");
+    // Nothing is made in the output folder until there is something to put there.
+    check_output_folder("out", out.string());
     sga::Detector detector(o);
     std::cout << "skipganomaly " << SKIPGANOMALY_VERSION_STRING << " demo: MNIST digit " << digit
               << " is normal, the other digits are anomalies\n"
@@ -116,8 +118,13 @@ int command_demo(const std::vector<std::string>& args) {
               << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s))\n"
               << std::flush;
     const sga::FitReport report = fit_with_progress(detector, split.train_normal);
+    if (report.epochs_completed == 0) {
+        std::cerr << "error: interrupted before the first epoch was completed; nothing was written\n";
+        return 130;
+    }
     print_fit_report(report, o.recipe.orientation_check.enabled);
 
+    fs::create_directories(out);
     const std::string model_path = (out / "model.safetensors").string();
     detector.save(model_path);
 
@@ -161,6 +168,7 @@ int command_demo(const std::vector<std::string>& args) {
     for (std::size_t i : shown) pooled.insert(pooled.end(), e.results[i].anomaly_map.begin(), e.results[i].anomaly_map.end());
     const float scale = map_scale(std::move(pooled));
     // The images themselves go to images/, to try `skipganomaly score` on.
+    fs::create_directories(out / "heatmaps");
     fs::create_directories(out / "images");
     std::vector<std::string> heatmaps, originals;
     for (std::size_t i : shown) {

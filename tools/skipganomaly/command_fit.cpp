@@ -1,5 +1,6 @@
 // skipganomaly fit: trains a detector on normal images and saves it.
 #include <cstdint>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <string>
@@ -9,6 +10,7 @@
 #include "commands.hpp"
 #include "data.hpp"
 #include "fit_report.hpp"
+#include "outputs.hpp"
 #include "progress.hpp"
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/device.hpp"
@@ -29,7 +31,8 @@ data (--data SPEC):
                        0..9 or a name (airplane, automobile, bird, cat, deer, dog, frog, ...)
 
 options (every default shown):
-  --out PATH                   model file to write (required)
+  --out PATH                   model file to write (required; its folder must exist: checked,
+                               with --checkpoint's, before the data is loaded)
   --recipe robust_rotation|robust|official|inspection
                                how to train (default: inspection for mvtec: data or with
                                --tile, robust_rotation otherwise): robust trains the
@@ -78,8 +81,16 @@ options (every default shown):
   --progress-every SECONDS     without a terminal, print a progress line with the ETA this
                                often (default 5; 0: after every batch). On a terminal a bar
                                is redrawn instead
+  --replace-partial            when Ctrl-C stops training early, save the partial model to
+                               --out even if a file is there (default: keep that file and save
+                               to NAME.partial.EXT beside it)
 
-Ctrl-C stops after the current batch; the model of the last completed epoch is saved.
+Ctrl-C stops after the current batch and the exit status is 130:
+  - before the first epoch is completed, nothing is written (an existing --out is unchanged);
+  - later, the model of the last completed epoch is saved: to --out where no file is there
+    (or with --replace-partial), else to NAME.partial.EXT beside it (model.safetensors ->
+    model.partial.safetensors), leaving --out as it was.
+A second Ctrl-C ends the process at once; nothing more is written.
 )";
 
 // Every option fit accepts; fit_help describes each.
@@ -103,6 +114,7 @@ const std::vector<OptionSpec> fit_options = {
     {"checkpoint"},
     {"resume"},
     {"progress-every"},
+    {"replace-partial", false},
 };
 
 }  // namespace
@@ -159,10 +171,13 @@ int command_fit(const std::vector<std::string>& args) {
     if (!o.checkpoint_path.empty() && o.checkpoint_every_epochs == 0) o.checkpoint_every_epochs = 1;
     if (const auto r = a.get("resume")) o.resume_from = *r;
     apply_threads(a);
+    const bool replace_partial = a.has("replace-partial");
     if (o.validation_fraction == 0 && o.recipe.stopping != sga::StoppingRule::FinalEpoch)
         throw UsageError("--validation-fraction 0 leaves the '" + o.recipe.name +
                          "' recipe's stopping rule no held-out images; hold some out or use --recipe official");
     o.validate();
+    check_output_file("out", out);
+    if (!o.checkpoint_path.empty()) check_output_file("checkpoint", o.checkpoint_path);
 
     std::cerr << "loading " << a.require("data") << "\n";
     const std::vector<sga::Image> images = load_training_images(spec);
@@ -172,12 +187,27 @@ int command_fit(const std::vector<std::string>& args) {
     if (o.tiling.enabled()) std::cerr << ", tiles of " << o.tiling.tile << " px every " << o.tiling.step() << " px";
     std::cerr << ", device " << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s)\n";
     const sga::FitReport report = fit_with_progress(detector, images, progress_every);
+    if (report.epochs_completed == 0) {
+        // Only a cancellation returns without a completed epoch (divergence throws).
+        std::error_code ignored;
+        std::cerr << "error: interrupted before the first epoch was completed; nothing was written"
+                  << (std::filesystem::exists(out, ignored) ? " ('" + out + "' is unchanged)" : std::string()) << "\n";
+        return 130;
+    }
     print_fit_report(report, o.recipe.orientation_check.enabled);
-    if (report.epochs_completed == 0)
-        std::cerr << "warning: no epoch was completed; the saved model holds the initial weights\n";
-    detector.save(out);
-    std::cout << "model saved to " << out << "\n";
-    return 0;
+    std::string target = out;
+    if (report.cancelled) {
+        std::error_code ignored;
+        const bool occupied = std::filesystem::exists(std::filesystem::symlink_status(out, ignored));
+        if (occupied && !replace_partial) target = partial_model_path(out);
+        std::cerr << "warning: interrupted after " << report.epochs_completed << " of " << o.epochs
+                  << " epoch(s); the partial model is saved to " << target
+                  << (target != out ? " and '" + out + "' is unchanged (--replace-partial replaces it)" : std::string())
+                  << "\n";
+    }
+    detector.save(target);
+    std::cout << "model saved to " << target << "\n";
+    return report.cancelled ? 130 : 0;
 }
 
 }  // namespace cli

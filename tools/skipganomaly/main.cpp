@@ -6,7 +6,8 @@
 //   skipganomaly eval  --model model.safetensors --data <spec> [--plots DIR]
 //   skipganomaly calibrate --model model.safetensors --data <spec> [--out other.safetensors]
 //
-// Exit codes: 0 success, 1 a library or I/O error ("error: ..."), 2 a usage error.
+// Exit codes: 0 success, 1 a library or I/O error ("error: ..."), 2 a usage error, 130 fit
+// (or demo) interrupted by Ctrl-C (what it saved, if anything, is said on stderr).
 //
 // This file dispatches; each command lives in command_<name>.cpp with its help text and
 // option table, the option parser in arguments.cpp.
@@ -17,6 +18,7 @@
 
 #include "arguments.hpp"
 #include "commands.hpp"
+#include "safe_file.hpp"
 #include "skipganomaly/config.hpp"
 
 namespace cli {
@@ -65,6 +67,10 @@ int run(int argc, char** argv) {
 }  // namespace cli
 
 int main(int argc, char** argv) {
+    // A fatal signal (SIGTERM, SIGHUP, SIGINT outside training, ...) unlinks the temporary file
+    // of a write in flight before the process ends; a write beyond `ulimit -f` becomes an
+    // IoError (SIGXFSZ ignored) instead of killing the process mid-write.
+    sga::safe_file::install_temporary_cleanup_on_signals();
     try {
         return cli::run(argc, argv);
     } catch (const cli::UsageError& e) {

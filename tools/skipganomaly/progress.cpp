@@ -9,20 +9,32 @@
 #include <iostream>
 #include <string>
 
+#include "safe_file.hpp"
+
 namespace cli {
 namespace {
 
 std::atomic<bool> cancel_requested{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "the SIGINT handler needs a lock-free flag");
 
-extern "C" void on_interrupt(int) {
-    cancel_requested.store(true);
+// The first SIGINT asks fit() to stop; a second ends the process at once, as SIGINT's default
+// action does, after unlinking the temporary files of writes in flight (a checkpoint). Only
+// async-signal-safe calls.
+extern "C" void on_interrupt(int signal_number) {
+    if (cancel_requested.exchange(true)) {
+        sga::safe_file::remove_registered_temporaries();
+        struct sigaction default_action {};
+        default_action.sa_handler = SIG_DFL;
+        sigemptyset(&default_action.sa_mask);
+        ::sigaction(signal_number, &default_action, nullptr);
+        ::raise(signal_number);  // blocked while this handler runs: delivered on return
+        return;
+    }
     static const char message[] =
         "\ninterrupted: stopping after the current batch (keeping the last completed epoch); "
         "press Ctrl-C again to abort\n";
     const ssize_t written = ::write(STDERR_FILENO, message, sizeof message - 1);
     (void)written;
-    std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
 }
 
 std::string format_duration(double seconds) {
@@ -117,16 +129,22 @@ sga::FitReport fit_with_progress(sga::Detector& detector, const std::vector<sga:
     ProgressReporter progress(progress_interval_seconds);
     progress.set_epochs(detector.options().epochs);
     cancel_requested.store(false);
-    std::signal(SIGINT, on_interrupt);
+    // The action before (main's temporary cleanup) comes back on return and on a throw.
+    struct sigaction interrupt {}, previous {};
+    interrupt.sa_handler = on_interrupt;
+    sigemptyset(&interrupt.sa_mask);
+    ::sigaction(SIGINT, &interrupt, &previous);
+    struct Restore {
+        const struct sigaction& action;
+        ~Restore() { ::sigaction(SIGINT, &action, nullptr); }
+    } restore{previous};
     sga::FitReport report;
     try {
         report = detector.fit(images, progress.callbacks());
     } catch (...) {
-        std::signal(SIGINT, SIG_DFL);
         progress.finish();
         throw;
     }
-    std::signal(SIGINT, SIG_DFL);
     progress.finish();
     return report;
 }
