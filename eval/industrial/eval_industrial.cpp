@@ -38,6 +38,7 @@ struct Arguments {
     std::string out = "industrial_results.json";
     std::string save_models;  // folder: each category's model as <category>_<recipe>_seed<S>.safetensors
     std::string model;        // score this saved model instead of training one (one --data only)
+    std::string dump;         // folder: PNG strips x | G(x) | map of the first test images of each folder
     int threads = 0;
 };
 
@@ -74,6 +75,7 @@ Arguments parse(int argc, char** argv) {
         else if (flag == "--out") a.out = value();
         else if (flag == "--save-models") a.save_models = value();
         else if (flag == "--model") a.model = value();
+        else if (flag == "--dump") a.dump = value();
         else if (flag == "--corruption" || flag == "--map-error" || flag == "--sigma" || flag == "--image-score" ||
                  flag == "--adversarial" || flag == "--contextual" || flag == "--latent")
             overrides.emplace_back(flag, value());
@@ -212,6 +214,21 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
         std::vector<std::uint8_t> sm(plane);
         for (std::size_t k = 0; k < plane; ++k) sm[k] = small_mask[k] > 0.0f ? 1 : 0;  // > mid-grey after resizing
         small_masks.push_back(std::move(sm));
+        if (!args.dump.empty() && sample.path.size() > 4 && sample.path.rfind("003.png") == sample.path.size() - 7) {
+            // x | G(x) | |x - G(x)| x 4, first channel, as 8-bit grey.
+            Image strip{3 * size, size, 1, std::vector<std::uint8_t>(static_cast<std::size_t>(3 * size * size))};
+            auto to_byte = [](float v) { return static_cast<std::uint8_t>(std::clamp((v + 1.0f) * 127.5f, 0.0f, 255.0f)); };
+            for (int y = 0; y < size; ++y)
+                for (int xx = 0; xx < size; ++xx) {
+                    const std::size_t p = static_cast<std::size_t>(y * size + xx);
+                    const std::size_t row = static_cast<std::size_t>(y * 3 * size);
+                    strip.pixels[row + static_cast<std::size_t>(xx)] = to_byte(x[p]);
+                    strip.pixels[row + static_cast<std::size_t>(size + xx)] = to_byte(r.reconstruction[p]);
+                    strip.pixels[row + static_cast<std::size_t>(2 * size + xx)] =
+                        to_byte(std::abs(x[p] - r.reconstruction[p]) * 4.0f - 1.0f);
+                }
+            save_png(args.dump + "/" + category + "_" + defect_type(sample) + ".png", strip);
+        }
         const std::vector<float> structural = ssim_map(x.data(), r.reconstruction.data(), channels, size);
         for (std::size_t v = 0; v < variants.size(); ++v) {
             const AnomalyMapRule& rule = variants[v].rule;
