@@ -10,7 +10,7 @@
 #include <memory>
 #include <random>
 
-#include "skipganomaly/score_batcher.hpp"
+#include "score_batcher.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
 
 namespace {

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "skipganomaly/detector.hpp"
-#include "skipganomaly/score_batcher.hpp"
+#include "score_batcher.hpp"
 
 namespace sga {
 

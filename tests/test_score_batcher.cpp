@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "skipganomaly/recipe.hpp"
-#include "skipganomaly/score_batcher.hpp"
+#include "score_batcher.hpp"
 #include "skipganomaly/skip_ganomaly.hpp"
 #include "test_support.hpp"
 
