@@ -131,7 +131,10 @@ std::vector<sga::Image> images_in(const std::string& dir) { return sga::load_ima
 TEST_CASE("fit --help gives every default, the recipes and what validation fraction 0 means", "[cli]") {
     const Run r = run_cli("fit --help");
     REQUIRE(r.exit_code == 0);
-    CHECK_THAT(r.out, Catch::Contains("--recipe robust_rotation|robust|official") && Catch::Contains("(default robust_rotation)"));
+    CHECK_THAT(r.out, Catch::Contains("--recipe robust_rotation|robust|official|inspection") &&
+                          Catch::Contains("(default: inspection for mvtec: data or with") &&
+                          Catch::Contains("--tile, robust_rotation otherwise)"));
+    CHECK_THAT(r.out, Catch::Contains("--tile N") && Catch::Contains("--stride N"));
     CHECK_THAT(r.out, Catch::Contains("--threads N") && Catch::Contains("(default: OMP_NUM_THREADS, else every core)"));
     CHECK_THAT(r.out, Catch::Contains("(default 0.1;") && Catch::Contains("0 holds out nothing") &&
                           Catch::Contains("in-sample"));
@@ -308,7 +311,7 @@ TEST_CASE("eval says anomalies are the positive class and prints the base rate",
     CHECK(j.at("flag_all_f1").get<double>() == Approx(2 * (1.0 / 3) / (1.0 / 3 + 1)));
 }
 
-TEST_CASE("fit on mvtec: data trains the inspection recipe by default and says so; --tile stores tiling, eval maps at "
+TEST_CASE("fit on mvtec: data trains the inspection recipe by default and says so, --tile stores tiling, eval maps at "
           "full resolution",
           "[cli][tiling]") {
     // An MVTec layout: train/good (40 blobs, 28 x 28, each placed in a 64 x 48 frame), test/good

@@ -520,7 +520,7 @@ TEST_CASE("concurrent writes to one target each leave a whole file", "[reliabili
     CHECK(temporaries_in(dir.path).empty());
 }
 
-TEST_CASE("a read-only target is refused; a replaced file keeps its mode and owner", "[reliability][write]") {
+TEST_CASE("a read-only target is refused, and a replaced file keeps its mode and owner", "[reliability][write]") {
     TempDir dir;
     const std::string target = dir.file("model.bin");
 
@@ -891,7 +891,7 @@ TEST_CASE("an IDX file declaring more data than it holds is refused before alloc
 
 // ---- What a missing path is called, and output paths checked before work ----
 
-TEST_CASE("a symbolic link loop is named as one, not as a missing file; a missing CIFAR-10 folder names the data set", "[reliability][io]") {
+TEST_CASE("a symbolic link loop is named as one, not as a missing file, and a missing CIFAR-10 folder names the data set", "[reliability][io]") {
     TempDir dir;
     fs::create_symlink("loop_b", dir.path / "loop_a");
     fs::create_symlink("loop_a", dir.path / "loop_b");
