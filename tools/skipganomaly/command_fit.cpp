@@ -31,7 +31,7 @@ data (--data SPEC):
                        0..9 or a name (airplane, automobile, bird, cat, deer, dog, frog, ...)
 
 options (every default shown):
-  --out PATH                   model file to write (required; its folder must exist: checked,
+  --out PATH                   model file to write (required); its folder must exist (checked,
                                with --checkpoint's, before the data is loaded)
   --recipe robust_rotation|robust|official|inspection
                                how to train (default: inspection for mvtec: data or with
