@@ -5,12 +5,18 @@
 #
 #   scripts/run-fuzzers.sh [SECONDS]
 #
+# SECONDS is the image decoder's budget; the model file reader gets three times as long
+# (FUZZ_MODEL_FILE_SECONDS overrides it): its inputs are larger and slower (each accepted file
+# is loaded into a model), and defects such as a name written twice in the JSON header need
+# the dictionary's tokens spliced into the right place, which takes more executions.
+#
 # Environment: BUILD_DIR (default build-fuzz), JOBS (build parallelism, default nproc),
 # CC / CXX (default clang-14 / clang++-14), FUZZ_TIMEOUT (seconds one input may take,
 # default 30), FUZZ_RSS_LIMIT_MB (default 2048), FUZZ_SEED (libFuzzer's random seed, default 1;
 # 0 picks a new one each run). A fixed seed makes a CI run explore the same inputs every time,
 # so CI does not fail at random on an old bug; search with other seeds and longer runs by hand.
-# Prints each target's executions and coverage. Exits non-zero when a target finds a crash,
+# Prints each target's libFuzzer final statistics (stat::number_of_executed_units,
+# stat::average_exec_per_sec, ...) and a summary of executions and coverage. Exits non-zero when a target finds a crash,
 # a sanitizer report, an uncaught non-sga exception, a timeout or an out-of-memory; the inputs
 # that caused it are copied to $BUILD_DIR/fuzz-findings/<target>/ and can be replayed with
 #   $BUILD_DIR/tests/fuzz/<target> <file>
@@ -46,22 +52,27 @@ rm -rf "$findings_dir"
 
 failed=0
 summary=()
-for pair in fuzz_model_file:corpus_model fuzz_image_decode:corpus_image; do
+model_file_seconds="${FUZZ_MODEL_FILE_SECONDS:-$((seconds * 3))}"
+for pair in fuzz_model_file:corpus_model:$model_file_seconds fuzz_image_decode:corpus_image:$seconds; do
   target="${pair%%:*}"
-  corpus="${pair##*:}"
+  rest="${pair#*:}"
+  corpus="${rest%%:*}"
+  target_seconds="${rest##*:}"
   work="$scratch/$target"
   mkdir -p "$work/corpus" "$work/artifacts"
   cp tests/fuzz/"$corpus"/* "$work/corpus/"
   # A target's dictionary, when it has one: tests/fuzz/model_file.dict for fuzz_model_file.
   dictionary=(); [ -f "tests/fuzz/${target#fuzz_}.dict" ] && dictionary=(-dict="tests/fuzz/${target#fuzz_}.dict")
-  echo "== $target: ${seconds}s on a copy of tests/fuzz/$corpus ($(ls "$work/corpus" | wc -l) seeds)"
+  echo "== $target: ${target_seconds}s on a copy of tests/fuzz/$corpus ($(ls "$work/corpus" | wc -l) seeds)"
   status=0
   "$build_dir/tests/fuzz/$target" "$work/corpus" "${dictionary[@]}" \
-    -seed="${FUZZ_SEED:-1}" -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-30}" -rss_limit_mb="${FUZZ_RSS_LIMIT_MB:-2048}" \
+    -seed="${FUZZ_SEED:-1}" -max_total_time="$target_seconds" -timeout="${FUZZ_TIMEOUT:-30}" -rss_limit_mb="${FUZZ_RSS_LIMIT_MB:-2048}" \
     -artifact_prefix="$work/artifacts/" -print_final_stats=1 >"$work/log" 2>&1 || status=$?
   executions="$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log" | tail -1)"
   coverage="$(grep -o 'cov: [0-9]*' "$work/log" | tail -1 || true)"
   corpus_size="$(ls "$work/corpus" | wc -l)"
+  # libFuzzer's closing lines: "Done N runs in S second(s)" and the final statistics.
+  grep -E '^(Done [0-9]+ runs|stat::)' "$work/log" | sed "s/^/   $target /" || echo "   $target: no final statistics in its log"
   if [ "$status" -ne 0 ] || [ -n "$(ls -A "$work/artifacts")" ]; then
     failed=1
     mkdir -p "$findings_dir/$target"
@@ -72,7 +83,7 @@ for pair in fuzz_model_file:corpus_model fuzz_image_decode:corpus_image; do
     echo "!! inputs and log copied to $findings_dir/$target/"
     summary+=("$target: FINDING after ${executions:-?} executions ($coverage)")
   else
-    summary+=("$target: ${executions:-?} executions in ${seconds}s, ${coverage:-cov: ?}, corpus ${corpus_size} inputs, no findings")
+    summary+=("$target: ${executions:-?} executions in ${target_seconds}s, ${coverage:-cov: ?}, corpus ${corpus_size} inputs, no findings")
   fi
 done
 

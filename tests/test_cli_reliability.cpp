@@ -549,7 +549,7 @@ TEST_CASE("a link planted at a temporary's name is neither followed nor removed"
     CHECK(sga::Detector::load((dir / "calibrated.safetensors").string(), sga::Device::Cpu).is_trained());
 }
 
-TEST_CASE("--resume refuses a checkpoint of other images or options", "[cli][reliability][checkpoint]") {
+TEST_CASE("fit --resume refuses a checkpoint of other images or options", "[cli][reliability][checkpoint]") {
     const Workspace& w = workspace();
     const fs::path dir = w.folder("resume");
     const std::string checkpoint = (dir / "ck.safetensors").string();

@@ -76,8 +76,10 @@ options (every default shown):
   --threads N                  CPU threads (default: OMP_NUM_THREADS, else every core)
   --checkpoint PATH            write a checkpoint (weights, optimiser, RNG) to PATH (default: none)
   --checkpoint-every N         ... every N epochs (default 1 with --checkpoint)
-  --resume PATH                continue from a checkpoint of the same data and options;
-                               --epochs counts the epochs already done (default: start afresh)
+  --resume PATH                continue from a checkpoint of the same data and options (other
+                               images, --seed, --validation-fraction, --lr, --batch-size or
+                               --recipe are refused, naming the difference); --epochs counts
+                               the epochs already done (default: start afresh)
   --progress-every SECONDS     without a terminal, print a progress line with the ETA this
                                often (default 5; 0: after every batch). On a terminal a bar
                                is redrawn instead
