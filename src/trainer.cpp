@@ -520,6 +520,13 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
             write_checkpoint(report.epochs_completed, random, samples.fingerprint());
     }
 
+    if (report.cancelled && report.epochs_completed == 0) {
+        // Nothing was learnt: the initial weights stay, and the detector stays untrained, so
+        // that save() refuses it rather than replace a good model with them.
+        state_.trained = false;
+        report.seconds = seconds_since(start);
+        return report;
+    }
     if (options.recipe.stopping == StoppingRule::BestSyntheticAnomalies && !best_weights.tensors.empty())
         best_weights.restore(weight_views(model));  // with the statistics recomputed for that epoch
     else if (options.recipe.recompute_batch_norm && report.epochs_completed > 0)

@@ -95,7 +95,8 @@ public:
 
     // Detector::fit: train(), and where the orientation check finds no upright, train()
     // again from the start with the recipe without_orientation() (RecipeDecision). On return
-    // the state is trained, with statistics, thresholds, kept_epoch and orientation set.
+    // the state is trained, with statistics, thresholds, kept_epoch and orientation set;
+    // except after a cancellation before any epoch was completed, which leaves it untrained.
     FitReport fit(std::span<const ImageView> images, const FitCallbacks& callbacks);
 
 private:

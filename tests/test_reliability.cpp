@@ -1024,3 +1024,25 @@ TEST_CASE("with few held-out images the orientation check is skipped and the thr
     check.min_images = 8;
     CHECK_NOTHROW(check.validate());
 }
+
+TEST_CASE("a fit cancelled before its first epoch leaves the detector untrained, so save refuses it", "[reliability][checkpoint]") {
+    std::vector<Image> images;
+    for (unsigned i = 0; i < 16; ++i) images.push_back(random_image(32, 32, 1, 600 + i));
+    TempDir dir;
+    const std::string model = dir.file("good.safetensors");
+    Detector good(tiny_detector_options());
+    good.fit(images);
+    good.save(model);
+    const std::vector<std::uint8_t> before = read_bytes(model);
+
+    std::atomic<bool> cancel{true};  // asked before the first batch ends
+    FitCallbacks callbacks;
+    callbacks.cancel = &cancel;
+    Detector d(tiny_detector_options());
+    const FitReport report = d.fit(images, callbacks);
+    CHECK(report.cancelled);
+    CHECK(report.epochs_completed == 0);
+    CHECK_FALSE(d.is_trained());
+    CHECK_THROWS_AS(d.save(model), InvalidArgument);
+    CHECK(read_bytes(model) == before);
+}

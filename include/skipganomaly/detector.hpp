@@ -160,7 +160,8 @@ struct FitCallbacks {
     // A recipe decision (RecipeDecision), at the moment it is taken, before training goes on.
     std::function<void(const RecipeDecision&)> on_decision;
     // When it becomes true, fit() returns after the current batch with the weights of the
-    // last completed epoch.
+    // last completed epoch; before the first epoch is completed, with the detector untrained
+    // (is_trained() false, save() refuses it).
     const std::atomic<bool>* cancel = nullptr;
 };
 
