@@ -34,6 +34,7 @@
 #include "safe_file.hpp"
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/image.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -164,19 +165,8 @@ Result run(const std::vector<std::string>& args, const fs::path& folder, Limits 
     return cli.wait();
 }
 
-std::vector<std::string> names_in(const fs::path& folder) {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(folder)) names.push_back(entry.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
-std::vector<std::string> temporaries_in(const fs::path& folder) {
-    std::vector<std::string> found;
-    for (const std::string& name : names_in(folder))
-        if (name.find(".tmp-") != std::string::npos) found.push_back(name);
-    return found;
-}
+using sga::testing::names_in;
+using sga::testing::temporaries_in;
 
 // A bright blob on noise, 32 x 32 grey.
 sga::Image blob(std::mt19937_64& rng) {

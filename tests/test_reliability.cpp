@@ -375,20 +375,8 @@ void write_text(const std::string& path, const std::string& text) {
     REQUIRE(out.good());
 }
 
-std::vector<std::string> names_in(const fs::path& folder) {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(folder)) names.push_back(entry.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-}
-
-// Temporaries of any writer: "<dot><name>.tmp-...".
-std::vector<std::string> temporaries_in(const fs::path& folder) {
-    std::vector<std::string> found;
-    for (const std::string& name : names_in(folder))
-        if (name.find(".tmp-") != std::string::npos) found.push_back(name);
-    return found;
-}
+using sga::testing::names_in;
+using sga::testing::temporaries_in;
 
 // Runs `child` in a forked process and returns its wait status. The child leaves by _exit with
 // what `child` returns, or 99 when it throws; it never returns into Catch.

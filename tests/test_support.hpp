@@ -3,7 +3,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <cstdlib>
 #include <iostream>
 #include <random>
@@ -37,6 +39,22 @@ inline sga::Tensor random_colour_images(std::int64_t n, unsigned seed) {
     std::vector<float> values(static_cast<std::size_t>(n * 3 * 32 * 32));
     for (float& v : values) v = pixel(rng);
     return sga::Tensor::from_host({n, 3, 32, 32}, values);
+}
+
+// The names in `folder`, sorted.
+inline std::vector<std::string> names_in(const std::filesystem::path& folder) {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(folder)) names.push_back(entry.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+// Temporaries of any writer in `folder`: "<dot><name>.tmp-...".
+inline std::vector<std::string> temporaries_in(const std::filesystem::path& folder) {
+    std::vector<std::string> found;
+    for (const std::string& name : names_in(folder))
+        if (name.find(".tmp-") != std::string::npos) found.push_back(name);
+    return found;
 }
 
 // An 8-bit image of uniformly random pixels, the same for the same arguments.
