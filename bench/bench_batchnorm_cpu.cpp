@@ -6,7 +6,7 @@
 #include <random>
 #include <string>
 
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace {
 

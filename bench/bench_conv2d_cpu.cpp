@@ -31,10 +31,10 @@
 #include <string>
 #include <vector>
 
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/device.hpp"
-#include "skipganomaly/kernels.hpp"
-#include "skipganomaly/tensor.hpp"
+#include "skipganomaly/engine/kernels.hpp"
+#include "skipganomaly/engine/tensor.hpp"
 
 namespace {
 

@@ -34,10 +34,10 @@
 
 #if SKIPGANOMALY_WITH_CUDA
 #include "cuda/runtime.hpp"
-#include "skipganomaly/context.hpp"
-#include "skipganomaly/kernels.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
-#include "skipganomaly/tensor.hpp"
+#include "skipganomaly/engine/context.hpp"
+#include "skipganomaly/engine/kernels.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
+#include "skipganomaly/engine/tensor.hpp"
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <random>
 
 #include "score_batcher.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 
 namespace {
 

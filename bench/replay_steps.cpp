@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "model_file.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 
 int main(int argc, char** argv) try {
     using namespace sga;

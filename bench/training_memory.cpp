@@ -7,7 +7,7 @@
 #include <fstream>
 #include <random>
 #include <string>
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 using namespace sga;
 static double rss_mib() { std::ifstream f("/proc/self/status"); std::string l; while (std::getline(f, l)) if (l.rfind("VmRSS:", 0) == 0) return std::atof(l.c_str() + 6) / 1024; return 0; }
 static double peak_mib() { rusage u{}; getrusage(RUSAGE_SELF, &u); return u.ru_maxrss / 1024.0; }

@@ -28,6 +28,7 @@
 
 #include "skipganomaly/datasets.hpp"
 #include "skipganomaly/detector.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 #include "skipganomaly/metrics.hpp"
 
 namespace {

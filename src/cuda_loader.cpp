@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "skipganomaly/error.hpp"
-#include "skipganomaly/memory.hpp"
+#include "skipganomaly/engine/memory.hpp"
 
 #ifndef SKIPGANOMALY_CUDA_MODULE_FILE
 #error "SKIPGANOMALY_CUDA_MODULE_FILE (the module's file name) must be defined by the build"

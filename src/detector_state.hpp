@@ -11,6 +11,7 @@
 
 #include "detector_file.hpp"
 #include "skipganomaly/detector.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 
 namespace sga {
 
@@ -43,12 +44,10 @@ struct DetectorState {
         o.architecture.rotation_head = recipe.rotation_prediction.enabled;
         o.validate();
         options = std::move(o);
-        model = std::make_unique<SkipGanomaly>(options.architecture, options.adam, options.loss_weights);
-        model->reinit_threshold = options.discriminator_reinit_threshold;
-        model->scoring_closed_skips = options.recipe.skip_gating.scoring_closed();
-        model->restoration = options.recipe.restoration;
-        model->rotation_prediction = options.recipe.rotation_prediction;
-        model->map_rule = options.recipe.anomaly_map;
+        const ModelTechniques techniques{options.discriminator_reinit_threshold, options.recipe.skip_gating.scoring_closed(),
+                                         options.recipe.restoration, options.recipe.rotation_prediction,
+                                         options.recipe.anomaly_map};
+        model = std::make_unique<SkipGanomaly>(options.architecture, options.adam, options.loss_weights, techniques);
         model->materialize(*context);
         orientation = {};
     }
@@ -69,7 +68,7 @@ struct DetectorState {
         r.threshold_source = threshold_source;
         r.validation_statistics = statistics;
         r.pixel_statistics = pixel_statistics;
-        if (model->discriminator.has_rotation_head()) r.score_standardisation = model->score_standardisation;
+        if (model->discriminator.has_rotation_head()) r.score_standardisation = model->score_standardisation();
         r.kept_epoch = kept_epoch;
         r.orientation = orientation;
         return r;
@@ -82,7 +81,7 @@ struct DetectorState {
         threshold_source = r.threshold_source;
         statistics = r.validation_statistics;
         pixel_statistics = r.pixel_statistics;
-        model->score_standardisation = r.score_standardisation.value_or(ScoreStandardisation{});
+        model->set_score_standardisation(r.score_standardisation.value_or(ScoreStandardisation{}));
         kept_epoch = r.kept_epoch;
         orientation = r.orientation;
     }

@@ -10,7 +10,7 @@
 #include <exception>
 #include <mutex>
 
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/error.hpp"
 #include "cuda/module.hpp"
 

@@ -1,4 +1,4 @@
-#include "skipganomaly/memory.hpp"
+#include "skipganomaly/engine/memory.hpp"
 
 #include <atomic>
 #include <cstdlib>

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "skipganomaly/detector.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 
 // Not a public header (not installed), but exported from a shared library all the same
 // (SKIPGANOMALY_API): the tests and bench/replay_steps read and write model files with it.

@@ -34,7 +34,7 @@
 #include <utility>
 #include <vector>
 
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 
 namespace sga {
 

@@ -129,10 +129,10 @@ std::vector<float> Scorer::reconstruct(const SkipGanomaly& model, Slot& slot, Te
     const Shape& s = batch.shape();
     const std::vector<float> clean = host_values(slot.ctx, batch);
     std::vector<float> upright(clean.size());
-    model.restoration.scoring_view(clean.data(), upright.data(), s[0], s[1], s[2], 0);
+    model.techniques().restoration.scoring_view(clean.data(), upright.data(), s[0], s[1], s[2], 0);
     TensorView input = slot.tape.allocate(s);
     copy_bytes(slot.ctx, input.data(), input.device(), upright.data(), Device::Cpu, upright.size() * sizeof(float));
-    Var x_hat = model.generator.forward(slot.tape, slot.tape.constant(input), mode, model.scoring_closed_skips);
+    Var x_hat = model.generator.forward(slot.tape, slot.tape.constant(input), mode, model.techniques().scoring_closed_skips);
     return host_values(slot.ctx, x_hat.value());
 }
 
@@ -237,7 +237,7 @@ Scorer::TiledScore Scorer::score_tiled(const SkipGanomaly& model, const ImageVie
     t.latent = static_cast<float>(latent / tiles);
     t.rotation = static_cast<float>(rotation / tiles);
     std::vector<float> map = stitcher.finish();
-    t.score = model.map_rule.score_needs_map() ? map_image_score(map.data(), static_cast<std::int64_t>(map.size())) : best;
+    t.score = model.techniques().map_rule.score_needs_map() ? map_image_score(map.data(), static_cast<std::int64_t>(map.size())) : best;
     if (keep_map) t.map = std::move(map);
     return t;
 }

@@ -344,7 +344,7 @@ void Trainer::learn_statistics(const std::vector<float>& normal_samples, std::si
     if (model.discriminator.has_rotation_head()) {  // the scale of the two score parts, from these normal images
         std::vector<float> official(count);
         for (std::size_t i = 0; i < official.size(); ++i) official[i] = anomaly_score(parts.reconstruction[i], parts.latent[i]);
-        model.score_standardisation = ScoreStandardisation::of(official, parts.rotation);
+        model.set_score_standardisation(ScoreStandardisation::of(official, parts.rotation));
     }
     std::vector<float> scores(count);
     for (std::size_t i = 0; i < scores.size(); ++i) scores[i] = model.combined_score(parts, i);

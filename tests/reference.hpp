@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::testing {
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <random>
 
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 
 namespace {
 

@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "reference.hpp"
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/device.hpp"
-#include "skipganomaly/kernels.hpp"
-#include "skipganomaly/memory.hpp"
+#include "skipganomaly/engine/kernels.hpp"
+#include "skipganomaly/engine/memory.hpp"
 
 namespace {
 

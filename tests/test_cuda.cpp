@@ -49,12 +49,12 @@
 
 #include "reference.hpp"
 #include "test_support.hpp"
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/device.hpp"
 #include "skipganomaly/error.hpp"
-#include "skipganomaly/kernels.hpp"
-#include "skipganomaly/memory.hpp"
-#include "skipganomaly/tensor.hpp"
+#include "skipganomaly/engine/kernels.hpp"
+#include "skipganomaly/engine/memory.hpp"
+#include "skipganomaly/engine/tensor.hpp"
 #if SKIPGANOMALY_WITH_CUDA
 #include "cuda/module.hpp"
 #endif

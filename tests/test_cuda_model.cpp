@@ -18,7 +18,7 @@
 
 #include "reference.hpp"
 #include "skipganomaly/detector.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 #include "test_support.hpp"
 
 namespace {

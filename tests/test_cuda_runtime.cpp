@@ -24,12 +24,12 @@
 #include <vector>
 
 #include "reference.hpp"
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/detector.hpp"
-#include "skipganomaly/kernels.hpp"
-#include "skipganomaly/memory.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
-#include "skipganomaly/tensor.hpp"
+#include "skipganomaly/engine/kernels.hpp"
+#include "skipganomaly/engine/memory.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
+#include "skipganomaly/engine/tensor.hpp"
 #include "test_support.hpp"
 #if SKIPGANOMALY_WITH_CUDA
 #include "cuda/runtime.hpp"

@@ -13,7 +13,7 @@
 
 #include "model_file.hpp"
 #include "skipganomaly/detector.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 #include "reference.hpp"
 #include "test_support.hpp"
 
@@ -188,7 +188,7 @@ TEST_CASE("score results are consistent: parts, threshold, normalised score, ano
         // The default recipe (robust_rotation) standardises the official score and the rotation
         // error over the normal images fit() scored, and weighs them (rotation_prediction.hpp).
         REQUIRE(d.options().recipe.rotation_prediction.enabled);
-        const ScoreStandardisation& s = d.model().score_standardisation;
+        const ScoreStandardisation& s = d.model().score_standardisation();
         const double w = d.options().recipe.rotation_prediction.score_weight;
         const double official = 0.9 * r.reconstruction_error + 0.1 * r.latent_error;
         CHECK(r.score == Approx((1 - w) * (official - s.official_mean) / s.official_std +
@@ -960,9 +960,10 @@ TEST_CASE("packed weights score as the weights they were packed from", "[detecto
     arch.image_size = 32;
     arch.channels = 3;
     arch.rotation_head = true;
-    SkipGanomaly model(arch, AdamHyperparameters{}, LossWeights{});
-    model.restoration = recipe.restoration;
-    model.rotation_prediction = recipe.rotation_prediction;
+    ModelTechniques techniques;
+    techniques.restoration = recipe.restoration;
+    techniques.rotation_prediction = recipe.rotation_prediction;
+    SkipGanomaly model(arch, AdamHyperparameters{}, LossWeights{}, techniques);
     Context ctx(Device::Cpu);
     model.materialize(ctx);
     RandomStream random(91);

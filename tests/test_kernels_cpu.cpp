@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "reference.hpp"
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/device.hpp"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace {
 

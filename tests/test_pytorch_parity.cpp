@@ -39,12 +39,12 @@
 #include <utility>
 #include <vector>
 
-#include "skipganomaly/autograd.hpp"
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/autograd.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/detector.hpp"
-#include "skipganomaly/networks.hpp"
-#include "skipganomaly/parameters.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/networks.hpp"
+#include "skipganomaly/engine/parameters.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 
 namespace {
 

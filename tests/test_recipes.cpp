@@ -40,8 +40,8 @@ Architecture tiny_architecture() {
 }
 
 struct TinyModel {
-    explicit TinyModel(Architecture arch = tiny_architecture())
-        : ctx(Device::Cpu), tape(ctx), model(arch, AdamHyperparameters{2e-4f, 0.5f, 0.999f, 1e-8f}, LossWeights{}) {
+    explicit TinyModel(Architecture arch = tiny_architecture(), const ModelTechniques& techniques = {})
+        : ctx(Device::Cpu), tape(ctx), model(arch, AdamHyperparameters{2e-4f, 0.5f, 0.999f, 1e-8f}, LossWeights{}, techniques) {
         model.materialize(ctx);
         RandomStream random(11);
         model.initialize(ctx, random);
@@ -211,8 +211,9 @@ TEST_CASE("CutPaste anomalies change one rectangle, copied from another sample",
 TEST_CASE("recomputed batch-norm statistics are the exact mean over the batches", "[recipe][batchnorm]") {
     const Tensor a = batch_tensor(8, 31), b = batch_tensor(8, 32);
     auto statistics_after = [&](std::vector<const Tensor*> batches) {
-        TinyModel m;
-        m.model.scoring_closed_skips = 0b0011u;
+        ModelTechniques techniques;
+        techniques.scoring_closed_skips = 0b0011u;
+        TinyModel m(tiny_architecture(), techniques);
         m.model.recompute_batch_norm_statistics(m.ctx, m.tape, static_cast<int>(batches.size()),
                                                 [&](int k) { return batches[static_cast<std::size_t>(k)]->view(); });
         std::vector<float> g = Tensor::host_values(m.model.generator.statistics.values());
@@ -297,8 +298,8 @@ TEST_CASE("the official recipe trains exactly as SkipGanomaly::train_step does",
     b.fit(images);
     CHECK(Tensor::host_values(a.model().generator.parameters.values()) ==
           Tensor::host_values(b.model().generator.parameters.values()));
-    CHECK(a.model().scoring_closed_skips == 0u);
-    CHECK(a.model().restoration.scoring_views() == 1);
+    CHECK(a.model().techniques().scoring_closed_skips == 0u);
+    CHECK(a.model().techniques().restoration.scoring_views() == 1);
 }
 
 TEST_CASE("rotation restoration: views are the greyed quarter turns, training inputs one of them", "[recipe][restoration]") {
@@ -376,7 +377,7 @@ TEST_CASE("rotation prediction: the head's loss falls, the score combines the st
     CHECK(last < 0.85f * first);
 
     // The score is the standardised combination of the two parts.
-    const ScoreStandardisation& s = d.model().score_standardisation;
+    const ScoreStandardisation& s = d.model().score_standardisation();
     CHECK(s.official_std > 0);
     CHECK(s.rotation_std > 0);
     const Image upright = upright_image(900), noise = sga::testing::random_image(32, 32, 1, 901);
@@ -399,8 +400,8 @@ TEST_CASE("rotation prediction: the head's loss falls, the score combines the st
     CHECK(reader.architecture().rotation_head);
     CHECK(loaded.options().recipe.name == "robust_rotation");
     CHECK(loaded.options().recipe.rotation_prediction.enabled);
-    CHECK(loaded.model().score_standardisation.rotation_mean == s.rotation_mean);
-    CHECK(loaded.model().score_standardisation.official_std == s.official_std);
+    CHECK(loaded.model().score_standardisation().rotation_mean == s.rotation_mean);
+    CHECK(loaded.model().score_standardisation().official_std == s.official_std);
     for (const Image* image : {&upright, &noise}) {
         const ScoreResult a = d.score(image->view()), b = loaded.score(image->view());
         CHECK(a.score == b.score);
@@ -432,8 +433,9 @@ TEST_CASE("rotation prediction needs the rotation restoration and the final epoc
     // A head trains only with the turned inputs and their turns.
     Architecture arch = tiny_architecture();
     arch.rotation_head = true;
-    TinyModel m(arch);
-    m.model.restoration = {Corruption::Rotation, true, 2};
+    ModelTechniques rotation;
+    rotation.restoration = {Corruption::Rotation, true, 2};
+    TinyModel m(arch, rotation);
     const Tensor x = batch_tensor(4, 77);
     RandomStream random(1);
     CHECK(sga::testing::message_of<InvalidArgument>([&] { m.model.train_step(m.ctx, m.tape, x.view(), random); })
@@ -509,8 +511,9 @@ TEST_CASE("rotation_margins: per image, the turn's logit less the others' mean, 
           "[recipe][orientation]") {
     Architecture arch = tiny_architecture();
     arch.rotation_head = true;
-    TinyModel m(arch);
-    m.model.restoration = {Corruption::Rotation, true, 2};
+    ModelTechniques rotation;
+    rotation.restoration = {Corruption::Rotation, true, 2};
+    TinyModel m(arch, rotation);
     const std::int64_t n = 6;
     const Tensor x = batch_tensor(n, 91);
     // Running statistics: each view may then be scored on its own, in any batch.
@@ -520,7 +523,7 @@ TEST_CASE("rotation_margins: per image, the turn's logit less the others' mean, 
     const std::vector<float> clean = Tensor::host_values(x.view());
     for (int turn = 0; turn < 4; ++turn) {
         Tensor view({n, 1, 32, 32}, Device::Cpu);
-        m.model.restoration.scoring_view(clean.data(), view.data(), n, 1, 32, turn);
+        m.model.techniques().restoration.scoring_view(clean.data(), view.data(), n, 1, 32, turn);
         m.tape.clear();
         m.ctx.arena().reset();
         NoGradGuard no_grad(m.tape);
@@ -612,7 +615,7 @@ TEST_CASE("without an upright, fit trains the recipe without_orientation(), exac
     CHECK(d.options().recipe.name == "robust_rotation_unoriented");
     CHECK_FALSE(d.options().architecture.rotation_head);
     CHECK_FALSE(d.model().discriminator.has_rotation_head());
-    CHECK(d.model().restoration.scoring_views() == 1);
+    CHECK(d.model().techniques().restoration.scoring_views() == 1);
     CHECK(d.orientation().checked);
     CHECK_FALSE(d.orientation().oriented);
 

@@ -9,7 +9,7 @@
 
 #include "skipganomaly/recipe.hpp"
 #include "score_batcher.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -26,9 +26,10 @@ std::unique_ptr<SkipGanomaly> random_model(const Recipe& recipe, bool packed, st
     arch.image_size = 32;
     arch.channels = 3;
     arch.rotation_head = recipe.rotation_prediction.enabled;
-    auto model = std::make_unique<SkipGanomaly>(arch, AdamHyperparameters{}, LossWeights{});
-    model->restoration = recipe.restoration;
-    model->rotation_prediction = recipe.rotation_prediction;
+    ModelTechniques techniques;
+    techniques.restoration = recipe.restoration;
+    techniques.rotation_prediction = recipe.rotation_prediction;
+    auto model = std::make_unique<SkipGanomaly>(arch, AdamHyperparameters{}, LossWeights{}, techniques);
     Context ctx(Device::Cpu);
     model->materialize(ctx);
     RandomStream random(seed);
@@ -172,8 +173,9 @@ TEST_CASE("the score batcher passes a failing pass's error to its callers and go
     CHECK_THROWS_AS(ScoreBatcher(0), InvalidArgument);
     const auto model = random_model(Recipe::official(), true, 13);
     // A rotation head without the rotation restoration cannot score (SkipGanomaly refuses it).
-    const auto broken = random_model(Recipe::robust_rotation(), true, 14);
-    broken->restoration = {};
+    Recipe without_restoration = Recipe::robust_rotation();
+    without_restoration.restoration = {};
+    const auto broken = random_model(without_restoration, true, 14);
     ScoreBatcher batcher(2);
     const Tensor images = random_colour_images(1, 7);
     CHECK_THROWS_AS(batcher.score(*broken, images.data(), false), InvalidArgument);

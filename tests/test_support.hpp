@@ -16,7 +16,7 @@
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/device.hpp"
 #include "skipganomaly/image.hpp"
-#include "skipganomaly/tensor.hpp"
+#include "skipganomaly/engine/tensor.hpp"
 
 namespace sga::testing {
 

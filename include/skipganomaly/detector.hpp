@@ -54,12 +54,18 @@
 #include <string>
 #include <vector>
 
+#include "skipganomaly/device.hpp"
 #include "skipganomaly/image.hpp"
 #include "skipganomaly/recipe.hpp"
 #include "skipganomaly/tiling.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/model_options.hpp"
+#include "skipganomaly/orientation_check.hpp"
 
 namespace sga {
+
+// The engine's model (skipganomaly/engine/skip_ganomaly.hpp), for the advanced calls that
+// hand it out: include that header to use it.
+class SkipGanomaly;
 
 // How batch norm behaves when scoring.
 enum class ScoringMode {
@@ -80,7 +86,7 @@ enum class WeightStorage {
 
 struct SKIPGANOMALY_API DetectorOptions {
     // image_size, channels, ngf, ndf, nz. Their defaults (32, 3, 64, 64, 100: the official
-    // code's) live in struct Architecture in networks.hpp.
+    // code's) live in struct Architecture in model_options.hpp.
     Architecture architecture;
     // How to train and which epoch to keep: Recipe::robust_rotation() (the default),
     // Recipe::robust(), or Recipe::official() (the paper's code bit for bit). See recipe.hpp
@@ -155,7 +161,8 @@ struct FitCallbacks {
     std::function<void(const TrainingProgress&)> on_batch;
     std::function<void(const EpochSummary&)> on_epoch;
     // Sees the model as it stands after each epoch, for per-epoch evaluation (score it with
-    // SkipGanomaly::score on a context of your own; keep no reference past the call).
+    // SkipGanomaly::score on a context of your own, from skipganomaly/engine/skip_ganomaly.hpp;
+    // keep no reference past the call).
     std::function<void(const EpochSummary&, const SkipGanomaly&)> on_epoch_model;
     // A recipe decision (RecipeDecision), at the moment it is taken, before training goes on.
     std::function<void(const RecipeDecision&)> on_decision;
@@ -315,7 +322,8 @@ public:
     // FormatError saying what was expected and what was found.
     static Detector load(const std::string& path, Device device = Device::Auto);
 
-    // The underlying model, for advanced use (benchmarks, parity tests).
+    // The underlying model, for advanced use (benchmarks, parity tests): the engine's class,
+    // defined in skipganomaly/engine/skip_ganomaly.hpp (no stability promise).
     const SkipGanomaly& model() const;
 
     struct Impl;

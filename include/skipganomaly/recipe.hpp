@@ -28,7 +28,7 @@
 #include <string>
 
 #include "skipganomaly/anomaly_map.hpp"
-#include "skipganomaly/networks.hpp"
+#include "skipganomaly/model_options.hpp"
 #include "skipganomaly/orientation_check.hpp"
 #include "skipganomaly/random.hpp"
 #include "skipganomaly/restoration.hpp"

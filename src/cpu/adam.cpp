@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cpu {
 namespace {

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cpu {
 namespace {

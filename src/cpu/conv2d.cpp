@@ -47,7 +47,7 @@
 #include <string>
 
 #include "conv2d_internal.hpp"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cpu {
 using namespace conv2d_detail;

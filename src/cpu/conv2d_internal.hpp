@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cpu::conv2d_detail {
 

@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 #include "skipganomaly/random.hpp"
 
 namespace sga::cpu {

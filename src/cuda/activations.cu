@@ -2,7 +2,7 @@
 // Precise math (no --use_fast_math): tanhf/expf are within 2 ulp of the CPU's.
 #include "cuda/cuda_state.hpp"
 #include "cuda/device_utils.cuh"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cuda {
 namespace {

@@ -1,7 +1,7 @@
 // Channel concatenation (CUDA). Contracts in kernels.def.
 #include "cuda/cuda_state.hpp"
 #include "cuda/device_utils.cuh"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cuda {
 namespace {

@@ -35,7 +35,7 @@
 
 #include "cuda/cuda_state.hpp"
 #include "cuda/runtime.hpp"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cuda {
 namespace {

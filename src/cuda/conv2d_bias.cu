@@ -2,7 +2,7 @@
 // convolutions themselves are in conv2d.cpp (cuDNN).
 #include "cuda/cuda_state.hpp"
 #include "cuda/device_utils.cuh"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cuda {
 namespace {

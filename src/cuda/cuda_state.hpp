@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <string>
 
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/error.hpp"
 
 namespace sga::cuda {

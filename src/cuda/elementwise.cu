@@ -1,7 +1,7 @@
 // Fills, random fills and elementwise arithmetic (CUDA). Contracts in kernels.def.
 #include "cuda/cuda_state.hpp"
 #include "cuda/device_utils.cuh"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 #include "skipganomaly/random.hpp"
 
 namespace sga::cuda {

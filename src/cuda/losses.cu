@@ -11,7 +11,7 @@
 
 #include "cuda/cuda_state.hpp"
 #include "cuda/device_utils.cuh"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga::cuda {
 namespace {

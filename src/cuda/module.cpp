@@ -8,7 +8,7 @@
 #include <string>
 
 #include "skipganomaly/error.hpp"
-#include "skipganomaly/memory.hpp"
+#include "skipganomaly/engine/memory.hpp"
 
 namespace sga {
 namespace {
@@ -58,7 +58,7 @@ extern "C" __attribute__((visibility("default"))) const sga::detail::CudaModule*
         detail::CudaModule m;
         m.layout = detail::cuda_module_layout();
 #define SGA_KERNEL(name, parameters, arguments) m.kernels.name = &cuda::name;
-#include "skipganomaly/kernels.def"
+#include "skipganomaly/engine/kernels.def"
 #undef SGA_KERNEL
         m.device_status = &cuda::device_status;
         m.allocate = &cuda::allocate;

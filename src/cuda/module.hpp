@@ -8,7 +8,7 @@
 // allocation_count() counts device memory too) and returns its kernel table and runtime
 // services. Both sides must come from the same build: before anything else is used, each
 // side checks the other's ABI number and version, the SHA-256 of the kernel list it was
-// compiled from (include/skipganomaly/kernels.def, hashed by CMake) and the sizes of the
+// compiled from (include/skipganomaly/engine/kernels.def, hashed by CMake) and the sizes of the
 // structures passed across (CudaModuleLayout). A module from another build of the same
 // version is refused with a message that names what differs.
 #pragma once
@@ -19,7 +19,7 @@
 
 #include "cuda/runtime.hpp"
 #include "skipganomaly/config.hpp"
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 #ifndef SKIPGANOMALY_KERNELS_DEF_SHA256
 #error "SKIPGANOMALY_KERNELS_DEF_SHA256 (the SHA-256 of kernels.def) must be defined by the build"

@@ -13,7 +13,7 @@
 
 #include "cuda/cuda_state.hpp"
 #include "skipganomaly/error.hpp"
-#include "skipganomaly/memory.hpp"
+#include "skipganomaly/engine/memory.hpp"
 
 namespace sga::cuda {
 namespace {

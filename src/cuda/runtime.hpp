@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 
 namespace sga::cuda {
 

@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "model_file.hpp"
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/error.hpp"
-#include "skipganomaly/skip_ganomaly.hpp"
+#include "skipganomaly/engine/skip_ganomaly.hpp"
 
 namespace {
 

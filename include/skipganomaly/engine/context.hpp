@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "skipganomaly/random.hpp"
-#include "skipganomaly/tensor.hpp"
+#include "skipganomaly/engine/tensor.hpp"
 
 namespace sga {
 

@@ -8,9 +8,10 @@
 #include <cstdint>
 #include <string>
 
-#include "skipganomaly/context.hpp"
+#include "skipganomaly/engine/context.hpp"
 #include "skipganomaly/device.hpp"
 #include "skipganomaly/error.hpp"
+#include "skipganomaly/model_options.hpp"
 
 namespace sga {
 
@@ -40,17 +41,10 @@ struct ConvGeometry {
 // forward of a transposed convolution.
 enum class ConvPass { Forward, BackwardData };
 
-struct AdamHyperparameters {
-    float learning_rate = 2e-4f;
-    float beta1 = 0.5f;
-    float beta2 = 0.999f;
-    float epsilon = 1e-8f;
-};
-
 // The CPU backend, part of the library.
 #define SGA_KERNEL(name, parameters, arguments) SKIPGANOMALY_API void name parameters;
 namespace cpu {
-#include "skipganomaly/kernels.def"
+#include "skipganomaly/engine/kernels.def"
 // Floats of the CPU's packed weight for `geometry` (its batch is ignored): 0 or the active taps.
 SKIPGANOMALY_API std::int64_t conv2d_packed_floats(const ConvGeometry& geometry, ConvPass pass);
 }
@@ -61,7 +55,7 @@ SKIPGANOMALY_API std::int64_t conv2d_packed_floats(const ConvGeometry& geometry,
 // dispatcher below reaches them through the module's kernel table.
 #define SGA_KERNEL(name, parameters, arguments) void name parameters;
 namespace cuda {
-#include "skipganomaly/kernels.def"
+#include "skipganomaly/engine/kernels.def"
 }
 #undef SGA_KERNEL
 
@@ -69,7 +63,7 @@ namespace detail {
 // One pointer per kernel of the list, filled in by the CUDA module.
 struct CudaKernelTable {
 #define SGA_KERNEL(name, parameters, arguments) void(*name) parameters = nullptr;
-#include "skipganomaly/kernels.def"
+#include "skipganomaly/engine/kernels.def"
 #undef SGA_KERNEL
 };
 // The loaded CUDA module's kernels. Throws DeviceError when no module is loaded (then no
@@ -94,7 +88,7 @@ namespace kernels {
         }                                                                        \
         throw DeviceError(std::string(#name) + ": context has an unresolved device"); \
     }
-#include "skipganomaly/kernels.def"
+#include "skipganomaly/engine/kernels.def"
 #undef SGA_KERNEL
 
 // Floats of what conv2d_pack_weight keeps for `geometry` (its batch is ignored) on `device`:

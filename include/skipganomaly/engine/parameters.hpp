@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "skipganomaly/autograd.hpp"
+#include "skipganomaly/engine/autograd.hpp"
 
 namespace sga {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "skipganomaly/error.hpp"
-#include "skipganomaly/memory.hpp"
+#include "skipganomaly/engine/memory.hpp"
 
 namespace sga {
 

@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "skipganomaly/kernels.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 
 namespace sga {
 

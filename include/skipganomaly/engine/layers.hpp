@@ -4,7 +4,7 @@
 #include <optional>
 #include <string>
 
-#include "skipganomaly/parameters.hpp"
+#include "skipganomaly/engine/parameters.hpp"
 
 namespace sga {
 

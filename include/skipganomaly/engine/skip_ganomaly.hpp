@@ -10,24 +10,12 @@
 #include <vector>
 
 #include "skipganomaly/anomaly_map.hpp"
-#include "skipganomaly/networks.hpp"
+#include "skipganomaly/engine/networks.hpp"
+#include "skipganomaly/model_options.hpp"
 #include "skipganomaly/restoration.hpp"
 #include "skipganomaly/rotation_prediction.hpp"
 
 namespace sga {
-
-struct LossWeights {
-    float adversarial = 1.0f;  // w_adv
-    float contextual = 50.0f;  // w_con (L1 reconstruction)
-    float latent = 1.0f;       // w_lat
-};
-
-struct StepLosses {
-    float generator = 0, generator_adversarial = 0, generator_contextual = 0, generator_latent = 0;  // weighted
-    float discriminator = 0, discriminator_real = 0, discriminator_fake = 0;
-    float discriminator_rotation = 0;  // weighted; rotation prediction only
-    bool discriminator_reinitialized = false;
-};
 
 // Per-image anomaly score parts of one batch.
 struct BatchScores {
@@ -59,13 +47,29 @@ struct BatchScores {
     }
 };
 
+// What the model does beyond the official step and score, fixed when it is made (Detector
+// makes it from its Recipe, recipe.hpp). Defaults: the official model.
+struct ModelTechniques {
+    float reinit_threshold = 1e-5f;     // D is re-initialised when its loss falls below this
+    SkipMask scoring_closed_skips = 0;  // generator skips closed when scoring (SkipGating); 0: official
+    Restoration restoration;            // the restoration trained for, whose scoring views score() averages
+    RotationPrediction rotation_prediction;  // its weights, when the discriminator has a rotation head
+    AnomalyMapRule map_rule;            // how error maps and, with a local rule, image scores are made
+};
+
 // The official score weights: 0.9 x reconstruction + 0.1 x latent.
 inline float anomaly_score(float reconstruction, float latent) { return 0.9f * reconstruction + 0.1f * latent; }
 
 class SkipGanomaly {
 public:
-    SkipGanomaly(const Architecture& arch, const AdamHyperparameters& adam, const LossWeights& weights)
-        : generator(arch), discriminator(arch), generator_optimizer(adam), discriminator_optimizer(adam), weights(weights) {}
+    SkipGanomaly(const Architecture& arch, const AdamHyperparameters& adam, const LossWeights& weights,
+                 const ModelTechniques& techniques = {})
+        : generator(arch),
+          discriminator(arch),
+          generator_optimizer(adam),
+          discriminator_optimizer(adam),
+          weights(weights),
+          techniques_(techniques) {}
 
     const Architecture& architecture() const { return generator.architecture(); }
 
@@ -163,7 +167,7 @@ public:
             copy_bytes(ctx, target.data(), target.device(), targets.data(), Device::Cpu, targets.size() * sizeof(float));
             Var logits = discriminator.rotation_logits(tape, tape.constant(*generator_input), BatchNormMode::Training);
             ++discriminator.training_passes;
-            Var d_rot = ops::scale(ops::bce_loss(ops::sigmoid(logits), tape.constant(target)), rotation_prediction.loss_weight);
+            Var d_rot = ops::scale(ops::bce_loss(ops::sigmoid(logits), tape.constant(target)), techniques_.rotation_prediction.loss_weight);
             out.discriminator_rotation = item(d_rot);
             d_loss = ops::add(d_loss, d_rot);
         }
@@ -175,7 +179,7 @@ public:
         discriminator.parameters.zero_grad(ctx);
         tape.backward(d_loss, {x_hat});
         discriminator_optimizer.step(ctx, discriminator.parameters);
-        if (out.discriminator < reinit_threshold) {
+        if (out.discriminator < techniques_.reinit_threshold) {
             discriminator.reinitialize_weights(ctx, random);
             out.discriminator_reinitialized = true;
         }
@@ -198,7 +202,7 @@ public:
             const ScoringInputs in = scoring_inputs(ctx, tape, batch(k));
             Var x = tape.constant(in.target);
             generator.set_batch_norm_momentum(1.0f / static_cast<float>(k + 1));
-            Var x_hat = generator.forward(tape, tape.constant(in.generator_input), BatchNormMode::Training, scoring_closed_skips);
+            Var x_hat = generator.forward(tape, tape.constant(in.generator_input), BatchNormMode::Training, techniques_.scoring_closed_skips);
             const int passes = discriminator.has_rotation_head() ? 3 : 2;
             discriminator.set_batch_norm_momentum(1.0f / static_cast<float>(passes * k + 1));
             discriminator.forward(tape, x, BatchNormMode::Training);
@@ -241,11 +245,11 @@ public:
     // The anomaly score of image i of `parts`: the official 0.9 x reconstruction + 0.1 x
     // latent, or with a rotation head the standardised combination of rotation_prediction.hpp.
     float combined_score(const BatchScores& parts, std::size_t i) const {
-        if (map_rule.score_needs_map()) return parts.map_score[i];
+        if (techniques_.map_rule.score_needs_map()) return parts.map_score[i];
         const float official = anomaly_score(parts.reconstruction[i], parts.latent[i]);
         if (!discriminator.has_rotation_head()) return official;
-        const ScoreStandardisation& s = score_standardisation;
-        const double w = rotation_prediction.score_weight;
+        const ScoreStandardisation& s = score_standardisation_;
+        const double w = techniques_.rotation_prediction.score_weight;
         return static_cast<float>((1 - w) * (official - s.official_mean) / s.official_std +
                                   w * (parts.rotation[i] - s.rotation_mean) / s.rotation_std);
     }
@@ -256,7 +260,7 @@ public:
     // the tape and the arena; reads the weights only.
     std::vector<double> rotation_margins(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode) const {
         SGA_CHECK_ARGUMENT(mode != BatchNormMode::Training, "the orientation check never updates the running statistics");
-        SGA_CHECK_ARGUMENT(discriminator.has_rotation_head() && restoration.corruption == Corruption::Rotation,
+        SGA_CHECK_ARGUMENT(discriminator.has_rotation_head() && techniques_.restoration.corruption == Corruption::Rotation,
                            "the orientation check needs a rotation head and the rotation restoration");
         tape.clear();
         ctx.arena().reset();
@@ -280,14 +284,16 @@ public:
     Adam generator_optimizer;
     Adam discriminator_optimizer;
     LossWeights weights;
-    float reinit_threshold = 1e-5f;
-    SkipMask scoring_closed_skips = 0;  // generator skips closed when scoring (SkipGating); 0: official
-    Restoration restoration;            // the restoration trained for, whose scoring views score() averages
-    RotationPrediction rotation_prediction;     // its weights, when the discriminator has a rotation head
-    ScoreStandardisation score_standardisation;  // learnt by Detector::fit from normal images
-    AnomalyMapRule map_rule;            // how error maps and, with a local rule, image scores are made
+
+    const ModelTechniques& techniques() const { return techniques_; }
+    // Learnt by Detector::fit from normal images, with a rotation head (rotation_prediction.hpp).
+    const ScoreStandardisation& score_standardisation() const { return score_standardisation_; }
+    void set_score_standardisation(const ScoreStandardisation& s) { score_standardisation_ = s; }
 
 private:
+    ModelTechniques techniques_;
+    ScoreStandardisation score_standardisation_;
+
     // score() of `units` equal units of `images` together (1: one batch), each unit getting the
     // bits score() gives it alone (units > 1: running statistics only).
     BatchScores score_units(Context& ctx, Tape& tape, TensorView images, BatchNormMode mode, bool with_error_maps,
@@ -299,8 +305,8 @@ private:
         tape.clear();
         ctx.arena().reset();
         const IndependentUnitsGuard independent(tape, units);
-        const std::int64_t views = restoration.scoring_views();
-        const bool maps = with_error_maps || map_rule.score_needs_map();
+        const std::int64_t views = techniques_.restoration.scoring_views();
+        const bool maps = with_error_maps || techniques_.map_rule.score_needs_map();
         const ScoringInputs in = scoring_inputs(ctx, tape, images, units);
         BatchScores all = score_view(ctx, tape, in.target, in.generator_input, mode, maps, units);
         if (discriminator.has_rotation_head()) all.rotation = rotation_errors(ctx, tape, in.generator_input, mode, units);
@@ -337,8 +343,8 @@ private:
     // from the map, and drops the maps when the caller did not ask for them.
     void finish_maps(BatchScores& parts, const Shape& s, bool keep_maps) const {
         const std::int64_t count = s[0], plane = s[2] * s[3];
-        smooth_maps(parts.error_maps.data(), count, s[2], s[3], map_rule.smoothing_sigma);
-        if (map_rule.score_needs_map()) {
+        smooth_maps(parts.error_maps.data(), count, s[2], s[3], techniques_.map_rule.smoothing_sigma);
+        if (techniques_.map_rule.score_needs_map()) {
             parts.map_score.resize(static_cast<std::size_t>(count));
             for (std::int64_t i = 0; i < count; ++i)
                 parts.map_score[static_cast<std::size_t>(i)] = map_image_score(parts.error_maps.data() + i * plane, plane);
@@ -354,7 +360,7 @@ private:
     // restoration's V scoring views stacked in the arena, with the clean images repeated;
     // each of the `units` equal units of m images stacked as one batch of them alone would be.
     ScoringInputs scoring_inputs(Context& ctx, Tape& tape, TensorView images, std::int64_t units = 1) const {
-        const std::int64_t views = restoration.scoring_views();
+        const std::int64_t views = techniques_.restoration.scoring_views();
         if (views == 1) return {images, images};
         const Shape& s = images.shape();
         const std::int64_t n = s[0], m = n / units, sample = s[1] * s[2] * s[3];
@@ -364,7 +370,7 @@ private:
             const float* unit_images = clean.data() + u * m * sample;
             for (std::int64_t v = 0; v < views; ++v) {
                 const std::int64_t at = (u * views + v) * m * sample;
-                restoration.scoring_view(unit_images, inputs.data() + at, m, s[1], s[2], static_cast<int>(v));
+                techniques_.restoration.scoring_view(unit_images, inputs.data() + at, m, s[1], s[2], static_cast<int>(v));
                 std::copy(unit_images, unit_images + m * sample, targets.begin() + at);
             }
         }
@@ -379,11 +385,11 @@ private:
     // The rotation error of each generator input (V x N, laid out as scoring_inputs lays them).
     std::vector<float> rotation_errors(Context& ctx, Tape& tape, TensorView inputs, BatchNormMode mode,
                                        std::int64_t units) const {
-        SGA_CHECK_ARGUMENT(restoration.corruption == Corruption::Rotation,
+        SGA_CHECK_ARGUMENT(techniques_.restoration.corruption == Corruption::Rotation,
                            "a rotation head scores the rotation restoration's four views");
         NoGradGuard no_grad(tape);
         const std::vector<float> logits = host_values(ctx, discriminator.rotation_logits(tape, tape.constant(inputs), mode).value());
-        const std::int64_t per_unit = inputs.shape()[0] / units, m = per_unit / restoration.scoring_views();
+        const std::int64_t per_unit = inputs.shape()[0] / units, m = per_unit / techniques_.restoration.scoring_views();
         std::vector<float> errors(static_cast<std::size_t>(inputs.shape()[0]));
         for (std::size_t i = 0; i < errors.size(); ++i)
             errors[i] = rotation_error(logits.data() + 4 * i, static_cast<int>(static_cast<std::int64_t>(i) % per_unit / m));
@@ -409,7 +415,7 @@ private:
         {
             // The generator's activations die here, so the discriminator reuses their memory.
             Arena::Scope generator_activations(ctx.arena());
-            const Var g = generator.forward(tape, tape.constant(generator_input), mode, scoring_closed_skips);
+            const Var g = generator.forward(tape, tape.constant(generator_input), mode, techniques_.scoring_closed_skips);
             for (std::int64_t u = 0; u < units; ++u)
                 copy_bytes(ctx, x_hat(u).data(), both.device(), g.value().data() + u * m * sample, g.value().device(),
                            unit_bytes);
@@ -446,7 +452,7 @@ private:
                         for (std::int64_t p = 0; p < plane; ++p) {
                             const std::size_t at = static_cast<std::size_t>((i * channels + c) * plane + p);
                             const float d = input[at] - output[at];
-                            const float e = map_rule.error == MapError::Squared ? d * d : std::abs(d);
+                            const float e = techniques_.map_rule.error == MapError::Squared ? d * d : std::abs(d);
                             out.error_maps[static_cast<std::size_t>((u * m + i) * plane + p)] += e / static_cast<float>(channels);
                         }
             }
