@@ -253,8 +253,10 @@ void ScoringServer::Impl::handle_score(const httplib::Request& req, httplib::Res
                         "(skipganomaly calibrate)"};
     // A place among the max_in_flight requests scored at once, or 429.
     int admitted = metrics.requests_in_flight.load();
-    while (!early && !metrics.requests_in_flight.compare_exchange_weak(admitted, admitted + 1))
-        if (admitted >= options.max_in_flight) break;
+    if (!early)
+        do {
+            if (admitted >= options.max_in_flight) break;
+        } while (!metrics.requests_in_flight.compare_exchange_weak(admitted, admitted + 1));
     if (!early && admitted >= options.max_in_flight)
         early = Refusal{429, "busy", "the server is scoring " + std::to_string(options.max_in_flight) +
                                          " requests (--max-in-flight); try again shortly"};
