@@ -97,6 +97,7 @@ struct HttpCall {
     std::unique_ptr<httplib::Client> session() const {
         auto client = std::make_unique<httplib::Client>("127.0.0.1", port);
         client->set_keep_alive(true);
+        client->set_tcp_nodelay(true);  // as curl and most clients: the body goes out behind the headers
         client->set_read_timeout(60, 0);
         return client;
     }
