@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include <httplib.h>
+#include <sys/socket.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -128,7 +129,7 @@ struct ScoringServer::Impl {
     void refuse(httplib::Response& res, const Refusal& r) {
         metrics.record_error(r.reason);
         res.status = r.status;
-        res.set_content(json{{"error", r.message}}.dump(), "application/json");
+        res.set_content(json{{"error", r.message}}.dump() + "\n", "application/json");
         if (r.status == 401) res.set_header("WWW-Authenticate", "Bearer");
         if (r.status == 429) res.set_header("Retry-After", "1");
         if (r.status == 503) res.set_header("Connection", "close");
@@ -295,7 +296,7 @@ void ScoringServer::Impl::handle_score(const httplib::Request& req, httplib::Res
             }
             json entry = result_json(r);
             if (!multipart) {
-                res.set_content(entry.dump(), "application/json");
+                res.set_content(entry.dump() + "\n", "application/json");
                 return;
             }
             entry["field"] = upload.field;
@@ -303,7 +304,7 @@ void ScoringServer::Impl::handle_score(const httplib::Request& req, httplib::Res
             if (!png.empty()) entry[output == Output::Mask ? "mask_png" : "overlay_png"] = base64(png);
             entries.push_back(std::move(entry));
         }
-        res.set_content(json{{"images", std::move(entries)}}.dump(), "application/json");
+        res.set_content(json{{"images", std::move(entries)}}.dump() + "\n", "application/json");
     } catch (const Refusal& r) {
         refuse(res, r);
     } catch (const std::bad_alloc&) {
@@ -337,7 +338,7 @@ std::string ScoringServer::Impl::describe_model() const {
         {"scoring_mode", o.scoring_mode == sga::ScoringMode::RunningStatistics ? "running" : "batch"},
         {"device", sga::to_string(detector.device())},
     };
-    return model.dump();
+    return model.dump() + "\n";
 }
 
 void ScoringServer::Impl::install_routes() {
@@ -349,7 +350,7 @@ void ScoringServer::Impl::install_routes() {
     };
     http.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
         if (stopping) return refuse(res, Refusal{503, "shutting_down", "the server is shutting down"});
-        res.set_content(R"({"status":"ok"})", "application/json");
+        res.set_content("{\"status\":\"ok\"}\n", "application/json");
     });
     http.Get("/v1/model", gated([this](const httplib::Request&, httplib::Response& res) {
         res.set_content(model_json, "application/json");
@@ -443,12 +444,23 @@ ScoringServer::ScoringServer(const sga::Detector& detector, ModelSource source, 
     // httplib writes an answer's headers and body apart: without this, Nagle's algorithm holds
     // the body back until the client's delayed ACK of the headers (40 ms on Linux).
     s.http.set_tcp_nodelay(true);
+    // SO_REUSEADDR (a restart binds at once) but not httplib's default SO_REUSEPORT, with
+    // which a second server on the same port would bind too and share the connections.
+    int listening_socket = -1;
+    s.http.set_socket_options([&listening_socket](socket_t sock) {
+        int yes = 1;
+        ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+        listening_socket = sock;  // the last one made is the one bound
+    });
     errno = 0;
     s.port = s.options.port == 0 ? s.http.bind_to_any_port(s.options.host)
                                  : (s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1);
     if (s.port <= 0)
         throw sga::IoError("cannot listen on " + s.options.host + ":" + std::to_string(s.options.port) + ": " +
                            (errno != 0 ? std::strerror(errno) : "not an address of this machine"));
+    // httplib listens with a backlog of 5: a burst of connections beyond it loses packets and
+    // can stall past the keep-alive wait (seen with 16 clients). The system's limit instead.
+    ::listen(listening_socket, SOMAXCONN);
 }
 
 ScoringServer::~ScoringServer() = default;
