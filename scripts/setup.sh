@@ -10,7 +10,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libeigen3-dev libstb-dev catch2 libbenchmark-dev
-          nlohmann-json3-dev zlib1g-dev)
+          nlohmann-json3-dev zlib1g-dev libcpp-httplib-dev)
 case "${1:-}" in
   "") ;;
   --tools) packages+=(clang-14 libclang-rt-14-dev libomp-14-dev valgrind) ;;

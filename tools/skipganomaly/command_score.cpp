@@ -124,13 +124,6 @@ std::vector<PictureFiles> plan_pictures(const std::string& dir, const std::vecto
     return files;
 }
 
-// White where the mask flags a pixel, black elsewhere, at the image's resolution.
-sga::Image mask_image(const sga::ScoreResult& r) {
-    sga::Image mask{r.map_width, r.map_height, 1, std::vector<std::uint8_t>(r.anomaly_mask.size())};
-    for (std::size_t i = 0; i < r.anomaly_mask.size(); ++i) mask.pixels[i] = r.anomaly_mask[i] ? 255 : 0;
-    return mask;
-}
-
 }  // namespace
 
 int command_score(const std::vector<std::string>& args) {
@@ -195,7 +188,7 @@ int command_score(const std::vector<std::string>& args) {
             write_heatmap(pictures[i].heatmap, image, r, heatmap_max ? *heatmap_max : map_scale(r.anomaly_map));
             line["heatmap"] = pictures[i].heatmap;
             if (options.anomaly_mask) {
-                sga::save_png(pictures[i].mask, mask_image(r));
+                sga::save_png(pictures[i].mask, mask_picture(r));
                 line["mask"] = pictures[i].mask;
             }
         }

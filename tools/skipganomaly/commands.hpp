@@ -13,5 +13,6 @@ int command_fit(const std::vector<std::string>& args);        // command_fit.cpp
 int command_score(const std::vector<std::string>& args);      // command_score.cpp
 int command_eval(const std::vector<std::string>& args);       // command_eval.cpp
 int command_calibrate(const std::vector<std::string>& args);  // command_calibrate.cpp
+int command_serve(const std::vector<std::string>& args);      // command_serve.cpp
 
 }  // namespace cli

@@ -24,11 +24,21 @@ sga::Image enlarge(const sga::Image& image, int factor) {
 
 }  // namespace
 
-void write_heatmap(const std::string& path, const sga::Image& original, const sga::ScoreResult& result, float vmax) {
+sga::Image heatmap_picture(const sga::Image& original, const sga::ScoreResult& result, float vmax) {
     const float top = std::max(vmax, 1e-6f);
     const sga::Image overlay = sga::anomaly_overlay(original.view(), result.anomaly_map, 0.0f, top);
     const int longer = std::max(overlay.width, overlay.height);
-    sga::save_png(path, enlarge(overlay, longer < 128 ? std::max(1, 256 / longer) : 1));
+    return enlarge(overlay, longer < 128 ? std::max(1, 256 / longer) : 1);
+}
+
+void write_heatmap(const std::string& path, const sga::Image& original, const sga::ScoreResult& result, float vmax) {
+    sga::save_png(path, heatmap_picture(original, result, vmax));
+}
+
+sga::Image mask_picture(const sga::ScoreResult& result) {
+    sga::Image mask{result.map_width, result.map_height, 1, std::vector<std::uint8_t>(result.anomaly_mask.size())};
+    for (std::size_t i = 0; i < result.anomaly_mask.size(); ++i) mask.pixels[i] = result.anomaly_mask[i] ? 255 : 0;
+    return mask;
 }
 
 float map_scale(std::vector<float> values) {

@@ -5,6 +5,7 @@
 //   skipganomaly score --model model.safetensors [--heatmap DIR] IMAGE...
 //   skipganomaly eval  --model model.safetensors --data <spec> [--plots DIR]
 //   skipganomaly calibrate --model model.safetensors --data <spec> [--out other.safetensors]
+//   skipganomaly serve --model model.safetensors [--port 8080]
 //
 // Exit codes: 0 success, 1 a library or I/O error ("error: ..."), 2 a usage error, 130 fit
 // (or demo) interrupted by Ctrl-C (what it saved, if anything, is said on stderr).
@@ -34,6 +35,7 @@ commands:
   score   score images with a saved detector (one JSON line per image)
   eval    measure a saved detector on a labelled data set
   calibrate  set a saved detector's threshold from normal (or labelled) images
+  serve   score images sent over HTTP (POST /v1/score), with health, model and metrics endpoints
 
 skipganomaly COMMAND --help describes each command. skipganomaly --version prints the version.
 )";
@@ -60,7 +62,8 @@ int run(int argc, char** argv) {
     if (command == "eval") return command_eval(args);
     if (command == "demo") return command_demo(args);
     if (command == "calibrate") return command_calibrate(args);
-    throw UsageError("unknown command '" + command + "' (expected demo, fit, score, eval or calibrate)");
+    if (command == "serve") return command_serve(args);
+    throw UsageError("unknown command '" + command + "' (expected demo, fit, score, eval, calibrate or serve)");
 }
 
 }  // namespace
