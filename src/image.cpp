@@ -13,6 +13,7 @@
 #include <iterator>
 #include <memory>
 #include <string>
+#include <span>
 #include <vector>
 
 #include "safe_file.hpp"
@@ -302,19 +303,19 @@ void check_image(const Image& image) {
                            std::to_string(image.pixels.size()));
 }
 
-bool is_png(const std::vector<unsigned char>& bytes) {
+bool is_png(std::span<const std::uint8_t> bytes) {
     static constexpr unsigned char png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     return bytes.size() >= 8 && std::equal(png_signature, png_signature + 8, bytes.begin());
 }
 
-std::uint32_t big_endian32(const std::vector<unsigned char>& bytes, std::size_t at) {
+std::uint32_t big_endian32(std::span<const std::uint8_t> bytes, std::size_t at) {
     return (std::uint32_t{bytes[at]} << 24) | (std::uint32_t{bytes[at + 1]} << 16) |
            (std::uint32_t{bytes[at + 2]} << 8) | std::uint32_t{bytes[at + 3]};
 }
 
 // The size a PNG or BMP header declares, read by hand so that a size stb itself refuses
 // still gets our message. Returns false for other formats (stbi_info reports those).
-bool declared_size(const std::vector<unsigned char>& bytes, std::int64_t& width, std::int64_t& height) {
+bool declared_size(std::span<const std::uint8_t> bytes, std::int64_t& width, std::int64_t& height) {
     auto little_endian32 = [&](std::size_t at) {
         return std::uint32_t{bytes[at]} | (std::uint32_t{bytes[at + 1]} << 8) |
                (std::uint32_t{bytes[at + 2]} << 16) | (std::uint32_t{bytes[at + 3]} << 24);
@@ -369,7 +370,7 @@ void check_jpeg_length(const std::string& path, std::size_t length, std::int64_t
 // up front. So walk the chunks first: each chunk's data must lie within the file, and the
 // compressed data must be able to inflate to the declared image, as deflate expands at most
 // 1032:1. What a PNG of n bytes can make us allocate is then about 1032 n.
-void check_png_chunks(const std::string& path, const std::vector<unsigned char>& bytes, std::int64_t width,
+void check_png_chunks(const std::string& path, std::span<const std::uint8_t> bytes, std::int64_t width,
                       std::int64_t height) {
     if (!is_png(bytes)) return;
     std::int64_t bits_per_pixel = 0;
@@ -402,7 +403,7 @@ void check_png_chunks(const std::string& path, const std::vector<unsigned char>&
                           " pixels (deflate expands at most 1032:1)");
 }
 
-void check_bmp_length(const std::string& path, const std::vector<unsigned char>& bytes) {
+void check_bmp_length(const std::string& path, std::span<const std::uint8_t> bytes) {
     if (bytes.size() < 2 || bytes[0] != 'B' || bytes[1] != 'M') return;
     // Bytes past the end read as 0, as stb reads them.
     auto byte = [&](std::size_t at) -> std::uint32_t { return at < bytes.size() ? bytes[at] : 0u; };
@@ -483,10 +484,16 @@ Image load_image(const std::string& path) {
     std::ifstream file(path, std::ios::binary);
     if (!file)
         throw IoError("cannot open image '" + path + "': " + std::strerror(errno));
-    std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(file)),
+    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(file)),
                                      std::istreambuf_iterator<char>());
     if (file.bad()) throw IoError("cannot read image '" + path + "': read error");
     if (bytes.empty()) throw FormatError("image '" + path + "' is an empty file");
+    return decode_image(bytes, path);
+}
+
+// `path`: the file's path, or the name the caller gave; the messages call the image by it.
+Image decode_image(std::span<const std::uint8_t> bytes, const std::string& path) {
+    if (bytes.empty()) throw FormatError("image '" + path + "' is empty: no bytes to decode");
     if (bytes.size() > static_cast<std::size_t>(INT_MAX))
         throw FormatError("image '" + path + "' is too large to decode: " +
                           std::to_string(bytes.size()) + " bytes, the limit is " +
@@ -541,20 +548,25 @@ Image load_image(const std::string& path) {
     return image;
 }
 
-void save_png(const std::string& path, const Image& image) {
+std::vector<std::uint8_t> encode_png(const Image& image) {
     check_image(image);
     SGA_CHECK_ARGUMENT(static_cast<std::int64_t>(image.width) * image.channels <= INT_MAX,
                        "image rows are too wide for the PNG encoder");
-    std::vector<unsigned char> encoded;
+    std::vector<std::uint8_t> encoded;
     auto append = [](void* context, void* data, int size) {
-        auto* out = static_cast<std::vector<unsigned char>*>(context);
-        const auto* bytes = static_cast<const unsigned char*>(data);
+        auto* out = static_cast<std::vector<std::uint8_t>*>(context);
+        const auto* bytes = static_cast<const std::uint8_t*>(data);
         out->insert(out->end(), bytes, bytes + size);
     };
     if (!stbi_write_png_to_func(append, &encoded, image.width, image.height, image.channels,
                                 image.pixels.data(), image.width * image.channels))
-        throw IoError("cannot encode PNG for '" + path + "'");
+        throw IoError("cannot encode a " + std::to_string(image.width) + " x " + std::to_string(image.height) +
+                      " image as PNG");
+    return encoded;
+}
 
+void save_png(const std::string& path, const Image& image) {
+    const std::vector<std::uint8_t> encoded = encode_png(image);
     safe_file::write_atomically(path, encoded.data(), encoded.size());
 }
 

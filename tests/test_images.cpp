@@ -197,6 +197,38 @@ TEST_CASE("load_image reports missing, unreadable and malformed files", "[images
                Catch::Contains("100000 x 4"));
 }
 
+TEST_CASE("decode_image and encode_png work in memory as load_image and save_png do on files", "[images]") {
+    TempDir dir;
+    for (int channels : {1, 3, 4}) {
+        const sga::Image image = random_image(19, 11, channels, 40u + channels);
+        const std::vector<std::uint8_t> png = sga::encode_png(image);
+        const std::string path = dir.file("same_" + std::to_string(channels) + ".png");
+        sga::save_png(path, image);
+        CHECK(png == read_bytes(path));
+        const sga::Image decoded = sga::decode_image(png);
+        CHECK(decoded.width == 19);
+        CHECK(decoded.height == 11);
+        CHECK(decoded.channels == channels);
+        CHECK(decoded.pixels == image.pixels);
+    }
+    const sga::Image rgb = random_image(16, 8, 3, 41);
+    REQUIRE(stbi_write_bmp(dir.file("a.bmp").c_str(), 16, 8, 3, rgb.pixels.data()));
+    CHECK(sga::decode_image(read_bytes(dir.file("a.bmp"))).pixels == rgb.pixels);
+}
+
+TEST_CASE("decode_image refuses empty, foreign, cut-off and oversized bytes, naming the image", "[images][errors]") {
+    CHECK_THAT(message_of<sga::FormatError>([] { sga::decode_image({}, "request body"); }),
+               Catch::Contains("'request body'") && Catch::Contains("empty"));
+    const std::vector<std::uint8_t> text{'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd', '\n'};
+    CHECK_THAT(message_of<sga::FormatError>([&] { sga::decode_image(text, "upload 3"); }),
+               Catch::Contains("upload 3") && Catch::Contains("not a readable"));
+    std::vector<std::uint8_t> png = sga::encode_png(random_image(64, 64, 3, 42));
+    const std::vector<std::uint8_t> cut(png.begin(), png.begin() + static_cast<std::ptrdiff_t>(png.size() / 2));
+    CHECK_THAT(message_of<sga::FormatError>([&] { sga::decode_image(cut); }), Catch::Contains("truncated PNG"));
+    for (int i = 0; i < 4; ++i) png[16 + i] = static_cast<std::uint8_t>(20000u >> (24 - 8 * i));  // IHDR width
+    CHECK_THAT(message_of<sga::FormatError>([&] { sga::decode_image(png); }), Catch::Contains("20000 x 64"));
+}
+
 TEST_CASE("save_png rejects bad images and unwritable paths", "[images][errors]") {
     TempDir dir;
     sga::Image image = random_image(4, 4, 3, 1);

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <span>
 #include <vector>
 
 namespace sga {
@@ -68,10 +69,16 @@ inline constexpr std::int64_t max_image_pixels = std::int64_t{1} << 28;
 // compressed data cannot inflate to its pixels, a BMP shorter than its rows).
 SKIPGANOMALY_API Image load_image(const std::string& path);
 
+// load_image's decoder on bytes in memory (a network body, a camera's buffer), with the same
+// checks and limits; `name` stands for the image in error messages. Throws FormatError.
+SKIPGANOMALY_API Image decode_image(std::span<const std::uint8_t> bytes, const std::string& name = "in memory");
+
 // Writes image as a PNG. The bytes go to a temporary file in the same folder that is then
 // renamed over path, so a reader never sees a half-written file.
 // Throws InvalidArgument for an inconsistent image, IoError when writing fails.
 SKIPGANOMALY_API void save_png(const std::string& path, const Image& image);
+// The PNG save_png writes, as bytes. Throws InvalidArgument for an inconsistent image.
+SKIPGANOMALY_API std::vector<std::uint8_t> encode_png(const Image& image);
 
 // The pre-processing of the reference implementation (torchvision Resize(size) on a PIL image,
 // then ToTensor and Normalize(0.5, 0.5)), reproduced bit for bit on 8-bit input:

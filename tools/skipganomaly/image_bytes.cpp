@@ -1,19 +1,9 @@
 #include "image_bytes.hpp"
 
-#include <stdlib.h>
-
-#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <iterator>
-#include <string>
-#include <system_error>
-#include <vector>
-
-#include "skipganomaly/error.hpp"
-
-namespace fs = std::filesystem;
+#include <optional>
+#include <string_view>
 
 namespace cli {
 namespace {
@@ -52,31 +42,6 @@ std::optional<DeclaredSize> jpeg_size(std::string_view b) {
     return std::nullopt;
 }
 
-// `message` with every "'<scratch path>'" replaced by "'<label>'".
-std::string relabel(std::string message, const std::string& path, const std::string& label) {
-    const std::string from = "'" + path + "'", to = "'" + label + "'";
-    for (std::size_t at = message.find(from); at != std::string::npos; at = message.find(from, at + to.size()))
-        message.replace(at, from.size(), to);
-    return message;
-}
-
-// Removes the file when it goes out of scope.
-struct RemovedAfter {
-    fs::path path;
-    ~RemovedAfter() {
-        std::error_code ignored;
-        fs::remove(path, ignored);
-    }
-};
-
-std::string read_whole(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw sga::IoError("cannot open the encoded PNG '" + path.string() + "'");
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) throw sga::IoError("cannot read back the encoded PNG '" + path.string() + "'");
-    return bytes;
-}
-
 }  // namespace
 
 std::optional<DeclaredSize> declared_image_size(std::string_view b) {
@@ -91,49 +56,6 @@ std::optional<DeclaredSize> declared_image_size(std::string_view b) {
     }
     if (b.size() >= 4 && byte_at(b, 0) == 0xff && byte_at(b, 1) == 0xd8) return jpeg_size(b);
     return std::nullopt;
-}
-
-ScratchFolder::ScratchFolder() {
-    std::error_code error;
-    const fs::path base = fs::temp_directory_path(error);
-    if (error) throw sga::IoError("cannot find a temporary folder for the server's scratch files: " + error.message());
-    std::string pattern = (base / "skipganomaly-serve-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr)
-        throw sga::IoError("cannot make the server's scratch folder '" + pattern + "': " + std::strerror(errno) +
-                           " (set TMPDIR to a writable folder)");
-    folder_ = pattern;
-}
-
-ScratchFolder::~ScratchFolder() {
-    std::error_code ignored;
-    fs::remove_all(folder_, ignored);
-}
-
-fs::path ScratchFolder::next_file(const char* extension) const {
-    return folder_ / (std::to_string(files_made_.fetch_add(1)) + extension);
-}
-
-sga::Image ScratchFolder::decode(std::string_view bytes, const std::string& label) const {
-    const RemovedAfter file{next_file(".image")};
-    {
-        std::ofstream out(file.path, std::ios::binary);
-        out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-        if (!out.flush())
-            throw sga::IoError("cannot write '" + label + "' to the scratch folder '" + folder_.string() + "'");
-    }
-    try {
-        return sga::load_image(file.path.string());
-    } catch (const sga::FormatError& e) {
-        throw sga::FormatError(relabel(e.what(), file.path.string(), label));
-    } catch (const sga::IoError& e) {
-        throw sga::IoError(relabel(e.what(), file.path.string(), label));
-    }
-}
-
-std::string ScratchFolder::encode_png(const sga::Image& image) const {
-    const RemovedAfter file{next_file(".png")};
-    sga::save_png(file.path.string(), image);
-    return read_whole(file.path);
 }
 
 }  // namespace cli

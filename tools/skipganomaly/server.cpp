@@ -108,6 +108,11 @@ struct Upload {
     std::string label() const { return field.empty() && file_name.empty() ? "request body" : file_name.empty() ? field : file_name; }
 };
 
+std::string png_string(const sga::Image& image) {
+    const std::vector<std::uint8_t> png = sga::encode_png(image);
+    return {png.begin(), png.end()};
+}
+
 }  // namespace
 
 struct ScoringServer::Impl {
@@ -117,7 +122,6 @@ struct ScoringServer::Impl {
     const ModelSource source;
     const ServerOptions options;
     httplib::Server http;
-    ScratchFolder scratch;
     ServerMetrics metrics;
     std::string model_json;
     int port = 0;
@@ -219,7 +223,8 @@ sga::ScoreResult ScoringServer::Impl::score_upload(const Upload& upload, Output 
                           "image '" + upload.label() + "' declares " + std::to_string(declared->width) + " x " +
                               std::to_string(declared->height) + " pixels" + too_many};
     try {
-        image = scratch.decode(upload.bytes, upload.label());
+        image = sga::decode_image({reinterpret_cast<const std::uint8_t*>(upload.bytes.data()), upload.bytes.size()},
+                                  upload.label());
     } catch (const sga::FormatError& e) {
         throw Refusal{400, "bad_request", e.what()};
     }
@@ -284,8 +289,8 @@ void ScoringServer::Impl::handle_score(const httplib::Request& req, httplib::Res
             const sga::ScoreResult r = score_upload(upload, output, image);
             metrics.record_images_scored(1);
             std::string png;
-            if (output == Output::Mask) png = scratch.encode_png(mask_picture(r));
-            if (output == Output::Overlay) png = scratch.encode_png(heatmap_picture(image, r, map_scale(r.anomaly_map)));
+            if (output == Output::Mask) png = png_string(mask_picture(r));
+            if (output == Output::Overlay) png = png_string(heatmap_picture(image, r, map_scale(r.anomaly_map)));
             if (!multipart && output != Output::Json) {
                 res.set_header("X-Score", exact(r.score));
                 res.set_header("X-Normalized-Score", exact(r.normalized_score));
