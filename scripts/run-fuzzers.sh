@@ -7,8 +7,9 @@
 #
 # SECONDS is the image decoder's budget; the model file reader gets three times as long
 # (FUZZ_MODEL_FILE_SECONDS overrides it): its inputs are larger and slower (each accepted file
-# is loaded into a model), and defects such as a name written twice in the JSON header need
-# the dictionary's tokens spliced into the right place, which takes more executions.
+# is loaded into a model). fuzz_model_file also checks every file the reader accepts against
+# the documented layout on its own (tests/fuzz/fuzz_model_file.cpp, check_layout), so a file
+# wrongly accepted, such as one naming a tensor twice, is a finding like a crash.
 #
 # Environment: BUILD_DIR (default build-fuzz), JOBS (build parallelism, default nproc),
 # CC / CXX (default clang-14 / clang++-14), FUZZ_TIMEOUT (seconds one input may take,
@@ -79,7 +80,7 @@ for pair in fuzz_model_file:corpus_model:$model_file_seconds fuzz_image_decode:c
     cp "$work/artifacts"/* "$findings_dir/$target/" 2>/dev/null || true
     cp "$work/log" "$findings_dir/$target/log.txt"
     echo "!! $target: FINDING (libFuzzer exit $status); the report:"
-    grep -E -A40 '^==[0-9]+==ERROR|runtime error|uncaught exception|deadly signal|out-of-memory|timeout' "$work/log" | head -80 || tail -40 "$work/log"
+    grep -E -A40 '^==ORACLE==|^==[0-9]+==ERROR|runtime error|uncaught exception|deadly signal|out-of-memory|timeout' "$work/log" | head -80 || tail -40 "$work/log"
     echo "!! inputs and log copied to $findings_dir/$target/"
     summary+=("$target: FINDING after ${executions:-?} executions ($coverage)")
   else
