@@ -387,8 +387,9 @@ void Reader::parse_header(const char* header_begin, std::uint64_t header_size, s
         for (const nlohmann::json& d : t["shape"]) {
             if (!d.is_number_unsigned() || d.get<std::uint64_t>() > (std::uint64_t{1} << 32))
                 throw FormatError(where + ": shape entries must be non-negative integers below 2^32");
-            elements *= d.get<std::uint64_t>();
-            if (elements > (std::uint64_t{1} << 40)) throw FormatError(where + ": absurd element count");
+            // Checked before it can wrap: 2^32 x 2^32 would be 0 elements in 64 bits.
+            if (__builtin_mul_overflow(elements, d.get<std::uint64_t>(), &elements) || elements > (std::uint64_t{1} << 40))
+                throw FormatError(where + ": absurd element count");
             rec.shape.push_back(d.get<std::int64_t>());
         }
         for (const nlohmann::json& o : t["data_offsets"])

@@ -270,6 +270,11 @@ TEST_CASE("forged or foreign headers name what was expected and what was found",
     Parts extra = take_apart(bytes);
     extra.tensors.push_back({"netd.extra", "F32", {1}, std::vector<char>(4, 0)});
     CHECK_THAT(message_of(assemble(extra)), Catch::Contains("unexpected tensor 'netd.extra'"));
+    // A shape whose element count wraps to 0 in 64 bits is no empty tensor: the reader refuses it.
+    Parts wrapping = take_apart(bytes);
+    wrapping.tensors.push_back({"netd.wrapping", "F32", {std::int64_t{1} << 32, std::int64_t{1} << 32}, {}});
+    CHECK_THROWS_WITH(model_file::Reader::from_bytes(assemble(wrapping), "wrapping"),
+                      Catch::Contains("netd.wrapping") && Catch::Contains("absurd element count"));
     CHECK_THAT(message_of(forge(bytes, [](nlohmann::json& h) {
                    h["netd.clas.classifier.weight"]["data_offsets"] = {0, 1u << 30};
                })),
