@@ -6,7 +6,7 @@ import logging
 import pytest
 
 import skipganomaly
-from skipganomaly.distributed import FileScore, detector_for, score_bag, score_files
+from skipganomaly.distributed import FileScore, detector_for, model_sha256, score_bag, score_files
 
 distributed = pytest.importorskip("distributed")
 
@@ -31,3 +31,11 @@ def test_two_worker_processes_score_as_one_process(model_path, image_files):
         loaded = client.run(lambda: len(__import__("skipganomaly.distributed").distributed._detectors))
     assert rows == expected
     assert len(loaded) == 2 and 1 <= sum(loaded.values()) <= 2 and max(loaded.values()) == 1
+
+
+def test_a_worker_with_another_model_file_refuses(tmp_path, model_path, image_files):
+    copy = tmp_path / "model.safetensors"
+    copy.write_bytes(open(model_path, "rb").read())
+    assert score_files(image_files[:1], str(copy), sha256=model_sha256(model_path))[0].path == image_files[0]
+    with pytest.raises(ValueError, match="has SHA-256 .* expected 0+ \\(the file the client saw\\)"):
+        score_files(image_files[:1], str(copy), sha256="0" * 64)
