@@ -222,3 +222,18 @@ def test_image_files(tmp_path, data):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     with pytest.raises(skipganomaly.FormatError):
         skipganomaly.load_image(str(tmp_path / "bad.png"))
+
+
+def test_type_stubs_name_what_the_module_has():
+    import ast
+    import os
+
+    stub = ast.parse(open(os.path.join(os.path.dirname(skipganomaly.__file__), "_skipganomaly.pyi")).read())
+    declared = {getattr(node, "name", None) or getattr(getattr(node, "target", None), "id", None) for node in stub.body}
+    public = {name for name in dir(skipganomaly._skipganomaly) if not name.startswith("_")}
+    assert public <= declared
+    detector = next(node for node in stub.body if isinstance(node, ast.ClassDef) and node.name == "Detector")
+    init = next(node for node in detector.body if isinstance(node, ast.FunctionDef) and node.name == "__init__")
+    assert sorted(arg.arg for arg in init.args.kwonlyargs) == sorted(skipganomaly.DEFAULT_OPTIONS)
+    methods = {node.name for node in detector.body if isinstance(node, ast.FunctionDef)}
+    assert {name for name in dir(skipganomaly.Detector) if not name.startswith("_")} <= methods | {"threshold"}
