@@ -10,7 +10,12 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libeigen3-dev libstb-dev catch2 libbenchmark-dev
-          nlohmann-json3-dev zlib1g-dev libcpp-httplib-dev)
+          nlohmann-json3-dev zlib1g-dev
+          # the scoring server (docs/serving.md)
+          libcpp-httplib-dev
+          # the Python module (python/README.md) and its tests
+          pybind11-dev python3-dev python3-pybind11 python3-numpy python3-pytest python3-dask
+          python3-distributed)
 case "${1:-}" in
   "") ;;
   --tools) packages+=(clang-14 libclang-rt-14-dev libomp-14-dev valgrind) ;;
