@@ -19,6 +19,7 @@
 #include "skipganomaly/detector.hpp"
 #include "skipganomaly/image.hpp"
 #include "skipganomaly/metrics.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -54,18 +55,7 @@ Run run_cli(const std::string& arguments) {
     return r;
 }
 
-Image blob(std::mt19937_64& rng) {
-    std::uniform_real_distribution<double> centre(8, 20), noise(0, 20);
-    Image im{28, 28, 1, std::vector<std::uint8_t>(28 * 28)};
-    const double cx = centre(rng), cy = centre(rng);
-    for (int y = 0; y < 28; ++y)
-        for (int x = 0; x < 28; ++x) {
-            const double d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
-            im.pixels[static_cast<std::size_t>(y * 28 + x)] =
-                static_cast<std::uint8_t>(std::min(255.0, 230.0 * std::exp(-d2 / 18.0) + noise(rng)));
-        }
-    return im;
-}
+Image blob(std::mt19937_64& rng) { return sga::testing::blob_image(rng); }
 
 Image checkerboard(std::mt19937_64& rng) {
     Image im{28, 28, 1, std::vector<std::uint8_t>(28 * 28)};

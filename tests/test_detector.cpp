@@ -27,19 +27,8 @@ DetectorOptions tiny_options() { return sga::testing::tiny_detector_options(); }
 // Grey 28x28 images with a bright blob at a random place: a simple "normal" class.
 std::vector<Image> blob_images(int count, std::uint64_t seed) {
     std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<double> centre(8, 20), noise(0, 20);
     std::vector<Image> images;
-    for (int i = 0; i < count; ++i) {
-        Image im{28, 28, 1, std::vector<std::uint8_t>(28 * 28)};
-        const double cx = centre(rng), cy = centre(rng);
-        for (int y = 0; y < 28; ++y)
-            for (int x = 0; x < 28; ++x) {
-                const double d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
-                im.pixels[static_cast<std::size_t>(y * 28 + x)] =
-                    static_cast<std::uint8_t>(std::min(255.0, 230.0 * std::exp(-d2 / 18.0) + noise(rng)));
-            }
-        images.push_back(std::move(im));
-    }
+    for (int i = 0; i < count; ++i) images.push_back(sga::testing::blob_image(rng));
     return images;
 }
 

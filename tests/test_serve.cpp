@@ -52,31 +52,15 @@ const fs::path& scratch() {
     return dir;
 }
 
-std::string read_file(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 std::string png_bytes(const sga::Image& image) {
-    static int count = 0;
-    const fs::path path = scratch() / numbered("image", static_cast<std::size_t>(count++), ".png");
-    sga::save_png(path.string(), image);
-    return read_file(path);
+    const std::vector<std::uint8_t> png = sga::encode_png(image);
+    return {png.begin(), png.end()};
 }
 
 // A Gaussian blob on noise, the kind of image the tiny detector is trained on.
 sga::Image blob(unsigned seed) {
     std::mt19937 rng(seed);
-    std::uniform_real_distribution<double> centre(8, 20), noise(0, 20);
-    sga::Image im{28, 28, 1, std::vector<std::uint8_t>(28 * 28)};
-    const double cx = centre(rng), cy = centre(rng);
-    for (int y = 0; y < 28; ++y)
-        for (int x = 0; x < 28; ++x) {
-            const double d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
-            im.pixels[static_cast<std::size_t>(y * 28 + x)] =
-                static_cast<std::uint8_t>(std::min(255.0, 230.0 * std::exp(-d2 / 18.0) + noise(rng)));
-        }
-    return im;
+    return sga::testing::blob_image(rng);
 }
 
 // The tiny detector (test_support.hpp) trained on 40 blobs, and its model file.

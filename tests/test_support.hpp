@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <cstdlib>
@@ -30,6 +31,22 @@ std::string message_of(F&& call) {
     }
     FAIL("expected an exception");
     return {};
+}
+
+// A grey 28x28 image with a bright Gaussian blob at a random place on noise: the tests' simple
+// "normal" class. Draws the centre, then one noise value per pixel, from `rng`.
+template <typename Rng>
+sga::Image blob_image(Rng& rng) {
+    std::uniform_real_distribution<double> centre(8, 20), noise(0, 20);
+    sga::Image im{28, 28, 1, std::vector<std::uint8_t>(28 * 28)};
+    const double cx = centre(rng), cy = centre(rng);
+    for (int y = 0; y < 28; ++y)
+        for (int x = 0; x < 28; ++x) {
+            const double d2 = (x - cx) * (x - cx) + (y - cy) * (y - cy);
+            im.pixels[static_cast<std::size_t>(y * 28 + x)] =
+                static_cast<std::uint8_t>(std::min(255.0, 230.0 * std::exp(-d2 / 18.0) + noise(rng)));
+        }
+    return im;
 }
 
 // n uniform random 3x32x32 images in [-1, 1] (the model's input range), as one tensor.
