@@ -10,6 +10,8 @@
 //   eval_industrial --data data/industrial/wood --data data/industrial/granite \
 //       --recipe inspection --image-size 128 --channels 1 --seed 0 --out wood_granite.json
 //
+// --tile N [--stride M] tiles as `fit --tile` does; the map-rule grid, which resizes whole
+// images to the network's input, is then left out.
 // Settings that are not part of a named recipe are for ablations: --corruption, --map-error,
 // --sigma, --image-score, --adversarial, --contextual, --latent.
 #include <nlohmann/json.hpp>
@@ -70,6 +72,8 @@ Arguments parse(int argc, char** argv) {
             a.options.architecture.discriminator_features = a.options.architecture.generator_features;
         }
         else if (flag == "--batch-size") a.options.batch_size = std::stoi(value());
+        else if (flag == "--tile") a.options.tiling.tile = std::stoi(value());
+        else if (flag == "--stride") a.options.tiling.stride = std::stoi(value());
         else if (flag == "--seed") a.options.seed = std::stoull(value());
         else if (flag == "--threads") a.threads = std::stoi(value());
         else if (flag == "--out") a.out = value();
@@ -188,14 +192,15 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
     std::vector<std::vector<float>> maps;
     std::vector<std::vector<std::uint8_t>> masks;
     // The ablation grid, from each image's preprocessed input and reconstruction.
-    const std::vector<MapVariant> variants = map_variants();
+    const bool tiled = detector.options().tiling.enabled();
+    const std::vector<MapVariant> variants = tiled ? std::vector<MapVariant>{} : map_variants();
     std::vector<std::vector<float>> variant_scores(variants.size());
     std::vector<std::vector<std::vector<float>>> variant_maps(variants.size());
     std::vector<std::vector<std::uint8_t>> small_masks;
     const auto score_start = std::chrono::steady_clock::now();
     ScoreOptions so;
     so.anomaly_map = true;
-    so.reconstruction = true;
+    so.reconstruction = !tiled;  // not available with tiling
     std::vector<float> x(static_cast<std::size_t>(channels) * plane);
     for (const LabeledImage& sample : test) {
         const ScoreResult r = detector.score(sample.image.view(), so);
@@ -207,6 +212,7 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
         if (sample.mask)
             for (std::size_t k = 0; k < mask.size(); ++k) mask[k] = sample.mask->pixels[k] > 0 ? 1 : 0;
         masks.push_back(std::move(mask));
+        if (tiled) continue;
         // Network-resolution input, map and mask for the grid.
         preprocess(sample.image.view(), size, channels, x.data());
         std::vector<float> small_mask(plane, 0.0f);
@@ -278,6 +284,8 @@ nlohmann::json evaluate_category(const std::string& root, const Arguments& args)
                      {"seed", args.options.seed},
                      {"image_size", size},
                      {"channels", channels},
+                     {"tile", detector.options().tiling.tile},
+                     {"stride", detector.options().tiling.step()},
                      {"epochs", args.options.epochs},
                      {"train_images", report.training_images},
                      {"validation_images", report.validation_images},
