@@ -237,8 +237,7 @@ ValidationSplit ValidationSplit::draw(std::size_t count, float fraction, RandomS
     std::vector<std::size_t> order(count);
     std::iota(order.begin(), order.end(), 0);
     for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[random.uniform_index(i)]);
-    std::size_t held_out = static_cast<std::size_t>(std::floor(fraction * static_cast<double>(count)));
-    if (fraction > 0 && held_out == 0) held_out = 1;
+    const std::size_t held_out = held_out_image_count(count, fraction);
     ValidationSplit split;
     split.validation.assign(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(held_out));
     split.training.assign(order.begin() + static_cast<std::ptrdiff_t>(held_out), order.end());

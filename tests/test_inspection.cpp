@@ -197,3 +197,39 @@ TEST_CASE("the inspection recipe scores the maximum of its smoothed absolute-err
         CHECK(loaded.score(probe.view()).score == d.score(probe.view()).score);
     }
 }
+
+TEST_CASE("the inspection recipe's default training length counts steps, and fit holds out as it says",
+          "[inspection][recipe]") {
+    const TrainingLength inspection = default_training_length(Recipe::inspection());
+    CHECK(inspection.batch_size == 16);
+    CHECK(inspection.steps == 440);
+    // 180 images: 11 full batches an epoch (the partial one is dropped), so 40 epochs give 440.
+    CHECK(inspection.epochs_for(180) == 40);
+    CHECK(inspection.epochs_for(181) == 40);
+    CHECK(inspection.epochs_for(176) == 40);  // exactly 11 batches
+    CHECK(inspection.epochs_for(175) == 44);  // 10 batches
+    CHECK(inspection.epochs_for(270) == 28);  // 16 batches: 27 x 16 = 432 < 440 <= 28 x 16
+    CHECK(inspection.epochs_for(20000) == 1);
+    CHECK(inspection.epochs_for(3) == 440);   // fewer than a batch: fit refuses it, naming the batch
+    for (const Recipe& r : {Recipe::official(), Recipe::robust(), Recipe::robust_rotation()}) {
+        const TrainingLength t = default_training_length(r);
+        CHECK(t.steps == 0);
+        CHECK(t.epochs_for(180) == DetectorOptions{}.epochs);
+        CHECK(t.batch_size == DetectorOptions{}.batch_size);
+    }
+    CHECK(held_out_image_count(200, 0.1f) == 20);
+    CHECK(held_out_image_count(9, 0.1f) == 1);  // at least one
+    CHECK(held_out_image_count(9, 0.0f) == 0);
+    // fit holds out exactly held_out_image_count: its report says how many it trained on.
+    std::vector<Image> images;
+    for (unsigned i = 0; i < 23; ++i) images.push_back(sga::testing::random_image(32, 32, 1, 500 + i));
+    DetectorOptions o = sga::testing::tiny_detector_options();
+    o.recipe = Recipe::official();
+    o.epochs = 1;
+    o.batch_size = 4;
+    o.validation_fraction = 0.2f;
+    Detector detector(o);
+    const FitReport report = detector.fit(images);
+    CHECK(report.validation_images == held_out_image_count(23, 0.2f));
+    CHECK(report.training_images == 23 - held_out_image_count(23, 0.2f));
+}

@@ -45,7 +45,10 @@
 #pragma once
 
 #include "skipganomaly/config.hpp"
+#include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -178,6 +181,14 @@ struct ScoreStatistics {
     std::vector<double> quantile_levels;  // e.g. 0.5, 0.9, 0.95, 0.99
     std::vector<double> quantile_values;
 };
+
+// How many of `images` normal images fit holds out for `validation_fraction`:
+// floor(fraction x images), and at least one when the fraction is > 0.
+inline std::size_t held_out_image_count(std::size_t images, float validation_fraction) {
+    std::size_t held_out = static_cast<std::size_t>(std::floor(validation_fraction * static_cast<double>(images)));
+    if (validation_fraction > 0 && held_out == 0) held_out = 1;
+    return std::min(held_out, images);
+}
 
 struct FitReport {
     int epochs_completed = 0;

@@ -24,6 +24,8 @@
 // training steps, and where it fails fit() trains without_orientation() instead.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -146,6 +148,31 @@ struct Recipe {
         }
     }
 };
+
+// How long fit trains a recipe when the caller sets neither the epochs nor the batch size
+// (the CLI's --epochs and --batch-size). Most recipes keep DetectorOptions' 15 epochs of 64
+// images. The inspection recipe counts optimisation steps instead: inspection data sets are
+// small (a few hundred good images: 2-5 steps an epoch at 64), and its generator needs a few
+// hundred steps to learn to remove defects (docs/industrial.md measures 440 steps of 16).
+struct TrainingLength {
+    int batch_size = 64;
+    int epochs = 15;  // when steps == 0
+    int steps = 0;    // > 0: the fewest epochs that give at least this many steps
+
+    // The epochs for `training_images` images (those left after the hold-out); a partial
+    // batch is dropped, as fit does. At least 1, at most 10,000.
+    int epochs_for(std::size_t training_images) const {
+        if (steps <= 0) return epochs;
+        const std::size_t per_epoch = std::max<std::size_t>(1, training_images / static_cast<std::size_t>(batch_size));
+        const std::size_t needed = (static_cast<std::size_t>(steps) + per_epoch - 1) / per_epoch;
+        return static_cast<int>(std::clamp<std::size_t>(needed, 1, 10000));
+    }
+};
+
+inline TrainingLength default_training_length(const Recipe& recipe) {
+    if (recipe.restoration.corruption == Corruption::SyntheticDefects) return {16, 0, 440};
+    return {};
+}
 
 inline const char* stopping_rule_name(StoppingRule rule) {
     return rule == StoppingRule::FinalEpoch ? "final_epoch" : "best_synthetic_anomalies";

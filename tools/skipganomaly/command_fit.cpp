@@ -56,8 +56,8 @@ options (every default shown):
                                no tiling, whole images resized to --image-size); maps are
                                stitched at each image's own resolution (docs/industrial.md)
   --stride N                   pixels between neighbouring tiles (default N / 2)
-  --epochs N                   training epochs (default 15)
-  --batch-size N               images per step (default 64)
+  --epochs N                   training epochs (default 15; see below for inspection)
+  --batch-size N               images per step (default 64; see below for inspection)
   --image-size N               network input side, a power of two >= 32 (default 32)
   --channels 1|3               grey or colour input (default 3; 1 for mnist:)
   --lr X                       Adam learning rate (default 0.0002)
@@ -86,6 +86,11 @@ options (every default shown):
   --replace-partial            when Ctrl-C stops training early, save the partial model to
                                --out even if a file is there (default: keep that file and save
                                to NAME.partial.EXT beside it)
+
+Training length: with neither --epochs nor --batch-size, the inspection recipe trains
+440 steps of 16 images (the fewest epochs that give them; fit says how many), since
+inspection sets are small and its generator needs steps, not epochs; the other recipes
+train 15 epochs of 64 images. Either option given: the defaults above, as given.
 
 Ctrl-C stops after the current batch and the exit status is 130:
   - before the first epoch is completed, nothing is written (an existing --out is unchanged);
@@ -183,6 +188,18 @@ int command_fit(const std::vector<std::string>& args) {
 
     std::cerr << "loading " << a.require("data") << "\n";
     const std::vector<sga::Image> images = load_training_images(spec);
+    const sga::TrainingLength length = sga::default_training_length(o.recipe);
+    if (length.steps > 0 && !a.has("epochs") && !a.has("batch-size") && !a.has("resume")) {
+        const std::size_t training_images =
+            images.size() - sga::held_out_image_count(images.size(), o.validation_fraction);
+        o.batch_size = length.batch_size;
+        o.epochs = length.epochs_for(training_images);
+        std::cerr << "training length: " << o.epochs << " epoch(s) of " << training_images / o.batch_size
+                  << " batch(es) of " << o.batch_size << " images, at least " << length.steps << " steps (the "
+                  << o.recipe.name << " recipe's default for " << training_images
+                  << " training images; --epochs and --batch-size choose)\n";
+        o.validate();
+    }
     sga::Detector detector(o);
     std::cerr << "training on " << images.size() << " images, " << o.epochs << " epoch(s), recipe " << o.recipe.name
               << recipe_reason;
