@@ -189,9 +189,10 @@ int command_fit(const std::vector<std::string>& args) {
     std::cerr << "loading " << a.require("data") << "\n";
     const std::vector<sga::Image> images = load_training_images(spec);
     const sga::TrainingLength length = sga::default_training_length(o.recipe);
-    if (length.steps > 0 && !a.has("epochs") && !a.has("batch-size") && !a.has("resume")) {
-        const std::size_t training_images =
-            images.size() - sga::held_out_image_count(images.size(), o.validation_fraction);
+    const std::size_t training_images = images.size() - sga::held_out_image_count(images.size(), o.validation_fraction);
+    // Fewer images than a batch: fit refuses them below, naming the batch size.
+    if (length.steps > 0 && !a.has("epochs") && !a.has("batch-size") && !a.has("resume") &&
+        training_images >= static_cast<std::size_t>(length.batch_size)) {
         o.batch_size = length.batch_size;
         o.epochs = length.epochs_for(training_images);
         std::cerr << "training length: " << o.epochs << " epoch(s) of " << training_images / o.batch_size
