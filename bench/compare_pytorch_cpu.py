@@ -15,7 +15,9 @@ active FLOPs at the GEMM peak, summed; then the batched rows' convolution FLOP r
 GEMM peak; 8 application threads scoring at once against one caller's batch of 64 (isize 32);
 and last the speed and memory targets against this run, with what each missed one would need.
 
-PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13. Its stock
+PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13, in float32 and in
+bfloat16 (torch.autocast, oneDNN; on CPUs with avx512_bf16 it trains and scores faster), each row
+against the faster of the two (--pytorch-precisions), whose precision the table names. Its stock
 ConvTranspose2d runs on the reference BLAS, 20-50x slower than its convolutions (oneDNN), so
 every ConvTranspose2d is computed as conv2d's input gradient (torch.nn.grad.conv2d_input, the
 same arithmetic, differentiable) unless --stock-conv-transpose is given (a footnote figure).
@@ -61,14 +63,19 @@ def use_fast_conv_transpose(torch):
         n, _, h, w = x.shape
         s, p, k, o = self.stride, self.padding, self.kernel_size, self.output_padding
         size = (n, self.out_channels, (h - 1) * s[0] - 2 * p[0] + k[0] + o[0], (w - 1) * s[1] - 2 * p[1] + k[1] + o[1])
-        y = torch.nn.grad.conv2d_input(size, self.weight, x, stride=s, padding=p, dilation=self.dilation,
+        weight = self.weight
+        if torch.is_autocast_cpu_enabled():  # autocast does not know conv2d_input: cast as it casts conv2d
+            dtype = torch.get_autocast_cpu_dtype()
+            x, weight = x.to(dtype), weight.to(dtype)
+        y = torch.nn.grad.conv2d_input(size, weight, x, stride=s, padding=p, dilation=self.dilation,
                                        groups=self.groups)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     torch.nn.ConvTranspose2d.forward = forward
 
 
-def pytorch_measurement(isize, what, batch, repeats, stock):
+def pytorch_measurement(isize, what, batch, repeats, stock, precision="fp32"):
+    import contextlib
     import torch
     import make_fixtures as mf  # the official modules, rebuilt for the parity fixtures
 
@@ -81,6 +88,10 @@ def pytorch_measurement(isize, what, batch, repeats, stock):
     mf.init_dcgan(netg, g, False)
     mf.init_dcgan(netd, g, False)
     x = torch.rand(batch, 3, isize, isize) * 2 - 1
+    # bf16: torch.autocast (oneDNN's bfloat16 convolutions where the CPU has avx512_bf16; weights,
+    # batch norm and the optimiser stay float32).
+    def precision_context():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
     def best_of(fn, n):
         fn()  # warm-up
@@ -92,7 +103,11 @@ def pytorch_measurement(isize, what, batch, repeats, stock):
         return min(times)
 
     if what == "train":
-        seconds = best_of(lambda: mf.official_train_step(netg, netd, x), repeats)
+        def train():
+            with precision_context():
+                mf.official_train_step(netg, netd, x)
+
+        seconds = best_of(train, repeats)
         # Backward costs about twice the forward (input and weight gradients): 3x the
         # forward passes' FLOPs, an approximation (the first layer needs no input gradient).
         flop = 3 * count_convolution_flop(torch, (netg, netd), lambda: mf.official_train_step(netg, netd, x))
@@ -101,7 +116,7 @@ def pytorch_measurement(isize, what, batch, repeats, stock):
         netd.eval()
 
         def score():
-            with torch.no_grad():
+            with torch.no_grad(), precision_context():
                 fake = netg(x)
                 _, f_real = netd(x)
                 _, f_fake = netd(fake)
@@ -113,7 +128,8 @@ def pytorch_measurement(isize, what, batch, repeats, stock):
         flop = count_convolution_flop(torch, (netg, netd), score)
         layers = count_layer_work(torch, (netg, netd), score)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    result = {"seconds": seconds, "peak_mib": peak, "torch": torch.__version__, "gflop": flop / 1e9}
+    result = {"seconds": seconds, "peak_mib": peak, "torch": torch.__version__, "gflop": flop / 1e9,
+              "precision": precision}
     if what == "score":
         result["layers"] = layers
     return result
@@ -192,12 +208,26 @@ def roofline_seconds(layers, bandwidth, peak_flop):
     return sum(max(weight_bytes / bandwidth, flop / peak_flop) for weight_bytes, flop in layers)
 
 
-def run_pytorch(isize, what, batch, repeats, stock):
-    command = [sys.executable, __file__, "--pytorch-only", f"{isize},{what},{batch}", "--repeats", str(repeats),
-               "--threads", str(THREADS)]
-    if stock:
-        command.append("--stock-conv-transpose")
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=ENVIRONMENT).stdout)
+def run_pytorch(isize, what, batch, repeats, stock, precisions=("fp32",)):
+    """The fastest of PyTorch's configurations in `precisions` (each in a process of its own), with
+    every one's time under "all"."""
+    results = []
+    for precision in precisions:
+        command = [sys.executable, __file__, "--pytorch-only", f"{isize},{what},{batch},{precision}", "--repeats",
+                   str(repeats), "--threads", str(THREADS)]
+        if stock:
+            command.append("--stock-conv-transpose")
+        run = subprocess.run(command, capture_output=True, text=True, env=ENVIRONMENT)
+        if run.returncode != 0:  # e.g. no bfloat16 on this CPU or PyTorch: that configuration does not exist here
+            print(f"  PyTorch {precision} isize {isize} {what} batch {batch} did not run: {run.stderr.strip()[-200:]}",
+                  file=sys.stderr, flush=True)
+            continue
+        results.append(json.loads(run.stdout))
+    if not results:
+        raise RuntimeError(f"no PyTorch configuration ran for isize {isize} {what} batch {batch}")
+    fastest = dict(min(results, key=lambda r: r["seconds"]))
+    fastest["all"] = {r["precision"]: r["seconds"] for r in results}
+    return fastest
 
 
 def run_benchmark(binary, pattern, min_time):
@@ -272,14 +302,17 @@ def main():
                         help="PyTorch's own ConvTranspose2d (slow reference BLAS on Debian): footnote figures")
     parser.add_argument("--default-malloc", action="store_true",
                         help="glibc malloc's default settings for both sides (see MALLOC_KEPT)")
+    parser.add_argument("--pytorch-precisions", default="fp32,bf16",
+                        help="PyTorch configurations to time; each row compares against the fastest (default fp32,bf16)")
     parser.add_argument("--pytorch-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     THREADS = args.threads
     if not args.default_malloc:
         ENVIRONMENT.update(MALLOC_KEPT)
     if args.pytorch_only:
-        isize, what, batch = args.pytorch_only.split(",")
-        print(json.dumps(pytorch_measurement(int(isize), what, int(batch), args.repeats, args.stock_conv_transpose)))
+        isize, what, batch, precision = args.pytorch_only.split(",")
+        print(json.dumps(pytorch_measurement(int(isize), what, int(batch), args.repeats, args.stock_conv_transpose,
+                                             precision)))
         return
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -290,6 +323,7 @@ def main():
     print(f"GEMM peak (Eigen 1024^3 float, {THREADS} threads): {peak:.1f} GFLOP/s", flush=True)
     bandwidth = read_bandwidth(args.gemm_bench, 64) if os.path.exists(args.gemm_bench) else float("nan")
     print(f"read bandwidth ({THREADS} threads, 64 MiB buffer): {bandwidth / 1e9:.1f} GB/s", flush=True)
+    precisions = tuple(filter(None, args.pytorch_precisions.split(",")))
     rows = []
     torch_version = "?"
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -297,25 +331,28 @@ def main():
         train_batch, score_batch = BATCHES[isize]
         for label, what, batch in (("training step", "train", train_batch), ("scoring", "score", score_batch),
                                    ("scoring", "score", 1)):
-            theirs = run_pytorch(isize, what, batch, args.repeats, args.stock_conv_transpose)
+            theirs = run_pytorch(isize, what, batch, args.repeats, args.stock_conv_transpose, precisions)
             torch_version = theirs["torch"]
             ours = run_ours(args.bench, isize, what, batch, args.min_time)
             rows.append((isize, f"{label}, batch {batch}", theirs, ours, batch))
-            print(f"  isize {isize} {label} batch {batch}: PyTorch {theirs['seconds'] * 1e3:.1f} ms "
+            print(f"  isize {isize} {label} batch {batch}: PyTorch "
+                  + ", ".join(f"{p} {t * 1e3:.1f} ms" for p, t in theirs["all"].items()) + f" (fastest {theirs['precision']}) "
                   f"{theirs['peak_mib']:.0f} MiB, ours {ours['seconds'] * 1e3:.1f} ms {ours['peak_mib']:.0f} MiB "
                   f"({ours['timing_process_peak_mib']:.0f} MiB in the timing process)",
                   file=sys.stderr, flush=True)
     conv_t = "stock ConvTranspose2d" if args.stock_conv_transpose else "ConvTranspose2d as conv2d_input (oneDNN)"
-    print(f"\nPyTorch {torch_version} ({THREADS} threads, {conv_t}) vs skipganomaly ({THREADS} threads); "
-          f"nc 3, ngf = ndf = 64, nz 100\n")
-    print("| isize | measure | PyTorch | ours | ours / PyTorch time | PyTorch peak MiB | our peak MiB | ours / PyTorch memory |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\nPyTorch {torch_version} ({THREADS} threads, {conv_t}; each row its fastest of "
+          f"{', '.join(precisions)}, named) vs skipganomaly ({THREADS} threads, float32); nc 3, ngf = ndf = 64, nz 100\n")
+    print("| isize | measure | PyTorch (fastest) | PyTorch precision | ours | ours / PyTorch time | PyTorch peak MiB | "
+          "our peak MiB | ours / PyTorch memory | PyTorch float32 |")
+    print("|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for isize, label, theirs, ours, batch in rows:
         def shown(seconds):
             return f"{seconds * 1e3:.1f} ms" + (f" ({batch / seconds:.0f} img/s)" if batch > 1 and "scoring" in label else "")
-        print(f"| {isize} | {label} | {shown(theirs['seconds'])} | {shown(ours['seconds'])} | "
+        fp32 = theirs["all"].get("fp32")
+        print(f"| {isize} | {label} | {shown(theirs['seconds'])} | {theirs['precision']} | {shown(ours['seconds'])} | "
               f"{ours['seconds'] / theirs['seconds']:.2f} | {theirs['peak_mib']:.0f} | {ours['peak_mib']:.0f} | "
-              f"{ours['peak_mib'] / theirs['peak_mib']:.2f} |")
+              f"{ours['peak_mib'] / theirs['peak_mib']:.2f} | {shown(fp32) if fp32 else '-'} |")
     # Scoring one image reads every weight once: at the measured read bandwidth that alone
     # takes weights / bandwidth, the floor under batch-1 latency whatever the kernels do. The
     # roofline adds the arithmetic: per layer, the longer of its weights at that bandwidth and
