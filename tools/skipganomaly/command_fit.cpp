@@ -191,7 +191,8 @@ int command_fit(const std::vector<std::string>& args) {
     const sga::TrainingLength length = sga::default_training_length(o.recipe);
     const std::size_t training_images = images.size() - sga::held_out_image_count(images.size(), o.validation_fraction);
     // Fewer images than a batch: fit refuses them below, naming the batch size.
-    if (length.steps > 0 && !a.has("epochs") && !a.has("batch-size") && !a.has("resume") &&
+    // A resumed fit computes the same length, so its options match the checkpoint's.
+    if (length.steps > 0 && !a.has("epochs") && !a.has("batch-size") &&
         training_images >= static_cast<std::size_t>(length.batch_size)) {
         o.batch_size = length.batch_size;
         o.epochs = length.epochs_for(training_images);
