@@ -49,6 +49,22 @@ struct Architecture {
     }
 };
 
+// The arithmetic of the convolutions when scoring. BFloat16 rounds their inputs and weights to
+// bfloat16 and sums the products in float32 (AVX512-BF16, CPU only); batch norm, activations
+// and the scores stay float32. Where the processor lacks the instructions (or the device is
+// CUDA) BFloat16 runs as Float32, and says so (Detector::active_precision).
+enum class Precision { Float32, BFloat16 };
+
+inline const char* precision_name(Precision precision) {
+    return precision == Precision::BFloat16 ? "bfloat16" : "float32";
+}
+// "float32" or "bfloat16"; InvalidArgument otherwise.
+inline Precision precision_from_name(const std::string& name) {
+    if (name == "float32") return Precision::Float32;
+    if (name == "bfloat16" || name == "bf16") return Precision::BFloat16;
+    throw InvalidArgument("unknown precision '" + name + "': expected float32 or bfloat16");
+}
+
 struct AdamHyperparameters {
     float learning_rate = 2e-4f;
     float beta1 = 0.5f;

@@ -35,6 +35,8 @@
 //   (conv2d_pack_weight) and calls conv2d_packed, as the layers do for products of at most
 //   PackedConvolution::max_rows rows (layers.hpp). The weight read where it lies, the products
 //   in SIMD register tiles (conv2d_lanes.hpp).
+// - bfloat16 (conv2d_bf16.cpp, bf16_gemm.cpp): inference only, when the caller packed the
+//   weight in bfloat16 (conv2d_pack_weight_bf16) and calls conv2d_packed_bf16, at any batch.
 // im2col and col2im (conv2d_im2col.cpp) serve every strategy but "input is columns". Outside
 // the GEMMs the work is split over independent planes, images or columns: no two threads write
 // one element, no atomics. Scratch comes from ctx.arena(), so a steady-state training step
@@ -46,6 +48,7 @@
 #include <cstdint>
 #include <string>
 
+#include "bf16_gemm.hpp"
 #include "conv2d_internal.hpp"
 #include "skipganomaly/engine/kernels.hpp"
 
@@ -323,6 +326,42 @@ void conv2d_packed(Context& ctx, const ConvGeometry& g, ConvPass pass, const flo
             col2im(ctx, g, plan, columns, images, output + first * input_image, 0.0f);
         }
     }
+}
+
+bool bf16_available() { return bf16::available(); }
+
+// The bfloat16 product's weight operand W (R, K) (conv2d_bf16.cpp): Forward (Cout, D), the
+// active taps' (Cout, D) row-major; BackwardData (D, Cout), their transpose.
+std::int64_t conv2d_bf16_packed_words(const ConvGeometry& g, ConvPass pass) {
+    check_geometry(g, "conv2d_bf16_packed_words");
+    const Plan plan = make_plan(g);
+    return pass == ConvPass::Forward ? bf16::packed_words(g.out_channels, plan.depth)
+                                     : bf16::packed_words(plan.depth, g.out_channels);
+}
+
+void conv2d_pack_weight_bf16(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* weight,
+                             std::uint32_t* packed) {
+    check_geometry(g, "conv2d_pack_weight_bf16");
+    const Plan plan = make_plan(g);
+    const float* w = gemm_weight(ctx, g, plan, weight);  // (Cout, D) row-major
+    if (pass == ConvPass::Forward)
+        bf16::pack_weight(g.out_channels, plan.depth, w, plan.depth, 1, packed);
+    else
+        bf16::pack_weight(plan.depth, g.out_channels, w, 1, plan.depth, packed);
+}
+
+void conv2d_packed_bf16(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* input,
+                        const std::uint32_t* packed, float* output) {
+    check_geometry(g, "conv2d_packed_bf16");
+    if (!bf16::available())
+        throw DeviceError("conv2d_packed_bf16: this processor has no AVX512-BF16 (or SKIPGANOMALY_DISABLE_BF16 is set)");
+    if (g.batch == 0) return;
+    const Plan plan = make_plan(g);
+    if (plan.depth == 0) {  // every product is empty: the result is 0
+        scale_or_zero(output, pass == ConvPass::Forward ? g.output_size() : g.input_size(), 0.0f);
+        return;
+    }
+    packed_bf16(ctx, g, plan, pass, input, packed, output);
 }
 
 }  // namespace sga::cpu

@@ -166,6 +166,13 @@ void panels_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& 
 void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const SourceRows& a, const float* w,
                             const TargetRows& c);
 
+// ---- bfloat16 kernels (conv2d_bf16.cpp) ----
+
+// conv2d_packed_bf16: output = the pass's product of `input` and the weight that
+// conv2d_pack_weight_bf16 packed, in bfloat16 with float32 sums. Requires bf16::available().
+void packed_bf16(Context& ctx, const ConvGeometry& g, const Plan& plan, ConvPass pass, const float* input,
+                 const std::uint32_t* packed, float* output);
+
 // Offsets of the M = batch * P rows of an NCHW tensor with `channels` channels: row
 // n * P + p starts at image n, position p; its channel k lies k * P further.
 Index* nchw_row_offsets(Context& ctx, Index batch, Index channels, Index P);

@@ -47,6 +47,22 @@ namespace cpu {
 #include "skipganomaly/engine/kernels.def"
 // Floats of the CPU's packed weight for `geometry` (its batch is ignored): 0 or the active taps.
 SKIPGANOMALY_API std::int64_t conv2d_packed_floats(const ConvGeometry& geometry, ConvPass pass);
+
+// ---- bfloat16 inference (CPU only: AVX512-BF16) ----
+// Whether this processor runs the bfloat16 kernels (and SKIPGANOMALY_DISABLE_BF16 does not
+// turn them off).
+SKIPGANOMALY_API bool bf16_available();
+// 32-bit words of the bfloat16 packing of a weight for `geometry` and `pass` (batch ignored).
+SKIPGANOMALY_API std::int64_t conv2d_bf16_packed_words(const ConvGeometry& geometry, ConvPass pass);
+// packed = `weight` (Cout, Cin, KH, KW) rounded to bfloat16 (nearest-even), in the order the
+// kernel reads it. Runs on any processor.
+SKIPGANOMALY_API void conv2d_pack_weight_bf16(Context& ctx, const ConvGeometry& geometry, ConvPass pass,
+                                              const float* weight, std::uint32_t* packed);
+// As conv2d_packed, with the input rounded to bfloat16 and the products summed in float32
+// (vdpbf16ps). An image's result does not depend on the batch nor the thread count. Throws
+// DeviceError without bf16_available().
+SKIPGANOMALY_API void conv2d_packed_bf16(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* input,
+                                         const std::uint32_t* packed, float* output);
 }
 #undef SGA_KERNEL
 // The CUDA backend lives in a separate module (libskipganomaly_cuda.so, src/cuda) that the
@@ -96,6 +112,17 @@ namespace kernels {
 // (it reads the weight where it lies); CUDA nothing (cuDNN picks its own algorithms per call).
 inline std::int64_t conv2d_packed_floats(Device device, const ConvGeometry& geometry, ConvPass pass) {
     return device == Device::Cpu ? cpu::conv2d_packed_floats(geometry, pass) : 0;
+}
+
+// bfloat16 inference runs on the CPU only (cpu::conv2d_packed_bf16 above); elsewhere the
+// callers take float32 (Precision, model_options.hpp).
+inline bool bf16_available(Device device) { return device == Device::Cpu && cpu::bf16_available(); }
+inline void conv2d_packed_bf16(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* input,
+                               const std::uint32_t* packed, float* output) {
+    if (ctx.device() != Device::Cpu) throw DeviceError("conv2d_packed_bf16: bfloat16 kernels run on the CPU only");
+    Arena::Scope scratch(ctx.arena());
+    CpuThreadLease threads;
+    cpu::conv2d_packed_bf16(ctx, geometry, pass, input, packed, output);
 }
 }  // namespace kernels
 
