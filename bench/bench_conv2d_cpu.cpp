@@ -19,6 +19,12 @@
 // counter weight_bytes is the weight's size per second, the bound of a layer that reads its
 // weight once.
 //
+// The .../bf16/... entries time the bfloat16 inference kernels (conv2d_packed_bf16, weight
+// packed once) at batch 64 and at scoring1/4/16, beside BM_PeakBf16_Cpu and BM_PeakFloat32_Cpu:
+// the processor's register-only vdpbf16ps and vfmadd231ps rates on the same threads, the
+// ceilings that "close to the limit" is a ratio to. They are skipped, with a message, on a
+// processor without AVX512-BF16.
+//
 // Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2 (results, method and why under
 // `chrt -f` on a shared machine: results/2026-11-28-cpu-conv-kernels/).
 #include <benchmark/benchmark.h>
@@ -35,6 +41,7 @@
 #include "skipganomaly/device.hpp"
 #include "skipganomaly/engine/kernels.hpp"
 #include "skipganomaly/engine/tensor.hpp"
+#include "cpu/bf16_gemm.hpp"
 
 namespace {
 
@@ -117,7 +124,16 @@ std::vector<Layer> transposed_layers() {
 }
 
 // packed_*: the weight packed once (conv2d_pack_weight, outside the timing), then conv2d_packed.
-enum class Primitive { forward, backward_data, backward_filter, packed_forward, packed_backward_data };
+// bf16_*: the weight packed once in bfloat16 (conv2d_pack_weight_bf16), then conv2d_packed_bf16.
+enum class Primitive {
+    forward,
+    backward_data,
+    backward_filter,
+    packed_forward,
+    packed_backward_data,
+    bf16_forward,
+    bf16_backward_data
+};
 
 std::vector<float> random_values(std::int64_t n, std::uint64_t seed) {
     std::mt19937_64 engine(seed);
@@ -136,11 +152,23 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
     std::vector<float> weight = random_values(g.weight_size(), 2);
     std::vector<float> output = random_values(g.output_size(), 3);
     const bool packed_pass = primitive == Primitive::packed_forward || primitive == Primitive::packed_backward_data;
-    const sga::ConvPass pass = primitive == Primitive::packed_forward ? sga::ConvPass::Forward : sga::ConvPass::BackwardData;
+    const bool bf16_pass = primitive == Primitive::bf16_forward || primitive == Primitive::bf16_backward_data;
+    const sga::ConvPass pass = primitive == Primitive::packed_forward || primitive == Primitive::bf16_forward
+                                   ? sga::ConvPass::Forward
+                                   : sga::ConvPass::BackwardData;
+    if (bf16_pass && !sga::cpu::bf16_available()) {
+        state.SkipWithError("this processor has no AVX512-BF16");
+        return;
+    }
     sga::Tensor packed;  // 64-byte aligned, as a model's packed weights are
     if (packed_pass) {
         packed = sga::Tensor({sga::cpu::conv2d_packed_floats(g, pass)}, sga::Device::Cpu);
         sga::cpu::conv2d_pack_weight(ctx, g, pass, weight.data(), packed.data());
+    }
+    std::vector<std::uint32_t> packed_bf16;
+    if (bf16_pass) {
+        packed_bf16.resize(static_cast<std::size_t>(sga::cpu::conv2d_bf16_packed_words(g, pass)));
+        sga::cpu::conv2d_pack_weight_bf16(ctx, g, pass, weight.data(), packed_bf16.data());
     }
     auto call = [&] {
         switch (primitive) {
@@ -159,6 +187,12 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
             case Primitive::packed_backward_data:
                 sga::cpu::conv2d_packed(ctx, g, pass, output.data(), weight.data(), packed.data(), input.data());
                 break;
+            case Primitive::bf16_forward:
+                sga::cpu::conv2d_packed_bf16(ctx, g, pass, input.data(), packed_bf16.data(), output.data());
+                break;
+            case Primitive::bf16_backward_data:
+                sga::cpu::conv2d_packed_bf16(ctx, g, pass, output.data(), packed_bf16.data(), input.data());
+                break;
         }
         ctx.arena().reset();
     };
@@ -170,9 +204,35 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
     }
     state.counters["FLOP"] = benchmark::Counter(2.0 * g.multiply_adds() * static_cast<double>(state.iterations()),
                                                 benchmark::Counter::kIsRate);
+    const double weight_element_bytes = bf16_pass ? 2.0 : 4.0;  // what the kernel reads of the weight
     state.counters["weight_bytes"] =
-        benchmark::Counter(static_cast<double>(g.weight_size()) * sizeof(float) * static_cast<double>(state.iterations()),
+        benchmark::Counter(static_cast<double>(g.weight_size()) * weight_element_bytes * static_cast<double>(state.iterations()),
                            benchmark::Counter::kIsRate, benchmark::Counter::kIs1024);
+}
+
+// The processor's peak multiply-add rates on all of the library's threads: independent
+// vdpbf16ps (bfloat16) or vfmadd231ps (float32) on registers only. FLOP counts 2 per
+// multiply-add, as the convolutions' counter does.
+void run_peak(benchmark::State& state, bool bf16) {
+    if (!sga::cpu::bf16_available()) {
+        state.SkipWithError("this processor has no AVX512-BF16");
+        return;
+    }
+    constexpr std::int64_t iterations = 1 << 20;
+    const int threads = sga::cpu_threads();
+    auto run = [&] {
+        float total = 0.0f;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+        total += bf16 ? sga::cpu::bf16::peak_loop(iterations) : sga::cpu::bf16::peak_float32_loop(iterations);
+        return total;
+    };
+    benchmark::DoNotOptimize(run());
+    for (auto _ : state) benchmark::DoNotOptimize(run());
+    const double per_iteration = static_cast<double>(bf16 ? sga::cpu::bf16::peak_multiply_adds_per_iteration
+                                                          : sga::cpu::bf16::peak_float32_multiply_adds_per_iteration);
+    state.counters["FLOP"] = benchmark::Counter(2.0 * per_iteration * iterations * threads *
+                                                    static_cast<double>(state.iterations()),
+                                                benchmark::Counter::kIsRate);
 }
 
 void run_eigen_gemm(benchmark::State& state) {
@@ -247,6 +307,8 @@ void register_benchmarks() {
 
     configure(benchmark::RegisterBenchmark("BM_EigenGemm_Cpu", run_eigen_gemm)->Arg(1024)->Arg(2048));
     configure(benchmark::RegisterBenchmark("BM_ReadBandwidth_Cpu", run_read_bandwidth)->ArgName("MiB")->Arg(64)->Arg(512));
+    configure(benchmark::RegisterBenchmark("BM_PeakFloat32_Cpu", run_peak, false));
+    configure(benchmark::RegisterBenchmark("BM_PeakBf16_Cpu", run_peak, true));
 
     struct Direction {
         const char* name;
@@ -271,6 +333,13 @@ void register_benchmarks() {
         for (const Layer& layer : transposed_layers())
             configure(benchmark::RegisterBenchmark((d.name + layer.name).c_str(), run_primitive, d.primitive,
                                                    layer.geometry, d.beta));
+    // The bfloat16 inference kernels at batch 64: large-batch scoring.
+    for (const Layer& layer : convolution_layers())
+        configure(benchmark::RegisterBenchmark(("BM_Conv2dForward_Cpu/bf16/" + layer.name).c_str(), run_primitive,
+                                               Primitive::bf16_forward, layer.geometry, 0.0f));
+    for (const Layer& layer : transposed_layers())
+        configure(benchmark::RegisterBenchmark(("BM_ConvTranspose2dForward_Cpu/bf16/" + layer.name).c_str(),
+                                               run_primitive, Primitive::bf16_backward_data, layer.geometry, 0.0f));
     // Scoring one image (batch 1, or 4: the default recipe's four rotation views; 16: a score
     // batcher pass of 16 images at isize 32), every layer's
     // inference direction with the weight as it is (Eigen, or the skinny kernels) and packed.
@@ -283,6 +352,8 @@ void register_benchmarks() {
                                                    Primitive::forward, g, 0.0f));
             configure(benchmark::RegisterBenchmark(("BM_Conv2dForward_Cpu/" + scoring + "packed/" + layer.name).c_str(),
                                                    run_primitive, Primitive::packed_forward, g, 0.0f));
+            configure(benchmark::RegisterBenchmark(("BM_Conv2dForward_Cpu/" + scoring + "bf16/" + layer.name).c_str(),
+                                                   run_primitive, Primitive::bf16_forward, g, 0.0f));
         }
         for (const Layer& layer : transposed_layers()) {
             ConvGeometry g = layer.geometry;
@@ -292,6 +363,9 @@ void register_benchmarks() {
             configure(
                 benchmark::RegisterBenchmark(("BM_ConvTranspose2dForward_Cpu/" + scoring + "packed/" + layer.name).c_str(),
                                              run_primitive, Primitive::packed_backward_data, g, 0.0f));
+            configure(
+                benchmark::RegisterBenchmark(("BM_ConvTranspose2dForward_Cpu/" + scoring + "bf16/" + layer.name).c_str(),
+                                             run_primitive, Primitive::bf16_backward_data, g, 0.0f));
         }
     }
     const std::string bias_shape = "G.decoder5_bias_64x3x32x32";

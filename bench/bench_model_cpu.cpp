@@ -11,7 +11,9 @@
 #include <random>
 
 #include "score_batcher.hpp"
+#include "skipganomaly/device.hpp"
 #include "skipganomaly/engine/skip_ganomaly.hpp"
+#include "skipganomaly/recipe.hpp"
 
 namespace {
 
@@ -62,9 +64,9 @@ void BM_TrainStep_Cpu(benchmark::State& state) {
 
 // MiB of weights one scoring call must read at least once: every parameter of both networks,
 // a layer whose packing keeps a compact copy of its active taps counted at the copy's size
-// (its other taps multiply padding only and are never read). Beside bench_conv2d_cpu's
-// BM_ReadBandwidth_Cpu this bounds batch-1 latency from below: reading them takes
-// weights_MiB / bandwidth, whatever the kernels do.
+// (its other taps multiply padding only and are never read), a bfloat16 packing at its
+// size. Beside bench_conv2d_cpu's BM_ReadBandwidth_Cpu this bounds batch-1 latency from
+// below: reading them takes weights_MiB / bandwidth, whatever the kernels do.
 double weights_read_mib(const SkipGanomaly& model) {
     double floats = 0;
     for (const Network* network : {static_cast<const Network*>(&model.generator),
@@ -72,22 +74,30 @@ double weights_read_mib(const SkipGanomaly& model) {
         const std::vector<ParameterBlock::Entry>& entries = network->parameters.entries();
         for (int i = 0; i < static_cast<int>(entries.size()); ++i) {
             const PackedConvolution* p = network->packed(i);
-            floats += static_cast<double>(p && p->packed.numel() > 0 ? p->packed.numel() : entries[i].shape.numel());
+            if (p && !p->bf16.empty())  // bfloat16: one 32-bit word a pair of weights
+                floats += static_cast<double>(p->bf16.size());
+            else
+                floats += static_cast<double>(p && p->packed.numel() > 0 ? p->packed.numel() : entries[i].shape.numel());
         }
     }
     return floats * sizeof(float) / (1024.0 * 1024.0);
 }
 
 // Scoring as Detector scores: with the weights packed once (Network::packed), or, for
-// BM_ScoreBatchUnpacked_Cpu, as they are (every GEMM packs its weight operand per call).
-void score_batch(benchmark::State& state, bool packed) {
+// BM_ScoreBatchUnpacked_Cpu, as they are (every GEMM packs its weight operand per call);
+// BM_ScoreBatchBf16_Cpu packs them for Precision::BFloat16 (skipped without AVX512-BF16).
+void score_batch(benchmark::State& state, bool packed, Precision precision = Precision::Float32) {
+    if (precision == Precision::BFloat16 && !cpu_bf16_available()) {
+        state.SkipWithError("this processor has no AVX512-BF16");
+        return;
+    }
     const std::int64_t size = state.range(0), batch = state.range(1);
     Context ctx(Device::Cpu);
     SkipGanomaly model(full_size(size), {}, {});
     model.materialize(ctx);
     RandomStream random(0);
     model.initialize(ctx, random);
-    if (packed) model.pack_for_inference(ctx);
+    if (packed) model.pack_for_inference(ctx, precision);
     const Tensor images = random_images(batch, size);
     Tape tape(ctx);
     for (int i = 0; i < warm_up_calls; ++i) model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false);
@@ -98,6 +108,36 @@ void score_batch(benchmark::State& state, bool packed) {
 }
 void BM_ScoreBatch_Cpu(benchmark::State& state) { score_batch(state, true); }
 void BM_ScoreBatchUnpacked_Cpu(benchmark::State& state) { score_batch(state, false); }
+void BM_ScoreBatchBf16_Cpu(benchmark::State& state) { score_batch(state, true, Precision::BFloat16); }
+
+// One image scored as the default recipe (robust_rotation) scores it, packed as Detector packs
+// it: the restoration's scoring views and the rotation head's four quarter turns, one call.
+// Beside BM_ScoreBatch_Cpu/isize:32/batch:1 (the official model's single view).
+void score_default_recipe(benchmark::State& state, Precision precision) {
+    if (precision == Precision::BFloat16 && !cpu_bf16_available()) {
+        state.SkipWithError("this processor has no AVX512-BF16");
+        return;
+    }
+    const std::int64_t size = state.range(0), batch = state.range(1);
+    const Recipe recipe = Recipe::robust_rotation();
+    Architecture arch = full_size(size);
+    arch.rotation_head = recipe.rotation_prediction.enabled;
+    const ModelTechniques techniques{1e-5f, recipe.skip_gating.scoring_closed(), recipe.restoration,
+                                     recipe.rotation_prediction, recipe.anomaly_map};
+    Context ctx(Device::Cpu);
+    SkipGanomaly model(arch, {}, {}, techniques);
+    model.materialize(ctx);
+    RandomStream random(0);
+    model.initialize(ctx, random);
+    model.pack_for_inference(ctx, precision);
+    const Tensor images = random_images(batch, size);
+    Tape tape(ctx);
+    for (int i = 0; i < warm_up_calls; ++i) model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false);
+    for (auto _ : state) benchmark::DoNotOptimize(model.score(ctx, tape, images, BatchNormMode::RunningStatistics, false));
+    state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
+}
+void BM_ScoreDefaultRecipe_Cpu(benchmark::State& state) { score_default_recipe(state, Precision::Float32); }
+void BM_ScoreDefaultRecipeBf16_Cpu(benchmark::State& state) { score_default_recipe(state, Precision::BFloat16); }
 
 // One model shared by N application threads, each scoring one image per call (as an
 // embedding application does), with the weights packed as Detector packs them.
@@ -181,6 +221,20 @@ BENCHMARK(BM_ScoreBatch_Cpu)
     ->Args({256, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(BM_ScoreBatchBf16_Cpu)
+    ->ArgNames({"isize", "batch"})
+    ->Args({32, 64})
+    ->Args({32, 1})
+    ->Args({64, 64})
+    ->Args({64, 1})
+    ->Args({128, 32})
+    ->Args({128, 1})
+    ->Args({256, 16})
+    ->Args({256, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_ScoreDefaultRecipe_Cpu)->ArgNames({"isize", "batch"})->Args({32, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ScoreDefaultRecipeBf16_Cpu)->ArgNames({"isize", "batch"})->Args({32, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ScoreBatchUnpacked_Cpu)
     ->ArgNames({"isize", "batch"})
     ->Args({32, 64})

@@ -211,6 +211,22 @@ void Detector::set_threshold(float threshold) {
     impl.threshold_source = "manual";
 }
 
+Precision Detector::active_precision() const {
+    Impl& impl = checked_impl("active_precision");
+    std::shared_lock lock(impl.model_mutex);
+    if (impl.trained) return impl.model->packed_precision();
+    return impl.options.precision == Precision::BFloat16 && kernels::bf16_available(impl.device())
+               ? Precision::BFloat16
+               : Precision::Float32;
+}
+
+void Detector::set_precision(Precision precision) {
+    Impl& impl = checked_impl("set_precision");
+    std::unique_lock lock(impl.model_mutex);
+    impl.options.precision = precision;
+    if (impl.trained) impl.model->pack_for_inference(*impl.context, precision);
+}
+
 bool Detector::is_trained() const {
     if (!impl_) return false;
     std::shared_lock lock(impl_->model_mutex);
@@ -243,7 +259,7 @@ Detector Detector::load(const std::string& path, Device device) {
     Detector detector(record.options);
     Impl& impl = *detector.impl_;
     reader.load_into(*impl.model);
-    impl.model->pack_for_inference(*impl.context);
+    impl.model->pack_for_inference(*impl.context, record.options.precision);
     impl.restore(record);
     return detector;
 }

@@ -240,6 +240,7 @@ nlohmann::json to_json(const DetectorRecord& r) {
     // Only when they apply, so that other files stay as they were.
     if (r.score_standardisation) j["score_standardisation"] = to_json(*r.score_standardisation);
     if (r.orientation.checked) j["orientation_check"] = to_json(r.orientation);
+    if (o.precision != Precision::Float32) j["precision"] = precision_name(o.precision);
     return j;
 }
 
@@ -253,6 +254,9 @@ DetectorRecord read_detector_record(const nlohmann::json& metadata, const std::s
         // Files from before recipes existed were trained with the official one.
         options.recipe = d.contains("recipe") ? recipe_from_json(d.at("recipe")) : Recipe::official();
         options.scoring_mode = scoring_mode_from_name(d.at("scoring_mode").get<std::string>());
+        // Files that do not name one score in float32.
+        options.precision =
+            d.contains("precision") ? precision_from_name(d.at("precision").get<std::string>()) : Precision::Float32;
         if (!d.at("trained").get<bool>()) throw FormatError("it holds an untrained model");
         r.trained = true;
         r.validation_statistics = score_statistics_from_json(d.at("validation_statistics"));

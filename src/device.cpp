@@ -11,10 +11,13 @@
 #include <mutex>
 
 #include "skipganomaly/engine/context.hpp"
+#include "skipganomaly/engine/kernels.hpp"
 #include "skipganomaly/error.hpp"
 #include "cuda/module.hpp"
 
 namespace sga {
+
+bool cpu_bf16_available() { return cpu::bf16_available(); }
 
 bool cuda_device_available() {
     const detail::CudaModule* cuda = detail::cuda_module();

@@ -532,7 +532,7 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
         recompute_batch_norm(tape, training_batch.clean_tensor(), samples, training);
     state_.kept_epoch = report.kept_epoch;
     if (report.orientation.checked) state_.orientation = report.orientation;
-    model.pack_for_inference(ctx);  // the weights are final: pack them once for scoring
+    model.pack_for_inference(ctx, options.precision);  // the weights are final: pack them once for scoring
 
     // Score statistics on the held-out normal images (the training images when none are
     // held out), and the default threshold from them.

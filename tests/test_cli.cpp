@@ -17,6 +17,7 @@
 
 #include "skipganomaly/datasets.hpp"
 #include "skipganomaly/detector.hpp"
+#include "skipganomaly/device.hpp"
 #include "skipganomaly/image.hpp"
 #include "skipganomaly/metrics.hpp"
 #include "test_support.hpp"
@@ -284,6 +285,50 @@ TEST_CASE("score: --scoring-mode is a per-call choice, and --heatmap also writes
     const sga::ScoreResult r = sga::Detector::load(default_model(), sga::Device::Cpu)
                                    .score(sga::load_image(workspace().path("abnormal/a0.png")).view(), o);
     for (std::size_t i = 0; i < mask.pixels.size(); ++i) CHECK((mask.pixels[i] == 255) == (r.anomaly_mask[i] == 1));
+}
+
+// --precision on score: bfloat16 scores differ from float32's by bfloat16's rounding, and where
+// the processor lacks AVX512-BF16 (here: SKIPGANOMALY_DISABLE_BF16=1) bfloat16 runs float32,
+// warns, and --version says so.
+TEST_CASE("score --precision bfloat16, and float32 where bfloat16 is unavailable", "[cli][precision]") {
+    std::string images;
+    for (const char* name : {"normal/n0.png", "normal/n1.png", "abnormal/a0.png"}) {
+        images += ' ';
+        images += quoted(workspace().path(name));
+    }
+    const auto scores_of = [](const std::string& out) {
+        std::vector<double> s;
+        std::istringstream lines(out);
+        for (std::string line; std::getline(lines, line);) s.push_back(nlohmann::json::parse(line).at("score").get<double>());
+        return s;
+    };
+    const bool bf16_here = sga::cpu_bf16_available();  // asked before the variable below is set
+    const std::string score = "score --model " + quoted(default_model()) + " --threads 2";
+    const Run float32 = run_cli(score + " --precision float32" + images);
+    const Run bf16 = run_cli(score + " --precision bfloat16" + images);
+    ::setenv("SKIPGANOMALY_DISABLE_BF16", "1", 1);  // for the tool's processes only
+    const Run disabled = run_cli(score + " --precision bfloat16" + images);
+    const Run version_disabled = run_cli("--version");
+    ::unsetenv("SKIPGANOMALY_DISABLE_BF16");
+    INFO(float32.err << bf16.err << disabled.err);
+    REQUIRE(float32.exit_code == 0);
+    REQUIRE(bf16.exit_code == 0);
+    REQUIRE(disabled.exit_code == 0);
+    const std::vector<double> reference = scores_of(float32.out);
+    REQUIRE(reference.size() == 3);
+    CHECK(scores_of(run_cli(score + images).out) == reference);  // the model's own precision: float32
+    CHECK(scores_of(disabled.out) == reference);
+    CHECK(disabled.err.find("warning: --precision bfloat16 is not available here") != std::string::npos);
+    if (bf16_here) {
+        CHECK(bf16.err.empty());
+        const std::vector<double> rounded = scores_of(bf16.out);
+        REQUIRE(rounded.size() == 3);
+        CHECK(rounded != reference);
+    }
+    CHECK(run_cli(score + " --precision int4" + images).exit_code == 2);
+    const Run version = run_cli("--version");
+    CHECK(version.out.find(bf16_here ? "bfloat16 (AVX512-BF16)" : "bfloat16 unavailable") != std::string::npos);
+    CHECK(version_disabled.out.find("bfloat16 unavailable") != std::string::npos);
 }
 
 TEST_CASE("eval says anomalies are the positive class and prints the base rate", "[cli]") {

@@ -112,6 +112,10 @@ struct SKIPGANOMALY_API DetectorOptions {
     Device device = Device::Auto;
     ScoringMode scoring_mode = ScoringMode::RunningStatistics;
     int score_batch_size = 64;  // images (or tiles) per forward pass in score(span)
+    // The arithmetic of the scoring convolutions (Precision, model_options.hpp): Float32, or
+    // BFloat16 where the processor has AVX512-BF16 (active_precision() says what runs). Fit
+    // learns the thresholds at this precision; the model file stores it. Training is float32.
+    Precision precision = Precision::Float32;
     // Images larger than the network's input, at their own resolution (tiling.hpp): training
     // sees random tiles, scoring cuts each image into overlapping tiles and stitches their maps
     // into one at the image's resolution; the image score is the stitched map's maximum (a
@@ -312,6 +316,15 @@ public:
 
     float threshold() const;
     void set_threshold(float threshold);
+
+    // What scoring computes in: options().precision where this processor and device run it,
+    // else Float32 (bfloat16 needs AVX512-BF16 on the CPU; SKIPGANOMALY_DISABLE_BF16=1 turns
+    // it off).
+    Precision active_precision() const;
+    // Scores in `precision` from now on (options().precision; save() stores it). The
+    // thresholds stay as they are: calibrate() re-learns them at the new precision. Waits for
+    // scoring calls under way.
+    void set_precision(Precision precision);
 
     bool is_trained() const;
     const DetectorOptions& options() const;

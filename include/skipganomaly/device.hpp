@@ -26,6 +26,10 @@ SKIPGANOMALY_API std::string cuda_unavailable_reason();
 
 SKIPGANOMALY_API std::string to_string(Device device);
 
+// Whether this processor runs the CPU's bfloat16 kernels (AVX512-BF16; Precision::BFloat16),
+// and SKIPGANOMALY_DISABLE_BF16 does not turn them off.
+SKIPGANOMALY_API bool cpu_bf16_available();
+
 // The process-wide CPU thread budget: the most threads that the CPU kernels (our OpenMP
 // loops and the matrix products) of all calls together may use, whichever application
 // thread makes them. Default: OMP_NUM_THREADS when set at start-up, else the core count;

@@ -178,8 +178,9 @@ float peak_loop(Index iterations) {
     const __m512bh a = as_bf16(_mm512_set1_epi32(0x3F803F80));  // (1, 1)
     __m512bh x = as_bf16(_mm512_set1_epi32(0x00010001));        // tiny: the sums stay finite
     for (Index n = 0; n < iterations; ++n) {
-        for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, x);
-        __asm__ volatile("" : "+v"(x));  // keeps the loop from being folded
+        __asm__ volatile("" : "+v"(x));  // x is unknown each round: the loop cannot be folded
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, x);  // unrolled: acc in registers
     }
     float total = 0.0f;
     for (int i = 0; i < 24; ++i) total += _mm512_reduce_add_ps(acc[i]);
@@ -192,8 +193,9 @@ float peak_float32_loop(Index iterations) {
     const __m512 a = _mm512_set1_ps(1.0f);
     __m512 x = _mm512_set1_ps(1e-30f);
     for (Index n = 0; n < iterations; ++n) {
-        for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(a, x, acc[i]);
         __asm__ volatile("" : "+v"(x));
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; ++i) acc[i] = _mm512_fmadd_ps(a, x, acc[i]);
     }
     float total = 0.0f;
     for (int i = 0; i < 24; ++i) total += _mm512_reduce_add_ps(acc[i]);

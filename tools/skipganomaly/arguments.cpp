@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <iostream>
 #include <sstream>
 #include <system_error>
 
@@ -83,6 +84,24 @@ sga::Device parse_device(const std::string& text) {
     if (text == "cuda") return sga::Device::Cuda;
     if (text == "auto") return sga::Device::Auto;
     throw UsageError("--device expects cpu, cuda or auto, found '" + text + "'");
+}
+
+std::optional<sga::Precision> precision_option(const ParsedArguments& a) {
+    const std::optional<std::string> text = a.get("precision");
+    if (!text) return std::nullopt;
+    if (*text == "float32") return sga::Precision::Float32;
+    if (*text == "bfloat16") return sga::Precision::BFloat16;
+    throw UsageError("--precision expects float32 or bfloat16, found '" + *text + "'");
+}
+
+void apply_precision(const ParsedArguments& a, sga::Detector& detector) {
+    const std::optional<sga::Precision> precision = precision_option(a);
+    if (!precision) return;
+    detector.set_precision(*precision);
+    if (detector.active_precision() != *precision)
+        std::cerr << "warning: --precision " << sga::precision_name(*precision) << " is not available here ("
+                  << (detector.device() == sga::Device::Cpu ? "this processor has no AVX512-BF16" : "CPU only")
+                  << "); scoring in " << sga::precision_name(detector.active_precision()) << '\n';
 }
 
 void apply_threads(const ParsedArguments& a) {

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "skipganomaly/detector.hpp"
 #include "skipganomaly/device.hpp"
+#include "skipganomaly/model_options.hpp"
 
 namespace cli {
 
@@ -58,6 +60,11 @@ double parse_real(const std::string& option, const std::string& text);
 int integer_option(const ParsedArguments& a, const std::string& name, int fallback, int min, int max);
 // cpu, cuda or auto.
 sga::Device parse_device(const std::string& text);
+// --precision float32|bfloat16, when given.
+std::optional<sga::Precision> precision_option(const ParsedArguments& a);
+// --precision, when given, sets the detector's scoring precision; a warning on stderr when
+// this processor runs another.
+void apply_precision(const ParsedArguments& a, sga::Detector& detector);
 // --threads N, when given, sets the library's CPU thread count.
 void apply_threads(const ParsedArguments& a);
 

@@ -35,6 +35,9 @@ options:
   --quantile X             the quantile for normal-only data (default: the model's
                            threshold_quantile, 0.99 unless fit was told otherwise)
   --json                   print the result as one JSON object
+  --precision float32|bfloat16
+                           the convolutions' arithmetic (default: the model's): bfloat16
+                           where the processor has AVX512-BF16, else float32 (a warning says so)
   --device cpu|cuda|auto   where to score (default auto)
   --threads N              CPU threads (default: OMP_NUM_THREADS, else every core)
 )";
@@ -47,6 +50,7 @@ const std::vector<OptionSpec> calibrate_options = {
     {"quantile"},
     {"json", false},
     {"device"},
+    {"precision"},
     {"threads"},
 };
 
@@ -75,6 +79,7 @@ int command_calibrate(const std::vector<std::string>& args) {
     check_output_file(a.get("out") ? "out" : "model", out);
 
     sga::Detector detector = sga::Detector::load(model_path, device);
+    apply_precision(a, detector);
     const float before = detector.threshold();
     sga::CalibrationResult c;
     if (normal_only) {

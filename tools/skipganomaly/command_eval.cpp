@@ -36,6 +36,9 @@ options:
                            each of the 4 highest-scoring normal images and the 4 lowest-
                            and 4 highest-scoring anomalous ones
   --json                   print the metrics as one JSON object instead
+  --precision float32|bfloat16
+                           the convolutions' arithmetic (default: the model's): bfloat16
+                           where the processor has AVX512-BF16, else float32 (a warning says so)
   --device cpu|cuda|auto   where to score (default auto)
   --threads N              CPU threads
 )";
@@ -47,6 +50,7 @@ const std::vector<OptionSpec> eval_options = {
     {"plots"},
     {"json", false},
     {"device"},
+    {"precision"},
     {"threads"},
 };
 
@@ -63,7 +67,8 @@ int command_eval(const std::vector<std::string>& args) {
     const sga::Device device = a.get("device") ? parse_device(*a.get("device")) : sga::Device::Auto;
     apply_threads(a);
 
-    const sga::Detector detector = sga::Detector::load(model_path, device);
+    sga::Detector detector = sga::Detector::load(model_path, device);
+    apply_precision(a, detector);
     const std::vector<sga::LabeledImage> samples = load_labelled_images(spec);
     const Evaluation e = evaluate(detector, samples, false);
     std::vector<std::string> plots;

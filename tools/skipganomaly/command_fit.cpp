@@ -71,6 +71,9 @@ options (every default shown):
   --threshold-quantile X       the threshold estimates this quantile of normal scores from the
                                held-out ones (default 0.99; robust below 1000 held-out images,
                                see threshold_from_normal_scores in metrics.hpp)
+  --precision float32|bfloat16 the arithmetic of the model's scoring convolutions, stored in
+                               the model; the threshold is learnt at it (default float32;
+                               bfloat16 where the processor has AVX512-BF16). Training is float32
   --device cpu|cuda|auto       where to train (default auto: CUDA when built and a GPU is
                                present, unless SKIPGANOMALY_FORCE_CPU is set)
   --threads N                  CPU threads (default: OMP_NUM_THREADS, else every core)
@@ -115,6 +118,7 @@ const std::vector<OptionSpec> fit_options = {
     {"seed"},
     {"validation-fraction"},
     {"threshold-quantile"},
+    {"precision"},
     {"device"},
     {"threads"},
     {"checkpoint-every"},
@@ -171,6 +175,7 @@ int command_fit(const std::vector<std::string>& args) {
     if (const auto q = a.get("threshold-quantile"))
         o.threshold_quantile = static_cast<float>(parse_real("threshold-quantile", *q));
     if (const auto d = a.get("device")) o.device = parse_device(*d);
+    if (const auto p = precision_option(a)) o.precision = *p;
     o.checkpoint_every_epochs = integer_option(a, "checkpoint-every", 0, 0, 1000000);
     if (const auto c = a.get("checkpoint")) o.checkpoint_path = *c;
     if (o.checkpoint_every_epochs > 0 && o.checkpoint_path.empty())

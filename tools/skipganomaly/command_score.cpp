@@ -53,6 +53,9 @@ options:
                            models): running uses the statistics learnt in training, so an
                            image's score does not depend on the others; batch uses each
                            batch's own statistics, as the official test() does
+  --precision float32|bfloat16
+                           the convolutions' arithmetic (default: the model's): bfloat16
+                           where the processor has AVX512-BF16, else float32 (a warning says so)
   --device cpu|cuda|auto   where to score (default auto)
   --threads N              CPU threads (default: OMP_NUM_THREADS, else every core)
 )";
@@ -66,6 +69,7 @@ const std::vector<OptionSpec> score_options = {
     {"threshold"},
     {"scoring-mode"},
     {"device"},
+    {"precision"},
     {"threads"},
 };
 
@@ -149,6 +153,7 @@ int command_score(const std::vector<std::string>& args) {
     if (heatmap_dir) check_output_folder("heatmap", *heatmap_dir);
 
     sga::Detector detector = sga::Detector::load(model_path, device);
+    apply_precision(a, detector);
     if (threshold) detector.set_threshold(*threshold);
     sga::ScoreOptions options;
     options.anomaly_map = heatmap_dir.has_value();

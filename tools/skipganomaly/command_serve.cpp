@@ -58,13 +58,16 @@ options:
   --max-in-flight N        score requests handled at once; beyond: 429 (default 16)
   --workers N              connections served at once, each on a thread while it is open
                            (default: max-in-flight + 8)
+  --precision float32|bfloat16
+                           the convolutions' arithmetic (default: the model's): bfloat16
+                           where the processor has AVX512-BF16, else float32 (a warning says so)
   --device cpu|cuda|auto   where to score (default auto)
   --threads N              CPU threads for scoring (default: OMP_NUM_THREADS, else every core)
 )";
 
 const std::vector<OptionSpec> serve_options = {
     {"model"}, {"host"}, {"port"}, {"token-file"}, {"max-body-bytes"}, {"max-pixels"},
-    {"max-in-flight"}, {"workers"}, {"device"}, {"threads"},
+    {"max-in-flight"}, {"workers"}, {"device"}, {"precision"}, {"threads"},
 };
 
 #if SKIPGANOMALY_WITH_SERVER
@@ -128,7 +131,8 @@ int command_serve(const std::vector<std::string>& args) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
     const ModelSource source = model_source(model_path);
-    const sga::Detector detector = sga::Detector::load(model_path, device);
+    sga::Detector detector = sga::Detector::load(model_path, device);
+    apply_precision(a, detector);
     ScoringServer server(detector, source, options);
     if (options.token.empty() && options.host != "127.0.0.1" && options.host != "localhost" && options.host != "::1")
         std::cerr << "warning: serving on " << options.host << " without a token: whoever reaches the port can use "

@@ -21,6 +21,7 @@
 #include "commands.hpp"
 #include "safe_file.hpp"
 #include "skipganomaly/config.hpp"
+#include "skipganomaly/device.hpp"
 
 namespace cli {
 namespace {
@@ -54,7 +55,11 @@ int run(int argc, char** argv) {
     }
     if (command == "--version") {
         std::cout << "skipganomaly " << SKIPGANOMALY_VERSION_STRING << " (CUDA backend "
-                  << (SKIPGANOMALY_WITH_CUDA ? "built" : "not built") << ")\n";
+                  << (SKIPGANOMALY_WITH_CUDA ? "built" : "not built") << ")\n"
+                  << "CPU kernels: float32"
+                  << (sga::cpu_bf16_available() ? ", bfloat16 (AVX512-BF16)"
+                                                : "; bfloat16 unavailable (no AVX512-BF16 here, or SKIPGANOMALY_DISABLE_BF16 is set): --precision bfloat16 runs float32")
+                  << "\n";
         return 0;
     }
     if (command == "fit") return command_fit(args);

@@ -339,6 +339,24 @@ inline Var packed_convolution(Var input, Var weight, const float* packed, const 
     return tape.constant(out);
 }
 
+// Inference only, CPU: packed_convolution in bfloat16 from the weight that
+// cpu::conv2d_pack_weight_bf16 packed (kernels.hpp), plus the optional bias (a constant, added
+// in float32). Each image's result does not depend on the batch. Records no gradient.
+inline Var packed_convolution_bf16(Var input, const std::uint32_t* packed, const ConvGeometry& g, ConvPass pass,
+                                   std::optional<Var> bias) {
+    Tape& tape = *input.tape;
+    Context& ctx = tape.context();
+    SGA_CHECK_ARGUMENT(!tape.requires_grad(input) && (!bias || !tape.requires_grad(*bias)),
+                       "packed_convolution_bf16: records no gradient, but its input needs one");
+    const bool forward = pass == ConvPass::Forward;
+    const std::int64_t channels = forward ? g.out_channels : g.in_channels;
+    const std::int64_t height = forward ? g.out_height : g.in_height, width = forward ? g.out_width : g.in_width;
+    TensorView out = tape.allocate({g.batch, channels, height, width});
+    kernels::conv2d_packed_bf16(ctx, g, pass, input.value().data(), packed, out.data());
+    if (bias) kernels::add_channel_bias(ctx, g.batch, channels, height * width, bias->value().data(), out.data());
+    return tape.constant(out);
+}
+
 // Inference only: conv2d (ConvPass::Forward) or conv_transpose2d (ConvPass::BackwardData) of
 // a batch of `units` independent units of equal size (geometry g, the whole batch's), one
 // kernel call per unit with that unit's geometry, so that each unit's result is bit for bit

@@ -117,6 +117,16 @@ inline std::int64_t conv2d_packed_floats(Device device, const ConvGeometry& geom
 // bfloat16 inference runs on the CPU only (cpu::conv2d_packed_bf16 above); elsewhere the
 // callers take float32 (Precision, model_options.hpp).
 inline bool bf16_available(Device device) { return device == Device::Cpu && cpu::bf16_available(); }
+inline std::int64_t conv2d_bf16_packed_words(Device device, const ConvGeometry& geometry, ConvPass pass) {
+    return device == Device::Cpu ? cpu::conv2d_bf16_packed_words(geometry, pass) : 0;
+}
+inline void conv2d_pack_weight_bf16(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* weight,
+                                    std::uint32_t* packed) {
+    if (ctx.device() != Device::Cpu) throw DeviceError("conv2d_pack_weight_bf16: bfloat16 kernels run on the CPU only");
+    Arena::Scope scratch(ctx.arena());
+    CpuThreadLease threads;
+    cpu::conv2d_pack_weight_bf16(ctx, geometry, pass, weight, packed);
+}
 inline void conv2d_packed_bf16(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* input,
                                const std::uint32_t* packed, float* output) {
     if (ctx.device() != Device::Cpu) throw DeviceError("conv2d_packed_bf16: bfloat16 kernels run on the CPU only");

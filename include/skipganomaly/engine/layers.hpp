@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "skipganomaly/engine/parameters.hpp"
 
@@ -29,20 +30,35 @@ struct PackedConvolution {
     ConvGeometry geometry;  // batch 0: any batch of this geometry
     ConvPass pass = ConvPass::Forward;
     Tensor packed;
+    // The weight in bfloat16 (kernels::conv2d_pack_weight_bf16) when packed for
+    // Precision::BFloat16 on a processor that runs it; empty otherwise. With it, every batch
+    // of this geometry runs in bfloat16.
+    std::vector<std::uint32_t> bf16;
 
-    static PackedConvolution pack(Context& ctx, ConvGeometry g, ConvPass pass, const float* weight) {
+    static PackedConvolution pack(Context& ctx, ConvGeometry g, ConvPass pass, const float* weight,
+                                  Precision precision = Precision::Float32) {
         g.batch = 0;
-        PackedConvolution p{g, pass, Tensor({kernels::conv2d_packed_floats(ctx.device(), g, pass)}, ctx.device())};
+        PackedConvolution p{g, pass, Tensor({kernels::conv2d_packed_floats(ctx.device(), g, pass)}, ctx.device()), {}};
         kernels::conv2d_pack_weight(ctx, g, pass, weight, p.packed.data());
+        if (precision == Precision::BFloat16 && kernels::bf16_available(ctx.device())) {
+            p.bf16.resize(static_cast<std::size_t>(kernels::conv2d_bf16_packed_words(ctx.device(), g, pass)));
+            kernels::conv2d_pack_weight_bf16(ctx, g, pass, weight, p.bf16.data());
+        }
         return p;
     }
-    // Whether this packing computes convolution g (at g's batch).
+    // Whether this packing computes convolution g, at g's batch, in float32 / in bfloat16.
     bool serves(const ConvGeometry& g) const {
+        return same_convolution(g) && g.batch * g.out_height * g.out_width <= max_rows(pass);
+    }
+    bool serves_bf16(const ConvGeometry& g) const { return !bf16.empty() && same_convolution(g); }
+
+private:
+    bool same_convolution(const ConvGeometry& g) const {
         const ConvGeometry& p = geometry;
         return g.in_channels == p.in_channels && g.in_height == p.in_height && g.in_width == p.in_width &&
                g.out_channels == p.out_channels && g.out_height == p.out_height && g.out_width == p.out_width &&
                g.kernel_height == p.kernel_height && g.kernel_width == p.kernel_width && g.stride == p.stride &&
-               g.padding == p.padding && g.batch * g.out_height * g.out_width <= max_rows(pass);
+               g.padding == p.padding;
     }
 };
 
@@ -52,11 +68,12 @@ inline bool inference_only(const Tape& tape, Var input, Var weight, const std::o
     return !tape.requires_grad(input) && !tape.requires_grad(weight) && (!bias || !tape.requires_grad(*bias));
 }
 
-// A convolution (geometry g, the whole batch's) computed without a gradient: by the prepared
-// kernel when `packed` serves one unit of the tape's independent units (its every result is
-// one row's sum in a fixed order, so the whole batch runs as one product and each unit gets
-// the bits it gets alone, while the weight is read once for all), else once per unit when
-// there are several (Tape::independent_units); nullopt: the plain op.
+// A convolution (geometry g, the whole batch's) computed without a gradient: in bfloat16 when
+// `packed` holds a bfloat16 weight; by the prepared kernel when `packed` serves one unit of the
+// tape's independent units (in both, every result is one row's sum in a fixed order, so the
+// whole batch runs as one product and each unit gets the bits it gets alone, while the weight
+// is read once for all), else once per unit when there are several (Tape::independent_units);
+// nullopt: the plain op.
 inline std::optional<Var> inference_convolution(Var input, Var weight, const std::optional<Var>& bias,
                                                 const ConvGeometry& g, ConvPass pass, const PackedConvolution* packed) {
     const std::int64_t units = input.tape->independent_units();
@@ -64,6 +81,7 @@ inline std::optional<Var> inference_convolution(Var input, Var weight, const std
                                                  std::to_string(units) + " independent units");
     ConvGeometry unit = g;
     unit.batch = g.batch / units;
+    if (packed && packed->serves_bf16(g)) return ops::packed_convolution_bf16(input, packed->bf16.data(), g, pass, bias);
     if (packed && packed->serves(unit)) return ops::packed_convolution(input, weight, packed->packed.data(), g, pass, bias);
     if (units > 1) return ops::convolution_per_unit(input, weight, bias, g, pass, units);
     return std::nullopt;
@@ -86,10 +104,10 @@ struct Conv2d {
         return layer;
     }
     // The weight packed for square inputs of input_size x input_size.
-    PackedConvolution pack(Context& ctx, const ParameterBlock& params, std::int64_t input_size) const {
+    PackedConvolution pack(Context& ctx, const ParameterBlock& params, std::int64_t input_size, Precision precision) const {
         const TensorView w = params.value(weight);
         const ConvGeometry g = ops::conv2d_geometry({1, w.shape()[1], input_size, input_size}, w.shape(), stride, padding);
-        return PackedConvolution::pack(ctx, g, ConvPass::Forward, w.data());
+        return PackedConvolution::pack(ctx, g, ConvPass::Forward, w.data(), precision);
     }
     // Without a gradient: `packed` (optional) computes the output when it serves the geometry
     // (detail::inference_convolution).
@@ -121,11 +139,11 @@ struct ConvTranspose2d {
         return layer;
     }
     // The weight packed for square inputs of input_size x input_size.
-    PackedConvolution pack(Context& ctx, const ParameterBlock& params, std::int64_t input_size) const {
+    PackedConvolution pack(Context& ctx, const ParameterBlock& params, std::int64_t input_size, Precision precision) const {
         const TensorView w = params.value(weight);
         const ConvGeometry g =
             ops::conv_transpose2d_geometry({1, w.shape()[0], input_size, input_size}, w.shape(), stride, padding);
-        return PackedConvolution::pack(ctx, g, ConvPass::BackwardData, w.data());
+        return PackedConvolution::pack(ctx, g, ConvPass::BackwardData, w.data(), precision);
     }
     // Without a gradient: `packed` (optional) computes the output when it serves the geometry
     // (detail::inference_convolution).

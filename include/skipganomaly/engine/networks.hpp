@@ -76,6 +76,13 @@ public:
         return found == packed_.end() ? nullptr : &found->second;
     }
     bool has_packed_weights() const { return !packed_.empty(); }
+    // The precision the packed weights score in: BFloat16 only where they were packed for it
+    // and the device runs it.
+    Precision packed_precision() const {
+        for (const auto& [index, p] : packed_)
+            if (!p.bf16.empty()) return Precision::BFloat16;
+        return Precision::Float32;
+    }
     void discard_packed_weights() { packed_.clear(); }
 
     ParameterBlock parameters{true};
@@ -143,19 +150,20 @@ public:
         return level_forward(tape, 0, x, mode, closed_skips);
     }
 
-    // Packs every convolution's weight for inputs of the architecture's size (see packed()).
-    void pack_for_inference(Context& ctx) {
+    // Packs every convolution's weight for inputs of the architecture's size (see packed()),
+    // for `precision` where the device runs it.
+    void pack_for_inference(Context& ctx, Precision precision = Precision::Float32) {
         packed_.clear();
         const std::int64_t size = arch_.image_size;
         for (std::size_t level = 0; level < levels_.size(); ++level) {
             const Level& l = levels_[level];
             const std::int64_t in = size >> level, out = in / 2;
-            packed_.emplace(l.down.weight, l.down.pack(ctx, parameters, in));
+            packed_.emplace(l.down.weight, l.down.pack(ctx, parameters, in, precision));
             if (l.squeeze.weight >= 0) {
-                packed_.emplace(l.squeeze.weight, l.squeeze.pack(ctx, parameters, out));
-                packed_.emplace(l.expand.weight, l.expand.pack(ctx, parameters, out));
+                packed_.emplace(l.squeeze.weight, l.squeeze.pack(ctx, parameters, out, precision));
+                packed_.emplace(l.expand.weight, l.expand.pack(ctx, parameters, out, precision));
             }
-            packed_.emplace(l.up.weight, l.up.pack(ctx, parameters, out));
+            packed_.emplace(l.up.weight, l.up.pack(ctx, parameters, out, precision));
         }
     }
 
@@ -239,18 +247,19 @@ public:
         initialize_dcgan(ctx, random, parameters, norms_, nullptr);
     }
 
-    // Packs every convolution's weight for inputs of the architecture's size (see packed()).
-    void pack_for_inference(Context& ctx) {
+    // Packs every convolution's weight for inputs of the architecture's size (see packed()),
+    // for `precision` where the device runs it.
+    void pack_for_inference(Context& ctx, Precision precision = Precision::Float32) {
         packed_.clear();
         std::int64_t size = arch_.image_size;
-        packed_.emplace(first_.weight, first_.pack(ctx, parameters, size));
+        packed_.emplace(first_.weight, first_.pack(ctx, parameters, size, precision));
         for (const Conv2d& conv : pyramid_) {
             size /= 2;
-            packed_.emplace(conv.weight, conv.pack(ctx, parameters, size));
+            packed_.emplace(conv.weight, conv.pack(ctx, parameters, size, precision));
         }
-        packed_.emplace(final_.weight, final_.pack(ctx, parameters, size / 2));
-        packed_.emplace(classifier_.weight, classifier_.pack(ctx, parameters, 1));
-        if (has_rotation_head()) packed_.emplace(rotation_.weight, rotation_.pack(ctx, parameters, 1));
+        packed_.emplace(final_.weight, final_.pack(ctx, parameters, size / 2, precision));
+        packed_.emplace(classifier_.weight, classifier_.pack(ctx, parameters, 1, precision));
+        if (has_rotation_head()) packed_.emplace(rotation_.weight, rotation_.pack(ctx, parameters, 1, precision));
     }
 
     // Norms and activations work in place while no gradient is recorded (their inputs are

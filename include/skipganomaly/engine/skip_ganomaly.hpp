@@ -95,11 +95,14 @@ public:
         discriminator.initialize(ctx, random);
     }
     // Packs both networks' convolution weights for scoring (Network::packed): call it when the
-    // weights are final; train_step and initialize discard the packing.
-    void pack_for_inference(Context& ctx) {
-        generator.pack_for_inference(ctx);
-        discriminator.pack_for_inference(ctx);
+    // weights are final; train_step and initialize discard the packing. `precision`: the
+    // arithmetic of the scoring convolutions, where the device runs it (packed_precision()).
+    void pack_for_inference(Context& ctx, Precision precision = Precision::Float32) {
+        generator.pack_for_inference(ctx, precision);
+        discriminator.pack_for_inference(ctx, precision);
     }
+    // What scoring computes in: the precision of the packed weights (Float32 when unpacked).
+    Precision packed_precision() const { return generator.packed_precision(); }
     void discard_packed_weights() {
         generator.discard_packed_weights();
         discriminator.discard_packed_weights();
