@@ -328,6 +328,8 @@ const std::vector<OptionField>& option_fields() {
         {"scoring_mode", [](const sga::DetectorOptions& o) { return py::object(py::str(scoring_mode_name(o.scoring_mode))); },
          [](sga::DetectorOptions& o, py::handle v) { o.scoring_mode = parse_scoring_mode(str_option(v, "scoring_mode")); }},
         SGA_INT_FIELD("score_batch_size", score_batch_size),
+        {"precision", [](const sga::DetectorOptions& o) { return py::object(py::str(sga::precision_name(o.precision))); },
+         [](sga::DetectorOptions& o, py::handle v) { o.precision = sga::precision_from_name(str_option(v, "precision")); }},
         SGA_INT_FIELD("tile", tiling.tile),
         SGA_INT_FIELD("stride", tiling.stride),
         SGA_INT_FIELD("generator_features", architecture.generator_features),
@@ -680,6 +682,16 @@ PYBIND11_MODULE(_skipganomaly, m) {
             },
             py::arg("path"), py::kw_only(), py::arg("device") = "auto")
         .def_property("threshold", &sga::Detector::threshold, &sga::Detector::set_threshold)
+        .def_property(
+            "precision", [](const sga::Detector& d) { return std::string(sga::precision_name(d.options().precision)); },
+            [](sga::Detector& d, const std::string& name) {
+                py::gil_scoped_release release;  // waits for scoring calls under way
+                d.set_precision(sga::precision_from_name(name));
+            },
+            "the scoring arithmetic asked for: 'float32' or 'bfloat16' (setting it keeps the thresholds)")
+        .def_property_readonly(
+            "active_precision", [](const sga::Detector& d) { return std::string(sga::precision_name(d.active_precision())); },
+            "what scoring computes in: 'bfloat16' only where the processor has AVX512-BF16")
         .def_property_readonly("is_trained", &sga::Detector::is_trained)
         .def_property_readonly("options", [](const sga::Detector& d) { return options_dict(d.options()); })
         .def_property_readonly("device", [](const sga::Detector& d) { return sga::to_string(d.device()); })

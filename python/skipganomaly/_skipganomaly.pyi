@@ -131,6 +131,7 @@ class Detector:
         device: Literal["auto", "cpu", "cuda"] = ...,
         scoring_mode: Literal["running", "batch"] = ...,
         score_batch_size: int = ...,
+        precision: Literal["float32", "bfloat16"] = ...,
         tile: int = ...,
         stride: int = ...,
         generator_features: int = ...,
@@ -170,6 +171,9 @@ class Detector:
     @staticmethod
     def load(path: str, *, device: Literal["auto", "cpu", "cuda"] = "auto") -> Detector: ...
     threshold: float
+    precision: Literal["float32", "bfloat16"]
+    @property
+    def active_precision(self) -> Literal["float32", "bfloat16"]: ...
     @property
     def is_trained(self) -> bool: ...
     @property

@@ -153,6 +153,24 @@ def test_save_and_load_round_trip(tmp_path, detector, data):
         detector.save(path, weights="int8")
 
 
+def test_precision_is_a_setting_that_keeps_float32_bits(tmp_path, detector, data):
+    path = str(tmp_path / "copy.safetensors")
+    detector.save(path)
+    copy = skipganomaly.Detector.load(path)
+    float32 = scores(copy.score_batch(data["normal"]))
+    copy.precision = "bfloat16"
+    assert copy.options["precision"] == "bfloat16"
+    rounded = scores(copy.score_batch(data["normal"]))
+    if copy.active_precision == "bfloat16":
+        assert rounded != float32 and np.allclose(rounded, float32, rtol=0.05)
+    else:
+        assert rounded == float32
+    copy.precision = "float32"
+    assert scores(copy.score_batch(data["normal"])) == float32
+    with pytest.raises(skipganomaly.InvalidArgument, match="precision"):
+        copy.precision = "int4"
+
+
 def test_untrained_detector_refuses_to_save(tmp_path):
     detector = skipganomaly.Detector(**SMALL_MODEL)
     assert not detector.is_trained
@@ -236,4 +254,4 @@ def test_type_stubs_name_what_the_module_has():
     init = next(node for node in detector.body if isinstance(node, ast.FunctionDef) and node.name == "__init__")
     assert sorted(arg.arg for arg in init.args.kwonlyargs) == sorted(skipganomaly.DEFAULT_OPTIONS)
     methods = {node.name for node in detector.body if isinstance(node, ast.FunctionDef)}
-    assert {name for name in dir(skipganomaly.Detector) if not name.startswith("_")} <= methods | {"threshold"}
+    assert {name for name in dir(skipganomaly.Detector) if not name.startswith("_")} <= methods | {"threshold", "precision"}

@@ -35,7 +35,11 @@ constexpr Index wide_rows = 8;         // rows of W a wide tile
 constexpr Index wide_vectors = 3;      // 16-column vectors of B a wide tile
 constexpr Index wide_columns = wide_vectors * 16;
 constexpr Index narrow_max_columns = 15;
-constexpr Index rows_per_task = 64;    // rows of c one task computes: a multiple of 16 and of wide_rows
+// Rows of c one task computes (a multiple of 16 and of wide_rows): all of them where the columns
+// alone give every thread several tasks, so that each packed block of B serves every row;
+// else in pieces of min_rows_per_task for the threads to share. Every element's sum is the
+// same whatever the cut: the cut may follow the thread count.
+constexpr Index min_rows_per_task = 64;
 constexpr double parallel_multiply_adds = 1 << 18;
 
 inline Index min_index(Index a, Index b) { return a < b ? a : b; }
@@ -136,9 +140,11 @@ void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const floa
             for (Index m = 0; m < M; ++m) c[r * ldc + m] = 0.0f;
         return;
     }
-    const Index row_tasks = (R + rows_per_task - 1) / rows_per_task;
     const bool narrow = M <= narrow_max_columns;
     const Index column_tasks = narrow ? 1 : (M + wide_columns - 1) / wide_columns;
+    const Index rows_per_task =
+        column_tasks >= 4 * omp_get_max_threads() ? (R + 15) / 16 * 16 : min_rows_per_task;
+    const Index row_tasks = (R + rows_per_task - 1) / rows_per_task;
     const Index tasks = row_tasks * column_tasks;
     const bool parallel = static_cast<double>(R) * static_cast<double>(K) * static_cast<double>(M) > parallel_multiply_adds;
 #pragma omp parallel for schedule(static) if (parallel)
