@@ -10,6 +10,7 @@
 //                 col2im scatters.
 // Every element of c is one thread's sum in an order fixed by K alone (bf16_gemm.hpp), so an
 // image gets the same bits alone, in any batch and on any number of threads.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -69,6 +70,33 @@ void pack_weight(Index rows, Index depth, const float* w, Index r_stride, Index 
 }  // namespace bf16
 
 namespace conv2d_detail {
+namespace {
+
+// out (cols, rows) = in (rows, cols) transposed, both row-major, in 16 x 16 blocks: the
+// reorders of one-position layers (P = 1), where nchw_to_batched and batched_to_nchw would copy
+// one float at a time.
+void transpose(const float* in, Index rows, Index cols, float* out) {
+    constexpr Index block = 16;
+    const Index row_blocks = ceil_div(rows, block);
+#pragma omp parallel for schedule(static) if (rows * cols > parallel_threshold)
+    for (Index rb = 0; rb < row_blocks; ++rb)
+        for (Index c0 = 0; c0 < cols; c0 += block)
+            for (Index r = rb * block; r < std::min(rows, rb * block + block); ++r)
+                for (Index c = c0; c < std::min(cols, c0 + block); ++c) out[c * rows + r] = in[r * cols + c];
+}
+
+// batched (C, images * P) -> nchw (images, C, P), and back, as batched_to_nchw and
+// nchw_to_batched (conv2d_gemm.cpp) with beta 0.
+void to_nchw(const float* batched, Index images, Index channels, Index P, float* nchw) {
+    if (P == 1) return transpose(batched, channels, images, nchw);
+    batched_to_nchw(batched, images, channels, P, nchw, 0.0f);
+}
+void to_batched(const float* nchw, Index images, Index channels, Index P, float* batched) {
+    if (P == 1) return transpose(nchw, images, channels, batched);
+    nchw_to_batched(nchw, images, channels, P, batched);
+}
+
+}  // namespace
 
 void packed_bf16(Context& ctx, const ConvGeometry& g, const Plan& plan, ConvPass pass, const float* input,
                  const std::uint32_t* packed, float* output) {
@@ -89,25 +117,25 @@ void packed_bf16(Context& ctx, const ConvGeometry& g, const Plan& plan, ConvPass
         if (forward) {
             // B = columns (D, M) row-major: im2col's layout, or the (N, D) input transposed.
             if (plan.input_is_columns)
-                nchw_to_batched(in, images, D, 1, columns);
+                to_batched(in, images, D, 1, columns);
             else
                 im2col(ctx, g, plan, in, images, columns);
             if (images == 1) {
                 bf16::multiply(Cout, D, M, packed, columns, M, out, P, scratch, scratch_stride);
             } else {
                 bf16::multiply(Cout, D, M, packed, columns, M, reordered, M, scratch, scratch_stride);
-                batched_to_nchw(reordered, images, Cout, P, out, 0.0f);
+                to_nchw(reordered, images, Cout, P, out);
             }
         } else {
             // B = the input as (Cout, M) row-major: one image's NCHW slice is that already.
             const float* b = in;
             if (images > 1) {
-                nchw_to_batched(in, images, Cout, P, reordered);
+                to_batched(in, images, Cout, P, reordered);
                 b = reordered;
             }
             bf16::multiply(D, Cout, M, packed, b, M, columns, M, scratch, scratch_stride);
             if (plan.input_is_columns)
-                batched_to_nchw(columns, images, D, 1, out, 0.0f);  // (D, N) -> (N, D)
+                to_nchw(columns, images, D, 1, out);  // (D, N) -> (N, D)
             else
                 col2im(ctx, g, plan, columns, images, out, 0.0f);
         }
