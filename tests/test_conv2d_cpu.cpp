@@ -436,6 +436,7 @@ TEST_CASE("cpu bfloat16 convolution is float32 arithmetic on bfloat16 operands",
     geometries.push_back(make_geometry(2, 70, 4, 4, 19, 4, 4, 2, 1));    // 8 columns (narrow), K = 1120: 3 depth blocks
     geometries.push_back(make_geometry(5, 9, 12, 12, 67, 3, 3, 1, 1));   // 720 columns, R = 67 past 64 rows
     geometries.push_back(make_geometry(1, 33, 1, 1, 40, 4, 4, 2, 1));    // the transposed 1x1 -> 2x2 mirror
+    geometries.push_back(make_geometry(7, 9, 3, 3, 21, 3, 3, 1, 1));     // 63 columns: a wide block, then 15 narrow
     std::uint64_t seed = 9000;
     double largest_rounding_effect = 0.0;
     for (const ConvGeometry& g : geometries) {
@@ -485,11 +486,12 @@ TEST_CASE("cpu bfloat16 convolution is float32 arithmetic on bfloat16 operands",
 }
 
 // Each image of a batch gets the bits it gets alone: the kernels choose their tile by the
-// product's width (batch x positions), and both tiles sum each element in the same order.
+// columns of each block of the product (batch x positions), and both tiles sum each element in
+// the same order.
 TEST_CASE("cpu bfloat16 convolution gives each image of a batch the bits it gets alone", "[conv2d][cpu][bf16]") {
     if (!sga::cpu::bf16_available()) return;  // the test above checks the refusal
     const std::vector<ConvGeometry> geometries = {
-        make_geometry(37, 96, 2, 2, 21, 4, 4, 2, 1),   // 1 position an image: 37 columns (wide) against 1 (narrow)
+        make_geometry(53, 96, 2, 2, 21, 4, 4, 2, 1),   // 1 position an image: 53 columns (48 wide, 5 narrow) against 1
         make_geometry(9, 40, 8, 8, 37, 4, 4, 2, 1),    // 16 positions: 144 columns against 16
         make_geometry(5, 9, 4, 4, 70, 4, 4, 2, 1),     // 4 positions, K = 144 (forward), R = 144 (backward-data)
         make_geometry(20, 10, 4, 4, 7, 4, 4, 1, 0),    // the window is the whole input: (N, D) row-major

@@ -4,11 +4,11 @@
 // here with instructions that a processor without them lacks.
 //
 // Two register tiles compute every c(r, m) as the same chain of vdpbf16ps over the depth pairs:
-// - wide (M >= 16): 8 rows of W x 48 columns of B (24 accumulators). Per depth pair, 3 vector
+// - wide (M > 16): 8 rows of W x 48 columns of B (24 accumulators). Per depth pair, 3 vector
 //   loads of B and 8 broadcasts of W feed 24 instructions of 32 multiply-adds.
-// - narrow (M < 16, as batch-1 scoring's deep layers): 16 rows of W x M columns. Per depth pair,
-//   one vector load of W and M broadcasts of B; lanes along the rows, so that no lane idles
-//   when M is small.
+// - narrow (M <= 16, as batch-1 scoring's deep layers, and a last block of 16 columns or
+//   fewer): 16 rows of W x M columns. Per depth pair, one vector load of W and M broadcasts of
+//   B; lanes along the rows, so that no lane idles when M is small.
 // Per lane, both compute acc + W(r, k+1) B(k+1, m) + W(r, k) B(k, m) in the same order, from
 // the same float32 accumulator, converted by the same instruction: the same bits. The depth goes
 // in blocks of depth_block pairs; between blocks the sums wait in c (exact in float32).
@@ -34,7 +34,7 @@ constexpr Index depth_block = 256;     // depth pairs a block: 512 depths
 constexpr Index wide_rows = 8;         // rows of W a wide tile
 constexpr Index wide_vectors = 3;      // 16-column vectors of B a wide tile
 constexpr Index wide_columns = wide_vectors * 16;
-constexpr Index narrow_max_columns = 15;
+constexpr Index narrow_max_columns = 16;
 // Rows of c one task computes (a multiple of 16 and of wide_rows): all of them where the columns
 // alone give every thread several tasks, so that each packed block of B serves every row;
 // else in pieces of min_rows_per_task for the threads to share. Every element's sum is the
@@ -140,8 +140,7 @@ void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const floa
             for (Index m = 0; m < M; ++m) c[r * ldc + m] = 0.0f;
         return;
     }
-    const bool narrow = M <= narrow_max_columns;
-    const Index column_tasks = narrow ? 1 : (M + wide_columns - 1) / wide_columns;
+    const Index column_tasks = (M + wide_columns - 1) / wide_columns;
     const Index rows_per_task =
         column_tasks >= 4 * omp_get_max_threads() ? (R + 15) / 16 * 16 : min_rows_per_task;
     const Index row_tasks = (R + rows_per_task - 1) / rows_per_task;
@@ -151,6 +150,8 @@ void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const floa
     for (Index task = 0; task < tasks; ++task) {
         const Index r_begin = (task % row_tasks) * rows_per_task, r_end = min_index(R, r_begin + rows_per_task);
         const Index m0 = (task / row_tasks) * wide_columns;
+        const Index columns = min_index(wide_columns, M - m0);
+        const bool narrow = columns <= narrow_max_columns;  // all of a small M, or the last block's few
         std::uint32_t* own = scratch + omp_get_thread_num() * scratch_stride;
         __mmask16 masks[wide_vectors];
         for (Index v = 0; v < wide_vectors; ++v) masks[v] = column_mask(M - m0 - 16 * v < 0 ? 0 : M - m0 - 16 * v);
@@ -159,10 +160,10 @@ void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const floa
             const bool accumulate = p0 > 0;
             if (narrow) {
                 for (Index p = 0; p < block_pairs; ++p)
-                    _mm512_storeu_si512(own + p * 16, load_pair(b, ldb, K, p0 + p, 0, masks[0]));
+                    _mm512_storeu_si512(own + p * 16, load_pair(b, ldb, K, p0 + p, m0, masks[0]));
                 for (Index r0 = r_begin; r0 < r_end; r0 += 16)
-                    narrow_tile_for(M, packed + ((r0 / 16) * pairs + p0) * 16, block_pairs, own, c + r0 * ldc, ldc,
-                                    min_index(16, R - r0), accumulate);
+                    narrow_tile_for(columns, packed + ((r0 / 16) * pairs + p0) * 16, block_pairs, own, c + r0 * ldc + m0,
+                                    ldc, min_index(16, R - r0), accumulate);
             } else {
                 __m512i* bp = reinterpret_cast<__m512i*>(own);
                 for (Index p = 0; p < block_pairs; ++p)
