@@ -13,7 +13,10 @@
 // normalized_score is scaled by).
 //
 //   eval_precision --dataset mnist --models runs/prec/mnist [--out precision.json]
-//   eval_precision --dataset cifar10 --data data/cifar10 --models DIR
+//   eval_precision --dataset cifar10 --data data/cifar10 --models DIR [--max-test N]
+//
+// --max-test N scores only the first N images of the test file (every class has its share of
+// them: the file is not sorted by class).
 //
 // No test label chooses anything: the models are final, the thresholds those fit stored.
 #include <nlohmann/json.hpp>
@@ -40,6 +43,7 @@ namespace {
 
 struct Arguments {
     std::string dataset = "mnist", data, models, out;
+    std::size_t max_test = 0;  // 0: the whole test set
 };
 
 Arguments parse(int argc, char** argv) {
@@ -54,6 +58,7 @@ Arguments parse(int argc, char** argv) {
         else if (flag == "--data") a.data = value();
         else if (flag == "--models") a.models = value();
         else if (flag == "--out") a.out = value();
+        else if (flag == "--max-test") a.max_test = std::stoull(value());
         else throw InvalidArgument("unknown option " + flag);
     }
     if (a.dataset != "mnist" && a.dataset != "cifar10") throw InvalidArgument("--dataset must be mnist or cifar10");
@@ -109,7 +114,10 @@ int main(int argc, char** argv) try {
     std::map<int, std::vector<LabeledImage>> tests;
     std::vector<Run> runs;
     for (const auto& [normal_class, seed] : found) {
-        if (!tests.count(normal_class)) tests[normal_class] = test_set(args, normal_class);
+        if (!tests.count(normal_class)) {
+            tests[normal_class] = test_set(args, normal_class);
+            if (args.max_test > 0 && tests[normal_class].size() > args.max_test) tests[normal_class].resize(args.max_test);
+        }
         const std::vector<LabeledImage>& test = tests[normal_class];
         std::vector<ImageView> views;
         std::vector<int> labels;
@@ -149,7 +157,8 @@ int main(int argc, char** argv) try {
             run.largest_of_range[key] = of_range;
             run.agreement[key] = static_cast<double>(agree) / static_cast<double>(results.size());
         }
-        std::printf("class %d seed %d: float32 %.4f", normal_class, seed, run.auroc["float32"]);
+        std::printf("class %d seed %d (%zu test images): float32 %.10f", normal_class, seed, test.size(),
+                    run.auroc["float32"]);
         for (Precision p : others) {
             const std::string key = precision_name(p);
             std::printf("  %s %.4f (ran %s; largest difference: reconstruction error %.2e relative, score %.2e of the "
