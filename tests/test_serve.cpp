@@ -223,6 +223,7 @@ TEST_CASE("serve: a score is Detector::score of the decoded image, bit for bit, 
     CHECK(m.at("file").at("sha256").get<std::string>().size() == 64);
     CHECK(m.at("architecture").at("image_size") == 32);
     CHECK(as_float(m.at("threshold")) == detector().threshold());
+    CHECK(m.at("precision") == "float32");  // the model's, as active here
     const httplib::Result health = client.Get("/healthz");
     REQUIRE(health);
     CHECK(health->status == 200);

@@ -341,6 +341,7 @@ std::string ScoringServer::Impl::describe_model() const {
         {"validation_scores", {{"count", validation.count}, {"min", validation.min}, {"max", validation.max}}},
         {"tiling", o.tiling.enabled() ? json{{"tile", o.tiling.tile}, {"stride", o.tiling.step()}} : json(nullptr)},
         {"scoring_mode", o.scoring_mode == sga::ScoringMode::RunningStatistics ? "running" : "batch"},
+        {"precision", sga::precision_name(detector.active_precision())},  // what scoring computes in
         {"device", sga::to_string(detector.device())},
     };
     return model.dump() + "\n";
