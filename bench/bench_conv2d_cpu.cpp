@@ -20,9 +20,10 @@
 // weight once.
 //
 // The .../bf16/... entries time the bfloat16 inference kernels (conv2d_packed_bf16, weight
-// packed once) at batch 64 and at scoring1/4/16, beside BM_PeakBf16_Cpu and BM_PeakFloat32_Cpu:
-// the processor's register-only vdpbf16ps and vfmadd231ps rates on the same threads, the
-// ceilings that "close to the limit" is a ratio to. They are skipped, with a message, on a
+// packed once) at batch 64 and at scoring1/4/16, beside BM_PeakBf16_Cpu, BM_PeakFloat32_Cpu and
+// BM_PeakInt8_Cpu: the processor's register-only vdpbf16ps, vfmadd231ps and vpdpbusd rates on
+// the same threads, the ceilings that "close to the limit" is a ratio to (the library has no
+// int8 kernel; its peak says what one could reach). They are skipped, with a message, on a
 // processor without AVX512-BF16.
 //
 // Run: ./build/bench/bench_conv2d_cpu --benchmark_min_time=0.2 (results, method and why under
@@ -211,25 +212,36 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
 }
 
 // The processor's peak multiply-add rates on all of the library's threads: independent
-// vdpbf16ps (bfloat16) or vfmadd231ps (float32) on registers only. FLOP counts 2 per
-// multiply-add, as the convolutions' counter does.
-void run_peak(benchmark::State& state, bool bf16) {
-    if (!sga::cpu::bf16_available()) {
-        state.SkipWithError("this processor has no AVX512-BF16");
+// vdpbf16ps (bfloat16), vfmadd231ps (float32) or vpdpbusd (int8, OP: operations) on registers
+// only. FLOP counts 2 per multiply-add, as the convolutions' counter does.
+enum class Peak { float32, bf16, int8 };
+void run_peak(benchmark::State& state, Peak peak) {
+    if (!sga::cpu::bf16_available() || (peak == Peak::int8 && !sga::cpu::bf16::vnni_available())) {
+        state.SkipWithError("this processor lacks AVX512-BF16 or AVX512-VNNI");
         return;
     }
     constexpr std::int64_t iterations = 1 << 20;
     const int threads = sga::cpu_threads();
+    auto one_thread = [&] {
+        switch (peak) {
+            case Peak::float32: return sga::cpu::bf16::peak_float32_loop(iterations);
+            case Peak::bf16: return sga::cpu::bf16::peak_loop(iterations);
+            case Peak::int8: return sga::cpu::bf16::peak_int8_loop(iterations);
+        }
+        return 0.0f;
+    };
     auto run = [&] {
         float total = 0.0f;
 #pragma omp parallel num_threads(threads) reduction(+ : total)
-        total += bf16 ? sga::cpu::bf16::peak_loop(iterations) : sga::cpu::bf16::peak_float32_loop(iterations);
+        total += one_thread();
         return total;
     };
     benchmark::DoNotOptimize(run());
     for (auto _ : state) benchmark::DoNotOptimize(run());
-    const double per_iteration = static_cast<double>(bf16 ? sga::cpu::bf16::peak_multiply_adds_per_iteration
-                                                          : sga::cpu::bf16::peak_float32_multiply_adds_per_iteration);
+    const double per_iteration = static_cast<double>(
+        peak == Peak::int8   ? sga::cpu::bf16::peak_int8_multiply_adds_per_iteration
+        : peak == Peak::bf16 ? sga::cpu::bf16::peak_multiply_adds_per_iteration
+                             : sga::cpu::bf16::peak_float32_multiply_adds_per_iteration);
     state.counters["FLOP"] = benchmark::Counter(2.0 * per_iteration * iterations * threads *
                                                     static_cast<double>(state.iterations()),
                                                 benchmark::Counter::kIsRate);
@@ -307,8 +319,9 @@ void register_benchmarks() {
 
     configure(benchmark::RegisterBenchmark("BM_EigenGemm_Cpu", run_eigen_gemm)->Arg(1024)->Arg(2048));
     configure(benchmark::RegisterBenchmark("BM_ReadBandwidth_Cpu", run_read_bandwidth)->ArgName("MiB")->Arg(64)->Arg(512));
-    configure(benchmark::RegisterBenchmark("BM_PeakFloat32_Cpu", run_peak, false));
-    configure(benchmark::RegisterBenchmark("BM_PeakBf16_Cpu", run_peak, true));
+    configure(benchmark::RegisterBenchmark("BM_PeakFloat32_Cpu", run_peak, Peak::float32));
+    configure(benchmark::RegisterBenchmark("BM_PeakBf16_Cpu", run_peak, Peak::bf16));
+    configure(benchmark::RegisterBenchmark("BM_PeakInt8_Cpu", run_peak, Peak::int8));
 
     struct Direction {
         const char* name;

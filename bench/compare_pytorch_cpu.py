@@ -17,8 +17,8 @@ and last the speed and memory targets against this run, with what each missed on
 
 Our side runs in each of --our-precisions (default float32,bfloat16): scoring in bfloat16
 (Precision::BFloat16, AVX512-BF16) where the processor has it; training is float32. Each row
-names the faster of ours. The processor's float32 and bfloat16 register peaks
-(BM_PeakFloat32_Cpu, BM_PeakBf16_Cpu) are measured in the same run, and the batched rows' FLOP
+names the faster of ours. The processor's float32, bfloat16 and int8 register
+peaks (BM_PeakFloat32_Cpu, BM_PeakBf16_Cpu, BM_PeakInt8_Cpu) are measured in the same run, and the batched rows' FLOP
 rates are read against the peak of the precision that ran.
 
 PyTorch baseline: the strongest CPU configuration of Debian's PyTorch 1.13, in float32 and in
@@ -273,9 +273,10 @@ def default_recipe_batch1(bench, min_time, precision):
 
 
 def register_peaks(gemm_bench):
-    """GFLOP/s of the float32 and bfloat16 register-only peaks on THREADS threads (nan: not measured)."""
+    """GFLOP/s (int8: GOP/s) of the float32, bfloat16 and int8 register-only peaks on THREADS threads
+    (nan: not measured)."""
     peaks = {}
-    for precision, name in (("float32", "BM_PeakFloat32_Cpu"), ("bfloat16", "BM_PeakBf16_Cpu")):
+    for precision, name in (("float32", "BM_PeakFloat32_Cpu"), ("bfloat16", "BM_PeakBf16_Cpu"), ("int8", "BM_PeakInt8_Cpu")):
         run = run_benchmark(gemm_bench, f"^{name}/", 0.5) if os.path.exists(gemm_bench) else {"error_occurred": True}
         peaks[precision] = float("nan") if run.get("error_occurred") else run["FLOP"] / 1e9
     return peaks
@@ -353,7 +354,8 @@ def main():
     print(f"read bandwidth ({THREADS} threads, 64 MiB buffer): {bandwidth / 1e9:.1f} GB/s", flush=True)
     peaks = register_peaks(args.gemm_bench)
     print(f"register peaks ({THREADS} threads): float32 FMA {peaks['float32']:.1f} GFLOP/s, "
-          f"bfloat16 dot product {peaks['bfloat16']:.1f} GFLOP/s", flush=True)
+          f"bfloat16 dot product {peaks['bfloat16']:.1f} GFLOP/s, int8 dot product {peaks['int8']:.1f} GOP/s "
+          f"(no int8 kernel in the library)", flush=True)
     our_precisions = tuple(filter(None, args.our_precisions.split(",")))
     precisions = tuple(filter(None, args.pytorch_precisions.split(",")))
     rows = []

@@ -18,7 +18,7 @@
 
 #include <cstdlib>
 
-#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 // GCC 12 reports its own avx512fintrin.h's `__m512 __Y = __Y;` (_mm512_undefined_ps, behind
 // the reductions) as uninitialised: a false report (as in conv2d_gemm.cpp), silenced for this file.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -209,6 +209,21 @@ float peak_float32_loop(Index iterations) {
     return total;
 }
 
+float peak_int8_loop(Index iterations) {
+    __m512i acc[24];
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_epi32(i);
+    const __m512i a = _mm512_set1_epi8(1);
+    __m512i x = _mm512_set1_epi8(1);
+    for (Index n = 0; n < iterations; ++n) {
+        __asm__ volatile("" : "+v"(x));
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, x);
+    }
+    long long total = 0;
+    for (int i = 0; i < 24; ++i) total += _mm512_reduce_add_epi32(acc[i]);
+    return static_cast<float>(total);
+}
+
 }  // namespace sga::cpu::bf16
 
 #else  // a compiler or processor family without AVX512-BF16: available() is false, nothing here runs
@@ -220,6 +235,7 @@ void multiply(Index, Index, Index, const std::uint32_t*, const float*, Index, fl
 }
 float peak_loop(Index) { std::abort(); }
 float peak_float32_loop(Index) { std::abort(); }
+float peak_int8_loop(Index) { std::abort(); }
 }  // namespace sga::cpu::bf16
 
 #endif

@@ -50,4 +50,11 @@ constexpr Index peak_float32_multiply_adds_per_iteration = 24 * 16;  // float32:
 float peak_loop(Index iterations);
 float peak_float32_loop(Index iterations);
 
+// The int8 peak (AVX512-VNNI vpdpbusd: 16 lanes x 4 products of unsigned by signed bytes summed
+// into int32), for the benchmarks' table only: the library has no int8 kernel. `vnni_available()`
+// says whether peak_int8_loop may run.
+bool vnni_available();
+constexpr Index peak_int8_multiply_adds_per_iteration = 24 * 64;
+float peak_int8_loop(Index iterations);
+
 }  // namespace sga::cpu::bf16

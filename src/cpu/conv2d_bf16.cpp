@@ -36,6 +36,18 @@ bool available() {
     return answer;
 }
 
+bool vnni_available() {
+    static const bool answer = [] {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        __builtin_cpu_init();
+        return available() && __builtin_cpu_supports("avx512vnni");
+#else
+        return false;
+#endif
+    }();
+    return answer;
+}
+
 std::uint16_t from_float(float value) {
     std::uint32_t bits;
     std::memcpy(&bits, &value, sizeof bits);
