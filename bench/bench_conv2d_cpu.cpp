@@ -19,8 +19,8 @@
 // counter weight_bytes is the weight's size per second, the bound of a layer that reads its
 // weight once.
 //
-// The .../bf16/... entries time the bfloat16 inference kernels (conv2d_packed_bf16, weight
-// packed once) at batch 64 and at scoring1/4/16, beside BM_PeakBf16_Cpu, BM_PeakFloat32_Cpu and
+// The .../bf16/... entries time the bfloat16 kernels (conv2d_packed_bf16, weight packed once,
+// and conv2d_backward_filter_bf16 for training) at batch 64 and at scoring1/4/16, beside BM_PeakBf16_Cpu, BM_PeakFloat32_Cpu and
 // BM_PeakInt8_Cpu: the processor's register-only vdpbf16ps, vfmadd231ps and vpdpbusd rates on
 // the same threads, the ceilings that "close to the limit" is a ratio to (the library has no
 // int8 kernel; its peak says what one could reach). They are skipped, with a message, on a
@@ -133,7 +133,8 @@ enum class Primitive {
     packed_forward,
     packed_backward_data,
     bf16_forward,
-    bf16_backward_data
+    bf16_backward_data,
+    bf16_backward_filter
 };
 
 std::vector<float> random_values(std::int64_t n, std::uint64_t seed) {
@@ -157,7 +158,7 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
     const sga::ConvPass pass = primitive == Primitive::packed_forward || primitive == Primitive::bf16_forward
                                    ? sga::ConvPass::Forward
                                    : sga::ConvPass::BackwardData;
-    if (bf16_pass && !sga::cpu::bf16_available()) {
+    if ((bf16_pass || primitive == Primitive::bf16_backward_filter) && !sga::cpu::bf16_available()) {
         state.SkipWithError("this processor has no AVX512-BF16");
         return;
     }
@@ -193,6 +194,9 @@ void run_primitive(benchmark::State& state, Primitive primitive, ConvGeometry g,
                 break;
             case Primitive::bf16_backward_data:
                 sga::cpu::conv2d_packed_bf16(ctx, g, pass, output.data(), packed_bf16.data(), input.data());
+                break;
+            case Primitive::bf16_backward_filter:
+                sga::cpu::conv2d_backward_filter_bf16(ctx, g, input.data(), output.data(), weight.data(), beta);
                 break;
         }
         ctx.arena().reset();
@@ -353,6 +357,14 @@ void register_benchmarks() {
     for (const Layer& layer : transposed_layers())
         configure(benchmark::RegisterBenchmark(("BM_ConvTranspose2dForward_Cpu/bf16/" + layer.name).c_str(),
                                                run_primitive, Primitive::bf16_backward_data, layer.geometry, 0.0f));
+    // bfloat16 training's backward-filter at batch 64 (its other passes are the two above, plus
+    // packing the weight: conv2d_pack_weight_bf16).
+    for (const Layer& layer : convolution_layers())
+        configure(benchmark::RegisterBenchmark(("BM_Conv2dBackwardFilter_Cpu/bf16/" + layer.name).c_str(), run_primitive,
+                                               Primitive::bf16_backward_filter, layer.geometry, 1.0f));
+    for (const Layer& layer : transposed_layers())
+        configure(benchmark::RegisterBenchmark(("BM_ConvTranspose2dBackwardFilter_Cpu/bf16/" + layer.name).c_str(),
+                                               run_primitive, Primitive::bf16_backward_filter, layer.geometry, 1.0f));
     // Scoring one image (batch 1, or 4: the default recipe's four rotation views; 16: a score
     // batcher pass of 16 images at isize 32), every layer's
     // inference direction with the weight as it is (Eigen, or the skinny kernels) and packed.

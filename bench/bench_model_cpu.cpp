@@ -47,7 +47,12 @@ double peak_resident_mib() {
     return static_cast<double>(usage.ru_maxrss) / 1024.0;
 }
 
-void BM_TrainStep_Cpu(benchmark::State& state) {
+// One training step; `precision`: the convolutions' (Tape::convolution_precision).
+void train_step(benchmark::State& state, Precision precision) {
+    if (precision == Precision::BFloat16 && !cpu_bf16_available()) {
+        state.SkipWithError("this processor has no AVX512-BF16");
+        return;
+    }
     const std::int64_t size = state.range(0), batch = state.range(1);
     Context ctx(Device::Cpu);
     SkipGanomaly model(full_size(size), {}, {});
@@ -56,11 +61,14 @@ void BM_TrainStep_Cpu(benchmark::State& state) {
     model.initialize(ctx, random);
     const Tensor images = random_images(batch, size);
     Tape tape(ctx);
+    tape.set_convolution_precision(precision);
     for (int i = 0; i < warm_up_calls; ++i) model.train_step(ctx, tape, images, random);
     for (auto _ : state) benchmark::DoNotOptimize(model.train_step(ctx, tape, images, random));
     state.counters["images/s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
     state.counters["peak_MiB"] = peak_resident_mib();
 }
+void BM_TrainStep_Cpu(benchmark::State& state) { train_step(state, Precision::Float32); }
+void BM_TrainStepBf16_Cpu(benchmark::State& state) { train_step(state, Precision::BFloat16); }
 
 // MiB of weights one scoring call must read at least once: every parameter of both networks,
 // a layer whose packing keeps a compact copy of its active taps counted at the copy's size
@@ -202,6 +210,14 @@ BENCHMARK(BM_ScoreConcurrent_Cpu)
 // Batches: 64 where a step takes well under a second on 2 cores, smaller at 128 and 256 so that
 // one run of all sizes fits in minutes (the same batches as the PyTorch side).
 BENCHMARK(BM_TrainStep_Cpu)
+    ->ArgNames({"isize", "batch"})
+    ->Args({32, 64})
+    ->Args({64, 64})
+    ->Args({128, 16})
+    ->Args({256, 8})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_TrainStepBf16_Cpu)
     ->ArgNames({"isize", "batch"})
     ->Args({32, 64})
     ->Args({64, 64})

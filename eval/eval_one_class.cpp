@@ -10,6 +10,8 @@
 //   eval_one_class --dataset mnist --data data/mnist --classes 0,1,2 --out results.json
 //   eval_one_class --dataset cifar10 --data data/cifar10 --max-train 1000 --out cifar.json
 //   --save-models DIR: also save each class's kept model as DIR/class<C>_seed<S>.safetensors.
+//   --training-precision float32|bfloat16: the arithmetic of the training convolutions.
+//   --max-test N: test on the first N test images only (models saved to be scored elsewhere).
 //   --dump-data DIR: train nothing; write each class's preprocessed images as raw float32
 //     (N, nc, 32, 32) for analysis scripts (dev/prototype_rotation_head.py):
 //     DIR/<dataset>_class<C>_train.f32, DIR/<dataset>_test.f32 and
@@ -18,6 +20,7 @@
 //   normal (training images of the nine, the same test images with labels flipped).
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -40,6 +43,7 @@ struct Arguments {
     std::string data;  // default: data/<dataset>
     std::vector<int> classes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
     std::size_t max_train = 0;  // CIFAR-10: the first this many training images of the class (0: all)
+    std::size_t max_test = 0;   // the first this many test images only (0: all), for runs that score elsewhere
     bool paper_protocol = false;
     int epochs = 15;
     std::uint64_t seed = 0;
@@ -54,6 +58,7 @@ struct Arguments {
     int bottleneck_channels = 0;
     float validation_fraction = -1;  // -1: 0 for recipes without a stopping rule (the official protocol), else 0.1
     std::string save_models;         // a folder: each class's kept model is saved there as class<C>_seed<S>.safetensors
+    Precision training_precision = Precision::Float32;  // --training-precision: the training convolutions' arithmetic
     std::string dump_data;           // a folder: write each class's preprocessed images there instead of training
 };
 
@@ -68,6 +73,7 @@ Arguments parse(int argc, char** argv) {
         if (flag == "--dataset") a.dataset = value();
         else if (flag == "--data") a.data = value();
         else if (flag == "--max-train") a.max_train = std::stoull(value());
+        else if (flag == "--max-test") a.max_test = std::stoull(value());
         else if (flag == "--paper-protocol") a.paper_protocol = true;
         else if (flag == "--epochs") a.epochs = std::stoi(value());
         else if (flag == "--seed") a.seed = std::stoull(value());
@@ -94,6 +100,7 @@ Arguments parse(int argc, char** argv) {
         else if (flag == "--bottleneck") a.bottleneck_channels = std::stoi(value());
         else if (flag == "--validation-fraction") a.validation_fraction = std::stof(value());
         else if (flag == "--save-models") a.save_models = value();
+        else if (flag == "--training-precision") a.training_precision = precision_from_name(value());
         else if (flag == "--dump-data") a.dump_data = value();
         else if (flag == "--classes" || flag == "--digits") {
             a.classes.clear();
@@ -212,9 +219,11 @@ int main(int argc, char** argv) try {
     double sum_eval = 0, sum_train = 0;
     for (int normal_class : args.classes) {
         const OneClassSplit split = load_split(args, normal_class);
-        std::vector<float> test_samples(split.test.size() * per);
+        const std::size_t test_count =
+            args.max_test > 0 ? std::min(args.max_test, split.test.size()) : split.test.size();
+        std::vector<float> test_samples(test_count * per);
         std::vector<int> labels;
-        for (std::size_t i = 0; i < split.test.size(); ++i) {
+        for (std::size_t i = 0; i < test_count; ++i) {
             preprocess(split.test[i].image.view(), size, channels, test_samples.data() + i * per);
             labels.push_back(split.test[i].label);
         }
@@ -233,6 +242,7 @@ int main(int argc, char** argv) try {
         options.seed = args.seed;
         options.device = Device::Cpu;
         options.recipe = args.recipe;
+        options.training_precision = args.training_precision;
         options.validation_fraction = args.validation_fraction >= 0 ? args.validation_fraction
                                       : args.recipe.stopping == StoppingRule::FinalEpoch ? 0.0f : 0.1f;
         Detector detector(options);
@@ -335,6 +345,7 @@ int main(int argc, char** argv) try {
                            {"validation_images", report.validation_images},
                            {"epochs", report.epochs_completed},
                            {"recipe", nlohmann::json::parse(recipe_to_json(args.recipe))},
+                           {"training_precision", precision_name(args.training_precision)},
                            {"recipe_trained", nlohmann::json::parse(recipe_to_json(detector.options().recipe))},
                            {"orientation_check", orientation_json(report.orientation)},
                            {"bottleneck_channels", args.bottleneck_channels},

@@ -330,6 +330,11 @@ const std::vector<OptionField>& option_fields() {
         SGA_INT_FIELD("score_batch_size", score_batch_size),
         {"precision", [](const sga::DetectorOptions& o) { return py::object(py::str(sga::precision_name(o.precision))); },
          [](sga::DetectorOptions& o, py::handle v) { o.precision = sga::precision_from_name(str_option(v, "precision")); }},
+        {"training_precision",
+         [](const sga::DetectorOptions& o) { return py::object(py::str(sga::precision_name(o.training_precision))); },
+         [](sga::DetectorOptions& o, py::handle v) {
+             o.training_precision = sga::precision_from_name(str_option(v, "training_precision"));
+         }},
         SGA_INT_FIELD("tile", tiling.tile),
         SGA_INT_FIELD("stride", tiling.stride),
         SGA_INT_FIELD("generator_features", architecture.generator_features),

@@ -174,6 +174,7 @@ nlohmann::json training_to_json(const DetectorOptions& o) {
             {"seed", o.seed}};
     // Only when on, so that other files stay as they were.
     if (o.tiling.enabled()) j["tiling"] = {{"tile", o.tiling.tile}, {"stride", o.tiling.stride}};
+    if (o.training_precision != Precision::Float32) j["precision"] = precision_name(o.training_precision);
     return j;
 }
 
@@ -189,6 +190,9 @@ void training_from_json(const nlohmann::json& t, DetectorOptions& options) {
     options.seed = t.at("seed").get<std::uint64_t>();
     if (t.contains("tiling"))
         options.tiling = {t.at("tiling").at("tile").get<int>(), t.at("tiling").at("stride").get<int>()};
+    // Files that do not name one trained in float32.
+    options.training_precision =
+        t.contains("precision") ? precision_from_name(t.at("precision").get<std::string>()) : Precision::Float32;
 }
 
 nlohmann::json to_json(const TrainingData& data) {

@@ -306,6 +306,10 @@ int Trainer::resume_checkpoint(RandomStream& random, const detector_file::Traini
             for (const auto& [key, value] : d["training"].items())
                 if (key != "epochs" && key != "threshold_quantile" && ours.contains(key) && ours[key] != value)
                     refuse(key, show(value), show(ours[key]));
+            // Named only when not float32 (training_to_json): compare with that default.
+            const std::string their_precision = d["training"].value("precision", std::string("float32"));
+            const std::string our_precision = ours.value("precision", std::string("float32"));
+            if (their_precision != our_precision) refuse("training precision", their_precision, our_precision);
         }
         if (d.contains("recipe")) {
             const nlohmann::json ours = detector_file::to_json(options.recipe);
@@ -404,6 +408,7 @@ FitReport Trainer::train(std::span<const ImageView> images, const FitCallbacks& 
 
     TrainingBatch training_batch(options, ctx);
     Tape tape(ctx);
+    tape.set_convolution_precision(options.training_precision);
     TrainingSnapshot snapshot;
     snapshot.capture(model, random);
 

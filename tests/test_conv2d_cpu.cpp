@@ -525,6 +525,75 @@ TEST_CASE("cpu bfloat16 convolution gives each image of a batch the bits it gets
     }
 }
 
+// The training passes in bfloat16: backward-filter (conv2d_backward_filter_bf16) and the two
+// data passes accumulating (beta 1), as bfloat16 training runs them (ops::conv2d). Against the
+// double reference on rounded operands, as close as float32 arithmetic; identical at 1, 2 and
+// 3 threads; beta 0 ignores a NaN-filled output. Includes a batch whose columns take two chunks.
+TEST_CASE("cpu bfloat16 training passes are float32 arithmetic on bfloat16 operands", "[conv2d][cpu][bf16]") {
+    if (!sga::cpu::bf16_available()) {
+        sga::Context ctx(sga::Device::Cpu);
+        const ConvGeometry g = make_geometry(1, 3, 8, 8, 4, 4, 4, 2, 1);
+        std::vector<float> buffer(4096, 0.5f);
+        REQUIRE_THROWS_AS(sga::cpu::conv2d_backward_filter_bf16(ctx, g, buffer.data(), buffer.data(), buffer.data(), 0.0f),
+                          sga::DeviceError);
+        return;
+    }
+    std::vector<ConvGeometry> geometries = test_geometries();
+    geometries.push_back(make_geometry(17, 64, 32, 32, 8, 4, 4, 2, 1));  // columns of 16 images a chunk: two chunks
+    geometries.push_back(make_geometry(9, 40, 8, 8, 67, 4, 4, 2, 1));    // Cout 67: wide and narrow column blocks
+    std::uint64_t seed = 9700;
+    for (const ConvGeometry& g : geometries) {
+        const std::vector<float> input = random_vector(static_cast<std::size_t>(g.input_size()), seed);
+        const std::vector<float> grad_output = random_vector(static_cast<std::size_t>(g.output_size()), seed + 1);
+        const std::vector<float> weight = random_vector(static_cast<std::size_t>(g.weight_size()), seed + 2);
+        const std::vector<double> x = to_double(rounded_to_bf16(input)), dy = to_double(rounded_to_bf16(grad_output)),
+                                  w = to_double(rounded_to_bf16(weight));
+        sga::Context ctx(sga::Device::Cpu);
+        for (float beta : {0.0f, 1.0f}) {
+            const std::string what = "bf16 training passes, beta " + std::to_string(beta) + ", " + describe(g);
+            INFO(what);
+            // Backward-filter.
+            const std::vector<float> initial_dw = random_vector(static_cast<std::size_t>(g.weight_size()), seed + 3);
+            std::vector<double> expected_dw = to_double(initial_dw);
+            sga::reference::conv2d_backward_filter<double>(g, x.data(), dy.data(), expected_dw.data(), beta);
+            std::vector<float> single_thread;
+            for (int threads : {1, 2, 3}) {
+                ThreadCount thread_count(threads);
+                Guarded dw(beta == 1.0f ? initial_dw
+                                        : std::vector<float>(initial_dw.size(), std::numeric_limits<float>::quiet_NaN()));
+                sga::cpu::conv2d_backward_filter_bf16(ctx, g, input.data(), grad_output.data(), dw.data(), beta);
+                const Tolerance t = float_tolerance(g.batch * g.out_height * g.out_width);
+                require_close(dw.values(), expected_dw, t.rtol, t.atol, what + " backward-filter, threads " + std::to_string(threads));
+                dw.require_guards_intact(what);
+                if (threads == 1)
+                    single_thread = dw.values();
+                else
+                    REQUIRE(dw.values() == single_thread);
+            }
+            // Forward and backward-data, accumulating or overwriting.
+            for (sga::ConvPass pass : {sga::ConvPass::Forward, sga::ConvPass::BackwardData}) {
+                const bool forward = pass == sga::ConvPass::Forward;
+                const std::vector<float> initial =
+                    random_vector(static_cast<std::size_t>(forward ? g.output_size() : g.input_size()), seed + 4);
+                std::vector<double> expected = to_double(initial);
+                if (forward)
+                    sga::reference::conv2d_forward<double>(g, x.data(), w.data(), expected.data(), beta);
+                else
+                    sga::reference::conv2d_backward_data<double>(g, dy.data(), w.data(), expected.data(), beta);
+                const std::vector<std::uint32_t> packed = pack_bf16(ctx, g, pass, weight);
+                Guarded out(beta == 1.0f ? initial : std::vector<float>(initial.size(), std::numeric_limits<float>::quiet_NaN()));
+                sga::cpu::conv2d_packed_bf16(ctx, g, pass, forward ? input.data() : grad_output.data(), packed.data(),
+                                             out.data(), beta);
+                const Tolerance t = float_tolerance(forward ? g.in_channels * g.kernel_height * g.kernel_width
+                                                            : g.out_channels * g.kernel_height * g.kernel_width);
+                require_close(out.values(), expected, t.rtol, t.atol, what + (forward ? " forward" : " backward-data"));
+                out.require_guards_intact(what);
+            }
+        }
+        seed += 10;
+    }
+}
+
 TEST_CASE("cpu add_channel_bias and its backward match the reference", "[conv2d][cpu][bias]") {
     struct Case {
         std::int64_t batch, channels, spatial;

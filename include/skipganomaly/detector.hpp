@@ -114,8 +114,12 @@ struct SKIPGANOMALY_API DetectorOptions {
     int score_batch_size = 64;  // images (or tiles) per forward pass in score(span)
     // The arithmetic of the scoring convolutions (Precision, model_options.hpp): Float32, or
     // BFloat16 where the processor has AVX512-BF16 (active_precision() says what runs). Fit
-    // learns the thresholds at this precision; the model file stores it. Training is float32.
+    // learns the thresholds at this precision; the model file stores it.
     Precision precision = Precision::Float32;
+    // The arithmetic of the training convolutions, forward and backward: Float32, or BFloat16
+    // where the processor has AVX512-BF16 (float32 elsewhere; cpu_bf16_available()). Batch
+    // norm, the losses, Adam and the weights stay float32. The model file records it.
+    Precision training_precision = Precision::Float32;
     // Images larger than the network's input, at their own resolution (tiling.hpp): training
     // sees random tiles, scoring cuts each image into overlapping tiles and stitches their maps
     // into one at the image's resolution; the image score is the stitched map's maximum (a

@@ -37,7 +37,9 @@ constexpr Index wide_columns = wide_vectors * 16;
 constexpr Index narrow_max_columns = 16;
 // Rows of c one task computes (a multiple of 16 and of wide_rows): all of them where the columns
 // alone give every thread several tasks, so that each packed block of B serves every row;
-// else in pieces of min_rows_per_task for the threads to share. Every element's sum is the
+// else pieces large enough for about four tasks a thread, and no smaller than
+// min_rows_per_task (each task packs its block of B again: many rows and few columns, as
+// bfloat16 backward-filter's, would pack it dozens of times over). Every element's sum is the
 // same whatever the cut: the cut may follow the thread count.
 constexpr Index min_rows_per_task = 64;
 constexpr double parallel_multiply_adds = 1 << 18;
@@ -61,6 +63,47 @@ inline __m512i load_pair(const float* b, Index ldb, Index K, Index p, Index m0, 
     const __m512 lo = _mm512_maskz_loadu_ps(mask, b + 2 * p * ldb + m0);
     const __m512 hi = 2 * p + 1 < K ? _mm512_maskz_loadu_ps(mask, b + (2 * p + 1) * ldb + m0) : _mm512_setzero_ps();
     return interleave_pairs(lo, hi);
+}
+
+// r[j] word i -> out[i] word j: a 16 x 16 transpose of 32-bit words.
+inline void transpose_words(const __m512i r[16], __m512i out[16]) {
+    __m512i a[16], b[16];
+    for (int i = 0; i < 8; ++i) {  // within 128-bit lanes: rows 2i, 2i + 1 interleaved
+        a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // b[4i + c], lane L: rows 4i..4i+3 of word 4L + c
+        b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+        b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+    }
+    for (int c = 0; c < 4; ++c) {  // gather lane L of b[c], b[4 + c], b[8 + c], b[12 + c] into out[4L + c]
+        const __m512i e0 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x44), e1 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xEE);
+        const __m512i f0 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0x44), f1 = _mm512_shuffle_i32x4(b[8 + c], b[12 + c], 0xEE);
+        out[c] = _mm512_shuffle_i32x4(e0, f0, 0x88);
+        out[4 + c] = _mm512_shuffle_i32x4(e0, f0, 0xDD);
+        out[8 + c] = _mm512_shuffle_i32x4(e1, f1, 0x88);
+        out[12 + c] = _mm512_shuffle_i32x4(e1, f1, 0xDD);
+    }
+}
+
+// 16 depth pairs of 16 rows whose depths are contiguous: row j's depth 2q + t at
+// first[j * row_stride + 2q + t]; out[q] word j = row j's pair q. Rows from `rows` on and
+// depths from `depths` on (counted from `first`) read as zeros.
+inline void load_pairs_of_rows(const float* first, Index row_stride, Index rows, Index depths, __m512i out[16]) {
+    const __mmask16 lo = column_mask(depths < 0 ? 0 : depths), hi = column_mask(depths < 16 ? 0 : depths - 16);
+    __m512i r[16];
+    for (Index j = 0; j < 16; ++j) {
+        if (j >= rows) {
+            r[j] = _mm512_setzero_si512();
+            continue;
+        }
+        const float* row = first + j * row_stride;
+        // words 0-15: depths 0-15, 16-31: depths 16-31; as 32-bit words, word q = depths (2q, 2q + 1)
+        r[j] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, row + 16), _mm512_maskz_loadu_ps(lo, row)));
+    }
+    transpose_words(r, out);
 }
 
 inline __m512bh as_bf16(__m512i v) { return reinterpret_cast<__m512bh>(v); }
@@ -131,8 +174,45 @@ void narrow_tile_for(Index columns, const std::uint32_t* w, Index pairs, const s
 
 Index scratch_words() { return depth_block * wide_columns; }
 
-void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const float* b, Index ldb, float* c, Index ldc,
-              std::uint32_t* scratch, Index scratch_stride) {
+void pack_weight_vectorized(Index rows, Index depth, const float* w, Index r_stride, Index k_stride,
+                            std::uint32_t* packed) {
+    const Index pairs = (depth + 1) / 2, blocks = (rows + 15) / 16;
+    const __m512i row_offsets = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                   _mm512_set1_epi32(static_cast<int>(r_stride)));
+    // Depth k of rows [r0, r0 + 16) (masked): a load where the rows are adjacent, else a gather.
+    auto depth_column = [&](Index r0, Index k, __mmask16 valid) -> __m512 {
+        if (k >= depth) return _mm512_setzero_ps();
+        const float* first = w + r0 * r_stride + k * k_stride;
+        if (r_stride == 1) return _mm512_maskz_loadu_ps(valid, first);
+        return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, row_offsets, first, 4);
+    };
+#pragma omp parallel for schedule(static) if (static_cast<double>(rows) * static_cast<double>(depth) > (1 << 15))
+    for (Index block = 0; block < blocks; ++block) {
+        const Index r0 = block * 16;
+        const __mmask16 valid = column_mask(rows - r0);
+        if (k_stride == 1 && r_stride != 1) {  // rows of contiguous depths: 16 pairs at a time, transposed in registers
+            __m512i out[16];
+            for (Index p0 = 0; p0 < pairs; p0 += 16) {
+                load_pairs_of_rows(w + r0 * r_stride + 2 * p0, r_stride, rows - r0, depth - 2 * p0, out);
+                for (Index q = 0; q < 16 && p0 + q < pairs; ++q)
+                    _mm512_storeu_si512(packed + (block * pairs + p0 + q) * 16, out[q]);
+            }
+            continue;
+        }
+        for (Index p = 0; p < pairs; ++p)
+            _mm512_storeu_si512(packed + (block * pairs + p) * 16,
+                                interleave_pairs(depth_column(r0, 2 * p, valid), depth_column(r0, 2 * p + 1, valid)));
+    }
+}
+
+namespace {
+// multiply() and multiply_transposed_b(): pack_b(p0, block_pairs, m0, vectors, masks, bp) writes
+// depth pairs [p0, p0 + block_pairs) of B's columns [m0, m0 + 16 * vectors) (masks[v]: the valid
+// columns of vector v) to bp, `vectors` vectors a pair, vector v word i the pair of column
+// m0 + 16v + i.
+template <class PackB>
+void multiply_with(Index R, Index K, Index M, const std::uint32_t* packed, const PackB& pack_b, float* c, Index ldc,
+                   std::uint32_t* scratch, Index scratch_stride) {
     if (R <= 0 || M <= 0) return;
     const Index pairs = (K + 1) / 2;
     if (pairs == 0) {
@@ -141,8 +221,13 @@ void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const floa
         return;
     }
     const Index column_tasks = (M + wide_columns - 1) / wide_columns;
+    const Index wanted_tasks = 4 * static_cast<Index>(omp_get_max_threads());
     const Index rows_per_task =
-        column_tasks >= 4 * omp_get_max_threads() ? (R + 15) / 16 * 16 : min_rows_per_task;
+        column_tasks >= wanted_tasks
+            ? (R + 15) / 16 * 16
+            : ((R * column_tasks + wanted_tasks - 1) / wanted_tasks + 15) / 16 * 16 > min_rows_per_task
+                  ? ((R * column_tasks + wanted_tasks - 1) / wanted_tasks + 15) / 16 * 16
+                  : min_rows_per_task;
     const Index row_tasks = (R + rows_per_task - 1) / rows_per_task;
     const Index tasks = row_tasks * column_tasks;
     const bool parallel = static_cast<double>(R) * static_cast<double>(K) * static_cast<double>(M) > parallel_multiply_adds;
@@ -159,24 +244,49 @@ void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const floa
             const Index block_pairs = min_index(pairs, p0 + depth_block) - p0;
             const bool accumulate = p0 > 0;
             if (narrow) {
-                for (Index p = 0; p < block_pairs; ++p)
-                    _mm512_storeu_si512(own + p * 16, load_pair(b, ldb, K, p0 + p, m0, masks[0]));
+                pack_b(p0, block_pairs, m0, 1, masks, reinterpret_cast<__m512i*>(own));
                 for (Index r0 = r_begin; r0 < r_end; r0 += 16)
                     narrow_tile_for(columns, packed + ((r0 / 16) * pairs + p0) * 16, block_pairs, own, c + r0 * ldc + m0,
                                     ldc, min_index(16, R - r0), accumulate);
             } else {
                 __m512i* bp = reinterpret_cast<__m512i*>(own);
-                for (Index p = 0; p < block_pairs; ++p)
-                    for (Index v = 0; v < wide_vectors; ++v)
-                        _mm512_storeu_si512(bp + p * wide_vectors + v,
-                                            masks[v] ? load_pair(b, ldb, K, p0 + p, m0 + 16 * v, masks[v])
-                                                     : _mm512_setzero_si512());
+                pack_b(p0, block_pairs, m0, wide_vectors, masks, bp);
                 for (Index r0 = r_begin; r0 < r_end; r0 += wide_rows)
                     wide_tile(packed + ((r0 / 16) * pairs + p0) * 16 + r0 % 16, block_pairs, bp, c + r0 * ldc + m0, ldc,
                               R - r0, masks, accumulate);
             }
         }
     }
+}
+}  // namespace
+
+void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const float* b, Index ldb, float* c, Index ldc,
+              std::uint32_t* scratch, Index scratch_stride) {
+    auto pack_b = [&](Index p0, Index block_pairs, Index m0, Index vectors, const __mmask16* masks, __m512i* bp) {
+        for (Index p = 0; p < block_pairs; ++p)
+            for (Index v = 0; v < vectors; ++v)
+                _mm512_storeu_si512(bp + p * vectors + v,
+                                    masks[v] ? load_pair(b, ldb, K, p0 + p, m0 + 16 * v, masks[v]) : _mm512_setzero_si512());
+    };
+    multiply_with(R, K, M, packed, pack_b, c, ldc, scratch, scratch_stride);
+}
+
+void multiply_transposed_b(Index R, Index K, Index M, const std::uint32_t* packed, const float* bt, Index ldbt, float* c,
+                           Index ldc, std::uint32_t* scratch, Index scratch_stride) {
+    // Column m of B is row m of bt: 16 columns at a time are 16 rows, transposed in registers.
+    auto pack_b = [&](Index p0, Index block_pairs, Index m0, Index vectors, const __mmask16* masks, __m512i* bp) {
+        __m512i pairs[16];
+        for (Index q0 = 0; q0 < block_pairs; q0 += 16)
+            for (Index v = 0; v < vectors; ++v) {
+                const Index first_column = m0 + 16 * v, depth = 2 * (p0 + q0);
+                if (masks[v])
+                    load_pairs_of_rows(bt + first_column * ldbt + depth, ldbt, M - first_column, K - depth, pairs);
+                else
+                    for (__m512i& q : pairs) q = _mm512_setzero_si512();
+                for (Index q = 0; q < 16 && q0 + q < block_pairs; ++q) _mm512_storeu_si512(bp + (q0 + q) * vectors + v, pairs[q]);
+            }
+    };
+    multiply_with(R, K, M, packed, pack_b, c, ldc, scratch, scratch_stride);
 }
 
 float peak_loop(Index iterations) {
@@ -230,7 +340,12 @@ float peak_int8_loop(Index iterations) {
 
 namespace sga::cpu::bf16 {
 Index scratch_words() { return 0; }
+void pack_weight_vectorized(Index, Index, const float*, Index, Index, std::uint32_t*) { std::abort(); }
 void multiply(Index, Index, Index, const std::uint32_t*, const float*, Index, float*, Index, std::uint32_t*, Index) {
+    std::abort();
+}
+void multiply_transposed_b(Index, Index, Index, const std::uint32_t*, const float*, Index, float*, Index, std::uint32_t*,
+                           Index) {
     std::abort();
 }
 float peak_loop(Index) { std::abort(); }

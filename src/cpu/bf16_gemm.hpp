@@ -30,6 +30,11 @@ inline Index packed_words(Index rows, Index depth) { return (rows + 15) / 16 * 1
 // packed (packed_words(R, K) words) = W rounded to bfloat16, W(r, k) = w[r * r_stride + k * k_stride].
 void pack_weight(Index rows, Index depth, const float* w, Index r_stride, Index k_stride, std::uint32_t* packed);
 
+// pack_weight with the processor's conversion (the same bits): one pair of 16-row loads or
+// gathers a pair of depths instead of 32 scalar conversions. Requires available(), and
+// 15 * r_stride and 2 * k_stride * depth below 2^31 (pack_weight checks and falls back).
+void pack_weight_vectorized(Index rows, Index depth, const float* w, Index r_stride, Index k_stride, std::uint32_t* packed);
+
 // 32-bit words of per-thread scratch that multiply() needs.
 Index scratch_words();
 
@@ -41,6 +46,11 @@ Index scratch_words();
 // apart. Requires available().
 void multiply(Index R, Index K, Index M, const std::uint32_t* packed, const float* b, Index ldb, float* c, Index ldc,
               std::uint32_t* scratch, Index scratch_stride);
+
+// As multiply, with B stored transposed: B(k, m) = bt[m * ldbt + k] (15 * ldbt below 2^31).
+// The same bits as multiply on the same B.
+void multiply_transposed_b(Index R, Index K, Index M, const std::uint32_t* packed, const float* bt, Index ldbt, float* c,
+                           Index ldc, std::uint32_t* scratch, Index scratch_stride);
 
 // The processor's peaks, which the benchmarks quote kernels against: `iterations` rounds of
 // independent vdpbf16ps (or, for float32, vfmadd231ps) on registers only, no memory.

@@ -155,6 +155,25 @@ const float* gemm_weight(Context& ctx, const ConvGeometry& g, const Plan& plan, 
     return compact;
 }
 
+// grad_weight (Cout, Cin, KH, KW) = the compact (Cout, D) row-major filter gradient of the
+// active taps (+ grad_weight when beta = 1). Taps outside the window only ever saw padding:
+// their gradient is 0, so beta = 1 leaves them as they are and beta = 0 zeroes them.
+void scatter_filter_gradient(const ConvGeometry& g, const Plan& plan, const float* compact, float* grad_weight,
+                             float beta) {
+    const Index taps = plan.taps;
+    const Index kernel_area = g.kernel_height * g.kernel_width;
+#pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
+    for (Index co = 0; co < g.out_channels; ++co)
+        for (Index ci = 0; ci < g.in_channels; ++ci) {
+            float* out = grad_weight + (co * g.in_channels + ci) * kernel_area;
+            const float* block = compact + co * plan.depth + ci * taps;
+            if (beta == 0.0f) std::fill(out, out + kernel_area, 0.0f);
+            for (Index r = 0; r < plan.rows.count; ++r)
+                for (Index c = 0; c < plan.cols.count; ++c)
+                    out[(plan.rows.first + r) * g.kernel_width + plan.cols.first + c] += block[r * plan.cols.count + c];
+        }
+}
+
 }  // namespace
 
 void conv2d_forward(Context& ctx, const ConvGeometry& g, const float* input, const float* weight, float* output,
@@ -212,21 +231,7 @@ void conv2d_backward_filter(Context& ctx, const ConvGeometry& g, const float* in
         backward_filter_input_is_columns(g, plan, input, grad_output, target, target_beta);
     else
         backward_filter_batched(ctx, g, plan, input, grad_output, target, target_beta);
-    if (plan.full_window) return;
-    // Scatter the compact block; taps outside the window only ever saw padding: their gradient
-    // is 0, so beta = 1 leaves them as they are and beta = 0 zeroes them.
-    const Index taps = plan.taps;
-    const Index kernel_area = g.kernel_height * g.kernel_width;
-#pragma omp parallel for schedule(static) if (g.weight_size() > parallel_threshold)
-    for (Index co = 0; co < Cout; ++co)
-        for (Index ci = 0; ci < g.in_channels; ++ci) {
-            float* out = grad_weight + (co * g.in_channels + ci) * kernel_area;
-            const float* block = target + co * plan.depth + ci * taps;
-            if (beta == 0.0f) std::fill(out, out + kernel_area, 0.0f);
-            for (Index r = 0; r < plan.rows.count; ++r)
-                for (Index c = 0; c < plan.cols.count; ++c)
-                    out[(plan.rows.first + r) * g.kernel_width + plan.cols.first + c] += block[r * plan.cols.count + c];
-        }
+    if (!plan.full_window) scatter_filter_gradient(g, plan, target, grad_weight, beta);
 }
 
 void add_channel_bias(Context& ctx, std::int64_t batch, std::int64_t channels, std::int64_t spatial, const float* bias,
@@ -351,17 +356,38 @@ void conv2d_pack_weight_bf16(Context& ctx, const ConvGeometry& g, ConvPass pass,
 }
 
 void conv2d_packed_bf16(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* input,
-                        const std::uint32_t* packed, float* output) {
+                        const std::uint32_t* packed, float* output, float beta) {
     check_geometry(g, "conv2d_packed_bf16");
+    check_beta(beta, "conv2d_packed_bf16");
     if (!bf16::available())
         throw DeviceError("conv2d_packed_bf16: this processor has no AVX512-BF16 (or SKIPGANOMALY_DISABLE_BF16 is set)");
     if (g.batch == 0) return;
     const Plan plan = make_plan(g);
     if (plan.depth == 0) {  // every product is empty: the result is 0
-        scale_or_zero(output, pass == ConvPass::Forward ? g.output_size() : g.input_size(), 0.0f);
+        scale_or_zero(output, pass == ConvPass::Forward ? g.output_size() : g.input_size(), beta);
         return;
     }
-    packed_bf16(ctx, g, plan, pass, input, packed, output);
+    packed_bf16(ctx, g, plan, pass, input, packed, output, beta);
+}
+
+void conv2d_backward_filter_bf16(Context& ctx, const ConvGeometry& g, const float* input, const float* grad_output,
+                                 float* grad_weight, float beta) {
+    check_geometry(g, "conv2d_backward_filter_bf16");
+    check_beta(beta, "conv2d_backward_filter_bf16");
+    if (!bf16::available())
+        throw DeviceError(
+            "conv2d_backward_filter_bf16: this processor has no AVX512-BF16 (or SKIPGANOMALY_DISABLE_BF16 is set)");
+    const Plan plan = make_plan(g);
+    if (g.batch == 0 || plan.depth == 0) {  // the gradient is exactly zero
+        scale_or_zero(grad_weight, g.weight_size(), beta);
+        return;
+    }
+    const bool in_place = plan.full_window && beta == 0.0f;  // (Cout, D) row-major is the weight's layout
+    float* target = in_place ? grad_weight : ctx.arena().allocate_floats(static_cast<std::size_t>(plan.depth * g.out_channels));
+    backward_filter_bf16(ctx, g, plan, input, grad_output, target);
+    if (in_place) return;
+    if (!plan.full_window) return scatter_filter_gradient(g, plan, target, grad_weight, beta);
+    for (Index i = 0; i < g.weight_size(); ++i) grad_weight[i] += target[i];  // beta = 1
 }
 
 }  // namespace sga::cpu

@@ -169,9 +169,14 @@ void backward_data_streamed(Context& ctx, Index M, Index K, Index N, const Sourc
 // ---- bfloat16 kernels (conv2d_bf16.cpp) ----
 
 // conv2d_packed_bf16: output = the pass's product of `input` and the weight that
-// conv2d_pack_weight_bf16 packed, in bfloat16 with float32 sums. Requires bf16::available().
+// conv2d_pack_weight_bf16 packed (+ output when beta = 1), in bfloat16 with float32 sums.
+// Requires bf16::available().
 void packed_bf16(Context& ctx, const ConvGeometry& g, const Plan& plan, ConvPass pass, const float* input,
-                 const std::uint32_t* packed, float* output);
+                 const std::uint32_t* packed, float* output, float beta);
+// conv2d_backward_filter_bf16: target (Cout, D) row-major = the filter gradient of the active
+// taps, in bfloat16 with float32 sums. Requires bf16::available() and plan.depth > 0.
+void backward_filter_bf16(Context& ctx, const ConvGeometry& g, const Plan& plan, const float* input,
+                          const float* grad_output, float* target);
 
 // Offsets of the M = batch * P rows of an NCHW tensor with `channels` channels: row
 // n * P + p starts at image n, position p; its channel k lies k * P further.

@@ -86,12 +86,12 @@ sga::Device parse_device(const std::string& text) {
     throw UsageError("--device expects cpu, cuda or auto, found '" + text + "'");
 }
 
-std::optional<sga::Precision> precision_option(const ParsedArguments& a) {
-    const std::optional<std::string> text = a.get("precision");
+std::optional<sga::Precision> precision_option(const ParsedArguments& a, const std::string& name) {
+    const std::optional<std::string> text = a.get(name);
     if (!text) return std::nullopt;
     if (*text == "float32") return sga::Precision::Float32;
     if (*text == "bfloat16") return sga::Precision::BFloat16;
-    throw UsageError("--precision expects float32 or bfloat16, found '" + *text + "'");
+    throw UsageError("--" + name + " expects float32 or bfloat16, found '" + *text + "'");
 }
 
 void apply_precision(const ParsedArguments& a, sga::Detector& detector) {

@@ -60,8 +60,8 @@ double parse_real(const std::string& option, const std::string& text);
 int integer_option(const ParsedArguments& a, const std::string& name, int fallback, int min, int max);
 // cpu, cuda or auto.
 sga::Device parse_device(const std::string& text);
-// --precision float32|bfloat16, when given.
-std::optional<sga::Precision> precision_option(const ParsedArguments& a);
+// --precision (or --NAME) float32|bfloat16, when given.
+std::optional<sga::Precision> precision_option(const ParsedArguments& a, const std::string& name = "precision");
 // --precision, when given, sets the detector's scoring precision; a warning on stderr when
 // this processor runs another.
 void apply_precision(const ParsedArguments& a, sga::Detector& detector);

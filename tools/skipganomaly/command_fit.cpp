@@ -73,7 +73,12 @@ options (every default shown):
                                see threshold_from_normal_scores in metrics.hpp)
   --precision float32|bfloat16 the arithmetic of the model's scoring convolutions, stored in
                                the model; the threshold is learnt at it (default float32;
-                               bfloat16 where the processor has AVX512-BF16). Training is float32
+                               bfloat16 where the processor has AVX512-BF16)
+  --training-precision float32|bfloat16
+                               the arithmetic of the training convolutions, forward and
+                               backward (default float32; bfloat16 where the processor has
+                               AVX512-BF16, about 1.5x faster a step). Batch norm, losses and
+                               Adam stay float32; the model records it
   --device cpu|cuda|auto       where to train (default auto: CUDA when built and a GPU is
                                present, unless SKIPGANOMALY_FORCE_CPU is set)
   --threads N                  CPU threads (default: OMP_NUM_THREADS, else every core)
@@ -119,6 +124,7 @@ const std::vector<OptionSpec> fit_options = {
     {"validation-fraction"},
     {"threshold-quantile"},
     {"precision"},
+    {"training-precision"},
     {"device"},
     {"threads"},
     {"checkpoint-every"},
@@ -176,6 +182,7 @@ int command_fit(const std::vector<std::string>& args) {
         o.threshold_quantile = static_cast<float>(parse_real("threshold-quantile", *q));
     if (const auto d = a.get("device")) o.device = parse_device(*d);
     if (const auto p = precision_option(a)) o.precision = *p;
+    if (const auto p = precision_option(a, "training-precision")) o.training_precision = *p;
     o.checkpoint_every_epochs = integer_option(a, "checkpoint-every", 0, 0, 1000000);
     if (const auto c = a.get("checkpoint")) o.checkpoint_path = *c;
     if (o.checkpoint_every_epochs > 0 && o.checkpoint_path.empty())
@@ -212,6 +219,11 @@ int command_fit(const std::vector<std::string>& args) {
               << recipe_reason;
     if (o.tiling.enabled()) std::cerr << ", tiles of " << o.tiling.tile << " px every " << o.tiling.step() << " px";
     std::cerr << ", device " << sga::to_string(detector.device()) << ", " << sga::cpu_threads() << " CPU thread(s)\n";
+    if (o.training_precision == sga::Precision::BFloat16 &&
+        !(detector.device() == sga::Device::Cpu && sga::cpu_bf16_available()))
+        std::cerr << "warning: --training-precision bfloat16 is not available here ("
+                  << (detector.device() == sga::Device::Cpu ? "this processor has no AVX512-BF16" : "CPU only")
+                  << "); training in float32\n";
     const sga::FitReport report = fit_with_progress(detector, images, progress_every);
     if (report.epochs_completed == 0) {
         // Only a cancellation returns without a completed epoch (divergence throws).

@@ -130,6 +130,13 @@ public:
         independent_units_ = units;
     }
 
+    // The arithmetic of the convolutions recorded from now on (ops::conv2d, conv_transpose2d),
+    // in all three passes: Float32, or BFloat16 (operands rounded to bfloat16, sums in float32)
+    // where the device runs it (kernels::bf16_available), float32 elsewhere. Everything else on
+    // the tape stays float32.
+    Precision convolution_precision() const { return convolution_precision_; }
+    void set_convolution_precision(Precision precision) { convolution_precision_ = precision; }
+
 private:
     struct Node {
         TensorView value;
@@ -166,6 +173,7 @@ private:
     std::vector<Node> nodes_;
     bool grad_enabled_ = true;
     std::int64_t independent_units_ = 1;
+    Precision convolution_precision_ = Precision::Float32;
     // Gradient buffers that no node reads any more: those of nodes whose rule has run, and
     // those of an earlier backward pass. Arena memory allocated since the last clear(): the
     // owner resets tape and arena together, so it is never stale.
@@ -266,6 +274,24 @@ inline ConvGeometry conv_transpose2d_geometry(const Shape& x, const Shape& w, st
     return g;
 }
 
+namespace detail {
+// Whether the tape's convolutions run in bfloat16 (Tape::convolution_precision).
+inline bool bf16_convolutions(const Tape& tape) {
+    return tape.convolution_precision() == Precision::BFloat16 && kernels::bf16_available(tape.context().device());
+}
+// output = result + beta * output, the result being `pass` of `input` and `weight` in bfloat16,
+// the weight packed for this one call (training changes it every step). `output` must be
+// allocated before: the packing's scratch is released on return.
+inline void bf16_convolution(Context& ctx, const ConvGeometry& g, ConvPass pass, const float* input,
+                             const float* weight, float* output, float beta) {
+    Arena::Scope scratch(ctx.arena());
+    const auto words = static_cast<std::size_t>(kernels::conv2d_bf16_packed_words(ctx.device(), g, pass));
+    auto* packed = reinterpret_cast<std::uint32_t*>(ctx.arena().allocate_floats(words));
+    kernels::conv2d_pack_weight_bf16(ctx, g, pass, weight, packed);
+    kernels::conv2d_packed_bf16(ctx, g, pass, input, packed, output, beta);
+}
+}  // namespace detail
+
 // input (N, Cin, H, W), weight (Cout, Cin, K, K), bias (Cout) -> (N, Cout, OH, OW).
 inline Var conv2d(Var input, Var weight, std::optional<Var> bias, std::int64_t stride, std::int64_t padding) {
     detail::require_rank4(input, "conv2d");
@@ -273,17 +299,33 @@ inline Var conv2d(Var input, Var weight, std::optional<Var> bias, std::int64_t s
     const ConvGeometry g = conv2d_geometry(input.shape(), weight.shape(), stride, padding);
     Tape& tape = *input.tape;
     Context& ctx = tape.context();
+    const bool bf16 = detail::bf16_convolutions(tape);
     TensorView out = tape.allocate({g.batch, g.out_channels, g.out_height, g.out_width});
-    kernels::conv2d_forward(ctx, g, input.value().data(), weight.value().data(), out.data(), 0.0f);
+    if (bf16)
+        detail::bf16_convolution(ctx, g, ConvPass::Forward, input.value().data(), weight.value().data(), out.data(), 0.0f);
+    else
+        kernels::conv2d_forward(ctx, g, input.value().data(), weight.value().data(), out.data(), 0.0f);
     const std::int64_t spatial = g.out_height * g.out_width;
     if (bias) kernels::add_channel_bias(ctx, g.batch, g.out_channels, spatial, bias->value().data(), out.data());
-    auto rule = [g, input, weight, bias, spatial](Tape& t, int self) {
+    auto rule = [g, input, weight, bias, spatial, bf16](Tape& t, int self) {
         Context& c = t.context();
         const float* dy = t.grad(self).data();
-        if (t.requires_grad(input))
-            kernels::conv2d_backward_data(c, g, dy, weight.value().data(), t.grad(input).data(), 1.0f);
-        if (t.requires_grad(weight))
-            kernels::conv2d_backward_filter(c, g, input.value().data(), dy, t.grad(weight).data(), 1.0f);
+        const float* x = input.value().data();
+        const float* w = weight.value().data();
+        if (t.requires_grad(input)) {
+            float* dx = t.grad(input).data();
+            if (bf16)
+                detail::bf16_convolution(c, g, ConvPass::BackwardData, dy, w, dx, 1.0f);
+            else
+                kernels::conv2d_backward_data(c, g, dy, w, dx, 1.0f);
+        }
+        if (t.requires_grad(weight)) {
+            float* dw = t.grad(weight).data();
+            if (bf16)
+                kernels::conv2d_backward_filter_bf16(c, g, x, dy, dw, 1.0f);
+            else
+                kernels::conv2d_backward_filter(c, g, x, dy, dw, 1.0f);
+        }
         if (bias && t.requires_grad(*bias))
             kernels::add_channel_bias_backward(c, g.batch, g.out_channels, spatial, dy, t.grad(*bias).data());
     };
@@ -301,17 +343,34 @@ inline Var conv_transpose2d(Var input, Var weight, std::optional<Var> bias, std:
     const ConvGeometry g = conv_transpose2d_geometry(input.shape(), weight.shape(), stride, padding);
     Tape& tape = *input.tape;
     Context& ctx = tape.context();
+    const bool bf16 = detail::bf16_convolutions(tape);
     TensorView out = tape.allocate({g.batch, g.in_channels, g.in_height, g.in_width});
-    kernels::conv2d_backward_data(ctx, g, input.value().data(), weight.value().data(), out.data(), 0.0f);
+    if (bf16)
+        detail::bf16_convolution(ctx, g, ConvPass::BackwardData, input.value().data(), weight.value().data(), out.data(),
+                                 0.0f);
+    else
+        kernels::conv2d_backward_data(ctx, g, input.value().data(), weight.value().data(), out.data(), 0.0f);
     const std::int64_t spatial = g.in_height * g.in_width;
     if (bias) kernels::add_channel_bias(ctx, g.batch, g.in_channels, spatial, bias->value().data(), out.data());
-    auto rule = [g, input, weight, bias, spatial](Tape& t, int self) {
+    auto rule = [g, input, weight, bias, spatial, bf16](Tape& t, int self) {
         Context& c = t.context();
         const float* dy = t.grad(self).data();
-        if (t.requires_grad(input))
-            kernels::conv2d_forward(c, g, dy, weight.value().data(), t.grad(input).data(), 1.0f);
-        if (t.requires_grad(weight))
-            kernels::conv2d_backward_filter(c, g, dy, input.value().data(), t.grad(weight).data(), 1.0f);
+        const float* x = input.value().data();
+        const float* w = weight.value().data();
+        if (t.requires_grad(input)) {
+            float* dx = t.grad(input).data();
+            if (bf16)
+                detail::bf16_convolution(c, g, ConvPass::Forward, dy, w, dx, 1.0f);
+            else
+                kernels::conv2d_forward(c, g, dy, w, dx, 1.0f);
+        }
+        if (t.requires_grad(weight)) {
+            float* dw = t.grad(weight).data();
+            if (bf16)
+                kernels::conv2d_backward_filter_bf16(c, g, dy, x, dw, 1.0f);
+            else
+                kernels::conv2d_backward_filter(c, g, dy, x, dw, 1.0f);
+        }
         if (bias && t.requires_grad(*bias))
             kernels::add_channel_bias_backward(c, g.batch, g.in_channels, spatial, dy, t.grad(*bias).data());
     };

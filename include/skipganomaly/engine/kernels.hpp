@@ -48,7 +48,7 @@ namespace cpu {
 // Floats of the CPU's packed weight for `geometry` (its batch is ignored): 0 or the active taps.
 SKIPGANOMALY_API std::int64_t conv2d_packed_floats(const ConvGeometry& geometry, ConvPass pass);
 
-// ---- bfloat16 inference (CPU only: AVX512-BF16) ----
+// ---- bfloat16 convolutions (CPU only: AVX512-BF16) ----
 // Whether this processor runs the bfloat16 kernels (and SKIPGANOMALY_DISABLE_BF16 does not
 // turn them off).
 SKIPGANOMALY_API bool bf16_available();
@@ -59,10 +59,15 @@ SKIPGANOMALY_API std::int64_t conv2d_bf16_packed_words(const ConvGeometry& geome
 SKIPGANOMALY_API void conv2d_pack_weight_bf16(Context& ctx, const ConvGeometry& geometry, ConvPass pass,
                                               const float* weight, std::uint32_t* packed);
 // As conv2d_packed, with the input rounded to bfloat16 and the products summed in float32
-// (vdpbf16ps). An image's result does not depend on the batch nor the thread count. Throws
-// DeviceError without bf16_available().
+// (vdpbf16ps); output = result + beta * output (beta 0 or 1). An image's result does not
+// depend on the batch nor the thread count. Throws DeviceError without bf16_available().
 SKIPGANOMALY_API void conv2d_packed_bf16(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* input,
-                                         const std::uint32_t* packed, float* output);
+                                         const std::uint32_t* packed, float* output, float beta = 0.0f);
+// As conv2d_backward_filter, with input and grad_output rounded to bfloat16 and the products
+// summed in float32; the result does not depend on the thread count. Throws DeviceError
+// without bf16_available().
+SKIPGANOMALY_API void conv2d_backward_filter_bf16(Context& ctx, const ConvGeometry& geometry, const float* input,
+                                                  const float* grad_output, float* grad_weight, float beta);
 }
 #undef SGA_KERNEL
 // The CUDA backend lives in a separate module (libskipganomaly_cuda.so, src/cuda) that the
@@ -128,11 +133,19 @@ inline void conv2d_pack_weight_bf16(Context& ctx, const ConvGeometry& geometry, 
     cpu::conv2d_pack_weight_bf16(ctx, geometry, pass, weight, packed);
 }
 inline void conv2d_packed_bf16(Context& ctx, const ConvGeometry& geometry, ConvPass pass, const float* input,
-                               const std::uint32_t* packed, float* output) {
+                               const std::uint32_t* packed, float* output, float beta = 0.0f) {
     if (ctx.device() != Device::Cpu) throw DeviceError("conv2d_packed_bf16: bfloat16 kernels run on the CPU only");
     Arena::Scope scratch(ctx.arena());
     CpuThreadLease threads;
-    cpu::conv2d_packed_bf16(ctx, geometry, pass, input, packed, output);
+    cpu::conv2d_packed_bf16(ctx, geometry, pass, input, packed, output, beta);
+}
+inline void conv2d_backward_filter_bf16(Context& ctx, const ConvGeometry& geometry, const float* input,
+                                        const float* grad_output, float* grad_weight, float beta) {
+    if (ctx.device() != Device::Cpu)
+        throw DeviceError("conv2d_backward_filter_bf16: bfloat16 kernels run on the CPU only");
+    Arena::Scope scratch(ctx.arena());
+    CpuThreadLease threads;
+    cpu::conv2d_backward_filter_bf16(ctx, geometry, input, grad_output, grad_weight, beta);
 }
 }  // namespace kernels
 
