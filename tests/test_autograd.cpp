@@ -340,3 +340,44 @@ TEST_CASE("a second backward on the same tape runs in the first one's gradient b
     Tape fresh_tape(fresh_ctx);
     CHECK(after_clear == deep_chain_gradient(fresh_ctx, fresh_tape));
 }
+
+// Tape::convolution_precision BFloat16 runs every convolution pass in bfloat16: the loss and
+// every parameter's gradient move by bfloat16's rounding and no more (a pass wired to the
+// wrong kernel would move them by their whole size); without AVX512-BF16 they keep float32's bits.
+TEST_CASE("bfloat16 convolutions on the tape give float32's gradients up to bfloat16 rounding", "[autograd][bf16]") {
+    Context ctx(Device::Cpu);
+    TinyNet net(ctx);
+    const Tensor input = Tensor::from_host(Shape{3, 2, 8, 8}, random_values(3 * 2 * 64, 21));
+    const Tensor target = Tensor::from_host(Shape{3, 2, 8, 8}, random_values(3 * 2 * 64, 22, -0.9f, 0.9f));
+    Tape tape(ctx);
+    auto gradients = [&](Precision precision, float& loss) {
+        net.params.zero_grad(ctx);
+        tape.clear();
+        ctx.arena().reset();
+        tape.set_convolution_precision(precision);
+        const Var l = net.loss(tape, input, target);
+        loss = item(l);
+        tape.backward(l);
+        return Tensor::host_values(net.params.grads());
+    };
+    float loss32 = 0, loss16 = 0;
+    const std::vector<float> float32 = gradients(Precision::Float32, loss32);
+    const std::vector<float> bf16 = gradients(Precision::BFloat16, loss16);
+    if (!kernels::bf16_available(Device::Cpu)) {
+        REQUIRE(bf16 == float32);
+        REQUIRE(loss16 == loss32);
+        return;
+    }
+    REQUIRE(bf16 != float32);
+    CHECK(std::abs(loss16 - loss32) < 1e-2 * std::abs(loss32));
+    for (const ParameterBlock::Entry& e : net.params.entries()) {
+        double difference = 0, norm = 0;
+        for (std::int64_t i = e.offset; i < e.offset + e.shape.numel(); ++i) {
+            const auto at = static_cast<std::size_t>(i);
+            difference += (double{bf16[at]} - float32[at]) * (double{bf16[at]} - float32[at]);
+            norm += double{float32[at]} * float32[at];
+        }
+        INFO(e.name << ": relative L2 difference " << std::sqrt(difference / norm));
+        CHECK(std::sqrt(difference / norm) < 3e-2);
+    }
+}

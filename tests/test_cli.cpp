@@ -331,6 +331,30 @@ TEST_CASE("score --precision bfloat16, and float32 where bfloat16 is unavailable
     CHECK(version_disabled.out.find("bfloat16 unavailable") != std::string::npos);
 }
 
+// --training-precision: the model records it; unavailable, it warns and trains float32; a bad
+// name is a usage error.
+TEST_CASE("fit --training-precision bfloat16", "[cli][precision]") {
+    const std::string fit = "fit --data folder:" + quoted(workspace().path("train")) +
+                            " --recipe official --channels 1 --epochs 1 --batch-size 8 --threads 2 --training-precision ";
+    const std::string model = workspace().path("bf16_trained.safetensors");
+    const Run bf16 = run_cli(fit + "bfloat16 --out " + quoted(model));
+    INFO(bf16.out << bf16.err);
+    REQUIRE(bf16.exit_code == 0);
+    CHECK(sga::Detector::load(model, sga::Device::Cpu).options().training_precision == sga::Precision::BFloat16);
+    CHECK((bf16.err.find("warning: --training-precision bfloat16 is not available here") == std::string::npos) ==
+          sga::cpu_bf16_available());
+    ::setenv("SKIPGANOMALY_DISABLE_BF16", "1", 1);  // for the tool's processes only
+    const Run disabled = run_cli(fit + "bfloat16 --out " + quoted(workspace().path("bf16_disabled.safetensors")));
+    ::unsetenv("SKIPGANOMALY_DISABLE_BF16");
+    INFO(disabled.err);
+    CHECK(disabled.exit_code == 0);
+    CHECK_THAT(disabled.err, Catch::Contains("warning: --training-precision bfloat16 is not available here"));
+    const Run bad = run_cli(fit + "int4 --out " + quoted(workspace().path("never.safetensors")));
+    CHECK(bad.exit_code == 2);
+    CHECK_THAT(bad.err, Catch::Contains("--training-precision expects float32 or bfloat16"));
+    CHECK_FALSE(fs::exists(workspace().path("never.safetensors")));
+}
+
 TEST_CASE("eval says anomalies are the positive class and prints the base rate", "[cli]") {
     const std::string data = "anomalib:" + quoted(workspace().path("normal")) + ":" + quoted(workspace().path("abnormal"));
     const Run text = run_cli("eval --model " + quoted(default_model()) + " --data " + data + " --threads 2");

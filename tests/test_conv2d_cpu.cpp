@@ -415,6 +415,39 @@ std::vector<std::uint32_t> pack_bf16(sga::Context& ctx, ConvGeometry g, sga::Con
 }
 }  // namespace
 
+// The packing (bf16::pack_weight: register transposes, loads or gathers where the processor has
+// AVX512-BF16, scalar conversions elsewhere) writes exactly the layout bf16_gemm.hpp documents,
+// with from_float's bits, for rows whose depths are contiguous (the forward weight, the
+// gradient of bfloat16 backward-filter), rows that are adjacent (the backward-data weight) and
+// neither; tails of rows and an odd depth are zeros.
+TEST_CASE("bfloat16 packing writes the documented layout with from_float's bits", "[conv2d][cpu][bf16]") {
+    using sga::cpu::bf16::from_float;
+    struct Case {
+        std::int64_t rows, depth, r_stride, k_stride;
+    };
+    for (const Case& c : {Case{37, 75, 75, 1}, Case{64, 1024, 1024, 1}, Case{21, 33, 1, 21}, Case{18, 9, 3, 57},
+                          Case{5, 40, 40, 1}}) {
+        const std::int64_t extent = (c.rows - 1) * c.r_stride + (c.depth - 1) * c.k_stride + 1;
+        std::vector<float> w = random_vector(static_cast<std::size_t>(extent), 9900 + static_cast<std::uint64_t>(c.rows));
+        w[0] = std::numeric_limits<float>::denorm_min();  // a subnormal: zero, as the instruction treats it
+        std::vector<std::uint32_t> packed(static_cast<std::size_t>(sga::cpu::bf16::packed_words(c.rows, c.depth)), 0xDEADBEEFu);
+        sga::cpu::bf16::pack_weight(c.rows, c.depth, w.data(), c.r_stride, c.k_stride, packed.data());
+        const std::int64_t pairs = (c.depth + 1) / 2;
+        auto expected = [&](std::int64_t r, std::int64_t k) -> std::uint32_t {
+            return r < c.rows && k < c.depth ? from_float(w[static_cast<std::size_t>(r * c.r_stride + k * c.k_stride)]) : 0u;
+        };
+        for (std::int64_t block = 0; block < (c.rows + 15) / 16; ++block)
+            for (std::int64_t p = 0; p < pairs; ++p)
+                for (std::int64_t i = 0; i < 16; ++i) {
+                    const std::int64_t r = block * 16 + i;
+                    INFO("rows " << c.rows << " depth " << c.depth << " strides " << c.r_stride << ", " << c.k_stride
+                                 << ": row " << r << " pair " << p);
+                    REQUIRE(packed[static_cast<std::size_t>((block * pairs + p) * 16 + i)] ==
+                            (expected(r, 2 * p) | (expected(r, 2 * p + 1) << 16)));
+                }
+    }
+}
+
 // The bfloat16 kernel computes in float32 the convolution of the inputs and weights rounded to
 // bfloat16: against the double reference on rounded operands it is as close as a float32
 // kernel, on every test geometry and a few that reach the wide tile's row and column tails,

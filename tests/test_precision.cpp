@@ -182,3 +182,47 @@ TEST_CASE("fit at bfloat16 learns its threshold from bfloat16 scores", "[precisi
     REQUIRE(d.threshold() != trained().threshold());
     REQUIRE(std::abs(d.threshold() - trained().threshold()) < 0.05 * std::abs(trained().threshold()));
 }
+
+// DetectorOptions::training_precision: bfloat16 training trains a model close to float32's from
+// the same seed (not the same bits), the model file records it, and a checkpoint resumes only
+// at the precision it was trained at. Without AVX512-BF16 it trains float32's bits.
+TEST_CASE("bfloat16 training trains close to float32 and the model file records it", "[precision][training]") {
+    TempDir dir;
+    DetectorOptions o = trained().options();
+    o.training_precision = Precision::BFloat16;
+    std::mt19937_64 rng(11);
+    std::vector<Image> images;
+    for (int i = 0; i < 40; ++i) images.push_back(sga::testing::blob_image(rng));
+    Detector d(o);
+    d.fit(images);
+    const std::vector<Image> probe = probes();
+    const std::vector<float> bf16 = scores(d, probe), float32 = scores(trained(), probe);
+    if (!cpu_bf16_available()) {
+        REQUIRE(bf16 == float32);
+    } else {
+        REQUIRE(bf16 != float32);
+        for (std::size_t i = 0; i < probe.size(); ++i) {
+            INFO("image " << i << ": float32-trained " << float32[i] << ", bfloat16-trained " << bf16[i]);
+            REQUIRE(std::isfinite(bf16[i]));
+            CHECK(std::abs(bf16[i] - float32[i]) < 0.1 * std::abs(float32[i]));
+        }
+    }
+    const Detector loaded = copy_of(d, dir.path);
+    REQUIRE(loaded.options().training_precision == Precision::BFloat16);
+    REQUIRE(loaded.options().precision == Precision::Float32);  // scoring precision is its own setting
+    REQUIRE(scores(loaded, probe) == bf16);
+    REQUIRE(copy_of(trained(), dir.path).options().training_precision == Precision::Float32);
+
+    // A checkpoint of a bfloat16 run does not resume as float32.
+    DetectorOptions first = o;
+    first.checkpoint_every_epochs = 1;
+    first.checkpoint_path = (dir.path / "checkpoint.safetensors").string();
+    Detector(first).fit(images);
+    DetectorOptions resumed = o;
+    resumed.training_precision = Precision::Float32;
+    resumed.epochs = 2;
+    resumed.resume_from = first.checkpoint_path;
+    REQUIRE_THROWS_WITH(Detector(resumed).fit(images), Catch::Contains("training precision"));
+    resumed.training_precision = Precision::BFloat16;
+    REQUIRE_NOTHROW(Detector(resumed).fit(images));
+}

@@ -171,6 +171,20 @@ def test_precision_is_a_setting_that_keeps_float32_bits(tmp_path, detector, data
         copy.precision = "int4"
 
 
+def test_training_precision_is_an_option_the_model_keeps(tmp_path, data):
+    detector = skipganomaly.Detector(**dict(SMALL_MODEL, training_precision="bfloat16"))
+    assert detector.options["training_precision"] == "bfloat16"
+    assert skipganomaly.Detector().options["training_precision"] == "float32"
+    detector.fit(data["normal"])
+    path = str(tmp_path / "bf16_trained.safetensors")
+    detector.save(path)
+    loaded = skipganomaly.Detector.load(path)
+    assert loaded.options["training_precision"] == "bfloat16"
+    assert loaded.options["precision"] == "float32"
+    with pytest.raises(skipganomaly.InvalidArgument, match="precision"):
+        skipganomaly.Detector(training_precision="int4")
+
+
 def test_untrained_detector_refuses_to_save(tmp_path):
     detector = skipganomaly.Detector(**SMALL_MODEL)
     assert not detector.is_trained
