@@ -16,8 +16,9 @@ GEMM peak; 8 application threads scoring at once against one caller's batch of 6
 and last the speed and memory targets against this run, with what each missed one would need.
 
 Our side runs in each of --our-precisions (default float32,bfloat16): scoring in bfloat16
-(Precision::BFloat16, AVX512-BF16) where the processor has it; training is float32. Each row
-names the faster of ours. The processor's float32, bfloat16 and int8 register
+(Precision::BFloat16, AVX512-BF16) and training with bfloat16 convolutions
+(DetectorOptions::training_precision) where the processor has it. Each row names the faster
+of ours. The processor's float32, bfloat16 and int8 register
 peaks (BM_PeakFloat32_Cpu, BM_PeakBf16_Cpu, BM_PeakInt8_Cpu) are measured in the same run, and the batched rows' FLOP
 rates are read against the peak of the precision that ran.
 
@@ -255,7 +256,7 @@ def run_ours(bench, isize, what, batch, min_time, precision="float32"):
     isize 128). A run of one iteration runs the function once (the model, two warm-up calls,
     one timed call); the timing process's peak is kept for the log. None where the benchmark
     skipped (bfloat16 on a processor without it)."""
-    kind = "TrainStep" if what == "train" else ("ScoreBatchBf16" if precision == "bfloat16" else "ScoreBatch")
+    kind = ("TrainStep" if what == "train" else "ScoreBatch") + ("Bf16" if precision == "bfloat16" else "")
     name = f"BM_{kind}_Cpu/isize:{isize}/batch:{batch}/real_time"
     run = run_benchmark(bench, f"^{name}$", min_time)
     if run.get("error_occurred"):
@@ -368,7 +369,7 @@ def main():
             theirs = run_pytorch(isize, what, batch, args.repeats, args.stock_conv_transpose, precisions)
             torch_version = theirs["torch"]
             measured = {}
-            for precision in (("float32",) if what == "train" else our_precisions):
+            for precision in our_precisions:
                 result = run_ours(args.bench, isize, what, batch, args.min_time, precision)
                 if result:
                     measured[precision] = result
@@ -384,7 +385,7 @@ def main():
     conv_t = "stock ConvTranspose2d" if args.stock_conv_transpose else "ConvTranspose2d as conv2d_input (oneDNN)"
     print(f"\nPyTorch {torch_version} ({THREADS} threads, {conv_t}; each row its fastest of "
           f"{', '.join(precisions)}, named) vs skipganomaly ({THREADS} threads; each row its fastest of "
-          f"{', '.join(our_precisions)} for scoring, float32 for training, named); nc 3, ngf = ndf = 64, nz 100\n")
+          f"{', '.join(our_precisions)}, named); nc 3, ngf = ndf = 64, nz 100\n")
     print("| isize | measure | PyTorch (fastest) | PyTorch precision | ours (fastest) | our precision | "
           "ours / PyTorch time | PyTorch peak MiB | our peak MiB | ours / PyTorch memory | PyTorch float32 | ours float32 |")
     print("|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|")

@@ -35,8 +35,10 @@
 //   (conv2d_pack_weight) and calls conv2d_packed, as the layers do for products of at most
 //   PackedConvolution::max_rows rows (layers.hpp). The weight read where it lies, the products
 //   in SIMD register tiles (conv2d_lanes.hpp).
-// - bfloat16 (conv2d_bf16.cpp, bf16_gemm.cpp): inference only, when the caller packed the
-//   weight in bfloat16 (conv2d_pack_weight_bf16) and calls conv2d_packed_bf16, at any batch.
+// - bfloat16 (conv2d_bf16.cpp, bf16_gemm.cpp): when the caller packed the weight in bfloat16
+//   (conv2d_pack_weight_bf16: once for scoring, every call for bfloat16 training) and calls
+//   conv2d_packed_bf16, at any batch; and conv2d_backward_filter_bf16, training's weight
+//   gradient (Tape::convolution_precision).
 // im2col and col2im (conv2d_im2col.cpp) serve every strategy but "input is columns". Outside
 // the GEMMs the work is split over independent planes, images or columns: no two threads write
 // one element, no atomics. Scratch comes from ctx.arena(), so a steady-state training step
