@@ -132,6 +132,7 @@ class Detector:
         scoring_mode: Literal["running", "batch"] = ...,
         score_batch_size: int = ...,
         precision: Literal["float32", "bfloat16"] = ...,
+        training_precision: Literal["float32", "bfloat16"] = ...,
         tile: int = ...,
         stride: int = ...,
         generator_features: int = ...,
